@@ -1,0 +1,204 @@
+"""Start, watch and stop one local server process by its PID file - and never anybody else's process.
+
+Contract:
+
+* :meth:`ManagedProcess.start` launches the command detached (its own session and process group), writes its
+  output to ``<home>/<name>/<name>.log`` and records ``{pid, argv, started}`` in ``<home>/<name>/<name>.pid``.
+* A PID file alone proves nothing (PIDs are reused): a process counts as ours only while
+  ``/proc/<pid>/cmdline`` still equals the recorded argv. :meth:`stop` signals nothing else.
+* :meth:`stop` sends SIGTERM to the process group, waits, then SIGKILLs it; the PID file goes last.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from vatic.connectors.errors import ConfigError
+
+
+class PortInUse(ConfigError):
+    """A port the stack needs is already bound by a process that is not ours."""
+
+
+class StartFailed(ConfigError):
+    """A component exited or did not become ready in time; the message quotes its log."""
+
+
+def port_is_free(host: str, port: int) -> bool:
+    """True when nothing listens on ``host:port`` (a bind succeeds)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
+def port_accepts(host: str, port: int, timeout: float = 0.5) -> bool:
+    """True when a TCP connection to ``host:port`` succeeds."""
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def _cmdline(pid: int) -> list[str] | None:
+    try:
+        raw = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return None
+    return [part.decode("utf-8", "replace") for part in raw.split(b"\0") if part] or None
+
+
+def _is_zombie(pid: int) -> bool:
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text(encoding="utf-8").rsplit(")", 1)[1].split()
+    except OSError:
+        return True
+    return fields[0] == "Z"
+
+
+@dataclass
+class ManagedProcess:
+    """One supervised server process of the local stack."""
+
+    name: str
+    home: Path
+
+    @property
+    def dir(self) -> Path:
+        return self.home / self.name
+
+    @property
+    def pid_file(self) -> Path:
+        return self.dir / f"{self.name}.pid"
+
+    @property
+    def log_file(self) -> Path:
+        return self.dir / f"{self.name}.log"
+
+    def recorded(self) -> dict[str, object] | None:
+        """The PID file's content, or None when there is none (or it is unreadable)."""
+        try:
+            data = json.loads(self.pid_file.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return None
+        return data if isinstance(data, dict) else None
+
+    def pid(self) -> int | None:
+        """The PID of our running process, or None. Verifies the command line, not just the PID."""
+        data = self.recorded()
+        if data is None:
+            return None
+        pid, argv = data.get("pid"), data.get("argv")
+        if not isinstance(pid, int) or not isinstance(argv, list):
+            return None
+        if _cmdline(pid) != argv or _is_zombie(pid):
+            return None
+        return pid
+
+    def start(
+        self,
+        argv: Sequence[str],
+        *,
+        env: dict[str, str] | None = None,
+        cwd: Path | None = None,
+    ) -> int:
+        """Launch ``argv`` detached; returns its PID. Raises :class:`StartFailed` if it dies at once."""
+        self.dir.mkdir(parents=True, exist_ok=True)
+        with self.log_file.open("ab") as log:
+            log.write(f"\n--- vatic: starting {self.name} at {time.strftime('%Y-%m-%dT%H:%M:%S')}\n".encode())
+            log.flush()
+            proc = subprocess.Popen(
+                list(argv),
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                cwd=cwd or self.dir,
+                env={**os.environ, **(env or {})},
+                start_new_session=True,
+            )
+        # /proc/<pid>/cmdline can differ from argv (a wrapper re-execs itself); record what the kernel reports
+        time.sleep(0.05)
+        actual = _cmdline(proc.pid) or list(argv)
+        self.pid_file.write_text(
+            json.dumps({"pid": proc.pid, "argv": actual, "started": time.time()}), encoding="utf-8"
+        )
+        self._popen = proc
+        return proc.pid
+
+    def wait_ready(self, probe: Callable[[], bool], timeout_s: float) -> None:
+        """Poll ``probe`` until it returns True; raise :class:`StartFailed` if the process dies or time runs out."""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self.pid() is None:
+                raise StartFailed(f"{self.name} exited during start-up; last log lines: {self.log_tail()}")
+            with contextlib.suppress(Exception):
+                if probe():
+                    return
+            time.sleep(0.2)
+        raise StartFailed(
+            f"{self.name} was not ready after {timeout_s:.0f}s (log: {self.log_file}); "
+            f"last log lines: {self.log_tail()}"
+        )
+
+    def stop(self, timeout_s: float = 20.0) -> bool:
+        """Stop our process (SIGTERM, then SIGKILL after ``timeout_s``). Returns True if one was running."""
+        pid = self.pid()
+        if pid is None:
+            self.pid_file.unlink(missing_ok=True)
+            return False
+        self._signal(pid, signal.SIGTERM)
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline and self.pid() is not None:
+            self._reap()
+            time.sleep(0.1)
+        if self.pid() is not None:
+            self._signal(pid, signal.SIGKILL)
+            while self.pid() is not None:
+                self._reap()
+                time.sleep(0.05)
+        self._reap()
+        self.pid_file.unlink(missing_ok=True)
+        return True
+
+    def signal(self, sig: signal.Signals) -> None:
+        """Send ``sig`` to our running process only (used by fault tests: SIGSTOP/SIGCONT/SIGKILL)."""
+        pid = self.pid()
+        if pid is None:
+            raise StartFailed(f"{self.name} is not running")
+        os.kill(pid, sig)
+
+    def log_tail(self, lines: int = 5) -> str:
+        try:
+            text = self.log_file.read_text(encoding="utf-8", errors="replace")
+        except OSError:
+            return "(no log)"
+        return " | ".join(line.strip() for line in text.strip().splitlines()[-lines:])
+
+    @staticmethod
+    def _signal(pid: int, sig: signal.Signals) -> None:
+        # We started the process as the leader of its own group: signal the group so children go too.
+        try:
+            if os.getpgid(pid) == pid:
+                os.killpg(pid, sig)
+            else:
+                os.kill(pid, sig)
+        except ProcessLookupError:
+            pass
+
+    def _reap(self) -> None:
+        popen: subprocess.Popen[bytes] | None = getattr(self, "_popen", None)
+        if popen is not None:
+            popen.poll()

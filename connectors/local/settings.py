@@ -1,0 +1,68 @@
+"""Settings of the embedded local stack, read from ``VATIC_STACK_*`` environment variables.
+
+Every port can be moved (``VATIC_STACK_KAFKA_PORT=19092``) so that two checkouts, or a developer's own Kafka,
+can live side by side. Runtime state (data, logs, PID files) goes under ``home``; downloads under ``cache``.
+Both default to ignored folders of the checkout (``.vatic/`` and ``.cache/``) when vatic runs from one, and
+to ``~/.vatic`` otherwise.
+"""
+
+from __future__ import annotations
+
+from functools import cache
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+@cache
+def checkout_root() -> Path | None:
+    """The vatic checkout this code runs from (editable install), or None for an installed wheel."""
+    here = Path(__file__).resolve()
+    for parent in here.parents:
+        pyproject = parent / "pyproject.toml"
+        if pyproject.is_file() and 'name = "vatic"' in pyproject.read_text(encoding="utf-8"):
+            return parent
+    return None
+
+
+def _default_home() -> Path:
+    root = checkout_root()
+    return root / ".vatic" if root else Path.home() / ".vatic"
+
+
+def _default_cache() -> Path:
+    root = checkout_root()
+    return root / ".cache" if root else Path.home() / ".vatic" / "cache"
+
+
+class StackSettings(BaseSettings):
+    """Where the local stack lives and which loopback ports it binds."""
+
+    model_config = SettingsConfigDict(env_prefix="VATIC_STACK_", extra="forbid")
+
+    home: Path = Field(default_factory=_default_home, description="runtime state: data, logs, PID files")
+    cache: Path = Field(default_factory=_default_cache, description="downloaded jars and distributions")
+    host: str = Field("127.0.0.1", description="address every component binds (loopback only)")
+    kafka_port: int = Field(9092, ge=1, le=65535)
+    kafka_controller_port: int = Field(9093, ge=1, le=65535)
+    redis_port: int = Field(6379, ge=1, le=65535)
+    registry_port: int = Field(8081, ge=1, le=65535)
+    java: str = Field("java", description="the java executable (Java 17+)")
+    kafka_heap: str = Field("512m", description="broker -Xmx")
+    registry_heap: str = Field("384m", description="schema registry -Xmx")
+    start_timeout_s: float = Field(60.0, gt=0, description="how long to wait for a component to be ready")
+
+    @property
+    def kafka_bootstrap(self) -> str:
+        """``host:port`` of the broker's client listener."""
+        return f"{self.host}:{self.kafka_port}"
+
+    @property
+    def redis_url(self) -> str:
+        return f"redis://{self.host}:{self.redis_port}/0"
+
+    @property
+    def registry_url(self) -> str:
+        """Base URL of the Confluent-compatible REST API (Apicurio's ``ccompat`` v7)."""
+        return f"http://{self.host}:{self.registry_port}/apis/ccompat/v7"

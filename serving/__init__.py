@@ -1,0 +1,1 @@
+"""The serving layer: the transport-free prediction core, model-server runtimes, the gateway and the CLI."""

@@ -1,0 +1,1 @@
+"""The ``vatic`` command line: one module per command."""

@@ -1,0 +1,31 @@
+"""``vatic``: the command line of the platform. Each command group lives in a module of its own."""
+
+from __future__ import annotations
+
+import sys
+
+import typer
+
+from vatic.schemas.errors import VaticError
+from vatic.serving.cli import stack
+
+app = typer.Typer(
+    name="vatic",
+    help="Real-time ML predictions: one service definition, served from Kafka and REST.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+app.add_typer(stack.app, name="stack")
+
+
+def main() -> None:
+    """Console entry point: vatic errors become one line on stderr and exit code 2, never a traceback."""
+    try:
+        app()
+    except VaticError as exc:
+        print(f"vatic: {exc}", file=sys.stderr)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()
