@@ -1,0 +1,114 @@
+# vatic - developer entry points. Everything installs itself on first use (fresh machine) and is idempotent.
+#
+#   make demo    install, start the local stack, run the end-to-end demo, stop the stack
+#   make test    install, start what the tests need, run every test (both environments), stop it again
+#   make lint    ruff + mypy
+#   make setup   only install (two Python environments, jars, redis-server)
+#
+# Two Python environments, as production uses two images (see pyproject.toml for why they cannot be one):
+#   .venv/pipeline  PyFlink job, gateway, CLI, Feast, Kafka clients
+#   .venv/server    MLServer and its runtimes
+
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DEFAULT_GOAL := help
+
+PYTHON ?= python3.11
+UV_VERSION := 0.13.8
+CACHE := .cache
+TOOLS := $(CACHE)/tools
+UV := $(TOOLS)/bin/uv
+PIPE := .venv/pipeline
+SERVER := .venv/server
+VATIC := $(PIPE)/bin/vatic
+PYTEST_ARGS ?=
+
+export UV_CACHE_DIR := $(CURDIR)/$(CACHE)/uv
+export UV_PYTHON_DOWNLOADS := never
+export UV_LINK_MODE := copy
+
+.PHONY: help setup envs system-deps artifacts test test-pipeline test-server lint fmt demo stack-up stack-down clean
+
+help:
+	@sed -n '2,7p' Makefile | sed 's/^# \{0,1\}//'
+
+# --- installation ----------------------------------------------------------------------------------------
+
+setup: system-deps envs artifacts
+
+$(UV):
+	@command -v $(PYTHON) >/dev/null || { echo "setup: $(PYTHON) not found: install CPython 3.11 (or run make PYTHON=python3.12)"; exit 1; }
+	$(PYTHON) -m venv $(TOOLS)
+	$(TOOLS)/bin/pip install -q --disable-pip-version-check uv==$(UV_VERSION)
+
+envs: $(PIPE)/.synced $(SERVER)/.synced
+
+# Re-synced only when the lock or the project metadata change; `uv sync --locked` refuses a stale uv.lock.
+$(PIPE)/.synced: uv.lock pyproject.toml | $(UV)
+	UV_PROJECT_ENVIRONMENT=$(PIPE) $(UV) sync -q --locked --extra pipeline -p $(PYTHON)
+	@touch $@
+
+$(SERVER)/.synced: uv.lock pyproject.toml | $(UV)
+	UV_PROJECT_ENVIRONMENT=$(SERVER) $(UV) sync -q --locked --extra server -p $(PYTHON)
+	@touch $@
+
+# Debian packages the local stack runs: redis-server (Feast's online store), Java 17 and Maven (Kafka broker,
+# Flink, schema registry). Installed only when absent.
+system-deps:
+	@missing=""; \
+	command -v redis-server >/dev/null || missing="$$missing redis-server"; \
+	command -v java >/dev/null || missing="$$missing openjdk-17-jre-headless"; \
+	command -v mvn >/dev/null || missing="$$missing maven"; \
+	if [ -n "$$missing" ]; then \
+	  sudo=""; [ "$$(id -u)" = 0 ] || sudo="sudo"; \
+	  command -v apt-get >/dev/null || { echo "setup: missing$$missing and no apt-get: install them by hand"; exit 1; }; \
+	  echo "setup: installing$$missing (Debian)"; \
+	  $$sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$sudo apt-get install -y -qq $$missing >/dev/null; \
+	fi
+
+artifacts: envs
+	@$(VATIC) stack fetch
+
+# --- tests -----------------------------------------------------------------------------------------------
+
+# The stack is started before and stopped after the tests, even when they fail (trap on EXIT).
+test: setup
+	@trap '$(VATIC) stack down >/dev/null || true' EXIT; \
+	$(VATIC) stack up; \
+	$(MAKE) --no-print-directory test-pipeline test-server
+
+test-pipeline:
+	$(PIPE)/bin/pytest tests --ignore=tests/serving/runtimes $(PYTEST_ARGS)
+
+test-server:
+	@if [ -d tests/serving/runtimes ]; then $(SERVER)/bin/pytest tests/serving/runtimes $(PYTEST_ARGS); \
+	else echo "test-server: no model-server tests yet"; fi
+
+# mypy cannot follow setuptools' package-dir mapping (streaming/ -> vatic.streaming): give it a link tree.
+lint: envs
+	@mkdir -p $(CACHE)/typecheck/vatic
+	@for p in connectors schemas serving streaming; do ln -sfn ../../../$$p $(CACHE)/typecheck/vatic/$$p; done
+	$(PIPE)/bin/ruff check .
+	$(PIPE)/bin/ruff format --check .
+	$(PIPE)/bin/mypy -p vatic.connectors -p vatic.schemas -p vatic.serving -p vatic.streaming
+
+fmt: envs
+	$(PIPE)/bin/ruff format .
+	$(PIPE)/bin/ruff check --fix .
+
+# --- demo and stack --------------------------------------------------------------------------------------
+
+demo: setup
+	@trap '$(VATIC) stack down >/dev/null || true' EXIT; \
+	$(VATIC) stack up; \
+	$(VATIC) demo
+
+stack-up: setup
+	$(VATIC) stack up
+
+stack-down:
+	$(VATIC) stack down
+
+clean:
+	-$(VATIC) stack down
+	rm -rf .venv .vatic $(CACHE)/typecheck
