@@ -154,24 +154,30 @@ class ManagedProcess:
         )
 
     def stop(self, timeout_s: float = 20.0) -> bool:
-        """Stop our process (SIGTERM, then SIGKILL after ``timeout_s``). Returns True if one was running."""
+        """Stop our process (SIGTERM, then SIGKILL after ``timeout_s``). Returns True if one was running.
+
+        Ownership is verified once, before the first signal; from then on we wait for that PID to be gone (a
+        process that is exiting loses its command line before it disappears).
+        """
         pid = self.pid()
         if pid is None:
             self.pid_file.unlink(missing_ok=True)
             return False
         self._signal(pid, signal.SIGTERM)
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline and self.pid() is not None:
-            self._reap()
-            time.sleep(0.1)
-        if self.pid() is not None:
+        if not self._wait_gone(pid, timeout_s):
             self._signal(pid, signal.SIGKILL)
-            while self.pid() is not None:
-                self._reap()
-                time.sleep(0.05)
-        self._reap()
+            self._wait_gone(pid, 30.0)
         self.pid_file.unlink(missing_ok=True)
         return True
+
+    def _wait_gone(self, pid: int, timeout_s: float) -> bool:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            self._reap()
+            if not Path(f"/proc/{pid}").exists() or _is_zombie(pid):
+                return True
+            time.sleep(0.05)
+        return False
 
     def signal(self, sig: signal.Signals) -> None:
         """Send ``sig`` to our running process only (used by fault tests: SIGSTOP/SIGCONT/SIGKILL)."""

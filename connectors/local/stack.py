@@ -17,12 +17,14 @@ class Stack:
         self.components: dict[str, Component] = {name: cls(self.settings) for name, cls in COMPONENTS.items()}
 
     def select(self, names: Iterable[str] | None) -> list[Component]:
-        """Components by name in start order; all of them when ``names`` is empty."""
-        wanted = list(names or [])
+        """Components by name in start order; all of them when ``names`` is None (an empty list selects none)."""
+        if names is None:
+            return list(self.components.values())
+        wanted = list(names)
         unknown = [n for n in wanted if n not in self.components]
         if unknown:
             raise ConfigError(f"unknown component(s) {unknown}; known: {', '.join(self.components)}")
-        return [c for name, c in self.components.items() if not wanted or name in wanted]
+        return [c for name, c in self.components.items() if name in wanted]
 
     def up(self, names: Sequence[str] | None = None) -> list[str]:
         """Start the named components (all by default); return the names this call started.

@@ -29,6 +29,7 @@ def fetch() -> None:
 def up(components: Components = None) -> None:
     """Start components and wait until each is ready. Already running ones are left as they are."""
     stack = Stack()
+    components = components or None
     started = stack.up(components)
     for health in stack.status(components):
         verb = "started" if health.name in started else "running"
@@ -38,7 +39,7 @@ def up(components: Components = None) -> None:
 @app.command()
 def down(components: Components = None) -> None:
     """Stop vatic's own processes (by PID file; never anything else on the ports)."""
-    stopped = Stack().down(components)
+    stopped = Stack().down(components or None)
     typer.echo(f"stopped: {', '.join(stopped)}" if stopped else "nothing was running")
 
 
@@ -46,7 +47,7 @@ def down(components: Components = None) -> None:
 def status(components: Components = None) -> None:
     """Show each component, its port and its health. Exit code 1 if any is not up."""
     all_up = True
-    for health in Stack().status(components):
+    for health in Stack().status(components or None):
         all_up &= health.state == "up"
         pid = health.pid if health.pid is not None else "-"
         typer.echo(f"{health.name:<9} {health.state:<8} port {health.port:<6} pid {pid!s:<8} {health.detail}")
