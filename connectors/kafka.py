@@ -23,7 +23,7 @@ from typing import Any, Protocol
 from confluent_kafka import Consumer as _RdConsumer
 from confluent_kafka import KafkaError, KafkaException, Message, TopicPartition
 from confluent_kafka import Producer as _RdProducer
-from confluent_kafka.admin import AdminClient, NewTopic
+from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -35,7 +35,7 @@ from vatic.connectors.errors import (
     TopicNotFound,
 )
 
-Headers = list[tuple[str, bytes]]
+Headers = list[tuple[str, str | bytes | None]]
 
 _TOO_LARGE = {KafkaError.MSG_SIZE_TOO_LARGE}
 _NO_TOPIC = {
@@ -108,7 +108,9 @@ def _classify_delivery(error: KafkaError, topic: str, size: int) -> Exception:
     if code in _TOO_LARGE:
         return RecordTooLarge(f"record of {size} bytes is too large for {topic}: {error.str()}", topic=topic, size=size)
     if code in _NO_TOPIC:
-        return TopicNotFound(f"cannot produce to {topic}: {error.str()} (create the topic or grant access)", topic=topic)
+        return TopicNotFound(
+            f"cannot produce to {topic}: {error.str()} (create the topic or grant access)", topic=topic
+        )
     return DeliveryFailed(f"delivery to {topic} failed: {error.name()}: {error.str()}", topic=topic, code=error.name())
 
 
@@ -176,7 +178,7 @@ class Producer:
                     failure = _classify_delivery(err, topic, size)
                     self._failures.append(failure)
                 else:
-                    delivered = Delivered(msg.topic(), msg.partition(), msg.offset())
+                    delivered = Delivered(msg.topic() or topic, msg.partition() or 0, msg.offset() or 0)
                     self._delivered.append(delivered)
             if on_delivery is not None:
                 on_delivery(delivered, failure)
@@ -332,7 +334,9 @@ class Consumer:
                         raise ServiceUnavailable(f"consumer error: {err.name()}: {err.str()}", service="kafka")
                     continue
                 topic, partition, offset = msg.topic(), msg.partition(), msg.offset()
-                assert topic is not None and partition is not None and offset is not None
+                assert topic is not None
+                assert partition is not None
+                assert offset is not None
                 self._trackers.setdefault((topic, partition), _PartitionTracker()).hand_out(offset)
                 ts_type, ts = msg.timestamp()
                 records.append(
@@ -342,7 +346,7 @@ class Consumer:
                         offset=offset,
                         key=msg.key(),
                         value=msg.value(),
-                        headers=list(msg.headers() or []),
+                        headers=list(msg.headers() or []),  # type: ignore[arg-type] # a list at runtime
                         timestamp_ms=ts if ts_type else None,
                     )
                 )
@@ -462,7 +466,8 @@ def ensure_topics(
     if not missing:
         return []
     futures = admin.create_topics(
-        [NewTopic(n, partitions, replication, config=config or {}) for n in missing], operation_timeout=timeout
+        [NewTopic(n, partitions, replication, config=config or {}) for n in missing],
+        operation_timeout=timeout,
     )
     created = []
     for name, future in futures.items():

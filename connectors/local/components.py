@@ -63,7 +63,7 @@ class Component(ABC):
     def ready(self) -> bool:
         """True when the component answers its own protocol (not just an open port)."""
 
-    def prepare(self) -> None:
+    def prepare(self) -> None:  # noqa: B027 - optional hook, most components need none
         """One-time preparation before the first start (formatting storage, writing configs)."""
 
     def env(self) -> dict[str, str]:
@@ -287,7 +287,7 @@ class SchemaRegistry(Component):
 
     def ready(self) -> bool:
         url = f"http://{self.settings.host}:{self.settings.registry_port}/apis/ccompat/v7/subjects"
-        with urllib.request.urlopen(url, timeout=2) as response:  # noqa: S310 (loopback URL we built)
+        with urllib.request.urlopen(url, timeout=2) as response:
             return bool(response.status == 200)
 
     def describe(self) -> str:

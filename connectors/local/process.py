@@ -179,7 +179,7 @@ class ManagedProcess:
             time.sleep(0.05)
         return False
 
-    def signal(self, sig: signal.Signals) -> None:
+    def send_signal(self, sig: signal.Signals) -> None:
         """Send ``sig`` to our running process only (used by fault tests: SIGSTOP/SIGCONT/SIGKILL)."""
         pid = self.pid()
         if pid is None:

@@ -84,7 +84,7 @@ def test_taken_port_is_one_clear_line(spare):
 
 def test_missing_java_is_one_clear_line(spare):
     settings = spare.model_copy(update={"java": "/nonexistent/java"})
-    with pytest.raises(MissingDependency, match="java not found.*openjdk-17"):
+    with pytest.raises(MissingDependency, match=r"java not found.*openjdk-17"):
         KafkaBroker(settings).start()
 
 
@@ -127,5 +127,9 @@ def test_cli_reports_errors_in_one_line_and_status_per_component(spare):
     status = subprocess.run([VATIC, "stack", "status"], env=env, capture_output=True, text=True, check=False)
     assert status.returncode == 1  # nothing of this private stack is up
     lines = status.stdout.strip().splitlines()
-    assert [line.split()[:2] for line in lines] == [["kafka", "down"], ["redis", "down"], ["registry", "down"]]
+    assert [line.split()[:2] for line in lines] == [
+        ["kafka", "down"],
+        ["redis", "down"],
+        ["registry", "down"],
+    ]
     assert f"port {spare.redis_port}" in lines[1]
