@@ -1,0 +1,36 @@
+"""The service config: ONE definition read by the model server, the gateway, the streaming job and the renderer.
+
+A service lives in a folder: ``service.yaml`` holds the shared defaults, ``staging.yaml`` and
+``production.yaml`` (optional) override them per environment. :func:`load_service` merges them, validates the
+result with :class:`ServiceConfig` and reports every problem as one line naming file, line and fix.
+"""
+
+from vatic.serving.config.loader import ConfigFileError, load_service, load_yaml_with_lines
+from vatic.serving.config.model import (
+    AutoscalingSpec,
+    FeatureSpec,
+    GpuSpec,
+    ModelSpec,
+    RegistrySpec,
+    ResourcesSpec,
+    ServiceConfig,
+    ServingSpec,
+    StreamingSpec,
+    TensorSpec,
+)
+
+__all__ = [
+    "AutoscalingSpec",
+    "ConfigFileError",
+    "FeatureSpec",
+    "GpuSpec",
+    "ModelSpec",
+    "RegistrySpec",
+    "ResourcesSpec",
+    "ServiceConfig",
+    "ServingSpec",
+    "StreamingSpec",
+    "TensorSpec",
+    "load_service",
+    "load_yaml_with_lines",
+]

@@ -1,0 +1,341 @@
+"""The service config model (pydantic v2). Every section rejects unknown keys.
+
+One :class:`ServiceConfig` describes one prediction service end to end:
+
+* ``serving`` and ``model``: how MLServer (or a FastAPI app) serves the model and which V2 tensors it takes;
+* ``features``: which Feast features enrich each event, and what happens when one is missing;
+* ``streaming``: the Kafka topics and the PyFlink job's batching, capacity and delivery guarantee;
+* ``replicas``, ``resources``, ``autoscaling``, ``registry``, ``env``: what the Kubernetes renderer needs.
+
+This module imports only pydantic: the model server environment, the pipeline environment and the CLI all
+read the same classes.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+DNS_LABEL = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
+QUANTITY = r"^[0-9]+(\.[0-9]+)?(m|k|Ki|Mi|Gi|Ti|M|G|T)?$"
+FEATURE_REF = r"^[A-Za-z_][A-Za-z0-9_]*:[A-Za-z_][A-Za-z0-9_]*$"
+TOPIC = r"^[A-Za-z0-9._-]{1,249}$"
+
+Datatype = Literal["BOOL", "INT8", "INT16", "INT32", "INT64", "UINT8", "FP16", "FP32", "FP64", "BYTES"]
+
+
+class Section(BaseModel):
+    """Base of every config section: unknown keys are errors, values are validated on assignment."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, frozen=False)
+
+
+class TensorSpec(Section):
+    """One V2 input tensor, built per batch from event fields and feature values.
+
+    Each entry of ``columns`` is an event field (``amount``), a feature reference (``customer_stats:orders_7d``)
+    or a feature's missing flag (``customer_stats:orders_7d#missing``, 1 when the value was missing and the
+    default was used). The tensor has shape ``[N, len(columns)]``; with ``squeeze`` and one column, ``[N]``.
+    """
+
+    name: str = Field(description="the V2 input name the model expects")
+    datatype: Datatype = Field("FP32", description="V2 datatype of the tensor")
+    columns: list[str] = Field(min_length=1, description="event fields, feature refs or '<ref>#missing' flags")
+    squeeze: bool = Field(False, description="shape [N] instead of [N, 1] for a single column")
+    content_type: str | None = Field(None, description="MLServer content type parameter (e.g. 'str', 'np')")
+    encodings: dict[str, dict[str, float]] = Field(
+        default_factory=dict,
+        description="categorical event fields to numbers, e.g. {channel: {web: 0, pos: 1}}; unknown -> data error",
+    )
+
+    @model_validator(mode="after")
+    def _one_column_to_squeeze(self) -> TensorSpec:
+        if self.squeeze and len(self.columns) != 1:
+            raise ValueError("squeeze needs exactly one column; remove squeeze or list a single column")
+        unknown = set(self.encodings) - set(self.columns)
+        if unknown:
+            raise ValueError(f"encodings for {sorted(unknown)} which are not columns of this tensor")
+        return self
+
+
+class OutputSpec(Section):
+    """One V2 output copied into the prediction event."""
+
+    name: str = Field(description="the V2 output name the model returns")
+    rename: str | None = Field(None, description="name in the prediction event (default: the V2 name)")
+    index: int | None = Field(
+        None, ge=0, description="take one column of a [N, K] output (e.g. 1 for the positive class probability)"
+    )
+    labels: list[str] | None = Field(
+        None, description="map an integer class output to these labels (index i -> labels[i])"
+    )
+
+    @property
+    def field(self) -> str:
+        return self.rename or self.name
+
+
+class ModelSpec(Section):
+    """The model as the V2 protocol sees it."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$", description="model name on the model server")
+    version: str | None = Field(None, description="model version on the model server (None: the default one)")
+    inputs: list[TensorSpec] = Field(min_length=1)
+    outputs: list[OutputSpec] = Field(min_length=1)
+
+
+class ServingSpec(Section):
+    """How the model is served.
+
+    Tiers: ``no-code`` (MLServer's own runtime for sklearn / xgboost / lightgbm, config only), ``low-code`` (an
+    ``MLModel`` subclass named by ``implementation``), ``full-custom`` (a FastAPI app named by ``entrypoint``).
+    """
+
+    layer: Literal["mlserver", "fastapi"] = "mlserver"
+    tier: Literal["no-code", "low-code", "full-custom"] = "no-code"
+    library: Literal["sklearn", "xgboost", "lightgbm", "torch", "custom"] = "sklearn"
+    implementation: str | None = Field(None, description="MLServer runtime class 'module.Class' (low-code tier)")
+    entrypoint: str | None = Field(None, description="ASGI app 'module:app' (full-custom tier)")
+    port: int = Field(8080, ge=1, le=65535, description="HTTP port (V2 REST)")
+    grpc_port: int = Field(8081, ge=1, le=65535)
+    metrics_port: int = Field(8082, ge=1, le=65535)
+    parallel_workers: int = Field(
+        0,
+        ge=0,
+        description="MLServer inference worker processes; 0 runs predict in the server process "
+        "(measured faster for light models, see serving docs)",
+    )
+    max_batch_size: int = Field(1, ge=1, description="MLServer adaptive batching: largest batch (1 = off)")
+    max_batch_time_ms: int = Field(0, ge=0, description="MLServer adaptive batching: longest wait")
+    device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto: CUDA when a GPU is visible")
+
+    @model_validator(mode="after")
+    def _tier_matches(self) -> ServingSpec:
+        if self.layer == "fastapi" and self.tier != "full-custom":
+            raise ValueError("layer fastapi is the full-custom tier: set tier: full-custom")
+        if self.tier == "full-custom" and not self.entrypoint:
+            raise ValueError("the full-custom tier needs entrypoint: 'module:app' (the FastAPI app to serve)")
+        if self.tier == "low-code" and not self.implementation:
+            raise ValueError("the low-code tier needs implementation: 'module.Class' (your MLModel subclass)")
+        if self.tier == "no-code" and self.library not in ("sklearn", "xgboost", "lightgbm"):
+            raise ValueError(
+                f"the no-code tier serves sklearn, xgboost or lightgbm models, not {self.library}: "
+                "use tier: low-code with an implementation"
+            )
+        return self
+
+
+class GpuSpec(Section):
+    count: int | None = Field(None, ge=1, description="GPUs per replica")
+    type: str | None = Field(None, description="GPU product, e.g. nvidia-l4 (becomes a node selector)")
+    resource: str = Field("nvidia.com/gpu", description="extended resource name")
+
+    @model_validator(mode="after")
+    def _type_needs_count(self) -> GpuSpec:
+        if self.count is None:
+            raise ValueError("gpu.count is missing: add gpu.count: 1 (or remove the gpu section)")
+        return self
+
+
+class ResourcesSpec(Section):
+    cpu: str = Field("1", pattern=QUANTITY, description="CPU request per replica (Kubernetes quantity)")
+    memory: str = Field("1Gi", pattern=QUANTITY, description="memory request and limit per replica")
+    cpu_limit: str | None = Field(None, pattern=QUANTITY, description="CPU limit (default: none, avoids throttling)")
+    gpu: GpuSpec | None = None
+
+
+class AutoscalingSpec(Section):
+    """Horizontal scaling: an HPA on CPU (and GPU utilisation via a custom metric), or KEDA on consumer lag."""
+
+    min_replicas: int = Field(1, ge=0)
+    max_replicas: int = Field(3, ge=1)
+    cpu_utilization: int | None = Field(70, ge=1, le=100, description="target average CPU utilisation, %")
+    gpu_utilization: int | None = Field(None, ge=1, le=100, description="target GPU utilisation, % (DCGM metric)")
+    kafka_lag: int | None = Field(None, ge=1, description="target consumer lag per replica: renders KEDA")
+
+    @model_validator(mode="after")
+    def _bounds(self) -> AutoscalingSpec:
+        if self.max_replicas < self.min_replicas:
+            raise ValueError(f"max_replicas ({self.max_replicas}) is below min_replicas ({self.min_replicas})")
+        if self.min_replicas == 0 and self.kafka_lag is None:
+            raise ValueError("min_replicas 0 needs kafka_lag (KEDA scales from zero; an HPA cannot)")
+        return self
+
+
+class ArtifactPin(Section):
+    path: str = Field(description="artifact file, relative to the model folder")
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+
+
+class RegistrySpec(Section):
+    """Where the model artifacts come from; downloaded at server start into ``dest_path``."""
+
+    backend: Literal["local", "comet", "mlflow"] = "local"
+    uri: str | None = Field(None, description="local: root folder; mlflow: tracking URI; comet: API base URL")
+    workspace: str | None = Field(None, description="Comet workspace")
+    model: str | None = Field(None, description="registry model name (default: model.name)")
+    version: str | None = None
+    stages: list[str] = Field(default_factory=list, description="accept the newest version in one of these stages")
+    dest_path: str = Field("models", description="where artifacts are materialised for the model server")
+    autodownload: bool = True
+    artifacts: list[ArtifactPin] = Field(default_factory=list, description="sha256 pins of artifact files")
+    allow_pickle: bool = Field(False, description="allow .pkl/.joblib artifacts (only with a sha256 pin)")
+
+    @model_validator(mode="after")
+    def _comet_needs_workspace(self) -> RegistrySpec:
+        if self.backend == "comet" and not self.workspace:
+            raise ValueError("the comet backend needs workspace: <your Comet workspace>")
+        return self
+
+
+class FeaturePolicy(Section):
+    on_missing: Literal["default", "reject"] = Field(
+        "default", description="default: use the default value and set the missing flag; reject: data error"
+    )
+    default: float | int | str | bool | None = 0
+
+
+class FeatureSpec(Section):
+    """Feast enrichment: which features, for which entity keys of the event, and the missing-feature policy."""
+
+    repo: str = Field("features", description="Feast feature repository folder, relative to the service folder")
+    project: str | None = Field(None, description="Feast project (default: the repository's own)")
+    online_store: Literal["repo", "sqlite", "redis"] = Field("repo", description="override the repo's store")
+    redis_url: str | None = Field(None, description="Redis URL when online_store is redis")
+    entities: dict[str, str] = Field(min_length=1, description="Feast join key -> event field")
+    refs: list[Annotated[str, Field(pattern=FEATURE_REF)]] = Field(min_length=1, description="'view:feature' refs")
+    on_missing: Literal["default", "reject"] = "default"
+    defaults: dict[str, float | int | str | bool | None] = Field(default_factory=dict)
+    policies: dict[str, FeaturePolicy] = Field(default_factory=dict, description="per-feature overrides")
+    deadline_ms: int = Field(200, ge=1)
+
+    @model_validator(mode="after")
+    def _known_refs(self) -> FeatureSpec:
+        unknown = (set(self.defaults) | set(self.policies)) - set(self.refs)
+        if unknown:
+            raise ValueError(f"defaults/policies name features that are not in refs: {sorted(unknown)}")
+        return self
+
+    def policy(self, ref: str) -> FeaturePolicy:
+        """The effective policy of one feature."""
+        if ref in self.policies:
+            return self.policies[ref]
+        return FeaturePolicy(on_missing=self.on_missing, default=self.defaults.get(ref, 0))
+
+
+class RetrySpec(Section):
+    budget_s: float = Field(60.0, gt=0, description="retry transient errors this long, then fail the task")
+    initial_backoff_ms: int = Field(50, ge=1)
+    max_backoff_ms: int = Field(5000, ge=1)
+
+
+class StreamingSpec(Section):
+    """The PyFlink job: topics, micro-batching, in-flight capacity, parallelism and delivery guarantee."""
+
+    input_topic: str = Field(pattern=TOPIC)
+    output_topic: str = Field(pattern=TOPIC)
+    dead_letter_topic: str = Field(pattern=TOPIC)
+    input_schema: str = Field(description="Avro schema name of the input events (schemas/avro/<name>.avsc)")
+    consumer_group: str | None = Field(None, description="Kafka group id (default: vatic-<service>)")
+    batch_size: int = Field(64, ge=1, le=8192, description="events per micro-batch (one Feast read, one V2 call)")
+    batch_wait_ms: int = Field(10, ge=0, le=60_000, description="flush a partial batch after this long")
+    capacity: int = Field(8, ge=1, le=1024, description="micro-batches in flight per subtask (backpressure)")
+    parallelism: int = Field(1, ge=1, le=1024)
+    guarantee: Literal["exactly_once", "at_least_once"] = "exactly_once"
+    checkpoint_interval_s: float = Field(5.0, gt=0)
+    transaction_timeout_s: float = Field(900.0, gt=0, description="Kafka transaction timeout (EXACTLY_ONCE)")
+    max_record_bytes: int = Field(1_000_000, ge=1024, description="larger inputs/outputs are dead-lettered")
+    retry: RetrySpec = Field(default_factory=RetrySpec)
+    bundle_size: int = Field(100, ge=1, description="python.fn-execution.bundle.size")
+    bundle_time_ms: int = Field(5, ge=1, description="python.fn-execution.bundle.time")
+    buffer_timeout_ms: int = Field(5, ge=0, description="execution.buffer-timeout")
+
+    @model_validator(mode="after")
+    def _topics_and_timeouts(self) -> StreamingSpec:
+        topics = [self.input_topic, self.output_topic, self.dead_letter_topic]
+        if len(set(topics)) != 3:
+            raise ValueError("input_topic, output_topic and dead_letter_topic must be three different topics")
+        if self.guarantee == "exactly_once" and self.transaction_timeout_s < 3 * self.checkpoint_interval_s + 60:
+            raise ValueError(
+                "transaction_timeout_s must stay well above checkpoint + restart time: "
+                f"at least {3 * self.checkpoint_interval_s + 60:.0f}s for checkpoint_interval_s "
+                f"{self.checkpoint_interval_s:g}"
+            )
+        return self
+
+
+class GatewaySpec(Section):
+    port: int = Field(8000, ge=1, le=65535)
+    auth_token_env: str | None = Field(
+        None, description="env var holding the bearer token; unset = no auth (health endpoints are always open)"
+    )
+    max_body_bytes: int = Field(1_048_576, ge=1024)
+
+
+class ServiceConfig(Section):
+    """One prediction service, served from Kafka and REST."""
+
+    project: str = Field(pattern=DNS_LABEL, max_length=40, description="project; the Kubernetes namespace prefix")
+    service: str = Field(pattern=DNS_LABEL, max_length=40, description="service name (DNS label)")
+    description: str = ""
+    environment: str = Field("local", pattern=DNS_LABEL, description="set from the overlay file by the loader")
+    image: str = Field("vatic/model-server:0.1.0", description="model server image")
+    pipeline_image: str = Field("vatic/pipeline:0.1.0", description="Flink job and gateway image")
+    serving: ServingSpec = Field(default_factory=ServingSpec)
+    model: ModelSpec
+    replicas: int = Field(1, ge=0)
+    resources: ResourcesSpec = Field(default_factory=ResourcesSpec)
+    env: dict[str, str] = Field(default_factory=dict, description="environment variables of the model server")
+    autoscaling: AutoscalingSpec | None = None
+    registry: RegistrySpec = Field(default_factory=RegistrySpec)
+    timeout_s: float = Field(5.0, gt=0, le=600, description="deadline of one inference call")
+    features: FeatureSpec | None = None
+    streaming: StreamingSpec | None = None
+    gateway: GatewaySpec = Field(default_factory=GatewaySpec)
+
+    @field_validator("env")
+    @classmethod
+    def _env_names(cls, value: dict[str, str]) -> dict[str, str]:
+        for name in value:
+            if not re.match(r"^[A-Za-z_][A-Za-z0-9_]*$", name):
+                raise ValueError(f"{name!r} is not a valid environment variable name")
+        return value
+
+    @model_validator(mode="after")
+    def _columns_resolve(self) -> ServiceConfig:
+        refs = set(self.features.refs) if self.features else set()
+        for tensor in self.model.inputs:
+            for column in tensor.columns:
+                ref = column.removesuffix("#missing")
+                if ":" in ref and ref not in refs:
+                    raise ValueError(f"model input {tensor.name!r} uses feature {ref!r} which is not in features.refs")
+        return self
+
+    @property
+    def namespace(self) -> str:
+        return self.project if self.environment in ("local", "production") else f"{self.project}-{self.environment}"
+
+    @property
+    def consumer_group(self) -> str:
+        if self.streaming and self.streaming.consumer_group:
+            return self.streaming.consumer_group
+        return f"vatic-{self.service}"
+
+    def event_fields(self) -> list[str]:
+        """Event fields the model inputs read (not features, not flags), in first-use order."""
+        fields: dict[str, None] = {}
+        for tensor in self.model.inputs:
+            for column in tensor.columns:
+                if ":" not in column:
+                    fields[column] = None
+        return list(fields)
+
+
+def json_schema() -> dict[str, Any]:
+    """JSON Schema of the service config, for editors (``# yaml-language-server: $schema=...``)."""
+    schema = ServiceConfig.model_json_schema()
+    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    schema["title"] = "vatic service config"
+    return schema
