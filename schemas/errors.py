@@ -91,3 +91,32 @@ class IncompatibleSchemaError(ConfigError):
 
 class SchemaSourceUnavailable(Retryable):
     """The schema registry cannot be reached right now (registry outages are transient, never data errors)."""
+
+
+class InvalidSchemaError(ConfigError):
+    """A document that is not a valid Avro schema, or a schema vatic cannot use (e.g. one with references).
+
+    Raised when parsing, registering or checking such a schema; the schema was written by someone, not sent by
+    the stream, so this is a deployment problem.
+    """
+
+
+class SchemaNotFound(ConfigError):
+    """A schema source has no such subject, version or schema id (or the schema is not registered under it).
+
+    The codec turns an unknown writer schema id met while decoding into :class:`UnknownSchemaError` (a data
+    error carrying the raw bytes); everywhere else a missing schema means the deployment is incomplete.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        subject: str | None = None,
+        version: int | None = None,
+        schema_id: int | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.subject = subject
+        self.version = version
+        self.schema_id = schema_id
