@@ -198,10 +198,10 @@ class _Compiler:
 
     def _union(self, branches: list[Any]) -> Validator:
         nullable = "null" in branches
-        others = [self.compile(branch) for branch in branches if branch != "null"]
+        others = [branch for branch in branches if branch != "null"]
         shown = "[" + ", ".join(_branch_name(branch) for branch in branches) + "]"
         if nullable and len(others) == 1:
-            only = others[0]
+            only = self.compile(others[0])
 
             def check_optional(value: Any) -> None:
                 if value is not None:
@@ -209,18 +209,61 @@ class _Compiler:
 
             return check_optional
 
+        # a cheap type guard picks the candidate branches, so that no exception is raised on the way to the
+        # right one (a float in [null, boolean, long, double] must not pay for two failed checks)
+        candidates = [(self._guard(branch), self.compile(branch)) for branch in others]
+
         def check(value: Any) -> None:
             if value is None and nullable:
                 return
-            for branch in others:
-                try:
-                    branch(value)
-                except Invalid:
-                    continue
-                return
+            failures: list[Invalid] = []
+            for guard, validate in candidates:
+                if guard(value):
+                    try:
+                        validate(value)
+                    except Invalid as invalid:
+                        failures.append(invalid)
+                        continue
+                    return
+            if len(failures) == 1:
+                raise failures[0]  # one branch of the right shape: its precise complaint
             raise Invalid(f"{_shown(value)} ({type(value).__name__}) matches no branch of union {shown}")
 
         return check
+
+    def _guard(self, node: Any) -> Callable[[Any], bool]:
+        """Whether a value has the Python shape of a branch (not whether it is valid for it)."""
+        node = self.schema.deref(node)
+        if isinstance(node, str):
+            kind, logical = node, None
+        else:
+            kind = node["type"]
+            logical = node.get("logicalType")
+            node = self.schema.deref(kind) if isinstance(kind, str) and kind in self.schema.names else node
+            kind = node["type"] if isinstance(node, dict) else kind
+        extras = _LOGICAL_EXTRAS.get(logical or "", ())
+        shapes: dict[str, tuple[type, ...]] = {
+            "string": (str, *extras),
+            "enum": (str,),
+            "bytes": (bytes, bytearray, *extras),
+            "fixed": (bytes, bytearray),
+            "array": (list, tuple),
+            "map": (Mapping,),
+            "record": (Mapping,),
+            "error": (Mapping,),
+        }
+        if kind in shapes:
+            types = shapes[kind]
+            return lambda value: isinstance(value, types)
+        if kind == "boolean":
+            return lambda value: value is True or value is False
+        if kind in ("int", "long", "float", "double"):
+            numeric = (int,) if kind in ("int", "long") else (int, float)
+            return lambda value: (
+                (isinstance(value, numeric) and not isinstance(value, bool))
+                or (bool(extras) and isinstance(value, extras))
+            )
+        return lambda value: value is None
 
 
 def _branch_name(branch: Any) -> str:
