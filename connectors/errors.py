@@ -168,3 +168,89 @@ class TopicNotFound(ConfigError):
     def __init__(self, message: str, *, topic: str) -> None:
         super().__init__(message)
         self.topic = topic
+
+
+# --- feature client: entity keys ----------------------------------------------------------------------------
+
+
+class InvalidEntityKey(DataError):
+    """Entity keys that cannot be looked up (a join key missing, ``None`` or of the wrong type).
+
+    ``problems`` maps the index of each bad entity in the request batch to what is wrong with it, so that a
+    micro-batch can dead-letter exactly those events and look the others up again.
+    """
+
+    stage = "enrich"
+
+    def __init__(self, message: str, *, problems: dict[int, str]) -> None:
+        super().__init__(message)
+        self.problems = problems
+
+
+# --- model registry -----------------------------------------------------------------------------------------
+
+
+class ArtifactRejected(ConfigError):
+    """A model artifact failed a safety check before anything was loaded from it.
+
+    ``reason`` is one of ``digest_mismatch`` (a sha256 pin does not match), ``missing_file`` (a pinned file is
+    not in the artifact), ``unpinned_pickle`` (a pickle or joblib file without a pin), ``path_escape`` (a path
+    or symlink leaving the registry root) or ``unsupported_file`` (a symlinked folder, a device, a pipe).
+    ``expected``/``actual`` hold the digests involved.
+    """
+
+    stage = "load"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        path: str,
+        reason: str,
+        expected: str | None = None,
+        actual: str | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.path = path
+        self.reason = reason
+        self.expected = expected
+        self.actual = actual
+
+
+__all__ += ["ArtifactRejected", "InvalidEntityKey"]
+
+
+# --- model server client: batches and answers ---------------------------------------------------------------
+
+
+class InvalidModelInput(DataError):
+    """Rows that cannot be encoded into the V2 request's tensors (an input missing or ``None``, a value of the
+    wrong type, a ragged list). Raised before anything is sent.
+
+    ``problems`` maps the index of each bad row in the batch to what is wrong with it, so that a micro-batch can
+    dead-letter exactly those events and send the others again.
+    """
+
+    stage = "infer"
+
+    def __init__(self, message: str, *, problems: dict[int, str]) -> None:
+        super().__init__(message)
+        self.problems = problems
+
+
+class UnexpectedModelResponse(ConfigError):
+    """The model server gave an answer that a V2 server does not give to a well-formed call: a 2xx body that is
+    not a V2 response, outputs that do not split into the request's rows, 401/403 (credentials), or 404/405 on
+    a server endpoint (the URL is not a V2 server). Retrying cannot fix it and the event is not at fault: the
+    endpoint, the credentials or the model's contract is wrong. ``status`` and ``body`` keep the answer.
+    """
+
+    stage = "infer"
+
+    def __init__(self, message: str, *, status: int, body: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.body = body
+
+
+__all__ += ["InvalidModelInput", "UnexpectedModelResponse"]
