@@ -1,0 +1,190 @@
+"""Direct reads of Feast's Redis online store: one pipelined ``HMGET`` per distinct entity key.
+
+Feast's Redis layout (``feast.infra.online_stores.redis``): one hash per entity key, named
+``serialize_entity_key(key) + project``, shared by every feature view keyed by the same entities. A feature
+is the hash field ``mmh3("view:feature")`` (Feast's ``_mmh3``) holding a serialized ``Value`` proto; the
+field ``_ts:view`` holds the view's event time as a ``Timestamp`` proto. Keys and field names come from
+Feast's own functions, so the bytes are those Feast writes.
+
+Unlike Feast's SDK (which reports an unknown entity as ``PRESENT`` with an empty value), a hash without the
+view's ``_ts`` field is reported as not found.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import weakref
+from dataclasses import dataclass
+from typing import Any
+
+import redis
+import redis.asyncio
+from feast.infra.online_stores.helpers import _mmh3
+from feast.infra.online_stores.redis import RedisOnlineStore, RedisOnlineStoreConfig, RedisType
+from feast.protos.feast.types.Value_pb2 import Value as ValueProto
+from google.protobuf.timestamp_pb2 import Timestamp  # type: ignore[import-untyped]
+
+from vatic.connectors.errors import ConfigError
+from vatic.connectors.features.plan import LookupPlan
+from vatic.connectors.features.reader import Keys, OnlineReader, RawRow, RawRows, entity_key_bytes
+
+__all__ = ["RedisReader", "redis_connection_kwargs"]
+
+
+def redis_connection_kwargs(config: RedisOnlineStoreConfig) -> dict[str, Any]:
+    """redis-py keyword arguments from Feast's ``connection_string`` (``host:port,db=0,ssl=true,...``).
+
+    Parsed by Feast's own parser so that both clients connect the same way. Only a single server
+    (``redis_type: redis``) is supported by the direct reader.
+    """
+    if config.redis_type != RedisType.redis:
+        raise ConfigError(f"direct Redis reads support redis_type 'redis' only, not {config.redis_type.value!r}")
+    nodes, params = RedisOnlineStore._parse_connection_string(config.connection_string)
+    if not nodes:
+        raise ConfigError(f"Redis connection string {config.connection_string!r} names no host:port")
+    kwargs: dict[str, Any] = dict(params)
+    kwargs["host"] = nodes[0]["host"]
+    kwargs["port"] = int(nodes[0]["port"])
+    return kwargs
+
+
+@dataclass(frozen=True, slots=True)
+class _GroupLayout:
+    """The HMGET of one entity-key group: the fields to read and where each view's fields are."""
+
+    join_keys: tuple[str, ...]
+    key_types: tuple[Any, ...]
+    fields: tuple[bytes | str, ...]
+    #: per view of the group: (view index in the plan, offset of its first feature, number of features)
+    views: tuple[tuple[int, int, int], ...]
+
+
+class RedisReader(OnlineReader):
+    """Reads Feast's Redis online store directly, sync (redis-py) or async (``redis.asyncio``).
+
+    One async client is kept per event loop (redis-py's asyncio connections belong to the loop that opened
+    them), so the reader can be shared by several loops (e.g. a gateway and a test).
+    """
+
+    source = "redis"
+    service = "redis"
+
+    def __init__(self, config: RedisOnlineStoreConfig, *, project: str, key_version: int) -> None:
+        self._kwargs = redis_connection_kwargs(config)
+        self._project = project.encode("utf-8")
+        self._key_version = key_version
+        self._layouts: weakref.WeakKeyDictionary[LookupPlan, tuple[_GroupLayout, ...]] = weakref.WeakKeyDictionary()
+        self._lock = threading.Lock()
+        self._sync: redis.Redis | None = None
+        self._async: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, redis.asyncio.Redis] = (
+            weakref.WeakKeyDictionary()
+        )
+
+    # --- plumbing ---------------------------------------------------------------------------------------
+
+    def _layout(self, plan: LookupPlan) -> tuple[_GroupLayout, ...]:
+        layouts = self._layouts.get(plan)
+        if layouts is None:
+            built = []
+            for g, join_keys in enumerate(plan.groups):
+                fields: list[bytes | str] = []
+                views = []
+                for v in plan.group_views[g]:
+                    view = plan.views[v]
+                    views.append((v, len(fields), len(view.features)))
+                    fields.extend(_mmh3(f"{view.name}:{f}") for f in view.features)
+                    fields.append(f"_ts:{view.name}")
+                built.append(
+                    _GroupLayout(
+                        join_keys=join_keys,
+                        key_types=tuple(plan.key_types[k] for k in join_keys),
+                        fields=tuple(fields),
+                        views=tuple(views),
+                    )
+                )
+            layouts = tuple(built)
+            with self._lock:
+                self._layouts[plan] = layouts
+        return layouts
+
+    def _commands(self, plan: LookupPlan, keys: Keys) -> tuple[tuple[_GroupLayout, ...], list[list[bytes]]]:
+        layouts = self._layout(plan)
+        redis_keys = [
+            [
+                entity_key_bytes(layout.join_keys, values, layout.key_types, self._key_version) + self._project
+                for values in keys[g]
+            ]
+            for g, layout in enumerate(layouts)
+        ]
+        return layouts, redis_keys
+
+    @staticmethod
+    def _parse(
+        plan: LookupPlan, layouts: tuple[_GroupLayout, ...], redis_keys: list[list[bytes]], replies: list[Any]
+    ) -> RawRows:
+        rows: RawRows = [[] for _ in plan.views]
+        at = 0
+        for g, layout in enumerate(layouts):
+            n = len(redis_keys[g])
+            for reply in replies[at : at + n]:
+                for v, offset, count in layout.views:
+                    ts_bytes = reply[offset + count]
+                    row: RawRow = None
+                    if ts_bytes is not None:
+                        ts = Timestamp.FromString(ts_bytes)
+                        row = (
+                            ts.seconds + ts.nanos / 1e9,
+                            [
+                                None if raw is None else ValueProto.FromString(raw)
+                                for raw in reply[offset : offset + count]
+                            ],
+                        )
+                    rows[v].append(row)
+            at += n
+        return rows
+
+    def _client(self) -> redis.Redis:
+        if self._sync is None:
+            with self._lock:
+                if self._sync is None:
+                    self._sync = redis.Redis(**self._kwargs)
+        return self._sync
+
+    def _async_client(self) -> redis.asyncio.Redis:
+        loop = asyncio.get_running_loop()
+        client = self._async.get(loop)
+        if client is None:
+            client = self._async[loop] = redis.asyncio.Redis(**self._kwargs)
+        return client
+
+    # --- reads ------------------------------------------------------------------------------------------
+
+    def read(self, plan: LookupPlan, keys: Keys, deadline: float) -> RawRows:
+        layouts, redis_keys = self._commands(plan, keys)
+        with self._client().pipeline(transaction=False) as pipe:
+            for g, layout in enumerate(layouts):
+                for key in redis_keys[g]:
+                    pipe.hmget(key, layout.fields)  # type: ignore[arg-type]  # annotated str/list; bytes/tuple work
+            replies = pipe.execute()
+        return self._parse(plan, layouts, redis_keys, replies)
+
+    async def read_async(self, plan: LookupPlan, keys: Keys, deadline: float) -> RawRows:
+        layouts, redis_keys = self._commands(plan, keys)
+        async with self._async_client().pipeline(transaction=False) as pipe:
+            for g, layout in enumerate(layouts):
+                for key in redis_keys[g]:
+                    pipe.hmget(key, layout.fields)  # type: ignore[arg-type]  # annotated str/list; bytes/tuple work
+            replies = await pipe.execute()
+        return self._parse(plan, layouts, redis_keys, replies)
+
+    def close(self) -> None:
+        if self._sync is not None:
+            self._sync.close()
+            self._sync = None
+
+    async def aclose(self) -> None:
+        client = self._async.pop(asyncio.get_running_loop(), None)
+        if client is not None:
+            await client.aclose()
+        self.close()
