@@ -7,7 +7,7 @@ import sys
 import typer
 
 from vatic.schemas.errors import VaticError
-from vatic.serving.cli import stack
+from vatic.serving.cli import demo, stack
 
 app = typer.Typer(
     name="vatic",
@@ -16,6 +16,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 app.add_typer(stack.app, name="stack")
+app.command(name="demo")(demo.demo)
 
 
 def main() -> None:

@@ -1,0 +1,1 @@
+"""Fraud detection: score each payment attempt with the probability that it is fraudulent."""

@@ -1,0 +1,155 @@
+"""Synthetic payments with realistic fraud patterns, generated from a seed.
+
+A :class:`World` holds customers (home country, spending level, usual channel, devices) and merchants
+(category code, country, risk). :func:`transactions` draws payment events from it; each comes with a hidden
+fraud label drawn from a logistic model of well-known fraud signals:
+
+* card-not-present payments from a device the customer never used;
+* a country other than the customer's home country;
+* amounts far above the customer's usual spending;
+* high-risk merchant categories (quasi-cash, wire transfers, digital goods, gambling);
+* merchants with a history of chargebacks; night-time activity;
+* a small set of compromised customers whose fraud comes in bursts.
+
+The label is what the model learns; the events are what the stream carries (no label in them).
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+CHANNELS = ["ONLINE", "POS", "ATM", "MOBILE_APP", "PHONE"]
+COUNTRIES = ["DE", "FR", "NL", "ES", "IT", "PL", "SE", "GB", "US", "BR", "NG", "RU", "CN", "IN"]
+HOME_COUNTRIES = COUNTRIES[:8]
+#: merchant category code -> (label, risk weight)
+MCC = {
+    "5411": ("grocery stores", 0.0),
+    "5812": ("restaurants", 0.1),
+    "5541": ("fuel stations", 0.2),
+    "5311": ("department stores", 0.2),
+    "5732": ("electronics", 0.8),
+    "5999": ("misc retail", 0.4),
+    "4121": ("taxis and rideshare", 0.1),
+    "4829": ("wire transfers", 1.6),
+    "6051": ("quasi-cash, crypto", 1.8),
+    "5967": ("direct marketing", 1.2),
+    "7995": ("gambling", 1.4),
+    "5816": ("digital goods, games", 1.0),
+}
+EPOCH_MS = 1_780_000_000_000  # 2026-05-28: the synthetic world's "now"
+
+
+@dataclass
+class Customer:
+    customer_id: str
+    home: str
+    typical_amount: float
+    channel: str
+    devices: list[str]
+    compromised: bool
+
+
+@dataclass
+class Merchant:
+    merchant_id: str
+    mcc: str
+    country: str
+    chargeback_rate: float
+
+
+@dataclass
+class World:
+    customers: list[Customer]
+    merchants: list[Merchant]
+    seed: int = 0
+    rng: random.Random = field(default_factory=random.Random, repr=False)
+
+
+def make_world(n_customers: int = 2000, n_merchants: int = 300, seed: int = 7) -> World:
+    """A reproducible population of customers and merchants."""
+    rng = random.Random(seed)
+    customers = []
+    for i in range(n_customers):
+        customers.append(
+            Customer(
+                customer_id=f"C{i:06d}",
+                home=rng.choice(HOME_COUNTRIES),
+                typical_amount=math.exp(rng.gauss(3.4, 0.8)),  # median ~30, long tail
+                channel=rng.choices(CHANNELS, weights=[35, 40, 5, 18, 2])[0],
+                devices=[f"dev-{rng.getrandbits(48):012x}" for _ in range(rng.randint(1, 3))],
+                compromised=rng.random() < 0.03,
+            )
+        )
+    merchants = []
+    codes = list(MCC)
+    weights = [20, 16, 10, 10, 6, 8, 8, 2, 2, 3, 2, 5]
+    for i in range(n_merchants):
+        mcc = rng.choices(codes, weights=weights)[0]
+        risky = MCC[mcc][1]
+        merchants.append(
+            Merchant(
+                merchant_id=f"M{i:05d}",
+                mcc=mcc,
+                country=rng.choice(COUNTRIES if risky > 1 else HOME_COUNTRIES),
+                chargeback_rate=min(0.3, max(0.0, rng.gauss(0.004 + 0.02 * risky, 0.006))),
+            )
+        )
+    return World(customers, merchants, seed, random.Random(seed + 1))
+
+
+def _fraud_logit(
+    c: Customer, m: Merchant, amount: float, channel: str, country: str, new_device: bool, hour: int
+) -> float:
+    z = -5.2
+    z += 1.3 * (channel in ("ONLINE", "PHONE") and new_device)
+    z += 1.1 * (country != c.home)
+    z += 1.0 * min(3.0, max(0.0, math.log(amount / c.typical_amount)))
+    z += 0.9 * MCC[m.mcc][1]
+    z += 25.0 * m.chargeback_rate
+    z += 0.8 * (hour < 5)
+    z += 2.2 * c.compromised
+    return z
+
+
+def transactions(
+    world: World, n: int, *, start_ms: int = EPOCH_MS, rate_per_s: float = 50.0
+) -> Iterator[tuple[dict[str, object], bool]]:
+    """``n`` payment events (Avro ``Transaction`` records) with their hidden fraud labels."""
+    rng = world.rng
+    now = start_ms
+    for _ in range(n):
+        now += int(rng.expovariate(rate_per_s) * 1000) + 1
+        c = rng.choice(world.customers)
+        m = rng.choice(world.merchants)
+        channel = c.channel if rng.random() < 0.7 else rng.choice(CHANNELS)
+        card_present = channel in ("POS", "ATM")
+        country = c.home if rng.random() < 0.9 else rng.choice(COUNTRIES)
+        if card_present:
+            country = m.country if m.country in HOME_COUNTRIES else country
+        new_device = rng.random() < 0.08
+        device = None if card_present else (f"dev-{rng.getrandbits(48):012x}" if new_device else rng.choice(c.devices))
+        amount = round(c.typical_amount * math.exp(rng.gauss(0.0, 0.7)), 2)
+        hour = int((now / 3_600_000) % 24)
+        p = 1 / (1 + math.exp(-_fraud_logit(c, m, amount, channel, country, new_device and not card_present, hour)))
+        fraud = rng.random() < p
+        if fraud and rng.random() < 0.5:  # fraudsters test big
+            amount = round(amount * rng.uniform(2, 8), 2)
+        event = {
+            "event_id": str(uuid.UUID(int=rng.getrandbits(128), version=4)),
+            "event_time": now,
+            "customer_id": c.customer_id,
+            "merchant_id": m.merchant_id,
+            "amount": max(0.01, amount),
+            "currency": "EUR",
+            "channel": channel,
+            "card_present": card_present,
+            "merchant_category": m.mcc,
+            "country": country,
+            "device_hash": device,
+            "ip_hash": None if card_present else f"ip-{rng.getrandbits(32):08x}",
+        }
+        yield event, fraud

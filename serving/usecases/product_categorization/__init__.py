@@ -1,0 +1,1 @@
+"""Product categorization: put each newly created product into one category of a fixed list."""
