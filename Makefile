@@ -72,7 +72,7 @@ artifacts: envs
 # --- tests -----------------------------------------------------------------------------------------------
 
 # The stack is started before and stopped after the tests, even when they fail (trap on EXIT).
-test: setup
+test: setup lint
 	@trap '$(VATIC) stack down >/dev/null || true' EXIT; \
 	$(VATIC) stack up; \
 	$(MAKE) --no-print-directory test-pipeline test-server
