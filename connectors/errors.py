@@ -78,9 +78,26 @@ class DeadlineExceeded(Retryable):
 
 
 class ModelServerUnavailable(ServiceUnavailable):
-    """Connect error, reset connection or a 5xx from the model server."""
+    """Connect error, reset connection or a 5xx from the model server.
+
+    ``status`` and ``body`` are set when the server answered (a 5xx), None when it could not be reached: a
+    server that answers 500 to one input while it is otherwise healthy may have been handed a poison input.
+    """
 
     stage = "infer"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        service: str,
+        retry_after: float | None = None,
+        status: int | None = None,
+        body: str | None = None,
+    ) -> None:
+        super().__init__(message, service=service, retry_after=retry_after)
+        self.status = status
+        self.body = body
 
 
 class ModelNotReady(Retryable):
@@ -258,3 +275,19 @@ class UnexpectedModelResponse(ConfigError):
 
 
 __all__ += ["InvalidModelInput", "UnexpectedModelResponse"]
+
+
+class ModelFailedOnInput(DataError):
+    """The model server failed (5xx) on this one input, again and again, while it answered other inputs and its
+    health checks: a poison input. Dead-letter it with ``attempts`` and the server's last answer."""
+
+    stage = "infer"
+
+    def __init__(self, message: str, *, attempts: int, status: int | None, body: str | None) -> None:
+        super().__init__(message)
+        self.attempts = attempts
+        self.status = status
+        self.body = body
+
+
+__all__ += ["ModelFailedOnInput"]

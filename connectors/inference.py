@@ -906,7 +906,11 @@ class InferenceClient:
         retry_after = _retry_after(response.headers.get("retry-after"))
         if status >= 500 or status in (408, 429):
             return ModelServerUnavailable(
-                f"model server failed ({status}) on {where}: {reason}", service=_SERVICE, retry_after=retry_after
+                f"model server failed ({status}) on {where}: {reason}",
+                service=_SERVICE,
+                retry_after=retry_after,
+                status=status,
+                body=reason,
             )
         if status == 400 and model is not None and _NOT_READY in reason:
             return ModelNotReady(f"model {model!r} is not ready: {reason}", model=model, retry_after=retry_after)
