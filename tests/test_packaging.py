@@ -78,3 +78,8 @@ def _violations(folder: str, forbidden: tuple[str, ...]) -> list[str]:
 )
 def test_layers_import_downwards_only(folder, forbidden):
     assert _violations(folder, forbidden) == []
+
+
+def test_the_core_imports_no_transport():
+    """The core is shared by the Flink job and the gateway: neither door's framework may leak into it."""
+    assert _violations("serving/core", ("pyflink", "fastapi", "starlette", "confluent_kafka", "mlserver")) == []

@@ -194,7 +194,9 @@ class FeaturePolicy(Section):
     on_missing: Literal["default", "reject"] = Field(
         "default", description="default: use the default value and set the missing flag; reject: data error"
     )
-    default: float | int | str | bool | None = 0
+    default: float | int | str | bool | None = Field(
+        None, description="value passed to the model; None becomes NaN for numeric tensors (native 'missing')"
+    )
 
 
 class FeatureSpec(Section):
@@ -222,7 +224,7 @@ class FeatureSpec(Section):
         """The effective policy of one feature."""
         if ref in self.policies:
             return self.policies[ref]
-        return FeaturePolicy(on_missing=self.on_missing, default=self.defaults.get(ref, 0))
+        return FeaturePolicy(on_missing=self.on_missing, default=self.defaults.get(ref))
 
 
 class RetrySpec(Section):

@@ -1,0 +1,322 @@
+"""The transport-free prediction core: events -> enrich -> one V2 request -> prediction events.
+
+Both doors call :meth:`Predictor.predict`: the streaming job with a micro-batch of decoded events, the REST
+gateway with one event. Nothing here imports PyFlink, FastAPI, confluent_kafka or MLServer.
+
+Contract of :meth:`Predictor.predict` for a batch of N events:
+
+* Every event comes back exactly once, either as a prediction event (``BatchResult.predictions``, a dict
+  shaped like ``schemas/avro/prediction.avsc``) or as a :class:`Failure` carrying a :class:`DataError`
+  (``BatchResult.failures``) - never both, never neither.
+* Data errors are per event: a missing entity key, a rejected missing feature, a value that cannot be
+  encoded, an input the model refuses (4xx; found by splitting the batch), an input the model keeps failing on
+  with a 5xx while the server is healthy (a poison input, after ``poison_attempts`` tries).
+* Transient errors (feature store or model server down, timeouts, model not ready) are retried with backoff
+  inside the retry budget; when the budget is spent the last :class:`Retryable` is RAISED for the whole batch.
+  An outage is never turned into failures: the caller backs off (stream: the task fails and Flink restarts
+  from its checkpoint; REST: 503/504).
+* Configuration errors (unknown model, unknown feature view) are raised at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from vatic.connectors.errors import (
+    DataError,
+    InvalidModelInput,
+    ModelFailedOnInput,
+    ModelRejected,
+    ModelServerUnavailable,
+    Retryable,
+)
+from vatic.connectors.inference import InferenceClient, InferenceRequest, InferenceResponse
+from vatic.serving.config.model import ServiceConfig
+from vatic.serving.core.retry import RetryPolicy
+from vatic.serving.core.tensors import build_inputs, output_value
+
+
+class InputProblem(DataError):
+    """An event that cannot be turned into model inputs (absent field, unknown category, wrong type)."""
+
+    stage = "infer"
+
+
+class MissingEntityKey(DataError):
+    """An event without one of the entity keys its features are looked up by."""
+
+    stage = "enrich"
+
+
+class OutputProblem(DataError):
+    """The model's answer for this event does not fit the configured outputs (e.g. a class out of range)."""
+
+    stage = "infer"
+
+
+@dataclass(frozen=True, slots=True)
+class Failure:
+    """One event that could not be predicted, and why. ``index`` is its position in the input batch."""
+
+    index: int
+    error: DataError
+    attempts: int = 1
+    model_response: bytes | None = None
+
+    @property
+    def stage(self) -> str:
+        return self.error.stage or "unknown"
+
+
+@dataclass(slots=True)
+class BatchResult:
+    """Per-event outcome of one batch: every input index appears in exactly one of the two lists."""
+
+    predictions: list[tuple[int, dict[str, Any]]] = field(default_factory=list)
+    failures: list[Failure] = field(default_factory=list)
+    #: measurements of this batch (ms) for metrics and lineage
+    enrich_ms: float | None = None
+    infer_ms: float = 0.0
+    model_calls: int = 0
+
+
+class FeatureReader(Protocol):
+    """What the core needs of a feature client (:class:`vatic.serving.core.enrich.Enricher` is one)."""
+
+    async def lookup(
+        self, events: Sequence[Mapping[str, Any]]
+    ) -> tuple[list[dict[str, Any]], list[dict[str, str]], dict[int, DataError]]: ...
+
+
+def now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+class Predictor:
+    """Turns events into prediction events for one service.
+
+    ``features`` may be None for a service without Feast features. ``retry`` bounds how long transient
+    errors are retried inside one :meth:`predict` call. ``poison_attempts`` is how many 5xx answers one single
+    event may get, while the server answers its health check, before it is dead-lettered.
+    """
+
+    def __init__(
+        self,
+        config: ServiceConfig,
+        *,
+        inference: InferenceClient,
+        features: FeatureReader | None = None,
+        retry: RetryPolicy | None = None,
+        poison_attempts: int = 3,
+    ) -> None:
+        if config.features is not None and features is None:
+            raise ValueError(f"service {config.service} declares features: pass a feature reader")
+        self.config = config
+        self.inference = inference
+        self.features = features
+        self.retry = retry or RetryPolicy()
+        self.poison_attempts = poison_attempts
+        self._entity_fields = list(config.features.entities.items()) if config.features else []
+
+    async def predict(
+        self, events: Sequence[Mapping[str, Any]], *, origin: str = "STREAM", received_ms: int | None = None
+    ) -> BatchResult:
+        """Predict a batch; see the module docstring for the contract."""
+        received = received_ms if received_ms is not None else now_ms()
+        result = BatchResult()
+        alive = list(range(len(events)))
+
+        # 1. entity keys present
+        if self._entity_fields:
+            for i in list(alive):
+                absent = [f for _, f in self._entity_fields if events[i].get(f) in (None, "")]
+                if absent:
+                    result.failures.append(Failure(i, MissingEntityKey(f"entity key field(s) {absent} absent")))
+                    alive.remove(i)
+
+        # 2. enrich (one batched lookup; retried on outages)
+        values: dict[int, dict[str, Any]] = {i: {} for i in alive}
+        missing: dict[int, dict[str, str]] = {i: {} for i in alive}
+        if self.features is not None and alive:
+            started = time.perf_counter()
+            batch = [events[i] for i in alive]
+            reader = self.features
+            (rows, flags, errors), _ = await self.retry.run(lambda: reader.lookup(batch))
+            result.enrich_ms = (time.perf_counter() - started) * 1000
+            survivors = []
+            for j, i in enumerate(alive):
+                if j in errors:
+                    result.failures.append(Failure(i, errors[j]))
+                else:
+                    values[i], missing[i] = rows[j], flags[j]
+                    survivors.append(i)
+            alive = survivors
+
+        # 3. encode + 4. infer (bisecting to isolate inputs the model refuses)
+        started = time.perf_counter()
+        answers: dict[int, tuple[dict[str, Any], str | None]] = {}
+        await self._infer(events, alive, values, missing, answers, result)
+        result.infer_ms = (time.perf_counter() - started) * 1000
+
+        # 5. prediction events
+        for i in sorted(answers):
+            outputs, version = answers[i]
+            try:
+                shaped = {spec.field: output_value(spec, outputs.get(spec.name)) for spec in self.config.model.outputs}
+            except ValueError as exc:
+                result.failures.append(Failure(i, OutputProblem(str(exc))))
+                continue
+            result.predictions.append(
+                (i, self._prediction(events[i], shaped, version, values[i], missing[i], origin, received, result))
+            )
+        result.failures.sort(key=lambda f: f.index)
+        return result
+
+    # -- inference with isolation of bad inputs --------------------------------------------------------------
+
+    async def _infer(
+        self,
+        events: Sequence[Mapping[str, Any]],
+        indexes: list[int],
+        values: Mapping[int, Mapping[str, Any]],
+        missing: Mapping[int, Mapping[str, str]],
+        answers: dict[int, tuple[dict[str, Any], str | None]],
+        result: BatchResult,
+    ) -> None:
+        if not indexes:
+            return
+        tensors, problems = build_inputs(
+            self.config.model,
+            [events[i] for i in indexes],
+            [values[i] for i in indexes],
+            [missing[i] for i in indexes],
+        )
+        for j, problem in problems.items():
+            result.failures.append(Failure(indexes[j], InputProblem(problem)))
+        clean = [i for j, i in enumerate(indexes) if j not in problems]
+        if not clean:
+            return
+        request = InferenceRequest(inputs=tuple(tensors), outputs=tuple(o.name for o in self.config.model.outputs))
+        try:
+            response, attempts = await self._call(request, single=len(clean) == 1)
+        except (ModelRejected, InvalidModelInput, ModelFailedOnInput) as exc:
+            if len(clean) == 1:
+                body = getattr(exc, "body", None)
+                result.failures.append(
+                    Failure(
+                        clean[0],
+                        exc,
+                        attempts=getattr(exc, "attempts", 1),
+                        model_response=body.encode() if isinstance(body, str) else None,
+                    )
+                )
+                return
+            half = len(clean) // 2
+            await self._infer(events, clean[:half], values, missing, answers, result)
+            await self._infer(events, clean[half:], values, missing, answers, result)
+            return
+        result.model_calls += attempts
+        try:
+            rows = response.split(len(clean), squeeze=True)
+        except ValueError as exc:
+            from vatic.connectors.errors import UnexpectedModelResponse
+
+            raise UnexpectedModelResponse(str(exc), status=200, body="") from exc
+        version = response.model_version or self.config.model.version
+        for i, row in zip(clean, rows, strict=True):
+            answers[i] = (row, version)
+
+    async def _call(self, request: InferenceRequest, *, single: bool) -> tuple[InferenceResponse, int]:
+        """One V2 call with retries. A 5xx answered to a request while the server is healthy is suspicious:
+        after ``poison_attempts`` such answers the request is treated as bad data (the caller splits it, and a
+        single event is dead-lettered)."""
+        suspicious = 0
+        model, version = self.config.model.name, self.config.model.version
+
+        async def attempt() -> InferenceResponse:
+            nonlocal suspicious
+            try:
+                return await self.inference.infer(model, request, version=version, deadline_s=self.config.timeout_s)
+            except ModelServerUnavailable as exc:
+                if exc.status is None or exc.status < 500:
+                    raise  # unreachable or overloaded: an outage
+                if not await self._server_healthy():
+                    raise
+                suspicious += 1
+                if suspicious >= self.poison_attempts or not single:
+                    raise ModelFailedOnInput(
+                        f"model {model!r} answered {exc.status} {suspicious} time(s) while healthy: {exc.body}",
+                        attempts=suspicious,
+                        status=exc.status,
+                        body=exc.body,
+                    ) from exc
+                raise
+
+        return await self.retry.run(attempt)
+
+    async def _server_healthy(self) -> bool:
+        try:
+            return await self.inference.ready(self.config.model.name, version=self.config.model.version, deadline_s=1.0)
+        except Retryable:
+            return False
+
+    # -- prediction event ------------------------------------------------------------------------------------
+
+    def _prediction(
+        self,
+        event: Mapping[str, Any],
+        outputs: dict[str, Any],
+        version: str | None,
+        values: Mapping[str, Any],
+        missing: Mapping[str, str],
+        origin: str,
+        received: int,
+        result: BatchResult,
+    ) -> dict[str, Any]:
+        features = {}
+        if self.config.features is not None:
+            for ref in self.config.features.refs:
+                features[ref] = {"value": _feature_value(values.get(ref)), "missing": ref in missing}
+        event_time = event.get("event_time")
+        return {
+            "event_id": str(event.get("event_id", "")),
+            "service": self.config.service,
+            "origin": origin,
+            "entity_keys": {key: str(event.get(f)) for key, f in self._entity_fields},
+            "model_name": self.config.model.name,
+            "model_version": version or "",
+            "outputs": outputs,
+            "features": features,
+            "timings": {
+                "event_time": int(event_time) if isinstance(event_time, int | float) else received,
+                "received_time": received,
+                "enrich_ms": result.enrich_ms,
+                "infer_ms": result.infer_ms,
+                "emit_time": now_ms(),
+            },
+        }
+
+
+def _feature_value(value: Any) -> Any:
+    if value is None or isinstance(value, bool | int | float | str):
+        return value
+    if isinstance(value, list | tuple):
+        return [float(v) for v in value]
+    if hasattr(value, "item"):  # NumPy scalar
+        return value.item()
+    return str(value)
+
+
+async def gather_bounded(calls: Sequence[Any], limit: int) -> list[Any]:
+    """Run coroutines with at most ``limit`` in flight (helper for callers that fan out batches)."""
+    semaphore = asyncio.Semaphore(limit)
+
+    async def run(call: Any) -> Any:
+        async with semaphore:
+            return await call
+
+    return list(await asyncio.gather(*(run(c) for c in calls)))
