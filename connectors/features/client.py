@@ -65,6 +65,27 @@ def _with_store_timeouts(config: RepoConfig, timeout_s: float) -> RepoConfig:
     return config
 
 
+def redis_config(config: RepoConfig, redis_url: str) -> RepoConfig:
+    """``config`` with its online store replaced by the Redis at ``redis_url`` (``redis://host:port/db``)."""
+    from urllib.parse import urlparse
+
+    parsed = urlparse(redis_url)
+    if parsed.scheme not in ("redis", "rediss") or not parsed.hostname:
+        raise ConfigError(f"not a Redis URL: {redis_url!r} (expected redis://host:port/db)", stage="enrich")
+    db = (parsed.path or "/0").lstrip("/") or "0"
+    parts = [f"{parsed.hostname}:{parsed.port or 6379}", f"db={db}"]
+    if parsed.password:
+        parts.append(f"password={parsed.password}")
+    if parsed.scheme == "rediss":
+        parts.append("ssl=true")
+    online = RedisOnlineStoreConfig(connection_string=",".join(parts))
+    # RepoConfig keeps the raw section in ``online_config`` and builds ``online_store`` from it lazily
+    replaced = config.model_copy(deep=True)
+    replaced.online_config = online
+    replaced._online_store = online  # type: ignore[assignment] # declared None, set lazily by Feast
+    return replaced
+
+
 class FeatureClient:
     """Batched online feature lookups from a Feast feature repo (Feast 0.67), SQLite or Redis online store.
 
@@ -122,10 +143,19 @@ class FeatureClient:
         self._reader = self._make_reader(read_path)
 
     @classmethod
-    def from_repo(cls, repo_path: str | Path, *, fs_yaml_file: str | Path | None = None, **options: Any) -> Self:
+    def from_repo(
+        cls,
+        repo_path: str | Path,
+        *,
+        fs_yaml_file: str | Path | None = None,
+        redis_url: str | None = None,
+        **options: Any,
+    ) -> Self:
         """A client for the feature repo at ``repo_path`` (its ``feature_store.yaml``, or ``fs_yaml_file``).
 
-        ``options`` are those of the constructor. A missing or invalid file raises ``ConfigError``.
+        ``redis_url`` (``redis://host:port/db``) replaces the repo's online store with that Redis - the same
+        keys as ``feast materialize`` into that Redis writes. ``options`` are those of the constructor. A
+        missing or invalid file raises ``ConfigError``.
         """
         repo = Path(repo_path)
         yaml_file = Path(fs_yaml_file) if fs_yaml_file is not None else repo / "feature_store.yaml"
@@ -135,6 +165,8 @@ class FeatureClient:
             config = load_repo_config(repo, yaml_file)
         except Exception as exc:  # Feast raises pydantic, YAML and its own errors here
             raise ConfigError(f"invalid Feast config {yaml_file}: {exc}", stage="enrich") from exc
+        if redis_url:
+            config = redis_config(config, redis_url)
         return cls(config, **options)
 
     def _make_reader(self, read_path: ReadPath) -> OnlineReader:

@@ -7,7 +7,7 @@ import sys
 import typer
 
 from vatic.schemas.errors import VaticError
-from vatic.serving.cli import demo, stack
+from vatic.serving.cli import demo, gateway, stack
 
 app = typer.Typer(
     name="vatic",
@@ -17,6 +17,7 @@ app = typer.Typer(
 )
 app.add_typer(stack.app, name="stack")
 app.command(name="demo")(demo.demo)
+app.command(name="gateway")(gateway.gateway)
 
 
 def main() -> None:

@@ -37,11 +37,20 @@ class Enricher:
         self._keys = list(spec.entities.items())
 
     @classmethod
-    def from_spec(cls, spec: FeatureSpec, service_dir: Path, **options: Any) -> Enricher:
-        """Open the Feast repository named by ``spec.repo`` (relative to the service folder)."""
-        return cls(
-            spec, FeatureClient.from_repo(service_dir / spec.repo, deadline_s=spec.deadline_ms / 1000, **options)
+    def from_spec(
+        cls, spec: FeatureSpec, service_dir: Path, *, redis_url: str | None = None, **options: Any
+    ) -> Enricher:
+        """Open the Feast repository named by ``spec.repo`` (relative to the service folder).
+
+        The online store is the repo's own, unless ``redis_url`` is given (deployment override) or the spec
+        says ``online_store: redis`` with its ``redis_url``.
+        """
+        if redis_url is None and spec.online_store == "redis":
+            redis_url = spec.redis_url
+        client = FeatureClient.from_repo(
+            service_dir / spec.repo, redis_url=redis_url, deadline_s=spec.deadline_ms / 1000, **options
         )
+        return cls(spec, client)
 
     async def lookup(
         self, events: Sequence[Mapping[str, Any]]

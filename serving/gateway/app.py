@@ -1,0 +1,274 @@
+"""The gateway's FastAPI app: routes are thin; the core does the work; errors are mapped in one place.
+
+Routes
+------
+* ``POST /v1/services/{service}/predict`` - body: the fields of the service's input event (entity keys and
+  raw fields; ``event_id`` and ``event_time`` are filled in when absent). Answer: the prediction event, the
+  same record the stream writes to the predictions topic (outputs, model name and version, features used).
+  One OpenAPI operation per service documents its request body (generated from the Avro input schema).
+* ``GET /v1/services`` and ``GET /v1/services/{service}`` - what is served.
+* ``POST /v2/models/{model}[/versions/{version}]/infer``, ``GET /v2/models/{model}[...]``,
+  ``GET .../ready`` - V2 (Open Inference Protocol) pass-through to the model server of the service that owns
+  the model, for clients that send full tensors.
+* ``GET /v2/health/live``, ``GET /v2/health/ready``, ``GET /healthz``, ``GET /metrics`` - always open.
+
+Errors: see :mod:`vatic.serving.gateway.errors`.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import httpx
+import orjson
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import ORJSONResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from vatic.connectors.errors import ConfigError, ModelServerUnavailable, Retryable
+from vatic.schemas.validate import InvalidRecord
+from vatic.serving.config import load_service
+from vatic.serving.core.batcher import Rejected
+from vatic.serving.gateway.errors import from_exception, problem
+from vatic.serving.gateway.metrics import GatewayMetrics
+from vatic.serving.gateway.middleware import BodyTooLarge, GatewayMiddleware, JsonFormatter
+from vatic.serving.gateway.services import ServiceRuntime, request_schema
+from vatic.serving.gateway.settings import GatewaySettings
+
+log = logging.getLogger("vatic.gateway")
+
+
+def configure_logging() -> None:
+    """JSON lines on stderr for the ``vatic`` loggers (idempotent)."""
+    root = logging.getLogger("vatic")
+    if not any(getattr(h, "_vatic_json", False) for h in root.handlers):
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(JsonFormatter())
+        handler._vatic_json = True  # type: ignore[attr-defined]
+        root.addHandler(handler)
+        root.setLevel(logging.INFO)
+        root.propagate = False
+
+
+def create_app(settings: GatewaySettings | None = None) -> FastAPI:  # noqa: PLR0915 - routes close over app state
+    """Build the gateway for ``settings.services``. Service configs are loaded (and validated) here, so a bad
+    config fails at start-up with its file:line message; clients and feature stores open in the lifespan."""
+    settings = settings or GatewaySettings()
+    configure_logging()
+    metrics = GatewayMetrics()
+    services: dict[str, ServiceRuntime] = {}
+    configs = [(folder, load_service(folder, settings.environment)) for folder in settings.services]
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        for folder, config in configs:
+            runtime = ServiceRuntime.open(config, folder, settings, metrics)
+            services[config.service] = runtime
+        app.state.passthrough = httpx.AsyncClient(timeout=30.0, trust_env=False)
+        log.info("gateway ready", extra={"services": sorted(services)})
+        try:
+            yield
+        finally:
+            for runtime in services.values():
+                await runtime.close()
+            await app.state.passthrough.aclose()
+
+    app = FastAPI(
+        title="vatic gateway",
+        version="0.1.0",
+        description="Predictions on demand with the same enrichment and model as the streaming job.",
+        lifespan=lifespan,
+        default_response_class=ORJSONResponse,
+    )
+    app.state.services = services
+    app.state.metrics = metrics
+
+    @app.exception_handler(BodyTooLarge)
+    async def too_large(request: Request, exc: BodyTooLarge) -> Response:
+        return problem(413, "payload_too_large", f"request body over {settings.max_body_bytes} bytes")
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(request: Request, exc: RequestValidationError) -> Response:
+        first = exc.errors()[0] if exc.errors() else {}
+        field = ".".join(str(p) for p in first.get("loc", ()) if p != "body") or None
+        return problem(422, "invalid_request", str(first.get("msg", "invalid request")), field=field)
+
+    @app.exception_handler(Exception)
+    async def unexpected(request: Request, exc: Exception) -> Response:
+        log.exception("unhandled error", extra={"path": request.url.path})
+        return problem(500, "internal_error", "the gateway failed to handle the request; see its log")
+
+    # -- health and metrics ------------------------------------------------------------------------------
+
+    @app.get("/v2/health/live", tags=["health"])
+    async def live() -> dict[str, bool]:
+        """The process is up."""
+        return {"live": True}
+
+    @app.get("/healthz", tags=["health"], include_in_schema=False)
+    async def healthz() -> dict[str, bool]:
+        return {"live": True}
+
+    @app.get("/v2/health/ready", tags=["health"], responses={503: {"description": "a model server is not ready"}})
+    async def ready() -> Response:
+        """Ready when every service's model answers its readiness probe."""
+        states = {}
+        for name, runtime in services.items():
+            try:
+                states[name] = await runtime.client.ready(
+                    runtime.config.model.name, version=runtime.config.model.version, deadline_s=1.0
+                )
+            except (Retryable, ConfigError):
+                states[name] = False
+        ok = all(states.values())
+        return ORJSONResponse({"ready": ok, "services": states}, status_code=200 if ok else 503)
+
+    @app.get("/metrics", tags=["health"], include_in_schema=False)
+    async def metrics_endpoint() -> Response:
+        return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    # -- services ----------------------------------------------------------------------------------------
+
+    @app.get("/v1/services", tags=["services"])
+    async def list_services() -> dict[str, Any]:
+        """The services this gateway serves."""
+        return {"services": [_summary(r) for r in services.values()]}
+
+    @app.get("/v1/services/{service}", tags=["services"], responses={404: {"description": "unknown service"}})
+    async def describe(service: str) -> Response:
+        runtime = services.get(service)
+        if runtime is None:
+            return problem(404, "not_found", f"no service {service!r}; served: {sorted(services)}")
+        return ORJSONResponse({**_summary(runtime), "request_schema": runtime.request_schema})
+
+    async def predict(service: str, request: Request) -> Response:
+        runtime = services.get(service)
+        if runtime is None:
+            return problem(404, "not_found", f"no service {service!r}; served: {sorted(services)}")
+        body = await request.body()
+        try:
+            payload = orjson.loads(body)
+        except orjson.JSONDecodeError as exc:
+            return problem(422, "invalid_request", f"body is not JSON: {exc}")
+        if not isinstance(payload, dict):
+            return problem(422, "invalid_request", "body must be a JSON object of event fields")
+        try:
+            event = runtime.event_from(payload)
+        except InvalidRecord as exc:
+            return problem(422, "invalid_request", exc.problem, field=exc.field)
+        try:
+            prediction = await runtime.batcher.submit(event)
+        except Rejected as rejected:
+            failure = rejected.failure
+            metrics.errors.labels(service, failure.error.error_class, failure.stage).inc()
+            return from_exception(failure.error)
+        except Exception as exc:
+            metrics.errors.labels(service, type(exc).__name__, getattr(exc, "stage", None) or "unknown").inc()
+            if not isinstance(exc, Retryable | ConfigError):
+                log.exception("prediction failed", extra={"service": service})
+            return from_exception(exc)
+        for ref, value in prediction["features"].items():
+            if value["missing"]:
+                metrics.feature_misses.labels(service, ref).inc()
+        return ORJSONResponse(prediction)
+
+    responses: dict[int | str, dict[str, Any]] = {
+        404: {"description": "unknown service"},
+        413: {"description": "body over the size limit"},
+        422: {"description": "invalid event, missing features or input the model refuses"},
+        503: {"description": "model server or feature store unavailable, or model not ready"},
+        504: {"description": "deadline exceeded"},
+    }
+    # one documented operation per service (request body from its Avro input schema), then the generic route
+    for _, config in configs:
+        schema = request_schema(config)
+
+        def bind(name: str) -> Any:
+            async def handler(request: Request) -> Response:
+                return await predict(name, request)
+
+            return handler
+
+        app.add_api_route(
+            f"/v1/services/{config.service}/predict",
+            bind(config.service),
+            methods=["POST"],
+            tags=["predict"],
+            summary=f"Predict with {config.service}",
+            description=config.description or f"Enrich the event and call model {config.model.name}.",
+            operation_id=f"predict_{config.service.replace('-', '_')}",
+            openapi_extra={"requestBody": {"required": True, "content": {"application/json": {"schema": schema}}}},
+            responses=responses,
+        )
+
+    @app.post("/v1/services/{service}/predict", tags=["predict"], responses=responses, include_in_schema=False)
+    async def predict_any(service: str, request: Request) -> Response:
+        return await predict(service, request)
+
+    # -- V2 pass-through ---------------------------------------------------------------------------------
+
+    async def forward(request: Request, model: str, suffix: str) -> Response:
+        owner = next((r for r in services.values() if r.owns(model)), None)
+        if owner is None:
+            return problem(404, "not_found", f"no model {model!r} behind this gateway")
+        url = f"{owner.endpoint}/v2/models/{model}{suffix}"
+        try:
+            upstream = await app.state.passthrough.request(
+                request.method,
+                url,
+                content=await request.body(),
+                headers={"content-type": request.headers.get("content-type", "application/json")},
+            )
+        except httpx.HTTPError as exc:
+            down = ModelServerUnavailable(f"model server {owner.endpoint} unreachable: {exc}", service="model-server")
+            return from_exception(down)
+        return Response(
+            upstream.content,
+            status_code=upstream.status_code,
+            media_type=upstream.headers.get("content-type", "application/json"),
+        )
+
+    @app.post("/v2/models/{model}/infer", tags=["v2"])
+    async def v2_infer(model: str, request: Request) -> Response:
+        """V2 inference request passed through to the model's server."""
+        return await forward(request, model, "/infer")
+
+    @app.post("/v2/models/{model}/versions/{version}/infer", tags=["v2"])
+    async def v2_infer_version(model: str, version: str, request: Request) -> Response:
+        return await forward(request, model, f"/versions/{version}/infer")
+
+    @app.get("/v2/models/{model}", tags=["v2"])
+    async def v2_metadata(model: str, request: Request) -> Response:
+        return await forward(request, model, "")
+
+    @app.get("/v2/models/{model}/ready", tags=["v2"])
+    async def v2_ready(model: str, request: Request) -> Response:
+        return await forward(request, model, "/ready")
+
+    token = settings.auth_token.get_secret_value() if settings.auth_token else None
+    app.add_middleware(
+        GatewayMiddleware,
+        metrics=metrics,
+        max_body_bytes=settings.max_body_bytes,
+        token=token,
+        log_requests=settings.log_requests,
+    )
+    return app
+
+
+def _summary(runtime: ServiceRuntime) -> dict[str, Any]:
+    config = runtime.config
+    return {
+        "service": config.service,
+        "project": config.project,
+        "environment": config.environment,
+        "model": {"name": config.model.name, "version": config.model.version},
+        "endpoint": runtime.endpoint,
+        "features": list(config.features.refs) if config.features else [],
+        "predict": f"/v1/services/{config.service}/predict",
+    }

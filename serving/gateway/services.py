@@ -1,0 +1,96 @@
+"""What the gateway holds per service: its config, input validator, model client, feature reader, batcher."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from vatic.connectors.inference import InferenceClient
+from vatic.schemas import load_schema
+from vatic.schemas.jsonschema import to_json_schema
+from vatic.schemas.validate import InvalidRecord, record_validator
+from vatic.serving.config import ServiceConfig
+from vatic.serving.core import Predictor, RetryPolicy
+from vatic.serving.core.batcher import MicroBatcher
+from vatic.serving.core.enrich import Enricher
+from vatic.serving.gateway.metrics import GatewayMetrics
+from vatic.serving.gateway.settings import GatewaySettings
+
+#: fields the gateway fills in when a REST caller leaves them out
+GENERATED = ("event_id", "event_time")
+
+
+@dataclass
+class ServiceRuntime:
+    """One service behind the gateway. Build with :meth:`open`, release with :meth:`close`."""
+
+    config: ServiceConfig
+    folder: Path
+    endpoint: str
+    client: InferenceClient
+    enricher: Enricher | None
+    batcher: MicroBatcher
+    request_schema: dict[str, Any]
+    _validate: Any = field(repr=False, default=None)
+
+    @classmethod
+    def open(
+        cls, config: ServiceConfig, folder: Path, settings: GatewaySettings, metrics: GatewayMetrics
+    ) -> ServiceRuntime:
+        endpoint = settings.endpoints.get(config.service, f"http://127.0.0.1:{config.serving.port}")
+        client = InferenceClient(endpoint, deadline_s=config.timeout_s)
+        enricher = None
+        if config.features is not None:
+            enricher = Enricher.from_spec(config.features, folder, redis_url=settings.redis_url)
+        predictor = Predictor(
+            config, inference=client, features=enricher, retry=RetryPolicy(budget_s=settings.retry_budget_s)
+        )
+        batcher = MicroBatcher(
+            predictor,
+            max_batch=settings.max_batch,
+            max_in_flight=settings.max_in_flight,
+            origin="REST",
+            on_batch=metrics.batch_size.labels(config.service).observe,
+        )
+        validate = None
+        if config.streaming is not None:
+            validate = record_validator(load_schema(config.streaming.input_schema))
+        return cls(config, folder, endpoint, client, enricher, batcher, request_schema(config), validate)
+
+    def event_from(self, body: Mapping[str, Any]) -> dict[str, Any]:
+        """The input event for a request body: generated fields filled in, then validated like a Kafka event.
+
+        Raises :class:`InvalidRecord` naming the first bad field.
+        """
+        event = dict(body)
+        event.setdefault("event_id", str(uuid.uuid4()))
+        event.setdefault("event_time", time.time_ns() // 1_000_000)
+        if self._validate is not None:
+            self._validate(event)
+        else:
+            for name in self.config.event_fields():
+                if name not in event:
+                    raise InvalidRecord(f"field {name!r} is missing", field=name, problem="required field is missing")
+        return event
+
+    def owns(self, model: str) -> bool:
+        return model == self.config.model.name
+
+    async def close(self) -> None:
+        await self.batcher.close()
+        await self.client.close()
+        if self.enricher is not None:
+            await self.enricher.aclose()
+
+
+def request_schema(config: ServiceConfig) -> dict[str, Any]:
+    """JSON Schema of the predict body: the service's Avro input event, with the generated fields optional."""
+    if config.streaming is None:
+        return {"type": "object", "description": f"event fields: {', '.join(config.event_fields())}"}
+    schema = to_json_schema(load_schema(config.streaming.input_schema), optional=GENERATED)
+    schema.pop("$schema", None)
+    return schema

@@ -1,0 +1,350 @@
+"""The REST gateway as a real process (`vatic gateway`) in front of a real MLServer and a real Feast repo.
+
+Every error code the gateway promises is produced here by a request that provokes it.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+import time
+import uuid
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import yaml
+
+from tests.fixtures import feast_repo
+from tests.fixtures.model_server import REJECT, SLOW, ModelRepo, build_model_repo, free_port, model_server
+from vatic.connectors.local.mlserver import ModelServer
+
+ROOT = Path(__file__).resolve().parents[3]
+VATIC = ROOT / ".venv" / "pipeline" / "bin" / "vatic"
+TOKEN = "s3cret-token"
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
+
+
+def transaction(i: int = 1, **fields: Any) -> dict[str, Any]:
+    return {
+        "customer_id": f"c{i}",
+        "merchant_id": "m1",
+        "amount": 10.0 + i,
+        "currency": "EUR",
+        "channel": "ONLINE",
+        "card_present": False,
+        "merchant_category": "5411",
+        "country": "DE",
+        **fields,
+    }
+
+
+def echo_service(folder: Path, repo: Path, *, name: str, timeout_s: float = 5.0) -> Path:
+    """A service over the transaction schema whose 'model' echoes its inputs (fault markers in merchant_category)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    config = {
+        "project": "test",
+        "service": name,
+        "timeout_s": timeout_s,
+        "model": {
+            "name": "faulty",
+            "inputs": [
+                {"name": "tag", "datatype": "BYTES", "columns": ["merchant_category"], "squeeze": True},
+                {
+                    "name": "x",
+                    "datatype": "FP64",
+                    "columns": [
+                        "amount",
+                        "card_present",
+                        "channel",
+                        "customer_stats:orders_7d",
+                        "customer_stats:avg_amount",
+                        "customer_stats:orders_7d#missing",
+                    ],
+                    "encodings": {"channel": {"ONLINE": 0, "POS": 1, "ATM": 2, "MOBILE_APP": 3, "PHONE": 4}},
+                },
+            ],
+            "outputs": [{"name": "tag"}, {"name": "x", "rename": "inputs_seen"}],
+        },
+        "features": {
+            "repo": str(repo),
+            "entities": {"customer_id": "customer_id"},
+            "refs": feast_repo.FEATURES,
+            "defaults": {"customer_stats:orders_7d": -1},
+        },
+        "streaming": {
+            "input_topic": "t.in",
+            "output_topic": "t.out",
+            "dead_letter_topic": "t.dlq",
+            "input_schema": "transaction",
+        },
+    }
+    (folder / "service.yaml").write_text(yaml.safe_dump(config))
+    return folder
+
+
+def iris_service(folder: Path) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    config = {
+        "project": "test",
+        "service": "iris",
+        "model": {
+            "name": "iris",
+            "inputs": [{"name": "input-0", "datatype": "FP64", "columns": ["sl", "sw", "pl", "pw"]}],
+            "outputs": [{"name": "predict", "rename": "species", "labels": ["setosa", "versicolor", "virginica"]}],
+        },
+    }
+    (folder / "service.yaml").write_text(yaml.safe_dump(config))
+    return folder
+
+
+class Gateway:
+    def __init__(self, args: list[str], log: Path) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log = log
+        self.proc = subprocess.Popen(
+            [str(VATIC), "gateway", "--port", str(self.port), *args],
+            stdout=subprocess.DEVNULL,
+            stderr=log.open("wb"),
+            env={"VATIC_GATEWAY_AUTH_TOKEN": TOKEN, "VATIC_GATEWAY_MAX_BODY_BYTES": "65536", "PATH": "/usr/bin:/bin"},
+        )
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"gateway exited: {log.read_text()[-2000:]}")
+            try:
+                if httpx.get(f"{self.url}/v2/health/live", timeout=1).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                time.sleep(0.2)
+        raise RuntimeError("gateway did not start")
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        self.proc.wait(timeout=30)
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory: pytest.TempPathFactory) -> ModelRepo:
+    return build_model_repo(tmp_path_factory.mktemp("models") / "repo")
+
+
+@pytest.fixture(scope="module")
+def server(models: ModelRepo, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ModelServer]:
+    srv = model_server(tmp_path_factory.mktemp("home"), models.root, name="gateway-mlserver")
+    srv.start()
+    yield srv
+    srv.stop()
+
+
+@pytest.fixture(scope="module")
+def gateway(server: ModelServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
+    root = tmp_path_factory.mktemp("gateway")
+    repo = feast_repo.build_repo(root / "feast")
+    services = [
+        echo_service(root / "echo", repo, name="echo"),
+        echo_service(root / "slow", repo, name="slow", timeout_s=0.5),
+        echo_service(root / "down", repo, name="down"),
+        iris_service(root / "iris"),
+    ]
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        closed = s.getsockname()[1]  # nothing listens here once the socket closes
+    args = [a for folder in services for a in ("--service", str(folder))]
+    args += ["--endpoint", f"echo={server.url}", "--endpoint", f"slow={server.url}", "--endpoint", f"iris={server.url}"]
+    args += ["--endpoint", f"down=http://127.0.0.1:{closed}"]
+    gw = Gateway(args, root / "gateway.log")
+    yield gw
+    gw.stop()
+
+
+def post(gw: Gateway, path: str, body: Any, headers: dict[str, str] | None = None) -> httpx.Response:
+    content = body if isinstance(body, bytes) else json.dumps(body).encode()
+    return httpx.post(
+        f"{gw.url}{path}", content=content, headers={**AUTH, "content-type": "application/json", **(headers or {})}
+    )
+
+
+def test_entity_keys_in_prediction_out_with_the_features_used(gateway):
+    response = post(gateway, "/v1/services/echo/predict", transaction(7, event_id=str(uuid.UUID(int=7))))
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["event_id"] == str(uuid.UUID(int=7))
+    assert body["origin"] == "REST"
+    assert body["model_name"] == "faulty"
+    # the model saw the event's fields and the features Feast holds for c7 (orders_7d=7, avg_amount=7.5)
+    assert body["outputs"]["inputs_seen"] == [17.0, 0.0, 0.0, 7.0, 7.5, 0.0]
+    assert body["features"] == {
+        "customer_stats:orders_7d": {"value": 7, "missing": False},
+        "customer_stats:avg_amount": {"value": 7.5, "missing": False},
+    }
+    assert body["entity_keys"] == {"customer_id": "c7"}
+    assert response.headers["x-request-id"]
+
+
+def test_event_id_and_time_are_generated_when_absent(gateway):
+    body = post(gateway, "/v1/services/echo/predict", transaction(2)).json()
+    assert uuid.UUID(body["event_id"])
+    assert body["timings"]["event_time"] <= body["timings"]["emit_time"]
+
+
+def test_unknown_customer_gets_defaults_and_missing_flags(gateway):
+    body = post(gateway, "/v1/services/echo/predict", transaction(1, customer_id="nobody")).json()
+    assert body["outputs"]["inputs_seen"][3] == -1.0
+    assert body["outputs"]["inputs_seen"][5] == 1.0
+    assert body["features"]["customer_stats:orders_7d"] == {"value": -1, "missing": True}
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        (transaction(amount="12.5"), "amount"),
+        ({k: v for k, v in transaction().items() if k != "merchant_id"}, "merchant_id"),
+        (transaction(channel="CARRIER_PIGEON"), "channel"),
+        (transaction(surprise=1), "surprise"),
+    ],
+)
+def test_invalid_events_are_422_naming_the_field(gateway, body, field):
+    response = post(gateway, "/v1/services/echo/predict", body)
+    assert response.status_code == 422
+    assert response.json()["error"] == "invalid_request"
+    assert response.json()["field"] == field
+
+
+@pytest.mark.parametrize("raw", [b"{not json", b"[1, 2]", b'"text"'])
+def test_bodies_that_are_not_a_json_object_are_422(gateway, raw):
+    response = post(gateway, "/v1/services/echo/predict", raw)
+    assert response.status_code == 422
+    assert response.json()["error"] == "invalid_request"
+
+
+def test_input_the_model_refuses_is_422_with_the_stage(gateway):
+    response = post(gateway, "/v1/services/echo/predict", transaction(merchant_category=REJECT))
+    assert response.status_code == 422
+    assert response.json()["error"] == "ModelRejected"
+    assert response.json()["stage"] == "infer"
+
+
+def test_auth_is_required_except_for_health(gateway):
+    assert httpx.post(f"{gateway.url}/v1/services/echo/predict", json=transaction()).status_code == 401
+    wrong = httpx.post(
+        f"{gateway.url}/v1/services/echo/predict", json=transaction(), headers={"Authorization": "Bearer x"}
+    )
+    assert wrong.status_code == 401
+    assert wrong.headers["www-authenticate"].startswith("Bearer")
+    assert wrong.json()["error"] == "unauthorized"
+    assert httpx.get(f"{gateway.url}/v2/health/live").status_code == 200
+    assert httpx.get(f"{gateway.url}/metrics").status_code == 200
+
+
+def test_bodies_over_the_limit_are_413(gateway):
+    big = transaction(device_hash="x" * 70_000)
+    assert post(gateway, "/v1/services/echo/predict", big).status_code == 413
+
+    def chunks() -> Iterator[bytes]:  # no Content-Length: the limit is enforced while reading
+        yield json.dumps(big).encode()
+
+    streamed = httpx.post(f"{gateway.url}/v1/services/echo/predict", content=chunks(), headers=AUTH)
+    assert streamed.status_code == 413
+    assert streamed.json()["error"] == "payload_too_large"
+
+
+def test_unknown_service_and_model_are_404(gateway):
+    assert post(gateway, "/v1/services/nope/predict", transaction()).status_code == 404
+    assert post(gateway, "/v2/models/nope/infer", {"inputs": []}).status_code == 404
+
+
+def test_model_server_down_is_503_with_retry_after(gateway):
+    response = post(gateway, "/v1/services/down/predict", transaction())
+    assert response.status_code == 503
+    assert response.json()["error"] == "ModelServerUnavailable"
+    assert int(response.headers["retry-after"]) >= 1
+
+
+def test_deadline_is_504(gateway):
+    response = post(gateway, "/v1/services/slow/predict", transaction(merchant_category=SLOW))
+    assert response.status_code == 504
+    assert response.json()["error"] == "deadline_exceeded"
+
+
+def test_v2_requests_pass_through(gateway, server, models):
+    rows = models.expected["rows"][:5]
+    request = {"inputs": [{"name": "input-0", "datatype": "FP64", "shape": [5, 4], "data": sum(rows, [])}]}
+    via_gateway = post(gateway, "/v2/models/iris/infer", request)
+    direct = httpx.post(f"{server.url}/v2/models/iris/infer", json=request)
+    assert via_gateway.status_code == 200
+    assert via_gateway.json()["outputs"] == direct.json()["outputs"]
+    labels = ["setosa", "versicolor", "virginica"]
+    species = post(gateway, "/v1/services/iris/predict", dict(zip(["sl", "sw", "pl", "pw"], rows[0], strict=True)))
+    assert species.json()["outputs"]["species"] == labels[models.expected["iris"]["predict"][0]]
+
+
+def test_concurrent_requests_are_answered_each_and_share_model_calls(gateway):
+    def one(i: int) -> dict[str, Any]:
+        response = post(
+            gateway, "/v1/services/echo/predict", transaction(i % 40, event_id=str(uuid.UUID(int=1000 + i)))
+        )
+        assert response.status_code == 200
+        return response.json()
+
+    with ThreadPoolExecutor(32) as pool:
+        answers = list(pool.map(one, range(200)))
+    assert sorted(a["event_id"] for a in answers) == sorted(str(uuid.UUID(int=1000 + i)) for i in range(200))
+    for i, answer in enumerate(answers):
+        assert answer["outputs"]["inputs_seen"][0] == 10.0 + (i % 40)  # each got its own row back
+    metrics = httpx.get(f"{gateway.url}/metrics").text
+    calls = _metric(metrics, 'vatic_gateway_batch_size_count{service="echo"}')
+    events = _metric(metrics, 'vatic_gateway_batch_size_sum{service="echo"}')
+    assert events >= 200
+    assert calls < events  # concurrent requests were coalesced into shared model calls
+
+
+def test_metrics_and_json_logs_carry_the_request(gateway):
+    request_id = uuid.uuid4().hex
+    post(gateway, "/v1/services/echo/predict", transaction(3), headers={"X-Request-ID": request_id})
+    metrics = httpx.get(f"{gateway.url}/metrics").text
+    assert 'vatic_gateway_requests_total{route="/v1/services/echo/predict",status="200"}' in metrics
+    assert "vatic_gateway_errors_total" in metrics
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        lines = [json.loads(line) for line in gateway.log.read_text().splitlines() if line.startswith("{")]
+        mine = [line for line in lines if line.get("request_id") == request_id]
+        if mine:
+            break
+        time.sleep(0.1)
+    assert mine[0]["status"] == 200
+    assert mine[0]["path"] == "/v1/services/echo/predict"
+
+
+def test_no_error_body_carries_a_stack_trace(gateway):
+    for path, body in [
+        ("/v1/services/echo/predict", b"{"),
+        ("/v1/services/echo/predict", transaction(merchant_category=REJECT)),
+        ("/v1/services/down/predict", transaction()),
+        ("/v1/services/slow/predict", transaction(merchant_category=SLOW)),
+    ]:
+        response = post(gateway, path, body)
+        assert response.status_code >= 400
+        assert "Traceback" not in response.text
+        assert set(response.json()) >= {"error", "message"}
+
+
+def test_openapi_documents_each_service_body(gateway):
+    spec = httpx.get(f"{gateway.url}/openapi.json").json()
+    operation = spec["paths"]["/v1/services/echo/predict"]["post"]
+    schema = operation["requestBody"]["content"]["application/json"]["schema"]
+    assert "customer_id" in schema["required"]
+    assert "event_id" not in schema.get("required", [])
+    assert httpx.get(f"{gateway.url}/docs").status_code == 200
+
+
+def _metric(text: str, name: str) -> float:
+    for line in text.splitlines():
+        if line.startswith(name + " "):
+            return float(line.split()[-1])
+    raise AssertionError(f"{name} not in metrics")
