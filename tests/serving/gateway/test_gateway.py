@@ -274,7 +274,9 @@ def test_deadline_is_504(gateway):
 
 def test_v2_requests_pass_through(gateway, server, models):
     rows = models.expected["rows"][:5]
-    request = {"inputs": [{"name": "input-0", "datatype": "FP64", "shape": [5, 4], "data": sum(rows, [])}]}
+    request = {
+        "inputs": [{"name": "input-0", "datatype": "FP64", "shape": [5, 4], "data": [v for row in rows for v in row]}]
+    }
     via_gateway = post(gateway, "/v2/models/iris/infer", request)
     direct = httpx.post(f"{server.url}/v2/models/iris/infer", json=request)
     assert via_gateway.status_code == 200
