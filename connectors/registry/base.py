@@ -1,6 +1,6 @@
 """The model registry interface: resolve a model reference, materialize its verified artifact folder.
 
-Backends (``local`` now; ``comet`` and ``mlflow`` later) implement :meth:`ModelRegistry.resolve` and
+Backends (``local``, ``comet``, ``mlflow``) implement :meth:`ModelRegistry.resolve` and
 :meth:`ModelRegistry._download`; :meth:`ModelRegistry.fetch` is shared, so every backend verifies the same way:
 files are copied into a staging folder next to the destination, hashed there (what is hashed is what will be
 loaded), checked against the caller's sha256 pins and the pickle rule, and only then moved to the destination.
@@ -255,6 +255,8 @@ class ModelRegistry(ABC):
 #: needs no Comet or MLflow client unless the service config asks for it)
 _BACKENDS: dict[str, Callable[..., ModelRegistry] | str] = {
     "local": "vatic.connectors.registry.local:LocalFolderRegistry",
+    "comet": "vatic.connectors.registry.comet:CometRegistry",
+    "mlflow": "vatic.connectors.registry.mlflow:MlflowRegistry",
 }
 
 
