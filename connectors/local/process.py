@@ -53,6 +53,17 @@ def port_accepts(host: str, port: int, timeout: float = 0.5) -> bool:
         return False
 
 
+#: inherited variables that would tie a server's metrics to a folder owned by another process (Feast sets them)
+_NOT_INHERITED = ("PROMETHEUS_MULTIPROC_DIR", "PROMETHEUS_MULTIPROCESS_DIR")
+
+
+def _child_environment(extra: dict[str, str] | None) -> dict[str, str]:
+    """The parent's environment minus per-process settings, plus ``extra``."""
+    env = {k: v for k, v in os.environ.items() if k not in _NOT_INHERITED}
+    env.update(extra or {})
+    return env
+
+
 def _cmdline(pid: int) -> list[str] | None:
     try:
         raw = Path(f"/proc/{pid}/cmdline").read_bytes()
@@ -126,7 +137,7 @@ class ManagedProcess:
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 cwd=cwd or self.dir,
-                env={**os.environ, **(env or {})},
+                env=_child_environment(env),
                 start_new_session=True,
             )
         # /proc/<pid>/cmdline can differ from argv (a wrapper re-execs itself); record what the kernel reports

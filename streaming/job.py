@@ -1,0 +1,213 @@
+"""The streaming job: Kafka (Avro) -> decode -> micro-batches -> async enrichment + inference -> Kafka.
+
+Topology (operator uids are stable: savepoints and checkpoints map state by uid)::
+
+    kafka source (SQL connector: raw key/value + topic/partition/offset/timestamp/headers metadata)
+      -> decode            [uid vatic-decode]   undecodable / oversized -> dead letters
+      -> key_by(bucket)    buckets spread records over the parallel subtasks
+      -> micro-batch       [uid vatic-batch]    size N or T ms, buffer in keyed state
+      -> async inference   [uid vatic-infer]    unordered, capacity C batches in flight (backpressure)
+      -> route             [uid vatic-route]    predictions | dead letters
+    predictions  -> Kafka sink (EXACTLY_ONCE transactions, or AT_LEAST_ONCE)
+    dead letters -> Kafka sink (same guarantee; a failed dead-letter write fails the checkpoint)
+
+Why the SQL connector for Kafka: PyFlink's DataStream ``KafkaSource`` only offers value-only
+deserializers, which lose the topic/partition/offset a dead-letter record must carry. The SQL Kafka connector
+exposes them as metadata columns with the ``raw`` format (bytes untouched), and the ``to_data_stream`` /
+``from_data_stream`` bridge keeps everything in one job and one checkpoint.
+
+Guarantees: checkpointing (EXACTLY_ONCE mode, interval from the service config, unaligned checkpoints so that
+backpressure does not stall them), exponential-delay restarts, source offsets committed to Kafka on
+checkpoint completion (monitoring only: recovery uses the checkpoint). The EXACTLY_ONCE sinks write in Kafka
+transactions committed on checkpoint completion; consumers read with ``isolation.level=read_committed``.
+The transaction timeout (service config, default 15 min) is far above checkpoint interval + restart time,
+and below the broker's ``transaction.max.timeout.ms``.
+
+Latency settings (process mode): ``python.fn-execution.bundle.size`` / ``bundle.time`` and
+``execution.buffer-timeout`` come from the service config; defaults 100 records / 5 ms / 5 ms. PyFlink's
+defaults (100,000 records / 1 s, 100 ms) add ~160 ms per Python hop and up to a second at low rates; a
+bundle also ends before every checkpoint barrier, and the async operator waits for its in-flight batches at
+bundle end, which is what makes its checkpoints consistent.
+"""
+
+from __future__ import annotations
+
+import tempfile
+import zlib
+from pathlib import Path
+from typing import Any
+
+from pyflink.common import Configuration, Time, Types
+from pyflink.datastream import AsyncDataStream, CheckpointingMode, StreamExecutionEnvironment
+from pyflink.datastream.checkpoint_config import ExternalizedCheckpointRetention
+from pyflink.table import StreamTableEnvironment
+
+from vatic.connectors.local.artifacts import Artifacts
+from vatic.connectors.local.settings import StackSettings
+from vatic.schemas.errors import ConfigError
+from vatic.serving.config import ServiceConfig, load_service
+from vatic.streaming.operators import (
+    DEAD_LETTERS,
+    PICKLED,
+    SINK_ROW,
+    BatchedInferenceFunction,
+    DecodeFunction,
+    MicroBatchFunction,
+    RouteFunction,
+)
+from vatic.streaming.settings import JobSettings
+
+BUCKETS_PER_SUBTASK = 4
+
+
+def flink_configuration(config: ServiceConfig, settings: JobSettings, *, local: bool = True) -> Configuration:
+    """The Flink configuration of the job: jars, Python workers, latency, checkpointing, restarts."""
+    assert config.streaming is not None
+    spec = config.streaming
+    import sys
+
+    conf = Configuration()
+    jar = Artifacts(StackSettings().cache).require_flink_kafka_connector()
+    conf.set_string("pipeline.jars", jar.resolve().as_uri())
+    conf.set_string("python.executable", sys.executable)
+    conf.set_string("python.client.executable", sys.executable)
+    conf.set_string("python.fn-execution.bundle.size", str(spec.bundle_size))
+    conf.set_string("python.fn-execution.bundle.time", str(spec.bundle_time_ms))
+    conf.set_string("execution.buffer-timeout", f"{spec.buffer_timeout_ms} ms")
+    conf.set_string("restart-strategy.type", "exponential-delay")
+    conf.set_string("restart-strategy.exponential-delay.initial-backoff", "1 s")
+    conf.set_string("restart-strategy.exponential-delay.max-backoff", "30 s")
+    conf.set_string("restart-strategy.exponential-delay.backoff-multiplier", "2.0")
+    conf.set_string("restart-strategy.exponential-delay.reset-backoff-threshold", "2 min")
+    conf.set_string("restart-strategy.exponential-delay.jitter-factor", "0.1")
+    checkpoints = settings.checkpoint_dir or Path(tempfile.mkdtemp(prefix="vatic-checkpoints-"))
+    conf.set_string("state.checkpoints.dir", checkpoints.resolve().as_uri())
+    conf.set_string("execution.checkpointing.dir", checkpoints.resolve().as_uri())
+    conf.set_string("pipeline.name", settings.job_name or f"vatic-{config.service}")
+    if local:
+        conf.set_string("taskmanager.numberOfTaskSlots", str(max(1, settings.parallelism or spec.parallelism)))
+    return conf
+
+
+def source_ddl(config: ServiceConfig, settings: JobSettings) -> str:
+    assert config.streaming is not None
+    spec = config.streaming
+    bounded = "'scan.bounded.mode' = 'latest-offset'," if settings.bounded else ""
+    return f"""
+        CREATE TABLE vatic_input (
+          k BYTES, v BYTES,
+          `topic` STRING METADATA VIRTUAL,
+          `partition` INT METADATA VIRTUAL,
+          `offset` BIGINT METADATA VIRTUAL,
+          `ts` TIMESTAMP_LTZ(3) METADATA FROM 'timestamp' VIRTUAL,
+          `headers` MAP<STRING, BYTES> METADATA VIRTUAL
+        ) WITH (
+          'connector' = 'kafka',
+          'topic' = '{spec.input_topic}',
+          'properties.bootstrap.servers' = '{settings.bootstrap_servers}',
+          'properties.group.id' = '{config.consumer_group}',
+          'properties.auto.offset.reset' = 'earliest',
+          'properties.isolation.level' = 'read_committed',
+          'scan.startup.mode' = '{settings.start_from}',
+          {bounded}
+          'key.format' = 'raw', 'key.fields' = 'k',
+          'value.format' = 'raw', 'value.fields-include' = 'EXCEPT_KEY'
+        )"""
+
+
+def sink_ddl(name: str, topic: str, config: ServiceConfig, settings: JobSettings) -> str:
+    assert config.streaming is not None
+    spec = config.streaming
+    if spec.guarantee == "exactly_once":
+        guarantee = f"""
+          'sink.delivery-guarantee' = 'exactly-once',
+          'sink.transactional-id-prefix' = 'vatic-{config.service}-{config.environment}-{name}',
+          'properties.transaction.timeout.ms' = '{int(spec.transaction_timeout_s * 1000)}',"""
+    else:
+        guarantee = "'sink.delivery-guarantee' = 'at-least-once',"
+    return f"""
+        CREATE TABLE {name} (
+          k BYTES, v BYTES, headers MAP<STRING, BYTES> METADATA
+        ) WITH (
+          'connector' = 'kafka',
+          'topic' = '{topic}',
+          'properties.bootstrap.servers' = '{settings.bootstrap_servers}',
+          'properties.enable.idempotence' = 'true',
+          'properties.acks' = 'all',
+          'properties.max.request.size' = '{spec.max_record_bytes + 65536}',
+          {guarantee}
+          'key.format' = 'raw', 'key.fields' = 'k',
+          'value.format' = 'raw', 'value.fields-include' = 'EXCEPT_KEY'
+        )"""
+
+
+def _bucket(buckets: int) -> Any:
+    def key(value: bytes) -> int:
+        # stable across processes (not Python's salted hash): crc32 of the pickled record's tail
+        return zlib.crc32(value[-64:]) % buckets
+
+    return key
+
+
+def build(env: StreamExecutionEnvironment, settings: JobSettings) -> StreamTableEnvironment:
+    """Add the job's topology to ``env``; returns the table environment that owns the Kafka tables."""
+    config = load_service(settings.service_dir, settings.environment)
+    if config.streaming is None:
+        raise ConfigError(f"service {config.service} has no streaming section: nothing to run")
+    spec = config.streaming
+    parallelism = settings.parallelism or spec.parallelism
+    env.set_parallelism(parallelism)
+    env.enable_checkpointing(int(spec.checkpoint_interval_s * 1000), CheckpointingMode.EXACTLY_ONCE)
+    checkpointing = env.get_checkpoint_config()
+    checkpointing.enable_unaligned_checkpoints()
+    checkpointing.set_min_pause_between_checkpoints(int(spec.checkpoint_interval_s * 500))
+    checkpointing.set_checkpoint_timeout(int(max(60.0, spec.checkpoint_interval_s * 10) * 1000))
+    checkpointing.set_externalized_checkpoint_retention(ExternalizedCheckpointRetention.RETAIN_ON_CANCELLATION)
+    checkpointing.set_tolerable_checkpoint_failure_number(3)
+
+    t_env = StreamTableEnvironment.create(env)
+    t_env.execute_sql(source_ddl(config, settings))
+    t_env.execute_sql(sink_ddl("vatic_predictions", spec.output_topic, config, settings))
+    t_env.execute_sql(sink_ddl("vatic_dead_letters", spec.dead_letter_topic, config, settings))
+
+    raw = t_env.to_data_stream(t_env.from_path("vatic_input"))
+    decoded = raw.process(DecodeFunction(settings), output_type=PICKLED).uid("vatic-decode").name("decode")
+    batches = (
+        decoded.key_by(_bucket(parallelism * BUCKETS_PER_SUBTASK), key_type=Types.INT())
+        .process(MicroBatchFunction(spec.batch_size, spec.batch_wait_ms), output_type=PICKLED)
+        .uid("vatic-batch")
+        .name("micro-batch")
+    )
+    # the core retries transient errors for up to retry.budget_s; the operator timeout sits above it
+    timeout = Time.milliseconds(int((spec.retry.budget_s + 2 * config.timeout_s + 30) * 1000))
+    inferred = (
+        AsyncDataStream.unordered_wait(
+            batches, BatchedInferenceFunction(settings), timeout, spec.capacity, output_type=PICKLED
+        )
+        .uid("vatic-infer")
+        .name("enrich + infer")
+    )
+    routed = inferred.process(RouteFunction(), output_type=SINK_ROW).uid("vatic-route").name("route")
+    dead = decoded.get_side_output(DEAD_LETTERS).union(routed.get_side_output(DEAD_LETTERS))
+
+    statements = t_env.create_statement_set()
+    statements.add_insert("vatic_predictions", t_env.from_data_stream(routed))
+    statements.add_insert("vatic_dead_letters", t_env.from_data_stream(dead))
+    statements.attach_as_datastream()
+    return t_env
+
+
+def local_environment(config: ServiceConfig, settings: JobSettings) -> StreamExecutionEnvironment:
+    """A mini-cluster environment configured for the job."""
+    return StreamExecutionEnvironment.get_execution_environment(flink_configuration(config, settings))
+
+
+def run_local(settings: JobSettings, *, detached: bool = False) -> Any:
+    """Run the job in the embedded mini-cluster; blocks until it ends (bounded input) unless ``detached``."""
+    config = load_service(settings.service_dir, settings.environment)
+    env = local_environment(config, settings)
+    build(env, settings)
+    name = settings.job_name or f"vatic-{config.service}"
+    if detached:
+        return env.execute_async(name)
+    return env.execute(name)
