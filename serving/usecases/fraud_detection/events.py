@@ -104,7 +104,7 @@ def make_world(n_customers: int = 2000, n_merchants: int = 300, seed: int = 7) -
 def _fraud_logit(
     c: Customer, m: Merchant, amount: float, channel: str, country: str, new_device: bool, hour: int
 ) -> float:
-    z = -5.2
+    z = -6.6
     z += 1.3 * (channel in ("ONLINE", "PHONE") and new_device)
     z += 1.1 * (country != c.home)
     z += 1.0 * min(3.0, max(0.0, math.log(amount / c.typical_amount)))
@@ -113,6 +113,77 @@ def _fraud_logit(
     z += 0.8 * (hour < 5)
     z += 2.2 * c.compromised
     return z
+
+
+def payment(
+    rng: random.Random, c: Customer, m: Merchant, now_ms: int, hour: int | None = None
+) -> tuple[dict[str, object], bool]:
+    """One ordinary payment of customer ``c`` at merchant ``m`` at ``now_ms``, with its hidden fraud label.
+
+    ``hour`` is the local hour of day the fraud model of the world sees (default: the UTC hour of ``now_ms``).
+    """
+    channel = c.channel if rng.random() < 0.7 else rng.choice(CHANNELS)
+    card_present = channel in ("POS", "ATM")
+    country = c.home if rng.random() < 0.9 else rng.choice(COUNTRIES)
+    if card_present:
+        country = m.country if m.country in HOME_COUNTRIES else country
+    new_device = rng.random() < 0.08
+    device = None if card_present else (f"dev-{rng.getrandbits(48):012x}" if new_device else rng.choice(c.devices))
+    amount = round(c.typical_amount * math.exp(rng.gauss(0.0, 0.7)), 2)
+    if hour is None:
+        hour = int((now_ms / 3_600_000) % 24)
+    p = 1 / (1 + math.exp(-_fraud_logit(c, m, amount, channel, country, new_device and not card_present, hour)))
+    fraud = rng.random() < p
+    if fraud and rng.random() < 0.5:  # fraudsters test big
+        amount = round(amount * rng.uniform(2, 8), 2)
+    return _event(rng, now_ms, c, m, amount, channel, country, device), fraud
+
+
+def _event(
+    rng: random.Random,
+    now_ms: int,
+    c: Customer,
+    m: Merchant,
+    amount: float,
+    channel: str,
+    country: str,
+    device: str | None,
+) -> dict[str, object]:
+    card_present = channel in ("POS", "ATM")
+    return {
+        "event_id": str(uuid.UUID(int=rng.getrandbits(128), version=4)),
+        "event_time": now_ms,
+        "customer_id": c.customer_id,
+        "merchant_id": m.merchant_id,
+        "amount": max(0.01, amount),
+        "currency": "EUR",
+        "channel": channel,
+        "card_present": card_present,
+        "merchant_category": m.mcc,
+        "country": country,
+        "device_hash": device,
+        "ip_hash": None if card_present else f"ip-{rng.getrandbits(32):08x}",
+    }
+
+
+def account_takeover(
+    rng: random.Random, c: Customer, risky_merchants: list[Merchant], start_ms: int, span_ms: int
+) -> list[tuple[dict[str, object], bool]]:
+    """An account takeover: 3-12 fraudulent card-not-present payments within ``span_ms`` after ``start_ms``.
+
+    The fraudster uses new devices, high-risk merchants (``risky_merchants``), often a foreign country, and
+    spends several times the customer's usual amount. Every payment is labelled fraud.
+    """
+    burst = []
+    for _ in range(rng.randint(3, 12)):
+        now_ms = start_ms + rng.randrange(max(1, span_ms))
+        m = rng.choice(risky_merchants)
+        channel = rng.choices(["ONLINE", "MOBILE_APP", "PHONE"], weights=[6, 3, 1])[0]
+        country = rng.choice(COUNTRIES) if rng.random() < 0.5 else c.home
+        amount = round(c.typical_amount * rng.uniform(1.5, 6.0), 2)
+        device = f"dev-{rng.getrandbits(48):012x}"
+        burst.append((_event(rng, now_ms, c, m, amount, channel, country, device), True))
+    return burst
 
 
 def transactions(
@@ -125,31 +196,4 @@ def transactions(
         now += int(rng.expovariate(rate_per_s) * 1000) + 1
         c = rng.choice(world.customers)
         m = rng.choice(world.merchants)
-        channel = c.channel if rng.random() < 0.7 else rng.choice(CHANNELS)
-        card_present = channel in ("POS", "ATM")
-        country = c.home if rng.random() < 0.9 else rng.choice(COUNTRIES)
-        if card_present:
-            country = m.country if m.country in HOME_COUNTRIES else country
-        new_device = rng.random() < 0.08
-        device = None if card_present else (f"dev-{rng.getrandbits(48):012x}" if new_device else rng.choice(c.devices))
-        amount = round(c.typical_amount * math.exp(rng.gauss(0.0, 0.7)), 2)
-        hour = int((now / 3_600_000) % 24)
-        p = 1 / (1 + math.exp(-_fraud_logit(c, m, amount, channel, country, new_device and not card_present, hour)))
-        fraud = rng.random() < p
-        if fraud and rng.random() < 0.5:  # fraudsters test big
-            amount = round(amount * rng.uniform(2, 8), 2)
-        event = {
-            "event_id": str(uuid.UUID(int=rng.getrandbits(128), version=4)),
-            "event_time": now,
-            "customer_id": c.customer_id,
-            "merchant_id": m.merchant_id,
-            "amount": max(0.01, amount),
-            "currency": "EUR",
-            "channel": channel,
-            "card_present": card_present,
-            "merchant_category": m.mcc,
-            "country": country,
-            "device_hash": device,
-            "ip_hash": None if card_present else f"ip-{rng.getrandbits(32):08x}",
-        }
-        yield event, fraud
+        yield payment(rng, c, m, now)

