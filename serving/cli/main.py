@@ -7,7 +7,7 @@ import sys
 import typer
 
 from vatic.schemas.errors import VaticError
-from vatic.serving.cli import demo, gateway, stack
+from vatic.serving.cli import demo, gateway, stack, stream
 
 app = typer.Typer(
     name="vatic",
@@ -16,6 +16,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 app.add_typer(stack.app, name="stack")
+app.add_typer(stream.app, name="stream")
 app.command(name="demo")(demo.demo)
 app.command(name="gateway")(gateway.gateway)
 

@@ -1,0 +1,247 @@
+"""The streaming job end to end on real processes: Kafka broker, PyFlink (mini-cluster), MLServer, Feast.
+
+The oracle (as in Kafka's transactions tests): seed events with unique ids, run the job, drain the predictions
+(read_committed) and the dead-letter topic, compare id sets. Every input event must appear exactly once in
+exactly one of the two topics; dead-letter records must carry the original bytes, the stage and the error.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+import uuid
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from tests.fixtures import feast_repo
+from tests.fixtures.model_server import REJECT, ModelRepo, build_model_repo, model_server
+from tests.serving.gateway.test_gateway import echo_service, transaction
+from vatic.connectors.kafka import Consumer, KafkaSettings, Producer, ensure_topics
+from vatic.connectors.local.mlserver import ModelServer
+from vatic.connectors.local.settings import StackSettings
+from vatic.schemas import AvroCodec, LocalSchemaStore, load_schema, topic_subject
+
+ROOT = Path(__file__).resolve().parents[2]
+VATIC = ROOT / ".venv" / "pipeline" / "bin" / "vatic"
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory: pytest.TempPathFactory) -> ModelRepo:
+    return build_model_repo(tmp_path_factory.mktemp("models") / "repo", iris=False)
+
+
+@pytest.fixture(scope="module")
+def server(models: ModelRepo, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ModelServer]:
+    srv = model_server(tmp_path_factory.mktemp("home"), models.root, name="job-mlserver", parallel_workers=0)
+    srv.start()
+    yield srv
+    srv.stop()
+
+
+@pytest.fixture(scope="module")
+def features(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return feast_repo.build_repo(tmp_path_factory.mktemp("feast"))
+
+
+@dataclass
+class Run:
+    """One service with fresh topics, the events sent to it and what came out."""
+
+    folder: Path
+    topics: dict[str, str]
+    store: LocalSchemaStore
+    sent: dict[str, bytes] = field(default_factory=dict)  # event_id -> produced bytes
+    garbage: set[bytes] = field(default_factory=set)  # undecodable payloads (no event id)
+    expected_dead: dict[str, str] = field(default_factory=dict)  # event_id -> stage
+
+    def settings(self, kafka_bootstrap: str) -> KafkaSettings:
+        return KafkaSettings(bootstrap_servers=kafka_bootstrap)
+
+
+def make_run(tmp_path: Path, features: Path, kafka_bootstrap: str, **streaming: Any) -> Run:
+    prefix = f"job-{uuid.uuid4().hex[:8]}"
+    topics = {"input": f"{prefix}.in", "output": f"{prefix}.out", "dead": f"{prefix}.dlq"}
+    folder = echo_service(tmp_path / "service", features, name="echo")
+    config = yaml.safe_load((folder / "service.yaml").read_text())
+    config["features"]["policies"] = {"customer_stats:avg_amount": {"on_missing": "reject"}}
+    config["streaming"].update(
+        {
+            "input_topic": topics["input"],
+            "output_topic": topics["output"],
+            "dead_letter_topic": topics["dead"],
+            "checkpoint_interval_s": 2,
+            "batch_size": 64,
+            "batch_wait_ms": 10,
+            **streaming,
+        }
+    )
+    (folder / "service.yaml").write_text(yaml.safe_dump(config))
+    ensure_topics([topics["input"]], partitions=3, settings=KafkaSettings(bootstrap_servers=kafka_bootstrap))
+    ensure_topics(
+        [topics["output"], topics["dead"]], partitions=2, settings=KafkaSettings(bootstrap_servers=kafka_bootstrap)
+    )
+    return Run(folder, topics, LocalSchemaStore(StackSettings().home / "schemas"))
+
+
+def produce(run: Run, kafka_bootstrap: str, n: int) -> None:
+    """``n`` events: ~96% good, plus malformed bytes, unknown customers (a required feature is missing) and
+    inputs the model rejects."""
+    codec = AvroCodec(run.store, topic_subject(run.topics["input"]), load_schema("transaction"))
+    producer = Producer(run.settings(kafka_bootstrap))
+    for i in range(n):
+        event_id = str(uuid.UUID(int=uuid.uuid4().int))
+        event = transaction(i % 40, event_id=event_id, event_time=time.time_ns() // 1_000_000)
+        if i % 100 == 11:
+            payload = f"not avro #{i}".encode()
+            run.garbage.add(payload)
+            producer.produce(run.topics["input"], payload, b"garbage")
+            continue
+        if i % 100 == 23:
+            payload = codec.encode(event)[:-3]  # truncated: decodes to an error
+            run.garbage.add(payload)
+            producer.produce(run.topics["input"], payload, b"truncated")
+            continue
+        if i % 100 == 37:
+            event["customer_id"] = f"ghost-{i}"
+            run.expected_dead[event_id] = "enrich"
+        elif i % 100 == 59:
+            event["merchant_category"] = REJECT
+            run.expected_dead[event_id] = "infer"
+        payload = codec.encode(event)
+        run.sent[event_id] = payload
+        producer.produce(run.topics["input"], payload, event["customer_id"].encode())
+    producer.flush()
+
+
+def start_job(run: Run, server: ModelServer, checkpoints: Path, *, bounded: bool, log: Path) -> subprocess.Popen[bytes]:
+    argv = [
+        str(VATIC), "stream", "run", str(run.folder), "--model-url", server.url,
+        "--checkpoint-dir", str(checkpoints), "--no-create-topics",
+        "--bounded" if bounded else "--no-bounded",
+    ]  # fmt: skip
+    return subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=log.open("ab"), start_new_session=True)
+
+
+def drain(run: Run, kafka_bootstrap: str, expected: int, timeout_s: float = 120) -> tuple[list[dict], list[dict]]:
+    """Everything committed to the output and dead-letter topics (read_committed), decoded."""
+    predictions_codec = AvroCodec(run.store, topic_subject(run.topics["output"]), load_schema("prediction"))
+    dead_codec = AvroCodec(run.store, topic_subject(run.topics["dead"]), load_schema("dead_letter"))
+    consumer = Consumer(
+        [run.topics["output"], run.topics["dead"]], f"drain-{uuid.uuid4().hex}", run.settings(kafka_bootstrap)
+    )
+    predictions: list[dict] = []
+    dead: list[dict] = []
+    deadline = time.monotonic() + timeout_s
+    quiet_until = None
+    try:
+        while time.monotonic() < deadline:
+            records = consumer.poll_batch(2000, timeout=0.5)
+            for record in records:
+                if record.topic == run.topics["output"]:
+                    predictions.append(predictions_codec.decode(record.value or b""))
+                else:
+                    dead.append(dead_codec.decode(record.value or b""))
+            if len(predictions) + len(dead) >= expected:
+                quiet_until = quiet_until or time.monotonic() + 3  # keep reading a little: duplicates would show
+                if time.monotonic() > quiet_until:
+                    break
+    finally:
+        consumer.close()
+    return predictions, dead
+
+
+def check_oracle(run: Run, predictions: list[dict], dead: list[dict]) -> None:
+    predicted = Counter(p["event_id"] for p in predictions)
+    dead_ids = Counter(d["event_id"] for d in dead if d["event_id"] is not None)
+    assert [i for i, c in predicted.items() if c > 1] == []  # no duplicate predictions
+    assert [i for i, c in dead_ids.items() if c > 1] == []  # no duplicate dead letters
+    assert set(predicted) & set(dead_ids) == set()  # never both
+    assert set(predicted) | set(dead_ids) == set(run.sent)  # nothing lost
+    assert {i: d["stage"] for d in dead if (i := d["event_id"]) is not None} == run.expected_dead
+    undecodable = [d for d in dead if d["event_id"] is None]
+    assert {d["value"] for d in undecodable} == run.garbage  # original bytes, byte for byte
+    assert {d["stage"] for d in undecodable} == {"decode"}
+    for record in dead:
+        assert record["topic"] == run.topics["input"]
+        assert record["error_class"]
+        assert record["error_message"]
+        if record["event_id"] is not None:
+            assert record["value"] == run.sent[record["event_id"]]
+    rejected = [d for d in dead if d["stage"] == "infer"]
+    assert {d["error_class"] for d in rejected} == {"ModelRejected"}
+    assert all(d["model_response"] and REJECT.encode() in d["model_response"] for d in rejected)
+    assert {d["error_class"] for d in dead if d["stage"] == "enrich"} == {"MissingFeatures"}
+
+
+def test_ten_thousand_events_each_end_up_exactly_once(kafka_bootstrap, server, features, tmp_path):
+    run = make_run(tmp_path, features, kafka_bootstrap)
+    produce(run, kafka_bootstrap, 10_000)
+    log = tmp_path / "job.log"
+    job = start_job(run, server, tmp_path / "checkpoints", bounded=True, log=log)
+    try:
+        assert job.wait(timeout=420) == 0, log.read_text()[-3000:]
+    finally:
+        if job.poll() is None:
+            os.killpg(job.pid, signal.SIGKILL)
+            job.wait()
+    predictions, dead = drain(run, kafka_bootstrap, expected=10_000)
+    check_oracle(run, predictions, dead)
+    assert len(predictions) + len(dead) == 10_000
+    sample = predictions[0]
+    assert sample["service"] == "echo"
+    assert sample["origin"] == "STREAM"
+    assert set(sample["features"]) == set(feast_repo.FEATURES)
+
+
+def _completed_checkpoints(root: Path) -> list[Path]:
+    return sorted(root.glob("*/chk-*/_metadata"))
+
+
+def test_a_job_killed_after_a_checkpoint_resumes_with_every_event_once(kafka_bootstrap, server, features, tmp_path):
+    import threading
+
+    run = make_run(tmp_path, features, kafka_bootstrap, batch_size=16)
+    checkpoints = tmp_path / "checkpoints"
+    log = tmp_path / "job.log"
+    first = start_job(run, server, checkpoints, bounded=False, log=log)
+    # events keep arriving while the job runs, so the crash lands in the middle of the stream
+    producer = threading.Thread(
+        target=lambda: [produce(run, kafka_bootstrap, 1_000) or time.sleep(1) for _ in range(10)]
+    )
+    producer.start()
+    watcher = Consumer([run.topics["output"]], f"watch-{uuid.uuid4().hex}", run.settings(kafka_bootstrap))
+    committed = 0
+    try:
+        # wait until a checkpoint has completed AND its transaction made predictions visible (read_committed)
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline and not (committed and _completed_checkpoints(checkpoints)):
+            assert first.poll() is None, log.read_text()[-3000:]
+            committed += len(watcher.poll_batch(1000, timeout=0.2))
+        assert committed, "nothing was committed before the crash"
+    finally:
+        watcher.close()
+        os.killpg(first.pid, signal.SIGKILL)  # the whole mini-cluster (JobManager + TaskManager) dies
+        first.wait()
+        producer.join()
+    # what was committed before the crash is a strict part of the whole
+    before, _ = drain(run, kafka_bootstrap, expected=10_000, timeout_s=8)
+    assert 0 < len(before) < 9_000
+
+    # restarted as a streaming job runs: unbounded, from the newest retained checkpoint; stopped once drained
+    second = start_job(run, server, checkpoints, bounded=False, log=log)
+    try:
+        predictions, dead = drain(run, kafka_bootstrap, expected=10_000, timeout_s=300)
+    finally:
+        os.killpg(second.pid, signal.SIGKILL)
+        second.wait()
+    assert "resuming from" in log.read_text()
+    check_oracle(run, predictions, dead)
+    assert len(predictions) + len(dead) == 10_000
