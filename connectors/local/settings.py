@@ -52,11 +52,30 @@ class StackSettings(BaseSettings):
     kafka_heap: str = Field("512m", description="broker -Xmx")
     registry_heap: str = Field("384m", description="schema registry -Xmx")
     start_timeout_s: float = Field(60.0, gt=0, description="how long to wait for a component to be ready")
+    # model servers of the demo services (connectors/local/services.py): one MLServer each
+    fraud_http_port: int = Field(8090, ge=1, le=65535, description="fraud detection model server: V2 REST")
+    fraud_grpc_port: int = Field(8091, ge=1, le=65535, description="fraud detection model server: V2 gRPC")
+    fraud_metrics_port: int = Field(8092, ge=1, le=65535, description="fraud detection model server: metrics")
+    product_http_port: int = Field(8095, ge=1, le=65535, description="product categorization model server: V2 REST")
+    product_grpc_port: int = Field(8096, ge=1, le=65535, description="product categorization model server: V2 gRPC")
+    product_metrics_port: int = Field(8097, ge=1, le=65535, description="product categorization server: metrics")
+    model_registry: Path | None = Field(
+        None, description="local model registry written by `vatic usecases prepare` (default: <home>/registry)"
+    )
+    usecases_dir: Path | None = Field(
+        None, description="folder of the use cases' service folders (default: serving/usecases of the checkout)"
+    )
+    model_start_timeout_s: float = Field(180.0, gt=0, description="how long to wait for a model server to load")
 
     @property
     def kafka_bootstrap(self) -> str:
         """``host:port`` of the broker's client listener."""
         return f"{self.host}:{self.kafka_port}"
+
+    @property
+    def model_registry_root(self) -> Path:
+        """The local model registry folder the stack's model servers are materialised from."""
+        return self.model_registry or self.home / "registry"
 
     @property
     def redis_url(self) -> str:

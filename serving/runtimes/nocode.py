@@ -15,6 +15,10 @@ encoding are MLServer's. What they add (the settings writer names them unless ``
   (``parameters.extra.outputs``), e.g. ``predict_proba``, not only ``predict``. At load the outputs' metadata
   (datatype, shape) is worked out by predicting one all-zero row, and the model's feature count is checked
   against the declared inputs (a mismatch fails the load, naming both numbers).
+* **Threads** (LightGBM, XGBoost): one prediction thread per request unless ``parameters.extra.threads`` says
+  otherwise. The libraries default to every core through OpenMP, which for the single rows and small batches a
+  streaming job sends costs far more in thread wake-ups than it gains - and with several inference workers the
+  thread pools oversubscribe the cores (measured: see :mod:`vatic.serving.runtimes.settings`).
 * **skops** (sklearn): a ``.skops`` file is loaded with ``skops.io`` - no pickle, so no ``allow_pickle``. Types
   skops does not trust by default are refused unless listed in ``parameters.extra.skops_trusted``.
 
@@ -29,7 +33,7 @@ from typing import Any
 
 import mlserver_sklearn
 import numpy as np
-from mlserver.codecs import NumpyCodec
+from mlserver.codecs import NumpyCodec, NumpyRequestCodec
 from mlserver.errors import InferenceError
 from mlserver.types import InferenceRequest, InferenceResponse, RequestOutput
 from mlserver.utils import get_model_uri
@@ -120,6 +124,10 @@ class _Validating:
             return True
         return any(t.parameters and t.parameters.content_type == "pd" for t in self.settings.inputs or [])  # type: ignore[attr-defined]
 
+    def _threads(self) -> int:
+        """Prediction threads of tree models: ``parameters.extra.threads``, default 1 (see the module docstring)."""
+        return max(1, int(self._extra.get("threads") or 1))
+
     def _wanted_outputs(self) -> list[str]:
         return [str(name) for name in self._extra.get("outputs") or []]
 
@@ -180,13 +188,25 @@ class SKLearnModel(_Validating, mlserver_sklearn.SKLearnModel):  # type: ignore[
 
 
 class XGBoostModel(_Validating, _mlserver_xgboost.XGBoostModel):  # type: ignore[misc]
-    """``mlserver_xgboost.XGBoostModel`` with vatic's input contract."""
+    """``mlserver_xgboost.XGBoostModel`` with vatic's input contract, predicting on ``threads`` threads."""
+
+    async def _load_model(self) -> bool:
+        loaded = await super()._load_model()
+        self._model.set_params(n_jobs=self._threads())
+        return loaded
 
 
 class LightGBMModel(_Validating, _mlserver_lightgbm.LightGBMModel):  # type: ignore[misc]
-    """``mlserver_lightgbm.LightGBMModel`` with vatic's input contract (it answers ``predict`` only)."""
+    """``mlserver_lightgbm.LightGBMModel`` with vatic's input contract, predicting on ``threads`` threads (it
+    answers ``predict`` only, as MLServer's)."""
 
     _answers_outputs = False
+
+    async def predict(self, payload: InferenceRequest) -> InferenceResponse:
+        decoded = self.decode_request(payload, default_codec=NumpyRequestCodec)
+        prediction = self._model.predict(decoded, num_threads=self._threads())
+        output = NumpyCodec.encode_output(name="predict", payload=prediction)
+        return InferenceResponse(model_name=self.name, model_version=self.version, outputs=[output])
 
 
 def _load_skops(path: Path, trusted: list[str], model: str) -> Any:
