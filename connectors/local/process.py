@@ -3,9 +3,12 @@
 Contract:
 
 * :meth:`ManagedProcess.start` launches the command detached (its own session and process group), writes its
-  output to ``<home>/<name>/<name>.log`` and records ``{pid, argv, started}`` in ``<home>/<name>/<name>.pid``.
+  output to ``<home>/<name>/<name>.log`` and records ``{pid, argv, token, started}`` in
+  ``<home>/<name>/<name>.pid``. The child's environment carries ``VATIC_MANAGED_TOKEN=<token>``, a random value
+  that survives ``exec`` (launch scripts such as Flink's ``jobmanager.sh`` exec into ``java``).
 * A PID file alone proves nothing (PIDs are reused): a process counts as ours only while
-  ``/proc/<pid>/cmdline`` still equals the recorded argv. :meth:`stop` signals nothing else.
+  ``/proc/<pid>/environ`` holds the recorded token (or, for PID files without one, ``/proc/<pid>/cmdline``
+  still equals the recorded argv). :meth:`stop` signals nothing else.
 * :meth:`stop` sends SIGTERM to the process group, waits, then SIGKILLs it; the PID file goes last.
 """
 
@@ -18,6 +21,7 @@ import signal
 import socket
 import subprocess
 import time
+import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -62,6 +66,17 @@ def _child_environment(extra: dict[str, str] | None) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if k not in _NOT_INHERITED}
     env.update(extra or {})
     return env
+
+
+TOKEN_VARIABLE = "VATIC_MANAGED_TOKEN"
+
+
+def _has_token(pid: int, token: str) -> bool:
+    try:
+        environ = Path(f"/proc/{pid}/environ").read_bytes()
+    except OSError:
+        return False
+    return f"{TOKEN_VARIABLE}={token}".encode() in environ.split(b"\0")
 
 
 def _cmdline(pid: int) -> list[str] | None:
@@ -112,12 +127,19 @@ class ManagedProcess:
         data = self.recorded()
         if data is None:
             return None
-        pid, argv = data.get("pid"), data.get("argv")
-        if not isinstance(pid, int) or not isinstance(argv, list):
+        pid, token = data.get("pid"), data.get("token")
+        if not isinstance(pid, int) or _is_zombie(pid):
             return None
-        if _cmdline(pid) != argv or _is_zombie(pid):
-            return None
-        return pid
+        if isinstance(token, str) and token and _has_token(pid, token):
+            return pid
+        # some servers rewrite their environ/argv area for a process title (redis-server): fall back to the
+        # command line recorded at start or once the server was ready, or to our own child handle
+        if _cmdline(pid) in (data.get("argv"), data.get("cmdline")):
+            return pid
+        popen: subprocess.Popen[bytes] | None = getattr(self, "_popen", None)
+        if popen is not None and popen.pid == pid and popen.poll() is None:
+            return pid
+        return None
 
     def start(
         self,
@@ -128,6 +150,7 @@ class ManagedProcess:
     ) -> int:
         """Launch ``argv`` detached; returns its PID. Raises :class:`StartFailed` if it dies at once."""
         self.dir.mkdir(parents=True, exist_ok=True)
+        token = uuid.uuid4().hex
         with self.log_file.open("ab") as log:
             log.write(f"\n--- vatic: starting {self.name} at {time.strftime('%Y-%m-%dT%H:%M:%S')}\n".encode())
             log.flush()
@@ -137,15 +160,11 @@ class ManagedProcess:
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 cwd=cwd or self.dir,
-                env=_child_environment(env),
+                env={**_child_environment(env), TOKEN_VARIABLE: token},
                 start_new_session=True,
             )
-        # /proc/<pid>/cmdline can differ from argv (a wrapper re-execs itself); record what the kernel reports
-        time.sleep(0.05)
-        actual = _cmdline(proc.pid) or list(argv)
-        self.pid_file.write_text(
-            json.dumps({"pid": proc.pid, "argv": actual, "started": time.time()}), encoding="utf-8"
-        )
+        record = {"pid": proc.pid, "argv": list(argv), "token": token, "started": time.time()}
+        self.pid_file.write_text(json.dumps(record), encoding="utf-8")
         self._popen = proc
         return proc.pid
 
@@ -157,12 +176,21 @@ class ManagedProcess:
                 raise StartFailed(f"{self.name} exited during start-up; last log lines: {self.log_tail()}")
             with contextlib.suppress(Exception):
                 if probe():
+                    self._record_cmdline()
                     return
             time.sleep(0.2)
         raise StartFailed(
             f"{self.name} was not ready after {timeout_s:.0f}s (log: {self.log_file}); "
             f"last log lines: {self.log_tail()}"
         )
+
+    def _record_cmdline(self) -> None:
+        """Remember the command line the ready server shows (after any process-title rewrite)."""
+        data = self.recorded()
+        if data is None or not isinstance(data.get("pid"), int):
+            return
+        data["cmdline"] = _cmdline(data["pid"])
+        self.pid_file.write_text(json.dumps(data), encoding="utf-8")
 
     def stop(self, timeout_s: float = 20.0) -> bool:
         """Stop our process (SIGTERM, then SIGKILL after ``timeout_s``). Returns True if one was running.

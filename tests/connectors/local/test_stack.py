@@ -127,9 +127,8 @@ def test_cli_reports_errors_in_one_line_and_status_per_component(spare):
     status = subprocess.run([VATIC, "stack", "status"], env=env, capture_output=True, text=True, check=False)
     assert status.returncode == 1  # nothing of this private stack is up
     lines = status.stdout.strip().splitlines()
-    assert [line.split()[:2] for line in lines] == [
-        ["kafka", "down"],
-        ["redis", "down"],
-        ["registry", "down"],
-    ]
+    states = {line.split()[0]: line.split()[1] for line in lines}
+    assert {name: states[name] for name in ("kafka", "redis", "registry")} == dict.fromkeys(
+        ("kafka", "redis", "registry"), "down"
+    )
     assert f"port {spare.redis_port}" in lines[1]
