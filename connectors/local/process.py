@@ -68,7 +68,7 @@ def _child_environment(extra: dict[str, str] | None) -> dict[str, str]:
     return env
 
 
-TOKEN_VARIABLE = "VATIC_MANAGED_TOKEN"
+TOKEN_VARIABLE = "VATIC_MANAGED_TOKEN"  # noqa: S105 - a variable name, not a secret
 
 
 def _has_token(pid: int, token: str) -> bool:
