@@ -77,12 +77,15 @@ test: setup lint
 	$(VATIC) stack up; \
 	$(MAKE) --no-print-directory test-pipeline test-server
 
+# Tests of code that runs inside MLServer or needs the server env's libraries (comet_ml, mlflow) run there.
+SERVER_TESTS := tests/serving/runtimes tests/connectors/registry/test_registry_comet.py \
+	tests/connectors/registry/test_registry_mlflow.py tests/connectors/registry/test_registry_comet_mlflow_config.py
+
 test-pipeline:
 	$(PIPE)/bin/pytest tests --ignore=tests/serving/runtimes $(PYTEST_ARGS)
 
 test-server:
-	@if [ -d tests/serving/runtimes ]; then $(SERVER)/bin/pytest tests/serving/runtimes $(PYTEST_ARGS); \
-	else echo "test-server: no model-server tests yet"; fi
+	$(SERVER)/bin/pytest $(SERVER_TESTS) $(PYTEST_ARGS)
 
 # mypy cannot follow setuptools' package-dir mapping (streaming/ -> vatic.streaming): give it a link tree.
 lint: envs

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -161,6 +162,11 @@ class FeatureClient:
         yaml_file = Path(fs_yaml_file) if fs_yaml_file is not None else repo / "feature_store.yaml"
         if not yaml_file.is_file():
             raise ConfigError(f"Feast config {yaml_file} not found", stage="enrich")
+        if "${VATIC_STACK_HOME}" in yaml_file.read_text(encoding="utf-8") and "VATIC_STACK_HOME" not in os.environ:
+            # the use cases keep generated Feast state under the local stack's home; Feast expands the variable
+            from vatic.connectors.local.settings import StackSettings
+
+            os.environ["VATIC_STACK_HOME"] = str(StackSettings().home)
         try:
             config = load_repo_config(repo, yaml_file)
         except Exception as exc:  # Feast raises pydantic, YAML and its own errors here

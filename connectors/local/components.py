@@ -8,7 +8,6 @@ its health. Later issues add the model servers and the gateway here.
 from __future__ import annotations
 
 import base64
-import importlib
 import shutil
 import socket
 import subprocess
@@ -295,9 +294,8 @@ class SchemaRegistry(Component):
         return f"Apicurio Registry {APICURIO_VERSION} {self.settings.registry_url}"
 
 
-#: Every component, in start order (stop order is the reverse). The model servers of the demo services
-#: (``fraud-model``, ``product-model``) are added by connectors/local/services.py, imported at the end of this
-#: module.
+#: The infrastructure components, in start order. The whole stack (with the model servers and the gateway)
+#: is assembled in :data:`vatic.connectors.local.stack.STACK`.
 COMPONENTS: dict[str, type[Component]] = {
     "kafka": KafkaBroker,
     "redis": Redis,
@@ -309,7 +307,3 @@ def wait_port_closed(host: str, port: int, timeout_s: float = 10.0) -> None:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline and port_accepts(host, port):
         time.sleep(0.1)
-
-
-# Last, once everything services.py uses from this module exists: it registers the model servers in COMPONENTS.
-importlib.import_module("vatic.connectors.local.services")

@@ -41,7 +41,7 @@ import httpx
 
 from vatic.connectors.errors import ConfigError
 from vatic.connectors.local.components import Component, MissingDependency
-from vatic.connectors.local.process import PortInUse, StartFailed, port_is_free
+from vatic.connectors.local.process import PortInUse, StartFailed, has_token, port_is_free
 from vatic.connectors.local.settings import StackSettings, checkout_root
 
 __all__ = ["ModelServer", "mlserver_executable"]
@@ -260,10 +260,10 @@ class ModelServer(Component):
     def stop(self) -> bool:
         """Stop the server and every process of its session (inference workers included)."""
         recorded = self.process.recorded() or {}
-        leader, argv = recorded.get("pid"), recorded.get("argv")
+        leader, token = recorded.get("pid"), recorded.get("token")
         stopped = self.process.stop(timeout_s=self.stop_timeout_s)
-        if isinstance(leader, int) and isinstance(argv, list) and argv:
-            _kill_session(leader, str(argv[0]))
+        if isinstance(leader, int) and isinstance(token, str) and token:
+            _kill_session(leader, token)
         return stopped
 
     def session_pids(self) -> list[int]:
@@ -299,20 +299,13 @@ def _session_members(leader: int) -> list[int]:
     return members
 
 
-def _first_arg(pid: int) -> str | None:
-    try:
-        raw = Path(f"/proc/{pid}/cmdline").read_bytes()
-    except OSError:
-        return None
-    return raw.split(b"\0", 1)[0].decode("utf-8", "replace") or None
-
-
-def _kill_session(leader: int, interpreter: str, timeout_s: float = 10.0) -> None:
+def _kill_session(leader: int, token: str, timeout_s: float = 10.0) -> None:
     """SIGKILL what is left of the session ``leader`` created once the leader has exited.
 
     A PID cannot be reused while it is still some process's group or session id, so a process whose group and
-    session are ``leader`` descends from our server; its interpreter must also be the server's. The signal
-    goes through a pidfd opened before the check, so it reaches exactly the process that was checked.
+    session are ``leader`` descends from our server; it must also carry the server's ownership token in its
+    environment (inherited by every worker). The signal goes through a pidfd opened before the check, so it
+    reaches exactly the process that was checked.
     """
     stat = _stat(leader)
     if stat is not None and stat[0] != "Z":
@@ -327,7 +320,7 @@ def _kill_session(leader: int, interpreter: str, timeout_s: float = 10.0) -> Non
                 fd = os.pidfd_open(pid)
                 try:
                     stat = _stat(pid)
-                    if stat and stat[1] == leader and stat[2] == leader and _first_arg(pid) == interpreter:
+                    if stat and stat[1] == leader and stat[2] == leader and has_token(pid, token):
                         signal.pidfd_send_signal(fd, signal.SIGKILL)
                 finally:
                     os.close(fd)

@@ -71,7 +71,8 @@ def _child_environment(extra: dict[str, str] | None) -> dict[str, str]:
 TOKEN_VARIABLE = "VATIC_MANAGED_TOKEN"  # noqa: S105 - a variable name, not a secret
 
 
-def _has_token(pid: int, token: str) -> bool:
+def has_token(pid: int, token: str) -> bool:
+    """True when ``pid``'s environment carries the ownership token ``token``."""
     try:
         environ = Path(f"/proc/{pid}/environ").read_bytes()
     except OSError:
@@ -130,7 +131,7 @@ class ManagedProcess:
         pid, token = data.get("pid"), data.get("token")
         if not isinstance(pid, int) or _is_zombie(pid):
             return None
-        if isinstance(token, str) and token and _has_token(pid, token):
+        if isinstance(token, str) and token and has_token(pid, token):
             return pid
         # some servers rewrite their environ/argv area for a process title (redis-server): fall back to the
         # command line recorded at start or once the server was ready, or to our own child handle
@@ -187,9 +188,10 @@ class ManagedProcess:
     def _record_cmdline(self) -> None:
         """Remember the command line the ready server shows (after any process-title rewrite)."""
         data = self.recorded()
-        if data is None or not isinstance(data.get("pid"), int):
+        pid = data.get("pid") if data is not None else None
+        if data is None or not isinstance(pid, int):
             return
-        data["cmdline"] = _cmdline(data["pid"])
+        data["cmdline"] = _cmdline(pid)
         self.pid_file.write_text(json.dumps(data), encoding="utf-8")
 
     def stop(self, timeout_s: float = 20.0) -> bool:

@@ -38,7 +38,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, ClassVar
 
 from vatic.connectors.errors import ConfigError
-from vatic.connectors.local.components import COMPONENTS, Component, Health
+from vatic.connectors.local.components import Component, Health
 from vatic.connectors.local.process import PortInUse, port_is_free
 from vatic.connectors.local.settings import StackSettings, checkout_root
 
@@ -224,4 +224,3 @@ MODEL_SERVERS: dict[str, type[ServiceModelServer]] = {
     FraudModelServer.name: FraudModelServer,
     ProductModelServer.name: ProductModelServer,
 }
-COMPONENTS.update(MODEL_SERVERS)

@@ -60,11 +60,13 @@ class StackSettings(BaseSettings):
     product_grpc_port: int = Field(8096, ge=1, le=65535, description="product categorization model server: V2 gRPC")
     product_metrics_port: int = Field(8097, ge=1, le=65535, description="product categorization server: metrics")
     model_registry: Path | None = Field(
-        None, description="local model registry written by `vatic usecases prepare` (default: <home>/registry)"
+        None, description="local model registry written by `vatic usecases prepare` (default: <home>/model-registry)"
     )
     usecases_dir: Path | None = Field(
         None, description="folder of the use cases' service folders (default: serving/usecases of the checkout)"
     )
+    gateway_port: int = Field(8000, ge=1, le=65535, description="the REST gateway in front of the model servers")
+    gateway_redis: bool = Field(False, description="gateway reads features from the stack's Redis (else SQLite)")
     model_start_timeout_s: float = Field(180.0, gt=0, description="how long to wait for a model server to load")
 
     @property
@@ -75,7 +77,7 @@ class StackSettings(BaseSettings):
     @property
     def model_registry_root(self) -> Path:
         """The local model registry folder the stack's model servers are materialised from."""
-        return self.model_registry or self.home / "registry"
+        return self.model_registry or self.home / "model-registry"
 
     @property
     def redis_url(self) -> str:

@@ -6,7 +6,13 @@ from collections.abc import Iterable, Sequence
 
 from vatic.connectors.errors import ConfigError
 from vatic.connectors.local.components import COMPONENTS, Component, Health
+from vatic.connectors.local.gateway import GatewayProcess
+from vatic.connectors.local.services import MODEL_SERVERS
 from vatic.connectors.local.settings import StackSettings
+
+#: Every component of the local stack, in start order (stop order is the reverse): the infrastructure, the
+#: model servers of the demo services, then the gateway in front of them.
+STACK: dict[str, type[Component]] = {**COMPONENTS, **MODEL_SERVERS, GatewayProcess.name: GatewayProcess}
 
 
 class Stack:
@@ -14,7 +20,7 @@ class Stack:
 
     def __init__(self, settings: StackSettings | None = None) -> None:
         self.settings = settings or StackSettings()
-        self.components: dict[str, Component] = {name: cls(self.settings) for name, cls in COMPONENTS.items()}
+        self.components: dict[str, Component] = {name: cls(self.settings) for name, cls in STACK.items()}
 
     def select(self, names: Iterable[str] | None) -> list[Component]:
         """Components by name in start order; all of them when ``names`` is None (an empty list selects none)."""

@@ -73,7 +73,7 @@ def _produce(
 ) -> tuple[dict[str, dict[str, Any]], float]:
     """Produce ``events`` of each use case plus ``bad`` malformed records; return the events by id."""
     sources: dict[str, Any] = {
-        "transaction": (e for e, _ in transactions(make_world(seed=len(run)), events)),
+        "transaction": (e for e, _ in transactions(make_world(), events)),
         "product_created": (e for e, _ in products(events, seed=len(run))),
     }
     sent: dict[str, dict[str, Any]] = {}

@@ -8,6 +8,7 @@ import typer
 
 from vatic.schemas.errors import VaticError
 from vatic.serving.cli import demo, gateway, stack, stream
+from vatic.serving.usecases import cli as usecases_cli
 
 app = typer.Typer(
     name="vatic",
@@ -17,6 +18,7 @@ app = typer.Typer(
 )
 app.add_typer(stack.app, name="stack")
 app.add_typer(stream.app, name="stream")
+app.add_typer(usecases_cli.app, name="usecases")
 app.command(name="demo")(demo.demo)
 app.command(name="gateway")(gateway.gateway)
 

@@ -14,7 +14,10 @@ app = typer.Typer(help="Run the local stack (Kafka KRaft broker, Redis, schema r
 
 Components = Annotated[
     list[str] | None,
-    typer.Argument(help="components to act on (default: all): kafka, redis, registry", show_default=False),
+    typer.Argument(
+        help="components to act on (default: all): kafka, redis, registry, fraud-model, product-model",
+        show_default=False,
+    ),
 ]
 
 
@@ -32,7 +35,7 @@ def up(components: Components = None) -> None:
     components = components or None
     started = stack.up(components)
     for health in stack.status(components):
-        verb = "started" if health.name in started else "running"
+        verb = "started" if health.name in started else ("running" if health.state == "up" else health.state)
         typer.echo(f"{health.name:<9} {verb:<8} port {health.port:<6} pid {health.pid}  {health.detail}")
 
 

@@ -47,7 +47,8 @@ class TensorSpec(Section):
     content_type: str | None = Field(None, description="MLServer content type parameter (e.g. 'str', 'np')")
     encodings: dict[str, dict[str, float]] = Field(
         default_factory=dict,
-        description="categorical event fields to numbers, e.g. {channel: {web: 0, pos: 1}}; unknown -> data error",
+        description="categorical event fields to numbers, e.g. {channel: {web: 0, pos: 1, '*': 2}}; a value not "
+        "listed uses the '*' entry when there is one, else it is a data error (dead-letter / 422)",
     )
 
     @model_validator(mode="after")

@@ -16,6 +16,8 @@ from vatic.serving.config.model import ModelSpec, OutputSpec, TensorSpec
 _FLOATS = {"FP16", "FP32", "FP64"}
 _INTS = {"INT8", "INT16", "INT32", "INT64", "UINT8"}
 MISSING_SUFFIX = "#missing"
+#: key of an encoding table that catches every value not listed (an "other" bucket)
+OTHER = "*"
 
 
 class EncodingProblem(ValueError):
@@ -26,9 +28,12 @@ def _cell(spec: TensorSpec, column: str, value: Any) -> Any:
     """One value converted to the tensor's datatype; raises :class:`EncodingProblem`."""
     if column in spec.encodings:
         table = spec.encodings[column]
-        if value not in table:
+        if value in table:
+            value = table[value]
+        elif OTHER in table:
+            value = table[OTHER]
+        else:
             raise EncodingProblem(f"{column}={value!r} is not one of {sorted(table)}")
-        value = table[value]
     dtype = spec.datatype
     if dtype in _FLOATS:
         if value is None:

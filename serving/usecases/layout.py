@@ -46,16 +46,12 @@ def case_home(case: Case, home: Path | None = None) -> Path:
 
 
 def registry_root(home: Path | None = None) -> Path:
-    """The local model registry written by ``prepare``: ``<home>/registry`` for an explicit ``home``; otherwise
-    the stack settings' model registry (``$VATIC_STACK_MODEL_REGISTRY`` where the settings have it) or
-    ``<stack home>/registry``."""
+    """The local model registry written by ``prepare``: ``<home>/model-registry`` for an explicit ``home``;
+    otherwise the stack settings' model registry (``$VATIC_STACK_MODEL_REGISTRY``, default
+    ``<stack home>/model-registry``)."""
     if home is not None:
-        return home / "registry"
-    settings = StackSettings()
-    configured = getattr(settings, "model_registry_root", None)
-    if isinstance(configured, Path):
-        return configured.expanduser().resolve()
-    return settings.home.expanduser().resolve() / "registry"
+        return home / "model-registry"
+    return StackSettings().model_registry_root.expanduser().resolve()
 
 
 def service_dir(case: Case) -> Path:

@@ -17,10 +17,10 @@ import yaml
 from tests.fixtures.model_server import free_port, server_python
 from tests.serving.runtimes.builders import tabular_service
 from vatic.connectors.errors import ConfigError
-from vatic.connectors.local.components import COMPONENTS
 from vatic.connectors.local.process import PortInUse, port_is_free
 from vatic.connectors.local.services import FraudModelServer, ProductModelServer, ServiceModelServer
 from vatic.connectors.local.settings import StackSettings
+from vatic.connectors.local.stack import STACK
 
 BUILDERS = Path(__file__).resolve().parents[2] / "serving" / "runtimes" / "builders.py"
 
@@ -61,10 +61,10 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
 
 
 def test_the_stack_starts_the_model_servers_after_the_others_on_their_ports(monkeypatch: pytest.MonkeyPatch) -> None:
-    assert list(COMPONENTS) == ["kafka", "redis", "registry", "fraud-model", "product-model"]
+    assert list(STACK) == ["kafka", "redis", "registry", "fraud-model", "product-model", "gateway"]
     fraud, product = FraudModelServer(StackSettings()), ProductModelServer(StackSettings())
     assert (fraud.ports, product.ports) == ([8090, 8091, 8092], [8095, 8096, 8097])
-    assert fraud.registry_root == StackSettings().home / "registry"
+    assert fraud.registry_root == StackSettings().home / "model-registry"
     assert fraud.service_dir is not None
     assert fraud.service_dir.parts[-3:] == ("usecases", "fraud_detection", "service")
     monkeypatch.setenv("VATIC_STACK_PRODUCT_HTTP_PORT", "18095")

@@ -103,3 +103,16 @@ def test_dead_letter_records_keep_bytes_and_truncate_what_is_too_big():
     assert (record["topic"], record["partition"], record["offset"]) == ("in", 2, 41)
     codec = AvroCodec(InMemorySchemaStore(), "dlq-value", load_schema("dead_letter"))
     assert codec.decode(codec.encode(record))["value"] == source.value[:1000]
+
+
+def test_an_other_bucket_catches_unlisted_categories():
+    model = ModelSpec.model_validate(
+        {
+            "name": "m",
+            "inputs": [{"name": "x", "datatype": "FP32", "columns": ["c"], "encodings": {"c": {"a": 0, "*": 9}}}],
+            "outputs": [{"name": "y"}],
+        }
+    )
+    tensors, problems = build_inputs(model, [{"c": "a"}, {"c": "zz"}], [{}, {}], [{}, {}])
+    assert problems == {}
+    assert tensors[0].data == [0.0, 9.0]

@@ -54,7 +54,7 @@ def test_a_first_run_generates_applies_and_trains_both_models(prepared):
         "product-categorizer",
         "1",
     )
-    assert Path(report.registry) == home / "registry"
+    assert Path(report.registry) == home / "model-registry"
     # held-out metrics: well above chance, below perfection (a real signal, not a leak)
     assert 0.75 < fraud.metrics["roc_auc"] < 0.99
     assert 0.7 < product.metrics["accuracy"] < 1.0
