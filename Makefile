@@ -27,14 +27,14 @@ export UV_CACHE_DIR := $(CURDIR)/$(CACHE)/uv
 export UV_PYTHON_DOWNLOADS := never
 export UV_LINK_MODE := copy
 
-.PHONY: help setup envs system-deps artifacts test test-pipeline test-server lint fmt demo stack-up stack-down clean
+.PHONY: help setup envs system-deps artifacts usecases test test-pipeline test-server lint fmt demo stack-up stack-down clean
 
 help:
 	@sed -n '2,7p' Makefile | sed 's/^# \{0,1\}//'
 
 # --- installation ----------------------------------------------------------------------------------------
 
-setup: system-deps envs artifacts
+setup: system-deps envs artifacts usecases
 
 $(UV):
 	@command -v $(PYTHON) >/dev/null || { echo "setup: $(PYTHON) not found: install CPython 3.11 (or run make PYTHON=python3.12)"; exit 1; }
@@ -68,6 +68,11 @@ system-deps:
 
 artifacts: envs
 	@$(VATIC) stack fetch
+
+# The demo use cases: synthetic data, Feast apply + materialize, trained models in the local model registry.
+# Idempotent: a second run checks fingerprints and returns in about a second.
+usecases: envs
+	@$(VATIC) usecases prepare
 
 # --- tests -----------------------------------------------------------------------------------------------
 

@@ -378,6 +378,10 @@ class Consumer:
         tps = self._consumer.committed([TopicPartition(topic, p) for p in partitions], timeout=10)
         return {tp.partition: tp.offset for tp in tps}
 
+    def assignment(self) -> list[tuple[str, int]]:
+        """The partitions currently assigned to this consumer."""
+        return [(tp.topic, tp.partition) for tp in self._consumer.assignment()]
+
     def pending(self) -> int:
         """Records handed out and not confirmed yet."""
         with self._lock:

@@ -1,13 +1,14 @@
 """The streaming job: Kafka (Avro) -> decode -> micro-batches -> async enrichment + inference -> Kafka.
 
-Topology (operator uids are stable: savepoints and checkpoints map state by uid)::
+Topology of one service's pipeline (operator uids are stable, ``vatic-<service>-<step>``: savepoints and
+checkpoints map state by uid; several services can run in one job)::
 
     kafka source (SQL connector: raw key/value + topic/partition/offset/timestamp/headers metadata)
-      -> decode            [uid vatic-decode]   undecodable / oversized -> dead letters
+      -> decode            [uid vatic-<service>-decode]  undecodable / oversized -> dead letters
       -> key_by(bucket)    buckets spread records over the parallel subtasks
-      -> micro-batch       [uid vatic-batch]    size N or T ms, buffer in keyed state
-      -> async inference   [uid vatic-infer]    unordered, capacity C batches in flight (backpressure)
-      -> route             [uid vatic-route]    predictions | dead letters
+      -> micro-batch       [uid vatic-<service>-batch]   size N or T ms, buffer in keyed state
+      -> async inference   [uid vatic-<service>-infer]   unordered, capacity C batches in flight (backpressure)
+      -> route             [uid vatic-<service>-route]   predictions | dead letters
     predictions  -> Kafka sink (EXACTLY_ONCE transactions, or AT_LEAST_ONCE)
     dead letters -> Kafka sink (same guarantee; a failed dead-letter write fails the checkpoint)
 
@@ -32,6 +33,7 @@ bundle end, which is what makes its checkpoints consistent.
 
 from __future__ import annotations
 
+import re
 import tempfile
 import zlib
 from pathlib import Path
@@ -89,12 +91,12 @@ def flink_configuration(config: ServiceConfig, settings: JobSettings, *, local: 
     return conf
 
 
-def source_ddl(config: ServiceConfig, settings: JobSettings) -> str:
+def source_ddl(config: ServiceConfig, settings: JobSettings, name: str = "vatic_input") -> str:
     assert config.streaming is not None
     spec = config.streaming
     bounded = "'scan.bounded.mode' = 'latest-offset'," if settings.bounded else ""
     return f"""
-        CREATE TABLE vatic_input (
+        CREATE TABLE {name} (
           k BYTES, v BYTES,
           `topic` STRING METADATA VIRTUAL,
           `partition` INT METADATA VIRTUAL,
@@ -149,8 +151,11 @@ def _bucket(buckets: int) -> Any:
     return key
 
 
-def build(env: StreamExecutionEnvironment, settings: JobSettings) -> StreamTableEnvironment:
-    """Add the job's topology to ``env``; returns the table environment that owns the Kafka tables."""
+def build(
+    env: StreamExecutionEnvironment, settings: JobSettings, t_env: StreamTableEnvironment | None = None
+) -> StreamTableEnvironment:
+    """Add one service's pipeline to ``env`` (several services can share one job: tables and operator uids are
+    named after the service); returns the table environment that owns the Kafka tables."""
     config = load_service(settings.service_dir, settings.environment)
     if config.streaming is None:
         raise ConfigError(f"service {config.service} has no streaming section: nothing to run")
@@ -165,18 +170,25 @@ def build(env: StreamExecutionEnvironment, settings: JobSettings) -> StreamTable
     checkpointing.set_externalized_checkpoint_retention(ExternalizedCheckpointRetention.RETAIN_ON_CANCELLATION)
     checkpointing.set_tolerable_checkpoint_failure_number(3)
 
-    t_env = StreamTableEnvironment.create(env)
-    t_env.execute_sql(source_ddl(config, settings))
-    t_env.execute_sql(sink_ddl("vatic_predictions", spec.output_topic, config, settings))
-    t_env.execute_sql(sink_ddl("vatic_dead_letters", spec.dead_letter_topic, config, settings))
+    t_env = t_env or StreamTableEnvironment.create(env)
+    tag = re.sub(r"[^a-z0-9]+", "_", config.service.lower())
+    source, predictions, dead_letters = f"vatic_{tag}_input", f"vatic_{tag}_predictions", f"vatic_{tag}_dead_letters"
+    t_env.execute_sql(source_ddl(config, settings, source))
+    t_env.execute_sql(sink_ddl(predictions, spec.output_topic, config, settings))
+    t_env.execute_sql(sink_ddl(dead_letters, spec.dead_letter_topic, config, settings))
 
-    raw = t_env.to_data_stream(t_env.from_path("vatic_input"))
-    decoded = raw.process(DecodeFunction(settings), output_type=PICKLED).uid("vatic-decode").name("decode")
+    def uid(name: str) -> str:
+        return f"vatic-{config.service}-{name}"
+
+    raw = t_env.to_data_stream(t_env.from_path(source))
+    decoded = (
+        raw.process(DecodeFunction(settings), output_type=PICKLED).uid(uid("decode")).name(f"{config.service}: decode")
+    )
     batches = (
         decoded.key_by(_bucket(parallelism * BUCKETS_PER_SUBTASK), key_type=Types.INT())
         .process(MicroBatchFunction(spec.batch_size, spec.batch_wait_ms), output_type=PICKLED)
-        .uid("vatic-batch")
-        .name("micro-batch")
+        .uid(uid("batch"))
+        .name(f"{config.service}: micro-batch")
     )
     # the core retries transient errors for up to retry.budget_s; the operator timeout sits above it
     timeout = Time.milliseconds(int((spec.retry.budget_s + 2 * config.timeout_s + 30) * 1000))
@@ -184,15 +196,15 @@ def build(env: StreamExecutionEnvironment, settings: JobSettings) -> StreamTable
         AsyncDataStream.unordered_wait(
             batches, BatchedInferenceFunction(settings), timeout, spec.capacity, output_type=PICKLED
         )
-        .uid("vatic-infer")
-        .name("enrich + infer")
+        .uid(uid("infer"))
+        .name(f"{config.service}: enrich + infer")
     )
-    routed = inferred.process(RouteFunction(), output_type=SINK_ROW).uid("vatic-route").name("route")
+    routed = inferred.process(RouteFunction(), output_type=SINK_ROW).uid(uid("route")).name(f"{config.service}: route")
     dead = decoded.get_side_output(DEAD_LETTERS).union(routed.get_side_output(DEAD_LETTERS))
 
     statements = t_env.create_statement_set()
-    statements.add_insert("vatic_predictions", t_env.from_data_stream(routed))
-    statements.add_insert("vatic_dead_letters", t_env.from_data_stream(dead))
+    statements.add_insert(predictions, t_env.from_data_stream(routed))
+    statements.add_insert(dead_letters, t_env.from_data_stream(dead))
     statements.attach_as_datastream()
     return t_env
 

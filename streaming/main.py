@@ -9,6 +9,7 @@ checkpoint or savepoint folder) restores state and source offsets from it.
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -27,15 +28,24 @@ def latest_checkpoint(root: Path) -> Path | None:
     return max(done, key=lambda p: (p.stat().st_mtime, int(p.name.split("-")[1])))
 
 
-def run(settings: JobSettings, *, resume_from: Path | None = None, local: bool = True) -> None:
-    """Build and execute the job; blocks until it ends (bounded input, cancellation or failure)."""
-    config = load_service(settings.service_dir, settings.environment)
-    conf = flink_configuration(config, settings, local=local)
+def run(settings: JobSettings | list[JobSettings], *, resume_from: Path | None = None, local: bool = True) -> None:
+    """Build and execute one job with a pipeline per service; blocks until it ends (bounded input, cancellation or
+    failure). The first service's settings configure the job (checkpoints, parallelism, latency)."""
+    # A process that ran a local job before has served its Python workers itself (PyFlink's loopback mode) and
+    # carries PYFLINK_GATEWAY_DISABLED, which its children inherit: this is a client, so it may launch a gateway.
+    os.environ.pop("PYFLINK_GATEWAY_DISABLED", None)
+    services = settings if isinstance(settings, list) else [settings]
+    first = services[0]
+    config = load_service(first.service_dir, first.environment)
+    conf = flink_configuration(config, first, local=local)
     if resume_from is not None:
         conf.set_string("execution.state-recovery.path", resume_from.resolve().as_uri())
     env = StreamExecutionEnvironment.get_execution_environment(conf)
-    build(env, settings)
-    env.execute(settings.job_name or f"vatic-{config.service}")
+    t_env = None
+    for one in services:
+        t_env = build(env, one, t_env)
+    names = "+".join(load_service(s.service_dir, s.environment).service for s in services)
+    env.execute(first.job_name or f"vatic-{names}")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -43,7 +53,8 @@ def main(argv: list[str] | None = None) -> None:
     payload = json.loads(args[0]) if args else {}
     resume = payload.pop("resume_from", None)
     local = payload.pop("local", True)
-    settings = JobSettings(**payload)
+    services = payload.pop("services", None)
+    settings = [JobSettings(**one) for one in services] if services else JobSettings(**payload)
     run(settings, resume_from=Path(resume) if resume else None, local=local)
 
 

@@ -52,6 +52,23 @@ def registry_url(stack: Stack) -> str:
     return stack.settings.registry_url
 
 
+@pytest.fixture(scope="session")
+def full_stack(stack: Stack) -> Stack:
+    """Every component of the local stack up, the demo services' models trained (``vatic usecases prepare`` runs
+    first when they are not; it is idempotent and fast when they are)."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    vatic = Path(sys.executable).parent / "vatic"
+    subprocess.run([str(vatic), "usecases", "prepare"], check=True, capture_output=True, timeout=1200)
+    for name in stack.components:
+        _ensure(stack, name)
+    states = {h.name: h.state for h in stack.status()}
+    assert set(states.values()) == {"up"}, states
+    return stack
+
+
 @pytest.fixture
 def new_topic(kafka_bootstrap: str) -> Iterator[Callable[..., str]]:
     """Create uniquely named topics on the real broker; they are deleted after the test."""

@@ -86,33 +86,46 @@ def _create_topics(service_dir: Path, env: str, bootstrap: str) -> None:
 
 @app.command()
 def run(
-    service_dir: ServiceDir,
+    service_dirs: Annotated[
+        list[Path], typer.Argument(help="service folder(s); several services run as one job, one pipeline each")
+    ],
     env: Env = "local",
-    model_url: ModelUrl = None,
+    model_url: Annotated[
+        list[str] | None,
+        typer.Option(help="model server base URL, one per service in order (default: the local stack's servers)"),
+    ] = None,
     bounded: Annotated[bool, typer.Option(help="stop at the input topic's end offsets (backfills, tests)")] = False,
     parallelism: Annotated[int | None, typer.Option(min=1, help="override streaming.parallelism")] = None,
-    checkpoint_dir: Annotated[Path | None, typer.Option(help="default: .vatic/checkpoints/<service>")] = None,
+    checkpoint_dir: Annotated[Path | None, typer.Option(help="default: .vatic/checkpoints/<services>")] = None,
     resume: Annotated[bool, typer.Option(help="restore from the newest retained checkpoint")] = True,
     schema_registry_url: Annotated[str | None, typer.Option(help="Confluent-compatible registry URL")] = None,
-    create_topics: Annotated[bool, typer.Option(help="create the service's topics when missing")] = True,
+    create_topics: Annotated[bool, typer.Option(help="create the services' topics when missing")] = True,
 ) -> None:
     """Run the job in the embedded local mini-cluster (blocks until it ends or Ctrl-C)."""
     from vatic.streaming.main import latest_checkpoint
     from vatic.streaming.main import run as run_job
     from vatic.streaming.settings import JobSettings
 
-    payload = _settings(
-        service_dir, env, model_url, bounded=bounded, parallelism=parallelism, checkpoint_dir=checkpoint_dir,
-        schema_registry_url=schema_registry_url,
-    )  # fmt: skip
-    if create_topics:
-        _create_topics(service_dir, env, payload["bootstrap_servers"])
-    settings = JobSettings(**payload)
-    checkpoint = latest_checkpoint(Path(payload["checkpoint_dir"])) if resume else None
+    urls = list(model_url or [])
+    if urls and len(urls) != len(service_dirs):
+        raise ConfigError(f"--model-url given {len(urls)} time(s) for {len(service_dirs)} service(s): give one each")
+    names = "+".join(load_service(d, env).service for d in service_dirs)
+    checkpoints = checkpoint_dir or StackSettings().home / "checkpoints" / names
+    services = []
+    for index, service_dir in enumerate(service_dirs):
+        payload = _settings(
+            service_dir, env, urls[index] if urls else None, bounded=bounded, parallelism=parallelism,
+            checkpoint_dir=checkpoints, schema_registry_url=schema_registry_url,
+        )  # fmt: skip
+        if create_topics:
+            _create_topics(service_dir, env, payload["bootstrap_servers"])
+        services.append(JobSettings(**payload))
+    checkpoint = latest_checkpoint(checkpoints) if resume else None
     if checkpoint is not None:
         typer.echo(f"resuming from {checkpoint}", err=True)
-    typer.echo(f"running {settings.service_dir.name} (model {settings.model_url})", err=True)
-    run_job(settings, resume_from=checkpoint)
+    for one in services:
+        typer.echo(f"running {one.service_dir.name} (model {one.model_url})", err=True)
+    run_job(services, resume_from=checkpoint)
 
 
 @app.command()
