@@ -148,8 +148,44 @@ def _describe(error: Mapping[str, Any], where: dict[Loc, Where]) -> str:
     shown = "" if isinstance(got, dict | list) or got is None else f" (got {got!r})"
     model = _section_model(loc[:-1]) if loc else None
     field = model.model_fields.get(str(loc[-1])) if model and loc else None
-    fix = f"; expected: {field.description}" if field and field.description and kind != "value_error" else ""
-    return f"{spot.file}:{spot.line}: {dotted}: {message}{shown}{fix}"
+    if kind == "value_error":  # our own validators say what to do in their message
+        return f"{spot.file}:{spot.line}: {dotted}: {message}{shown}"
+    fix = _fix(kind, error.get("ctx") or {}, str(loc[-1]) if loc else dotted)
+    about = f" - {loc[-1]}: {field.description}" if field and field.description else ""
+    return f"{spot.file}:{spot.line}: {dotted}: {message}{shown}; {fix}{about}"
+
+
+#: pydantic error types of numeric bounds -> the comparison a fix asks for
+_BOUNDS = {"greater_than_equal": ("ge", ">="), "greater_than": ("gt", ">"), "less_than_equal": ("le", "<="),
+           "less_than": ("lt", "<")}  # fmt: skip
+
+
+def _fix(kind: str, ctx: Mapping[str, Any], key: str) -> str:
+    """How to fix one validation error of a value (the 'fix' half of a ``file:line: problem; fix`` line)."""
+    if kind in _BOUNDS:
+        name, sign = _BOUNDS[kind]
+        return f"fix: set {key} to a value {sign} {ctx.get(name)}"
+    if kind == "literal_error":
+        return f"fix: use one of {ctx.get('expected')}"
+    if kind == "string_pattern_mismatch":
+        return f"fix: write {key} to match {ctx.get('pattern')}"
+    if kind in ("too_short", "too_long"):
+        return (
+            "fix: "
+            + ("add at least " if kind == "too_short" else "keep at most ")
+            + (f"{ctx.get('min_length') if kind == 'too_short' else ctx.get('max_length')} entries/characters in {key}")
+        )
+    if kind.startswith(("int_", "float_")):
+        return f"fix: write {key} as a number"
+    if kind.startswith("bool"):
+        return f"fix: write {key} as true or false"
+    if kind.startswith(("string_", "str_")):
+        return f"fix: write {key} as a string (quote it)"
+    if kind in ("dict_type", "model_type", "model_attributes_type"):
+        return f"fix: write {key} as a mapping of keys to values"
+    if kind == "list_type":
+        return f"fix: write {key} as a list"
+    return f"fix: correct {key}"
 
 
 def load_service(path: Path | str, environment: str | None = None) -> ServiceConfig:

@@ -129,29 +129,48 @@ class ServingSpec(Section):
 
 
 class GpuSpec(Section):
-    count: int | None = Field(None, ge=1, description="GPUs per replica")
+    """GPUs per model server replica: a resource request/limit, a node selector and a toleration."""
+
+    count: int | None = Field(None, ge=1, description="GPUs per replica (an integer >= 1)")
     type: str | None = Field(None, description="GPU product, e.g. nvidia-l4 (becomes a node selector)")
-    resource: str = Field("nvidia.com/gpu", description="extended resource name")
+    resource: str = Field("nvidia.com/gpu", description="extended resource name (also the taint key tolerated)")
+    node_label: str = Field(
+        "cloud.google.com/gke-accelerator",
+        description="node label whose value is the GPU type (GKE: cloud.google.com/gke-accelerator; NVIDIA GPU "
+        "feature discovery: nvidia.com/gpu.product)",
+    )
 
     @model_validator(mode="after")
     def _type_needs_count(self) -> GpuSpec:
         if self.count is None:
+            if self.type:
+                raise ValueError(
+                    f"gpu.type {self.type} without gpu.count: add gpu.count: 1 (GPUs per replica) "
+                    "or remove the gpu section"
+                )
             raise ValueError("gpu.count is missing: add gpu.count: 1 (or remove the gpu section)")
         return self
 
 
-class ResourcesSpec(Section):
-    cpu: str = Field("1", pattern=QUANTITY, description="CPU request per replica (Kubernetes quantity)")
-    memory: str = Field("1Gi", pattern=QUANTITY, description="memory request and limit per replica")
+class PodResources(Section):
+    """CPU and memory of one container (Kubernetes quantities: ``500m``, ``2``, ``512Mi``, ``4Gi``)."""
+
+    cpu: str = Field("1", pattern=QUANTITY, description="CPU request per replica (Kubernetes quantity, e.g. 500m)")
+    memory: str = Field("1Gi", pattern=QUANTITY, description="memory request and limit per replica (e.g. 2Gi)")
     cpu_limit: str | None = Field(None, pattern=QUANTITY, description="CPU limit (default: none, avoids throttling)")
-    gpu: GpuSpec | None = None
+
+
+class ResourcesSpec(PodResources):
+    """The model server's resources; ``gpu`` adds GPUs (request, node selector, toleration)."""
+
+    gpu: GpuSpec | None = Field(None, description="GPUs per replica: count (required), type, resource")
 
 
 class AutoscalingSpec(Section):
     """Horizontal scaling: an HPA on CPU (and GPU utilisation via a custom metric), or KEDA on consumer lag."""
 
-    min_replicas: int = Field(1, ge=0)
-    max_replicas: int = Field(3, ge=1)
+    min_replicas: int = Field(1, ge=0, description="fewest replicas (0 only with kafka_lag: KEDA scales to zero)")
+    max_replicas: int = Field(3, ge=1, description="most replicas (an integer >= 1, at least min_replicas)")
     cpu_utilization: int | None = Field(70, ge=1, le=100, description="target average CPU utilisation, %")
     gpu_utilization: int | None = Field(None, ge=1, le=100, description="target GPU utilisation, % (DCGM metric)")
     kafka_lag: int | None = Field(None, ge=1, description="target consumer lag per replica: renders KEDA")
@@ -162,6 +181,10 @@ class AutoscalingSpec(Section):
             raise ValueError(f"max_replicas ({self.max_replicas}) is below min_replicas ({self.min_replicas})")
         if self.min_replicas == 0 and self.kafka_lag is None:
             raise ValueError("min_replicas 0 needs kafka_lag (KEDA scales from zero; an HPA cannot)")
+        if self.cpu_utilization is None and self.gpu_utilization is None and self.kafka_lag is None:
+            raise ValueError(
+                "autoscaling has no target: set cpu_utilization, gpu_utilization or kafka_lag (or remove autoscaling)"
+            )
         return self
 
 
@@ -237,15 +260,17 @@ class RetrySpec(Section):
 class StreamingSpec(Section):
     """The PyFlink job: topics, micro-batching, in-flight capacity, parallelism and delivery guarantee."""
 
-    input_topic: str = Field(pattern=TOPIC)
-    output_topic: str = Field(pattern=TOPIC)
-    dead_letter_topic: str = Field(pattern=TOPIC)
+    input_topic: str = Field(pattern=TOPIC, description="Kafka topic of the input events (e.g. fraud.transactions)")
+    output_topic: str = Field(pattern=TOPIC, description="Kafka topic the prediction events are written to")
+    dead_letter_topic: str = Field(
+        pattern=TOPIC, description="Kafka topic of the dead letters (inputs that cannot be predicted, with the error)"
+    )
     input_schema: str = Field(description="Avro schema name of the input events (schemas/avro/<name>.avsc)")
     consumer_group: str | None = Field(None, description="Kafka group id (default: vatic-<service>)")
     batch_size: int = Field(64, ge=1, le=8192, description="events per micro-batch (one Feast read, one V2 call)")
     batch_wait_ms: int = Field(10, ge=0, le=60_000, description="flush a partial batch after this long")
     capacity: int = Field(8, ge=1, le=1024, description="micro-batches in flight per subtask (backpressure)")
-    parallelism: int = Field(1, ge=1, le=1024)
+    parallelism: int = Field(1, ge=1, le=1024, description="Flink parallelism of the job (1 to 1024)")
     guarantee: Literal["exactly_once", "at_least_once"] = "exactly_once"
     checkpoint_interval_s: float = Field(5.0, gt=0)
     transaction_timeout_s: float = Field(900.0, gt=0, description="Kafka transaction timeout (EXACTLY_ONCE)")
@@ -270,11 +295,99 @@ class StreamingSpec(Section):
 
 
 class GatewaySpec(Section):
-    port: int = Field(8000, ge=1, le=65535)
+    """The REST gateway in front of the model server (also its Kubernetes Deployment)."""
+
+    port: int = Field(8000, ge=1, le=65535, description="HTTP port of the gateway")
     auth_token_env: str | None = Field(
         None, description="env var holding the bearer token; unset = no auth (health endpoints are always open)"
     )
-    max_body_bytes: int = Field(1_048_576, ge=1024)
+    max_body_bytes: int = Field(1_048_576, ge=1024, description="largest request body in bytes (413 above)")
+    replicas: int = Field(2, ge=0, description="gateway replicas in Kubernetes (an integer >= 0)")
+    resources: PodResources = Field(
+        default_factory=lambda: PodResources(cpu="500m", memory="512Mi"), description="gateway container resources"
+    )
+
+
+class Toleration(Section):
+    """A Kubernetes toleration (see the Pod spec); ``operator: Exists`` tolerates every value of ``key``."""
+
+    key: str | None = None
+    operator: Literal["Exists", "Equal"] = "Equal"
+    value: str | None = None
+    effect: Literal["NoSchedule", "PreferNoSchedule", "NoExecute"] | None = None
+    toleration_seconds: int | None = Field(None, ge=0, description="NoExecute only: how long the pod stays bound")
+
+
+class FlinkSpec(Section):
+    """The FlinkDeployment of the streaming job (Flink Kubernetes Operator)."""
+
+    flink_version: str = Field("v2_2", pattern=r"^v[0-9]+_[0-9]+$", description="the operator's FlinkVersion")
+    jobmanager: PodResources = Field(
+        default_factory=lambda: PodResources(cpu="1", memory="2Gi"), description="JobManager resources"
+    )
+    taskmanager: PodResources = Field(
+        default_factory=lambda: PodResources(cpu="2", memory="4Gi"), description="TaskManager resources"
+    )
+    task_slots: int = Field(2, ge=1, description="slots per TaskManager (TaskManagers = parallelism / slots)")
+    upgrade_mode: Literal["savepoint", "last-state", "stateless"] = Field(
+        "savepoint", description="how the operator upgrades the job (savepoint: stop-with-savepoint, then restore)"
+    )
+    service_account: str = Field("flink", description="service account of the JobManager (operator's RBAC)")
+    python_jar: str = Field(
+        "local:///opt/flink/opt/flink-python-2.2.1.jar", description="jarURI of Flink's PythonDriver in the image"
+    )
+    state_volume_claim: str | None = Field(
+        None,
+        description="PersistentVolumeClaim (ReadWriteMany) for checkpoints and savepoints; default: "
+        "<service>-flink-state, rendered with state_storage",
+    )
+    state_storage: str = Field("20Gi", pattern=QUANTITY, description="size of the rendered state volume claim")
+    storage_class: str | None = Field(None, description="storage class of the state volume claim (RWX capable)")
+    configuration: dict[str, str] = Field(default_factory=dict, description="extra flinkConfiguration entries")
+
+
+class KubernetesSpec(Section):
+    """What ``vatic render`` needs beyond the service itself: cluster addresses, scheduling, labels, policies.
+
+    Defaults name conventional in-cluster addresses; set them per environment in ``staging.yaml`` /
+    ``production.yaml``.
+    """
+
+    namespace: str | None = Field(
+        None, pattern=DNS_LABEL, description="namespace (default: <project> in production, <project>-<env> otherwise)"
+    )
+    image_pull_policy: Literal["Always", "IfNotPresent", "Never"] = "IfNotPresent"
+    image_pull_secrets: list[str] = Field(default_factory=list, description="names of docker-registry Secrets")
+    labels: dict[str, str] = Field(default_factory=dict, description="extra labels on every object and pod")
+    annotations: dict[str, str] = Field(default_factory=dict, description="extra annotations on every pod")
+    node_selector: dict[str, str] = Field(default_factory=dict, description="node selector of the model server")
+    tolerations: list[Toleration] = Field(default_factory=list, description="tolerations of the model server")
+    priority_class: str | None = Field(None, description="PriorityClass of the model server pods")
+    max_surge: str = Field("25%", pattern=r"^[0-9]+%?$", description="rolling update: extra pods during a rollout")
+    max_unavailable: str = Field("0", pattern=r"^[0-9]+%?$", description="rolling update: pods down during a rollout")
+    pdb_max_unavailable: str = Field("1", pattern=r"^[0-9]+%?$", description="PodDisruptionBudget maxUnavailable")
+    model_storage: str = Field("4Gi", pattern=QUANTITY, description="size limit of the model volume (emptyDir)")
+    termination_grace_period_s: int = Field(30, ge=0, description="seconds a pod gets to finish in-flight requests")
+    kafka_bootstrap_servers: str = Field(
+        "kafka-bootstrap.kafka.svc.cluster.local:9092", description="Kafka bootstrap servers of the cluster"
+    )
+    schema_registry_url: str | None = Field(
+        "http://schema-registry.kafka.svc.cluster.local:8081/apis/ccompat/v7",
+        description="Confluent-compatible schema registry the streaming job reads schemas from",
+    )
+    prometheus_url: str = Field(
+        "http://prometheus-operated.monitoring.svc.cluster.local:9090",
+        description="Prometheus KEDA queries for the GPU utilisation trigger",
+    )
+    gpu_metric: str = Field(
+        "DCGM_FI_DEV_GPU_UTIL", description="per-pod GPU utilisation metric (dcgm-exporter via a metrics adapter)"
+    )
+    monitoring_namespace: str = Field("monitoring", description="namespace Prometheus scrapes from")
+    monitoring_labels: dict[str, str] = Field(
+        default_factory=dict, description="labels the Prometheus operator selects ServiceMonitors by"
+    )
+    scrape_interval: str = Field("15s", pattern=r"^[0-9]+(ms|s|m|h)$", description="ServiceMonitor scrape interval")
+    flink: FlinkSpec = Field(default_factory=FlinkSpec, description="the FlinkDeployment of the streaming job")
 
 
 class ServiceConfig(Section):
@@ -288,7 +401,7 @@ class ServiceConfig(Section):
     pipeline_image: str = Field("vatic/pipeline:0.1.0", description="Flink job and gateway image")
     serving: ServingSpec = Field(default_factory=ServingSpec)
     model: ModelSpec
-    replicas: int = Field(1, ge=0)
+    replicas: int = Field(1, ge=0, description="model server replicas (an integer >= 0)")
     resources: ResourcesSpec = Field(default_factory=ResourcesSpec)
     env: dict[str, str] = Field(default_factory=dict, description="environment variables of the model server")
     autoscaling: AutoscalingSpec | None = None
@@ -297,6 +410,9 @@ class ServiceConfig(Section):
     features: FeatureSpec | None = None
     streaming: StreamingSpec | None = None
     gateway: GatewaySpec = Field(default_factory=GatewaySpec)
+    kubernetes: KubernetesSpec = Field(
+        default_factory=KubernetesSpec, description="what `vatic render` needs: cluster addresses, scheduling, labels"
+    )
 
     @field_validator("env")
     @classmethod
@@ -314,10 +430,19 @@ class ServiceConfig(Section):
                 ref = column.removesuffix("#missing")
                 if ":" in ref and ref not in refs:
                     raise ValueError(f"model input {tensor.name!r} uses feature {ref!r} which is not in features.refs")
+        if self.autoscaling and self.autoscaling.kafka_lag is not None and self.streaming is None:
+            raise ValueError(
+                "autoscaling.kafka_lag scales on the consumer lag of streaming.input_topic: "
+                "add a streaming section or remove kafka_lag"
+            )
         return self
 
     @property
     def namespace(self) -> str:
+        """The Kubernetes namespace: ``kubernetes.namespace``, else the project (production, local) or
+        ``<project>-<environment>``."""
+        if self.kubernetes.namespace:
+            return self.kubernetes.namespace
         return self.project if self.environment in ("local", "production") else f"{self.project}-{self.environment}"
 
     @property

@@ -1,0 +1,183 @@
+"""A Grafana dashboard per service and environment, rendered with the manifests (``grafana-dashboard.json``).
+
+Queries use the metric names the services really export, scraped by the rendered ServiceMonitors (Prometheus
+then adds the ``namespace`` and ``service`` labels of the target):
+
+=======================  ==================================================================================
+panel                    metrics
+=======================  ==================================================================================
+latency percentiles      gateway ``vatic_gateway_request_seconds_bucket{route=/v1/services/<s>/predict}``;
+                         MLServer ``rest_server_request_duration_seconds_bucket{path=~/v2/models/.../infer}``
+                         (starlette-exporter, route templates)
+requests/s               gateway ``vatic_gateway_requests_total`` by status; MLServer
+                         ``model_infer_request_success_total`` / ``model_infer_request_failure_total``
+errors by class          gateway ``vatic_gateway_errors_total`` by ``error_class`` and ``stage``
+consumer lag             ``kafka_consumergroup_lag`` (kafka-exporter) of the job's group on the input topic,
+                         the number KEDA scales on - streaming services only
+feature misses           gateway ``vatic_gateway_feature_misses_total`` by feature - services with features
+batch sizes              gateway ``vatic_gateway_batch_size_bucket`` (adaptive micro-batches); MLServer's
+                         adaptive batching ``batch_request_queue_bucket`` when ``max_batch_size`` > 1
+replicas                 kube-state-metrics ``kube_deployment_status_replicas_available``
+GPU utilisation          ``kubernetes.gpu_metric`` (dcgm-exporter) - GPU services only
+=======================  ==================================================================================
+
+The dashboard is a plain Grafana JSON model (schema version 39) with a Prometheus data source variable; the
+kustomization ships it as a ConfigMap labelled ``grafana_dashboard: "1"`` for Grafana's dashboard sidecar.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from vatic.serving.config.model import ServiceConfig
+
+__all__ = ["dashboard"]
+
+_DS = {"type": "prometheus", "uid": "${datasource}"}
+_RATE = "$__rate_interval"
+
+
+def _target(expr: str, legend: str, ref: str) -> dict[str, Any]:
+    return {"datasource": _DS, "expr": expr, "legendFormat": legend, "refId": ref}
+
+
+def _panel(title: str, unit: str, targets: list[tuple[str, str]], description: str) -> dict[str, Any]:
+    refs = "ABCDEFGHIJ"
+    return {
+        "type": "timeseries",
+        "title": title,
+        "description": description,
+        "datasource": _DS,
+        "fieldConfig": {"defaults": {"unit": unit}, "overrides": []},
+        "options": {"legend": {"displayMode": "list", "placement": "bottom"}, "tooltip": {"mode": "multi"}},
+        "targets": [_target(expr, legend, refs[i]) for i, (expr, legend) in enumerate(targets)],
+    }
+
+
+def _quantiles(bucket: str, selector: str, label: str) -> list[tuple[str, str]]:
+    return [
+        (f"histogram_quantile({q}, sum by (le) (rate({bucket}{{{selector}}}[{_RATE}])))", f"{label} p{int(q * 100)}")
+        for q in (0.5, 0.95, 0.99)
+    ]
+
+
+def dashboard(config: ServiceConfig) -> dict[str, Any]:
+    """The Grafana dashboard of the service in ``config.environment`` (see the module docstring)."""
+    s, ns, model = config.service, config.namespace, config.model.name
+    gw = f'namespace="{ns}",service="{s}-gateway"'
+    route = f'{gw},route="/v1/services/{s}/predict"'
+    ms = f'namespace="{ns}",service="{s}-model"'
+    mlserver = config.serving.layer == "mlserver"
+    panels: list[dict[str, Any]] = []
+
+    latency = _quantiles("vatic_gateway_request_seconds_bucket", route, "gateway")
+    if mlserver:
+        latency += _quantiles(
+            "rest_server_request_duration_seconds_bucket", f'{ms},path=~"/v2/models/.*infer"', "model"
+        )
+    panels.append(_panel("Latency percentiles", "s", latency, "Predict requests at the gateway and V2 inference."))
+
+    requests = [(f"sum by (status) (rate(vatic_gateway_requests_total{{{route}}}[{_RATE}]))", "gateway {{status}}")]
+    if mlserver:
+        requests += [
+            (f'sum(rate(model_infer_request_success_total{{{ms},model="{model}"}}[{_RATE}]))', "model ok"),
+            (f'sum(rate(model_infer_request_failure_total{{{ms},model="{model}"}}[{_RATE}]))', "model failed"),
+        ]
+    panels.append(_panel("Requests/s", "reqps", requests, "Gateway requests by HTTP status; model inferences."))
+
+    errors = [
+        (
+            f'sum by (error_class, stage) (rate(vatic_gateway_errors_total{{namespace="{ns}",service="{s}-gateway"}}'
+            f"[{_RATE}]))",
+            "{{error_class}} ({{stage}})",
+        )
+    ]
+    panels.append(_panel("Errors by class", "reqps", errors, "Failed predictions by error class and pipeline stage."))
+
+    if config.streaming is not None:
+        lag = [
+            (
+                f'sum by (topic) (kafka_consumergroup_lag{{consumergroup="{config.consumer_group}",'
+                f'topic="{config.streaming.input_topic}"}})',
+                "lag {{topic}}",
+            )
+        ]
+        panels.append(_panel("Consumer lag", "short", lag, "Unprocessed input events of the streaming job's group."))
+
+    if config.features is not None:
+        misses = [
+            (
+                f'sum by (feature) (rate(vatic_gateway_feature_misses_total{{namespace="{ns}",service="{s}-gateway"}}'
+                f"[{_RATE}]))",
+                "{{feature}}",
+            )
+        ]
+        panels.append(_panel("Feature misses/s", "short", misses, "Features served from defaults (missing)."))
+
+    batch_selector = f'namespace="{ns}",service="{s}-gateway"'
+    batches = [
+        (f"histogram_quantile({q}, sum by (le) (rate(vatic_gateway_batch_size_bucket{{{batch_selector}}}[{_RATE}])))",
+         f"gateway p{int(q * 100)}")
+        for q in (0.5, 0.95)
+    ]  # fmt: skip
+    batches.append(
+        (
+            f"sum(rate(vatic_gateway_batch_size_sum{{{batch_selector}}}[{_RATE}])) / "
+            f"sum(rate(vatic_gateway_batch_size_count{{{batch_selector}}}[{_RATE}]))",
+            "gateway mean",
+        )
+    )
+    if mlserver and config.serving.max_batch_size > 1:
+        batches.append(
+            (
+                f'histogram_quantile(0.95, sum by (le) (rate(batch_request_queue_bucket{{{ms},model_name="{model}"}}'
+                f"[{_RATE}])))",
+                "model server p95",
+            )
+        )
+    panels.append(_panel("Batch sizes", "short", batches, "Events per model call."))
+
+    replicas = [
+        (
+            f'sum by (deployment) (kube_deployment_status_replicas_available{{namespace="{ns}",'
+            f'deployment=~"{s}-(model|gateway)"}})',
+            "{{deployment}}",
+        )
+    ]
+    panels.append(_panel("Available replicas", "short", replicas, "Pods ready to serve (kube-state-metrics)."))
+
+    if config.resources.gpu is not None:
+        metric = config.kubernetes.gpu_metric
+        gpu = [(f'avg({metric}{{namespace="{ns}",pod=~"{s}-model-.*"}})', "GPU utilisation %")]
+        panels.append(_panel("GPU utilisation", "percent", gpu, "Mean GPU utilisation of the model server pods."))
+
+    for index, panel in enumerate(panels):
+        panel["id"] = index + 1
+        panel["gridPos"] = {"h": 8, "w": 12, "x": 12 * (index % 2), "y": 8 * (index // 2)}
+    uid = f"vatic-{s}-{config.environment}"[:40]
+    return {
+        "uid": uid,
+        "title": f"vatic / {s} ({config.environment})",
+        "description": config.description or f"Service {s} of project {config.project}",
+        "tags": ["vatic", config.project, config.environment],
+        "timezone": "utc",
+        "schemaVersion": 39,
+        "version": 1,
+        "editable": True,
+        "refresh": "30s",
+        "time": {"from": "now-1h", "to": "now"},
+        "templating": {
+            "list": [
+                {
+                    "name": "datasource",
+                    "label": "Prometheus",
+                    "type": "datasource",
+                    "query": "prometheus",
+                    "current": {},
+                    "hide": 0,
+                }
+            ]
+        },
+        "annotations": {"list": []},
+        "panels": panels,
+    }
