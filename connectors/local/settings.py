@@ -68,11 +68,23 @@ class StackSettings(BaseSettings):
     gateway_port: int = Field(8000, ge=1, le=65535, description="the REST gateway in front of the model servers")
     gateway_redis: bool = Field(False, description="gateway reads features from the stack's Redis (else SQLite)")
     model_start_timeout_s: float = Field(180.0, gt=0, description="how long to wait for a model server to load")
+    # the optional standalone Flink cluster (connectors/local/flink.py): `vatic stack up flink`
+    flink_rest_port: int = Field(8088, ge=1, le=65535, description="Flink JobManager: REST API and web UI")
+    flink_jobmanager_rpc_port: int = Field(6123, ge=1, le=65535, description="Flink JobManager: RPC")
+    flink_taskmanager_rpc_port: int = Field(6122, ge=1, le=65535, description="Flink TaskManager: RPC")
+    flink_task_slots: int = Field(2, ge=1, le=64, description="slots of the Flink TaskManager")
+    flink_jobmanager_memory: str = Field("1024m", description="Flink jobmanager.memory.process.size")
+    flink_taskmanager_memory: str = Field("1536m", description="Flink taskmanager.memory.process.size")
 
     @property
     def kafka_bootstrap(self) -> str:
         """``host:port`` of the broker's client listener."""
         return f"{self.host}:{self.kafka_port}"
+
+    @property
+    def flink_jobmanager(self) -> str:
+        """``host:port`` of the Flink JobManager's REST API (``vatic stream submit --jobmanager``)."""
+        return f"{self.host}:{self.flink_rest_port}"
 
     @property
     def model_registry_root(self) -> Path:

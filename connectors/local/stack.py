@@ -6,6 +6,7 @@ from collections.abc import Iterable, Sequence
 
 from vatic.connectors.errors import ConfigError
 from vatic.connectors.local.components import COMPONENTS, Component, Health
+from vatic.connectors.local.flink import FLINK
 from vatic.connectors.local.gateway import GatewayProcess
 from vatic.connectors.local.services import MODEL_SERVERS
 from vatic.connectors.local.settings import StackSettings
@@ -14,23 +15,41 @@ from vatic.connectors.local.settings import StackSettings
 #: model servers of the demo services, then the gateway in front of them.
 STACK: dict[str, type[Component]] = {**COMPONENTS, **MODEL_SERVERS, GatewayProcess.name: GatewayProcess}
 
+#: Components started only when named (``vatic stack up flink``), after the default ones: the standalone Flink
+#: cluster costs ~1.5 GB. ``down``/``status`` without names include those of them that run.
+OPTIONAL: dict[str, type[Component]] = {**FLINK}
+
+#: Names that select several components.
+GROUPS: dict[str, list[str]] = {"flink": list(FLINK)}
+
 
 class Stack:
     """A set of local components sharing one :class:`StackSettings`."""
 
     def __init__(self, settings: StackSettings | None = None) -> None:
         self.settings = settings or StackSettings()
-        self.components: dict[str, Component] = {name: cls(self.settings) for name, cls in STACK.items()}
+        self.components: dict[str, Component] = {
+            name: cls(self.settings) for name, cls in {**STACK, **OPTIONAL}.items()
+        }
 
     def select(self, names: Iterable[str] | None) -> list[Component]:
-        """Components by name in start order; all of them when ``names`` is None (an empty list selects none)."""
+        """Components by name (or group name) in start order; the default set (:data:`STACK`) when ``names`` is
+        None (an empty list selects none)."""
         if names is None:
-            return list(self.components.values())
-        wanted = list(names)
+            return [c for name, c in self.components.items() if name in STACK]
+        wanted = [member for n in names for member in GROUPS.get(n, [n])]
         unknown = [n for n in wanted if n not in self.components]
         if unknown:
-            raise ConfigError(f"unknown component(s) {unknown}; known: {', '.join(self.components)}")
+            known = ", ".join([*self.components, *GROUPS])
+            raise ConfigError(f"unknown component(s) {unknown}; known: {known}")
         return [c for name, c in self.components.items() if name in wanted]
+
+    def _with_running_optional(self, names: Sequence[str] | None) -> list[Component]:
+        """``select(names)``; for None also the optional components that run (so none is left behind)."""
+        if names is not None:
+            return self.select(names)
+        running = [c for name, c in self.components.items() if name in OPTIONAL and c.process.pid() is not None]
+        return [*self.select(None), *running]
 
     def up(self, names: Sequence[str] | None = None) -> list[str]:
         """Start the named components (all by default); return the names this call started.
@@ -50,10 +69,10 @@ class Stack:
     def down(self, names: Sequence[str] | None = None) -> list[str]:
         """Stop the named components (all by default) in reverse order; return the names that were running."""
         stopped = []
-        for component in reversed(self.select(names)):
+        for component in reversed(self._with_running_optional(names)):
             if component.stop():
                 stopped.append(component.name)
         return stopped
 
     def status(self, names: Sequence[str] | None = None) -> list[Health]:
-        return [component.health() for component in self.select(names)]
+        return [component.health() for component in self._with_running_optional(names)]

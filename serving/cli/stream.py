@@ -1,21 +1,26 @@
-"""``vatic stream run | submit | tail``: the streaming job locally, on a Flink cluster, and its outputs."""
+"""``vatic stream run | submit | jobs | cancel | tail``: the job on a mini-cluster or a Flink cluster; its outputs."""
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from vatic.connectors.local.settings import StackSettings
 from vatic.schemas.errors import ConfigError
 from vatic.serving.config import load_service
+
+if TYPE_CHECKING:
+    from vatic.connectors.local.flink import FlinkRest
 
 app = typer.Typer(help="Run the streaming job (local mini-cluster or a Flink cluster) and read its topics.")
 
@@ -133,44 +138,173 @@ def submit(
     service_dir: ServiceDir,
     env: Env = "local",
     model_url: ModelUrl = None,
-    jobmanager: Annotated[str, typer.Option(help="REST address of the JobManager")] = "127.0.0.1:8088",
-    parallelism: Annotated[int | None, typer.Option(min=1)] = None,
+    jobmanager: Annotated[
+        str | None, typer.Option(help="REST address host:port of the JobManager (default: the local stack's, :8088)")
+    ] = None,
+    parallelism: Annotated[int | None, typer.Option(min=1, help="override streaming.parallelism")] = None,
     checkpoint_dir: Annotated[Path | None, typer.Option(help="checkpoint folder the cluster can write")] = None,
     bounded: Annotated[bool, typer.Option(help="stop at the input topic's end offsets")] = False,
-    detached: Annotated[bool, typer.Option(help="return once submitted")] = True,
+    detached: Annotated[bool, typer.Option(help="return once the cluster accepted the job")] = False,
     create_topics: Annotated[bool, typer.Option(help="create the service's topics when missing")] = True,
+    schema_registry_url: Annotated[str | None, typer.Option(help="Confluent-compatible registry URL")] = None,
 ) -> None:
-    """Submit the job to a (standalone or session) Flink cluster with `flink run --python`."""
+    """Submit the job to a standalone (session) Flink cluster with the distribution's `flink run --python`.
+
+    Prints the JobID on stdout as soon as the cluster has accepted the job. With --detached it returns then;
+    otherwise it waits until the job ends and exits non-zero unless the job FINISHED. Before submitting it checks
+    that the JobManager answers and has a free slot per parallel subtask (a job short of slots would wait).
+    The Python workers run with this interpreter (the pipeline environment); the Kafka connector jar travels with
+    the job (``pipeline.jars``); the cluster needs PyFlink's flink-python jar in its lib/ (``vatic stack up flink``).
+    """
     import pyflink
 
+    from vatic.connectors.local.flink import FlinkRest, java_home
+    from vatic.streaming import main as entry
+
+    stack = StackSettings()
+    address = jobmanager or stack.flink_jobmanager
+    rest = FlinkRest(address)
+    config = load_service(service_dir, env)
+    if config.streaming is None:
+        raise ConfigError(f"service {config.service} has no streaming section: nothing to submit")
+    wanted = parallelism or config.streaming.parallelism
+    _check_slots(rest, wanted)
     payload = _settings(
-        service_dir, env, model_url, bounded=bounded, parallelism=parallelism, checkpoint_dir=checkpoint_dir,
-        schema_registry_url=None,
+        service_dir, env, model_url, bounded=bounded, parallelism=wanted, checkpoint_dir=checkpoint_dir,
+        schema_registry_url=schema_registry_url,
     )  # fmt: skip
     payload["local"] = False
     if create_topics:
         _create_topics(service_dir, env, payload["bootstrap_servers"])
-    flink = Path(pyflink.__file__).parent / "bin" / "flink"
-    from vatic.streaming import main as entry
-
+    logs = stack.home / "flink" / "client"
+    logs.mkdir(parents=True, exist_ok=True)
     argv = [
-        str(flink), "run", "--jobmanager", jobmanager,
+        str(Path(pyflink.__file__).parent / "bin" / "flink"), "run", "--jobmanager", address,
         "--python", str(Path(entry.__file__).resolve()),
         "--pyExecutable", sys.executable, "--pyClientExecutable", sys.executable,
+        "--parallelism", str(wanted),
     ]  # fmt: skip
     if detached:
         argv.append("--detached")
-    if parallelism:
-        argv += ["--parallelism", str(parallelism)]
     argv.append(json.dumps(payload))
-    done = subprocess.run(argv, capture_output=True, text=True, check=False)
-    output = (done.stdout + done.stderr).strip()
-    if done.returncode != 0:
-        tail = " | ".join(line for line in output.splitlines()[-4:] if line.strip())
-        raise ConfigError(f"flink run failed ({done.returncode}): {tail}")
-    for line in output.splitlines():
-        if "JobID" in line or "Job has been submitted" in line:
-            typer.echo(line.strip())
+    child_env = {**os.environ, "JAVA_HOME": str(java_home(stack)), "FLINK_LOG_DIR": str(logs)}
+    child_env.pop("PYFLINK_GATEWAY_DISABLED", None)  # set by an earlier local run in this process: we are a client
+    transcript = logs / f"submit-{config.service}.out"  # the whole `flink run` output of the last submit
+
+    def announce(job_id: str) -> None:
+        typer.echo(job_id)
+        typer.echo(f"submitted {config.service} to {rest.url} as job {job_id} (parallelism {wanted})", err=True)
+
+    code, job_id = _flink_run(argv, child_env, transcript, announce)
+    if code != 0:
+        raise ConfigError(f"flink run failed ({code}): {_flink_failure(transcript.read_text())} (output: {transcript})")
+    if job_id is None:
+        raise ConfigError(f"flink run printed no JobID (output: {transcript})")
+    if not detached:
+        state = rest.job(job_id).get("state")
+        typer.echo(f"job {job_id} {state}", err=True)
+        if state != "FINISHED":
+            raise typer.Exit(1)
+
+
+def _check_slots(rest: FlinkRest, wanted: int) -> None:
+    """One line when the JobManager does not answer or has fewer free slots than the job's parallelism."""
+    overview = rest.overview()
+    if int(overview.get("slots-available", 0)) < wanted:
+        raise ConfigError(
+            f"the Flink cluster at {rest.url} has {overview.get('slots-available')} free slot(s) of "
+            f"{overview.get('slots-total')} ({overview.get('taskmanagers')} TaskManager(s)); the job needs {wanted} "
+            "(its parallelism): cancel a job (vatic stream cancel), add slots or pass a lower --parallelism"
+        )
+
+
+def _flink_run(
+    argv: list[str], env: dict[str, str], transcript: Path, announce: Callable[[str], None]
+) -> tuple[int, str | None]:
+    """Run ``flink run`` with its output copied to ``transcript``; ``announce`` the JobID as soon as it is
+    printed. Returns (exit code, JobID or None). Ctrl-C stops waiting (the job keeps running) with exit 130."""
+    job_id = None
+    with transcript.open("w", encoding="utf-8") as out:
+        proc = subprocess.Popen(
+            argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, text=True, env=env
+        )
+        assert proc.stdout is not None
+        try:
+            for line in proc.stdout:
+                out.write(line)
+                found = _JOB_ID.search(line) if job_id is None else None
+                if found:
+                    job_id = found.group(1)
+                    announce(job_id)
+            return proc.wait(), job_id
+        except KeyboardInterrupt:
+            proc.terminate()
+            proc.wait()
+            if job_id is not None:
+                typer.echo(f"stopped waiting; job {job_id} still runs: vatic stream cancel {job_id}", err=True)
+            raise typer.Exit(130) from None
+
+
+_JOB_ID = re.compile(r"JobID ([0-9a-f]{32})")
+
+#: wrappers around the cause that `flink run` prints for a failed Python program
+_WRAPPERS = ("ProgramAbortException", "Python process exits with code", "ProgramInvocationException")
+
+
+def _flink_failure(output: str) -> str:
+    """The most specific error line of `flink run`'s output: the innermost Java cause or the Python exception."""
+    lines = [line.strip() for line in output.splitlines()]
+    errors = [
+        line.removeprefix("Caused by: ")
+        for line in lines
+        if re.match(r"^(Caused by: )?[\w.$]*(Error|Exception)\b", line) and not any(w in line for w in _WRAPPERS)
+    ]
+    if errors:
+        return errors[-1][:400]
+    meaningful = [line for line in lines if line and not line.startswith(("at ", "..."))]
+    return meaningful[-1][:400] if meaningful else "no output"
+
+
+JobManager = Annotated[
+    str | None, typer.Option(help="REST address host:port of the JobManager (default: the local stack's, :8088)")
+]
+
+
+@app.command()
+def jobs(
+    jobmanager: JobManager = None,
+    all_jobs: Annotated[bool, typer.Option("--all", help="also finished, cancelled and failed jobs")] = False,
+) -> None:
+    """List the jobs of a Flink cluster (REST): job id, state, tasks, name."""
+    from vatic.connectors.local.flink import FlinkRest
+
+    rest = FlinkRest(jobmanager or StackSettings().flink_jobmanager)
+    done = {"FINISHED", "CANCELED", "FAILED"}
+    for job in sorted(rest.jobs(), key=lambda j: int(j.get("start-time", 0))):
+        if all_jobs or job.get("state") not in done:
+            tasks = job.get("tasks", {})
+            typer.echo(
+                f"{job.get('jid')}  {job.get('state'):<11} {tasks.get('total', '?'):>3} tasks  {job.get('name')}"
+            )
+
+
+@app.command()
+def cancel(
+    job_id: Annotated[str, typer.Argument(help="the JobID `vatic stream submit` printed")],
+    jobmanager: JobManager = None,
+    wait_s: Annotated[float, typer.Option(min=0, help="wait this long for CANCELED (0: do not wait)")] = 60.0,
+) -> None:
+    """Cancel a job on a Flink cluster (REST ``PATCH /jobs/<id>?mode=cancel``); waits until it is CANCELED.
+    Its retained checkpoints stay (RETAIN_ON_CANCELLATION)."""
+    from vatic.connectors.local.flink import FlinkRest
+
+    rest = FlinkRest(jobmanager or StackSettings().flink_jobmanager)
+    rest.cancel(job_id)
+    if wait_s > 0:
+        state = rest.wait_job(job_id, {"CANCELED", "FAILED", "FINISHED"}, wait_s).get("state")
+        typer.echo(f"job {job_id} {state}", err=True)
+    else:
+        typer.echo(f"job {job_id} cancelling", err=True)
 
 
 @app.command()
