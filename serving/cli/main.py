@@ -7,7 +7,7 @@ import sys
 import typer
 
 from vatic.schemas.errors import VaticError
-from vatic.serving.cli import demo, gateway, plan, render, schema, stack, stream
+from vatic.serving.cli import demo, gateway, init, plan, predict, render, schema, stack, stream, workspace
 from vatic.serving.usecases import cli as usecases_cli
 
 app = typer.Typer(
@@ -21,8 +21,11 @@ app.add_typer(stream.app, name="stream")
 app.add_typer(usecases_cli.app, name="usecases")
 app.command(name="demo")(demo.demo)
 app.command(name="gateway")(gateway.gateway)
+app.command(name="init")(init.init)
+app.add_typer(workspace.app, name="workspace")
 app.command(name="render")(render.render)
 app.command(name="plan")(plan.plan)
+app.command(name="predict")(predict.predict)
 app.command(name="schema")(schema.schema)
 
 

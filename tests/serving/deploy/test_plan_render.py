@@ -62,7 +62,7 @@ def test_every_environment_by_default_and_help_and_env_vars(tmp_path):
                                "VATIC_RENDER_OUT": str(out)})  # fmt: skip
     assert done.returncode == 0, done.stderr
     assert sorted(p.name for p in (out / "scorer").iterdir()) == ["production", "staging"]
-    for command in ("render", "plan", "schema"):
+    for command in ("render", "plan", "init", "predict", "schema", "workspace", "workspace up", "workspace down"):
         helped = _run(*command.split(), "--help")
         assert helped.returncode == 0, command
         assert "Usage: vatic" in helped.stdout
