@@ -129,14 +129,17 @@ class AvroCodec:
         schema_id: int = _HEADER.unpack(self._header or self._ensure_header())[1]
         return schema_id
 
-    def encode(self, record: Mapping[str, Any]) -> bytes:
+    def encode(self, record: Mapping[str, Any], *, validate: bool = True) -> bytes:
         """Wire-format bytes of ``record``; EncodeError (naming the field path) when it does not match.
 
         Values are type-checked exactly before writing (fastavro alone would coerce ``None`` to ``False``
         or truncate ``1.5`` to ``1``); see :mod:`vatic.schemas._validator` for what each type accepts.
+        ``validate=False`` skips that check for records a program built with the schema's types (the streaming
+        job's prediction and dead-letter records); fastavro still refuses what it cannot write at all.
         """
         try:
-            self._validate(record)  # first: a bad record is a data error even while the source is down
+            if validate:
+                self._validate(record)  # first: a bad record is a data error even while the source is down
         except Invalid as invalid:
             raise EncodeError(
                 f"record does not match {self._name} (subject {self.subject}): {invalid.describe(self._short_name)}"

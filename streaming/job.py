@@ -5,7 +5,7 @@ checkpoints map state by uid; several services can run in one job)::
 
     kafka source (SQL connector: raw key/value + topic/partition/offset/timestamp/headers metadata)
       -> decode            [uid vatic-<service>-decode]  undecodable / oversized -> dead letters
-      -> key_by(bucket)    buckets spread records over the parallel subtasks
+      -> key_by(subtask)   one key per parallel subtask (see subtask_keys): one batch buffer each
       -> micro-batch       [uid vatic-<service>-batch]   size N or T ms, buffer in keyed state
       -> async inference   [uid vatic-<service>-infer]   unordered, capacity C batches in flight (backpressure)
       -> route             [uid vatic-<service>-route]   predictions | dead letters
@@ -59,8 +59,6 @@ from vatic.streaming.operators import (
 )
 from vatic.streaming.settings import JobSettings
 
-BUCKETS_PER_SUBTASK = 4
-
 
 def flink_configuration(config: ServiceConfig, settings: JobSettings, *, local: bool = True) -> Configuration:
     """The Flink configuration of the job: jars, Python workers, latency, checkpointing, restarts."""
@@ -69,8 +67,11 @@ def flink_configuration(config: ServiceConfig, settings: JobSettings, *, local: 
     import sys
 
     conf = Configuration()
-    jar = Artifacts(StackSettings().cache).require_flink_kafka_connector()
-    conf.set_string("pipeline.jars", jar.resolve().as_uri())
+    artifacts = Artifacts(StackSettings().cache)
+    if local or artifacts.flink_kafka_connector.is_file():
+        # the client ships the pinned connector with the job; a cluster image may have it in flink/lib instead
+        jar = artifacts.require_flink_kafka_connector()
+        conf.set_string("pipeline.jars", jar.resolve().as_uri())
     conf.set_string("python.executable", sys.executable)
     conf.set_string("python.client.executable", sys.executable)
     conf.set_string("python.fn-execution.bundle.size", str(spec.bundle_size))
@@ -143,10 +144,53 @@ def sink_ddl(name: str, topic: str, config: ServiceConfig, settings: JobSettings
         )"""
 
 
-def _bucket(buckets: int) -> Any:
+MAX_PARALLELISM = 128
+
+
+def _murmur(code: int) -> int:
+    """Flink's ``MathUtils.murmurHash(int)`` (32-bit arithmetic), as used to assign keys to key groups."""
+    mask = 0xFFFFFFFF
+
+    def rotl(x: int, r: int) -> int:
+        return ((x << r) | (x >> (32 - r))) & mask
+
+    h = code & mask
+    h = (h * 0xCC9E2D51) & mask
+    h = rotl(h, 15)
+    h = (h * 0x1B873593) & mask
+    h = rotl(h, 13)
+    h = (h * 5 + 0xE6546B64) & mask
+    h ^= 4
+    h ^= h >> 16
+    h = (h * 0x85EBCA6B) & mask
+    h ^= h >> 13
+    h = (h * 0xC2B2AE35) & mask
+    h ^= h >> 16
+    signed = h - (1 << 32) if h & 0x80000000 else h
+    if signed >= 0:
+        return signed
+    return -signed if signed != -(1 << 31) else 0
+
+
+def subtask_keys(parallelism: int, max_parallelism: int = MAX_PARALLELISM) -> list[int]:
+    """For each subtask index, the smallest non-negative int key that Flink routes to that subtask.
+
+    Keying micro-batches by these keys gives every subtask exactly one batch buffer: batches fill as fast as
+    the subtask receives records (several buffers per subtask would split its records and shrink batches).
+    """
+    keys: dict[int, int] = {}
+    candidate = 0
+    while len(keys) < parallelism:
+        group = _murmur(candidate) % max_parallelism  # Integer.hashCode(k) == k
+        keys.setdefault(group * parallelism // max_parallelism, candidate)
+        candidate += 1
+    return [keys[i] for i in range(parallelism)]
+
+
+def _bucket(keys: list[int]) -> Any:
     def key(value: bytes) -> int:
         # stable across processes (not Python's salted hash): crc32 of the pickled record's tail
-        return zlib.crc32(value[-64:]) % buckets
+        return keys[zlib.crc32(value[-64:]) % len(keys)]
 
     return key
 
@@ -162,6 +206,7 @@ def build(
     spec = config.streaming
     parallelism = settings.parallelism or spec.parallelism
     env.set_parallelism(parallelism)
+    env.set_max_parallelism(MAX_PARALLELISM)
     env.enable_checkpointing(int(spec.checkpoint_interval_s * 1000), CheckpointingMode.EXACTLY_ONCE)
     checkpointing = env.get_checkpoint_config()
     checkpointing.enable_unaligned_checkpoints()
@@ -185,7 +230,7 @@ def build(
         raw.process(DecodeFunction(settings), output_type=PICKLED).uid(uid("decode")).name(f"{config.service}: decode")
     )
     batches = (
-        decoded.key_by(_bucket(parallelism * BUCKETS_PER_SUBTASK), key_type=Types.INT())
+        decoded.key_by(_bucket(subtask_keys(parallelism)), key_type=Types.INT())
         .process(MicroBatchFunction(spec.batch_size, spec.batch_wait_ms), output_type=PICKLED)
         .uid(uid("batch"))
         .name(f"{config.service}: micro-batch")

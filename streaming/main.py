@@ -34,6 +34,9 @@ def run(settings: JobSettings | list[JobSettings], *, resume_from: Path | None =
     # A process that ran a local job before has served its Python workers itself (PyFlink's loopback mode) and
     # carries PYFLINK_GATEWAY_DISABLED, which its children inherit: this is a client, so it may launch a gateway.
     os.environ.pop("PYFLINK_GATEWAY_DISABLED", None)
+    # Python workers as processes, also in the local mini-cluster: PyFlink's default there ("loopback") runs
+    # every subtask's Python code in this client process, on one GIL, whatever the parallelism.
+    os.environ.setdefault("_python_worker_execution_mode", "process")
     services = settings if isinstance(settings, list) else [settings]
     first = services[0]
     config = load_service(first.service_dir, first.environment)

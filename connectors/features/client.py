@@ -130,6 +130,7 @@ class FeatureClient:
         read_path: ReadPath = "auto",
         deadline_s: float = 0.5,
         store_timeout_s: float | None = None,
+        cache_ttl_s: float = 0.0,
     ) -> None:
         if deadline_s <= 0:
             raise ConfigError(f"deadline_s must be positive, got {deadline_s}", stage="enrich")
@@ -142,6 +143,10 @@ class FeatureClient:
         self._store = FeatureStore(repo_path=str(repo_path) if repo_path else None, config=self._config)
         self._plans: dict[tuple[str, ...], LookupPlan] = {}
         self._reader = self._make_reader(read_path)
+        if cache_ttl_s > 0:
+            from vatic.connectors.features.cache import CachingReader
+
+            self._reader = CachingReader(self._reader, cache_ttl_s)
 
     @classmethod
     def from_repo(

@@ -15,7 +15,8 @@ app = typer.Typer(help="Run the local stack (Kafka KRaft broker, Redis, schema r
 Components = Annotated[
     list[str] | None,
     typer.Argument(
-        help="components to act on (default: all): kafka, redis, registry, fraud-model, product-model",
+        help="components to act on (default: all but the optional Flink cluster): kafka, redis, registry, "
+        "fraud-model, product-model, gateway; flink (flink-jobmanager + flink-taskmanager)",
         show_default=False,
     ),
 ]
@@ -36,7 +37,7 @@ def up(components: Components = None) -> None:
     started = stack.up(components)
     for health in stack.status(components):
         verb = "started" if health.name in started else ("running" if health.state == "up" else health.state)
-        typer.echo(f"{health.name:<9} {verb:<8} port {health.port:<6} pid {health.pid}  {health.detail}")
+        typer.echo(f"{health.name:<16} {verb:<8} port {health.port:<6} pid {health.pid}  {health.detail}")
 
 
 @app.command()
@@ -53,5 +54,5 @@ def status(components: Components = None) -> None:
     for health in Stack().status(components or None):
         all_up &= health.state == "up"
         pid = health.pid if health.pid is not None else "-"
-        typer.echo(f"{health.name:<9} {health.state:<8} port {health.port:<6} pid {pid!s:<8} {health.detail}")
+        typer.echo(f"{health.name:<16} {health.state:<8} port {health.port:<6} pid {pid!s:<8} {health.detail}")
     raise typer.Exit(0 if all_up else 1)

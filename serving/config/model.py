@@ -236,6 +236,12 @@ class FeatureSpec(Section):
     defaults: dict[str, float | int | str | bool | None] = Field(default_factory=dict)
     policies: dict[str, FeaturePolicy] = Field(default_factory=dict, description="per-feature overrides")
     deadline_ms: int = Field(200, ge=1)
+    cache_ttl_ms: int = Field(
+        1000,
+        ge=0,
+        description="serve an entity's features read less than this long ago from memory (0: always read the "
+        "store); materialized aggregates change far more slowly than one entity's events arrive",
+    )
 
     @model_validator(mode="after")
     def _known_refs(self) -> FeatureSpec:

@@ -47,6 +47,7 @@ class Enricher:
         """
         if redis_url is None and spec.online_store == "redis":
             redis_url = spec.redis_url
+        options.setdefault("cache_ttl_s", spec.cache_ttl_ms / 1000)
         client = FeatureClient.from_repo(
             service_dir / spec.repo, redis_url=redis_url, deadline_s=spec.deadline_ms / 1000, **options
         )

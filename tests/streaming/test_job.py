@@ -245,3 +245,20 @@ def test_a_job_killed_after_a_checkpoint_resumes_with_every_event_once(kafka_boo
     assert "resuming from" in log.read_text()
     check_oracle(run, predictions, dead)
     assert len(predictions) + len(dead) == 10_000
+
+
+def test_a_bounded_run_flushes_its_last_partial_batch(kafka_bootstrap, server, features, tmp_path):
+    # a batch that never fills and a wait that never elapses: only the end of the input can flush it
+    run = make_run(tmp_path, features, kafka_bootstrap, batch_size=1000, batch_wait_ms=60_000)
+    produce(run, kafka_bootstrap, 100)
+    log = tmp_path / "job.log"
+    job = start_job(run, server, tmp_path / "checkpoints", bounded=True, log=log)
+    try:
+        assert job.wait(timeout=300) == 0, log.read_text()[-3000:]
+    finally:
+        if job.poll() is None:
+            os.killpg(job.pid, signal.SIGKILL)
+            job.wait()
+    predictions, dead = drain(run, kafka_bootstrap, expected=100, timeout_s=60)
+    check_oracle(run, predictions, dead)
+    assert len(predictions) + len(dead) == 100
