@@ -9,13 +9,16 @@ Accepted Python values, per Avro type: null ``None``; boolean ``bool``; int/long
 range); float/double ``int`` or ``float`` (not ``bool``); bytes ``bytes``/``bytearray``; string ``str``;
 enum a symbol; fixed ``bytes`` of the size; array ``list``/``tuple``; map a ``Mapping`` with ``str`` keys;
 record a ``Mapping`` holding every field without a default and no other key. Logical types also accept what
-fastavro converts: ``datetime``/``date``/``time`` for the time types, ``uuid.UUID``, ``decimal.Decimal``.
+fastavro converts: ``datetime``/``date``/``time`` for the time types, ``uuid.UUID``, ``decimal.Decimal``. A
+``uuid`` string must be a UUID in its canonical 8-4-4-4-12 hex form (any case), as the Avro specification
+(RFC 4122) and JSON Schema's ``format: uuid`` say.
 """
 
 from __future__ import annotations
 
 import datetime
 import decimal
+import re
 import uuid
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -36,6 +39,9 @@ _LOGICAL_EXTRAS: dict[str, tuple[type, ...]] = {
     "uuid": (uuid.UUID,),
     "decimal": (decimal.Decimal,),
 }
+
+
+_UUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
 
 
 class Invalid(Exception):
@@ -110,7 +116,7 @@ class _Compiler:
         if kind in ("float", "double"):
             return _number(kind, extras)
         if kind == "string":
-            return _instance(str, "string", extras)
+            return _uuid_string if logical == "uuid" else _instance(str, "string", extras)
         if kind == "bytes":
             return _instance((bytes, bytearray), "bytes", extras)
         raise ValueError(f"unknown Avro type {kind!r}")  # normalize() has validated the schema
@@ -303,6 +309,15 @@ def _number(kind: str, extras: tuple[type, ...]) -> Validator:
             raise Invalid(f"expected {kind}, got {_shown(value)} ({type(value).__name__})")
 
     return check
+
+
+def _uuid_string(value: Any) -> None:
+    if isinstance(value, uuid.UUID):
+        return
+    if not isinstance(value, str):
+        raise Invalid(f"expected a UUID string, got {_shown(value)} ({type(value).__name__})")
+    if _UUID.fullmatch(value) is None:
+        raise Invalid(f"{_shown(value)} is not a UUID (8-4-4-4-12 hex digits)")
 
 
 def _instance(types: type | tuple[type, ...], kind: str, extras: tuple[type, ...]) -> Validator:
