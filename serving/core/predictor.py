@@ -39,6 +39,10 @@ from vatic.serving.config.model import ServiceConfig
 from vatic.serving.core.retry import RetryPolicy
 from vatic.serving.core.tensors import build_inputs, output_value
 
+#: 5xx answers that say the server (or what is behind it) is unavailable, whatever the input: retried as an
+#: outage and never counted towards a poison verdict (an overloaded or degraded server is often still "ready")
+OUTAGE_STATUSES = frozenset({502, 503, 504})
+
 
 class InputProblem(DataError):
     """An event that cannot be turned into model inputs (absent field, unknown category, wrong type)."""
@@ -242,8 +246,8 @@ class Predictor:
             try:
                 return await self.inference.infer(model, request, version=version, deadline_s=self.config.timeout_s)
             except ModelServerUnavailable as exc:
-                if exc.status is None or exc.status < 500:
-                    raise  # unreachable or overloaded: an outage
+                if exc.status is None or exc.status < 500 or exc.status in OUTAGE_STATUSES:
+                    raise  # unreachable, overloaded or answering "unavailable": an outage, never poison
                 if not await self._server_healthy():
                     raise
                 suspicious += 1

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from tests.fixtures import feast_repo
-from tests.fixtures.model_server import CRASH, REJECT, ModelRepo, build_model_repo, model_server
+from tests.fixtures.model_server import CRASH, REJECT, UNAVAILABLE, ModelRepo, build_model_repo, model_server
 from vatic.connectors.errors import (
     MissingFeatures,
     ModelFailedOnInput,
@@ -209,6 +209,14 @@ def test_a_poison_input_is_dead_lettered_after_bounded_attempts(server, features
     assert isinstance(failure.error, ModelFailedOnInput)
     assert failure.attempts == 3
     assert sorted(i for i, _ in result.predictions) == [0, 1, 2, 3, 4, 6, 7]
+
+
+def test_a_503_while_ready_is_an_outage_never_poison(server, features_repo):
+    # a server that answers 503 "for a while" still reports ready: its answers must not dead-letter good events
+    events = [event(i) for i in range(4)]
+    events[2]["note"] = UNAVAILABLE  # the model answers 503 for any request holding this event
+    with pytest.raises(ModelServerUnavailable, match="503"):
+        run(echo_config(), server, events, features_repo, retry=RetryPolicy(budget_s=1.0, initial_backoff_s=0.01))
 
 
 def test_an_outage_is_raised_for_the_batch_never_dead_lettered(tmp_path):
