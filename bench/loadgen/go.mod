@@ -1,0 +1,3 @@
+module vatic.dev/bench/loadgen
+
+go 1.26

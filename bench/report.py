@@ -1,0 +1,295 @@
+"""bench/results/summary.json and bench/results/report.md (with PNG plots), rewritten by every run."""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import subprocess
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from bench.common import PIPELINE_PY, SERVER_PY, machine
+
+TITLES = {
+    "streaming": "1. Streaming: vatic's Flink job vs a naive per-event pipeline",
+    "rest": "2. REST: vatic's model server and gateway vs stock MLServer",
+    "features": "3. Features: vatic's FeatureClient vs Feast get_online_features",
+    "batching": "4. Adaptive batching on vs off (vatic's model server)",
+    "gpu": "5. GPU: product categorization runtime, GPU vs CPU",
+}
+
+
+def _version(python: Path, *packages: str) -> dict[str, str]:
+    code = (
+        "import json, sys, importlib.metadata as m\n"
+        "out = {}\n"
+        "for p in sys.argv[1:]:\n"
+        "    try: out[p] = m.version(p)\n"
+        "    except m.PackageNotFoundError: out[p] = 'absent'\n"
+        "print(json.dumps(out))"
+    )
+    try:
+        done = subprocess.run(
+            [str(python), "-c", code, *packages], capture_output=True, text=True, timeout=60, check=False
+        )
+        result: dict[str, str] = json.loads(done.stdout)
+        return result
+    except (OSError, ValueError, subprocess.TimeoutExpired):
+        return dict.fromkeys(packages, "unknown")
+
+
+def versions() -> dict[str, str]:
+    """Versions of what was measured."""
+    out: dict[str, str] = {"python": sys.version.split()[0]}
+    out.update(_version(SERVER_PY, "mlserver", "mlserver-lightgbm", "lightgbm"))
+    pipeline = _version(PIPELINE_PY, "apache-flink", "feast", "confluent-kafka")
+    out.update({"flink (apache-flink)": pipeline["apache-flink"], "feast": pipeline["feast"]})
+    out["confluent-kafka"] = pipeline["confluent-kafka"]
+    try:
+        from vatic.connectors.local import artifacts
+
+        kafka = next((str(getattr(artifacts, n)) for n in dir(artifacts) if n.upper().startswith("KAFKA_VERSION")), "")
+        out["kafka"] = kafka or "4.1.1"
+    except ImportError:
+        out["kafka"] = "unknown"
+    try:
+        go = subprocess.run(["go", "version"], capture_output=True, text=True, timeout=10, check=False).stdout.split()
+        out["go (load generator)"] = go[2] if len(go) > 2 else "unknown"
+    except OSError:
+        out["go (load generator)"] = "absent"
+    return out
+
+
+def shortfall(row: dict[str, Any]) -> str:
+    """How far a missed target is from being met, in words."""
+    target, ratio, vatic = str(row["target"]), float(row["ratio"]), float(row["vatic"])
+    match = re.match(r"([<>]=)\s*([\d,.]+)\s*(x|.*)$", target)
+    if not match:
+        return ""
+    op, number, unit = match.group(1), float(match.group(2).replace(",", "")), match.group(3).strip()
+    value = ratio if unit == "x" else vatic
+    if op == ">=":
+        return (
+            f"short by {number / value:.2f}x (needs {number:g}{unit if unit == 'x' else ' ' + unit}, got {value:.3g})"
+        )
+    return f"over by {value / number:.2f}x (needs <= {number:g}{unit if unit == 'x' else ' ' + unit}, got {value:.3g})"
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, float):
+        if math.isnan(value):
+            return "n/a"
+        return f"{value:,.0f}" if abs(value) >= 100 else f"{value:.2f}" if abs(value) >= 0.01 else f"{value:.3g}"
+    return str(value)
+
+
+def plots(results: dict[str, Any], folder: Path) -> list[str]:  # noqa: PLR0915 - one block per figure
+    """The PNG plots; returns their file names."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    made: list[str] = []
+    rest = results.get("rest")
+    batching = results.get("batching")
+    if rest:
+        fig, ax = plt.subplots(figsize=(6.5, 4))
+        for name, cells in rest["closed"].items():
+            xs = sorted(int(c) for c in cells)
+            ax.plot(xs, [cells[str(c)]["rps"] for c in xs], marker="o", label=name)
+        if batching:
+            cells = batching["closed"]["on"]
+            xs = sorted(int(c) for c in cells)
+            ax.plot(xs, [cells[str(c)]["rps"] for c in xs], marker="s", linestyle="--", label="vatic, batching on")
+        ax.set_xscale("log", base=2)
+        ax.set_xlabel("concurrency (closed loop)")
+        ax.set_ylabel("req/s (median of repeats)")
+        ax.set_title("REST throughput vs concurrency")
+        ax.grid(alpha=0.3)
+        ax.legend()
+        fig.tight_layout()
+        fig.savefig(folder / "rest_throughput.png", dpi=110)
+        plt.close(fig)
+        made.append("rest_throughput.png")
+    streaming = results.get("streaming")
+    if rest or streaming:
+        panels = [p for p in ("rest", "streaming") if results.get(p)]
+        fig, axes = plt.subplots(1, len(panels), figsize=(6.5 * len(panels), 4), squeeze=False)
+        for ax, panel in zip(axes[0], panels, strict=True):
+            if panel == "rest":
+                curves = {n: v["cdf"] for n, v in rest["open"].items() if v.get("cdf")}  # type: ignore[index]
+                rate = next(iter(rest["open"].values()))["rate"]  # type: ignore[index]
+                ax.set_title(f"REST latency CDF, open loop at {rate:.0f} req/s")
+            else:
+                curves = {n: v["cdf"] for n, v in streaming["latency"].items()}  # type: ignore[index]
+                ax.set_title("Event-to-prediction latency CDF at 50% of max")
+            for name, points in curves.items():
+                ax.plot([max(p[0], 0.01) for p in points], [p[1] for p in points], marker=".", label=name)
+            ax.set_xscale("log")
+            ax.set_xlabel("latency (ms)")
+            ax.set_ylabel("fraction of requests")
+            ax.grid(alpha=0.3)
+            ax.legend()
+        fig.tight_layout()
+        fig.savefig(folder / "latency_cdf.png", dpi=110)
+        plt.close(fig)
+        made.append("latency_cdf.png")
+    if streaming and streaming.get("batch_sweep"):
+        sweep = streaming["batch_sweep"]
+        xs = sorted(int(s) for s in sweep)
+        fig, ax = plt.subplots(figsize=(6.5, 4))
+        ax.plot(xs, [sweep[str(x)] for x in xs], marker="o", label=f"vatic job (p={streaming['best_parallelism']})")
+        naive = [r["eps"] for r in streaming["naive_runs"]]
+        ax.axhline(sorted(naive)[len(naive) // 2], color="gray", linestyle="--", label="naive per-event pipeline")
+        ax.set_xscale("log", base=2)
+        ax.set_xlabel("streaming.batch_size (events per V2 call)")
+        ax.set_ylabel("events/s")
+        ax.set_title("Streaming throughput vs micro-batch size")
+        ax.grid(alpha=0.3)
+        ax.legend()
+        fig.tight_layout()
+        fig.savefig(folder / "batch_size.png", dpi=110)
+        plt.close(fig)
+        made.append("batch_size.png")
+    return made
+
+
+def _profile_lines(name: str, profile: dict[str, Any]) -> list[str]:
+    if not profile.get("samples"):
+        return [f"- `{name}`: no samples ({profile.get('note', 'py-spy saw no Python frames')})"]
+    lines = [f"- `{name}` ({profile['samples']} samples). Own time, top frames:"]
+    lines += [f"    - {share:5.1f}% `{frame}`" for frame, share in profile["self"][:6]]
+    lines.append("  Inclusive (where the time goes):")
+    lines += [f"    - {share:5.1f}% `{frame}`" for frame, share in profile["inclusive"][:6]]
+    return lines
+
+
+def write(results: dict[str, Any], options: Any, started: datetime, folder: Path) -> dict[str, Any]:
+    """Write summary.json, report.md and the plots into ``folder``; returns the summary."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for old in folder.glob("*.png"):
+        old.unlink()
+    rows = [row for name in TITLES for row in results.get(name, {}).get("rows", [])]
+    summary = {
+        "date": started.isoformat(timespec="seconds"),
+        "finished": datetime.now(UTC).isoformat(timespec="seconds"),
+        "mode": "quick" if options.quick else "full",
+        "repeats": options.repeats,
+        "machine": machine(),
+        "versions": versions(),
+        "targets": [{k: v for k, v in r.items() if k != "profile_pid"} for r in rows],
+        "targets_met": f"{sum(1 for r in rows if r['met'])}/{sum(1 for r in rows if r['met'] is not None)}",
+        "comparisons": {
+            name: {
+                "targets": [
+                    {k: r[k] for k in ("id", "metric", "unit", "vatic", "baseline", "ratio", "target", "met")}
+                    for r in results[name].get("rows", [])
+                ],
+                "details": {k: v for k, v in results[name].items() if k != "rows"},
+            }
+            for name in TITLES
+            if name in results
+        },
+    }
+    (folder / "summary.json").write_text(json.dumps(summary, indent=2, default=str) + "\n", encoding="utf-8")
+    images = plots(results, folder)
+    m = summary["machine"]
+    lines = [
+        "# vatic benchmarks",
+        "",
+        f"Generated by `make bench{'-quick' if options.quick else ''}` on {summary['date']} "
+        f"({summary['mode']} run, {options.repeats} repeat(s), baseline and vatic alternating; medians).",
+        f"Machine: {m['cores']} cores, {m['cpu_model']}, {m['memory_gb']} GB; load average at start "
+        f"{m['load_avg_1m_at_start']}. Other processes shared the CPU unless the load average says otherwise.",
+        "Versions: " + ", ".join(f"{k} {v}" for k, v in summary["versions"].items()) + ".",
+        "",
+        "| comparison | metric | vatic | baseline | ratio | target | met |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        met = "skipped" if r["met"] is None else "yes" if r["met"] else "**no**: " + shortfall(r)
+        lines.append(
+            f"| {r['comparison']} | {r['metric']} ({r['unit']}) | {_fmt(r['vatic'])} | {_fmt(r['baseline'])} | "
+            f"{_fmt(r['ratio'])}x | {r['target']} | {met} |"
+        )
+    lines.append("")
+    for image in images:
+        lines += [f"![{image}]({image})", ""]
+    for name, title in TITLES.items():
+        if name not in results:
+            continue
+        data = results[name]
+        lines += [f"## {title}", ""]
+        if data.get("skipped"):
+            lines += [f"Skipped: {data['skipped']}", ""]
+        lines += _details(name, data)
+        profiles = data.get("profiles") or {}
+        missed = [r for r in data.get("rows", []) if r["met"] is False]
+        if missed:
+            lines += ["", "Missed targets: " + "; ".join(f"`{r['id']}` {shortfall(r)}" for r in missed) + "."]
+            if profiles:
+                lines += ["", "What the profile (py-spy, a few seconds under load) shows:", ""]
+                for pname, profile in profiles.items():
+                    lines += _profile_lines(pname, profile)
+        lines.append("")
+    (folder / "report.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return summary
+
+
+def _details(name: str, data: dict[str, Any]) -> list[str]:
+    lines: list[str] = []
+    if name in ("rest", "batching") and data.get("closed"):
+        lines += ["| server | c | req/s | p50 ms | p99 ms | errors |", "|---|---|---|---|---|---|"]
+        for server, cells in data["closed"].items():
+            for c in sorted(cells, key=int):
+                cell = cells[c]
+                lines.append(
+                    f"| {server} | {c} | {cell['rps']:,.0f} | {cell['p50_ms']:.2f} | {cell['p99_ms']:.2f} | "
+                    f"{cell['errors']} |"
+                )
+        if data.get("open"):
+            lines += ["", "Open loop (constant arrival rate, latency from the scheduled send time):", ""]
+            for server, cell in data["open"].items():
+                lines.append(
+                    f"- {server}: {cell['rate']:.0f} req/s, p50 {cell['p50_ms']:.2f} ms, p99 {cell['p99_ms']:.2f} ms"
+                )
+        if data.get("settings"):
+            lines += ["", f"Settings: `{json.dumps(data['settings'])}`"]
+    if name == "features" and data.get("cells"):
+        lines += [
+            "| store, entities | vatic p50 us | vatic p99 us | Feast p50 us | Feast p99 us |",
+            "|---|---|---|---|---|",
+        ]
+        for cell_name, cell in data["cells"].items():
+            lines.append(
+                f"| {cell_name} | {cell['vatic']['p50_us']:,.1f} | {cell['vatic']['p99_us']:,.1f} | "
+                f"{cell['feast']['p50_us']:,.1f} | {cell['feast']['p99_us']:,.1f} |"
+            )
+    if name == "streaming" and data.get("by_parallelism"):
+        lines.append(f"- vatic job mode: {data.get('mode')}")
+        lines += [f"- note: {note}" for note in data.get("notes", [])]
+        naive = ", ".join(f"{r['eps']:,.0f}" for r in data["naive_runs"])
+        lines.append(f"- naive pipeline events/s per run: {naive}")
+        for p, runs in data["vatic_runs"].items():
+            lines.append(
+                f"- vatic job, parallelism {p}, events/s per run: " + ", ".join(f"{r['eps']:,.0f}" for r in runs)
+            )
+        if data.get("batch_sweep"):
+            lines.append(
+                "- events/s by batch size: "
+                + ", ".join(f"{size}: {eps:,.0f}" for size, eps in data["batch_sweep"].items())
+            )
+        for who, lat in data["latency"].items():
+            lines.append(
+                f"- latency, {who} at {lat['rate']:,.0f} events/s: p50 {lat['p50_ms']:.0f} ms, p99 "
+                f"{lat['p99_ms']:.0f} ms, max {lat['max_ms']:.0f} ms ({lat['received']}/{lat['sent']} back)"
+            )
+    if name == "gpu" and data.get("cells"):
+        lines += ["| device | batch | rows/s | p50 ms |", "|---|---|---|---|"]
+        for cell in data["cells"]:
+            lines.append(f"| {cell['device']} | {cell['batch']} | {cell['rows_per_s']:,.0f} | {cell['p50_ms']:.2f} |")
+    return lines

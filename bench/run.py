@@ -1,0 +1,147 @@
+"""``make bench``: vatic against what users would run instead, side by side on this machine.
+
+Usage (from the checkout root)::
+
+    .venv/pipeline/bin/python -m bench.run [--quick] [--only streaming,rest,features,batching,gpu]
+                                           [--repeats N] [--duration S] [--base-port P] [--no-profile]
+
+Comparisons (issue 6): ``streaming`` (vatic's Flink job vs a naive per-event pipeline), ``rest`` (vatic's model
+server and gateway vs stock MLServer 1.7.1 with default settings), ``features`` (vatic's FeatureClient vs
+Feast), ``batching`` (MLServer adaptive batching on/off), ``gpu`` (skipped without a GPU).
+
+It brings up what each comparison needs with vatic's stack code (ports and state folder from ``VATIC_STACK_*``;
+the extra servers on ``--base-port`` .. +5), prints a progress line per measurement, and stops what it started.
+Results: ``bench/results/summary.json``, ``bench/results/report.md`` and PNG plots, rewritten by every run
+(``--only`` keeps the other comparisons' previous results in the summary). Exit status 0 when every
+comparison ran (missed targets are results, not failures), 2 with one line when a component is missing or fails.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+if __package__ in (None, ""):  # `python bench/run.py`: make the checkout importable as `bench`
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench.common import RESULTS, ROOT, BenchError, Options, build_loadgen, say
+
+COMPARISONS = ("streaming", "rest", "features", "batching", "gpu")
+
+
+def parse(argv: list[str] | None) -> Options:
+    parser = argparse.ArgumentParser(prog="bench", description="vatic's side-by-side benchmarks (issue 6)")
+    parser.add_argument("--quick", action="store_true", help="short runs, one repeat (< 3 minutes)")
+    parser.add_argument("--only", default="", help=f"comma-separated subset of {','.join(COMPARISONS)}")
+    parser.add_argument("--repeats", type=int, default=None, help="repeats per cell (default 3; --quick: 1)")
+    parser.add_argument("--duration", type=float, default=None, help="seconds per load run (default 5; quick 2)")
+    parser.add_argument("--base-port", type=int, default=8210, help="first of 6 ports for the extra servers")
+    parser.add_argument("--results", type=Path, default=RESULTS, help="output folder (default bench/results)")
+    parser.add_argument(
+        "--stream-mode", choices=("vectorized", "async"), default=None, help="vatic job mode (default: service's)"
+    )
+    parser.add_argument("--no-profile", action="store_true", help="skip py-spy profiles of missed targets")
+    args = parser.parse_args(argv)
+    only = [c.strip() for c in args.only.split(",") if c.strip()]
+    unknown = [c for c in only if c not in COMPARISONS]
+    if unknown:
+        parser.error(f"unknown comparison(s) {unknown}; choose from {', '.join(COMPARISONS)}")
+    repeats = args.repeats if args.repeats is not None else (1 if args.quick else 3)
+    if repeats < 1:
+        parser.error("--repeats must be >= 1")
+    duration = args.duration if args.duration is not None else (2.0 if args.quick else 5.0)
+    if duration <= 0:
+        parser.error("--duration must be positive")
+    return Options(
+        quick=args.quick, only=only, repeats=repeats, duration_s=duration,
+        warmup_s=0.5 if args.quick else 1.0, base_port=args.base_port, results=args.results.resolve(),
+        profile=not args.no_profile, stream_mode=args.stream_mode,
+    )  # fmt: skip
+
+
+def run(options: Options) -> dict[str, Any]:
+    """Run the selected comparisons; returns the summary written."""
+    from bench import report
+    from bench.stack import BenchStack
+
+    started = datetime.now(UTC)
+    options.tmp.mkdir(parents=True, exist_ok=True)
+    previous: dict[str, Any] = {}
+    summary_path = options.results / "summary.json"
+    if options.only and summary_path.is_file():
+        try:
+            previous = json.loads(summary_path.read_text()).get("raw", {})
+        except ValueError:
+            previous = {}
+    results: dict[str, Any] = {k: v for k, v in previous.items() if k not in options.only}
+    loadgen = build_loadgen() if any(options.wants(c) for c in ("rest", "batching")) else None
+    stack = BenchStack(options)
+    stack.preflight()
+    try:
+        if options.wants("rest") or options.wants("batching"):
+            from bench.workload import write_bodies
+
+            bodies = write_bodies(options.tmp / "bodies")
+        if options.wants("rest"):
+            from bench.rest import rest
+
+            say("== 2. REST: vatic's model server and gateway vs stock MLServer")
+            assert loadgen is not None
+            results["rest"] = rest(options, stack, loadgen, bodies)
+        if options.wants("batching"):
+            from bench.rest import batching
+
+            say("== 4. adaptive batching on vs off")
+            assert loadgen is not None
+            results["batching"] = batching(options, stack, loadgen, bodies)
+        if options.wants("features"):
+            from bench.features import features
+
+            say("== 3. features: vatic's FeatureClient vs Feast")
+            results["features"] = features(options, stack)
+        if options.wants("streaming"):
+            from bench.streaming import streaming
+
+            stack.stop("gateway")  # frees a core's worth of memory and CPU for the job
+            say("== 1. streaming: vatic's job vs the naive pipeline")
+            results["streaming"] = streaming(options, stack)
+        if options.wants("gpu"):
+            from bench.gpu import gpu
+
+            say("== 5. GPU")
+            results["gpu"] = gpu(options)
+    finally:
+        stack.close()
+    summary = report.write(results, options, started, options.results)
+    summary["raw"] = results
+    summary_path.write_text(json.dumps(summary, indent=2, default=str) + "\n", encoding="utf-8")
+    return summary
+
+
+def main(argv: list[str] | None = None) -> int:
+    options = parse(argv)
+    os.chdir(ROOT)
+    began = time.monotonic()
+    try:
+        summary = run(options)
+    except BenchError as exc:
+        print(f"bench: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("bench: interrupted (started components were stopped)", file=sys.stderr)
+        return 130
+    say(
+        f"done in {time.monotonic() - began:.0f}s: {summary['targets_met']} targets met; "
+        f"report {options.results / 'report.md'}"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

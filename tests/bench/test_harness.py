@@ -1,0 +1,174 @@
+"""Smoke tests of the benchmark harness itself (bench/): the Go load generator against a tiny local HTTP server,
+profile summaries, option parsing, and summary/report writing from a small result set. No timed assertions:
+the numbers are whatever this machine gives; only their shape and consistency are checked.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import threading
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from bench import report
+from bench.common import BenchError, Options, build_loadgen, run_load, summarize_profile
+from bench.run import parse
+
+GO = shutil.which("go") or ("/usr/local/go/bin/go" if Path("/usr/local/go/bin/go").is_file() else None)
+
+
+class _Handler(BaseHTTPRequestHandler):
+    """POST /ok answers the body's length as JSON; any other path answers 500."""
+
+    def do_POST(self) -> None:
+        length = int(self.headers.get("Content-Length", 0))
+        body = self.rfile.read(length)
+        status = 200 if self.path == "/ok" else 500
+        payload = json.dumps({"received": len(body)}).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(payload)))
+        self.end_headers()
+        self.wfile.write(payload)
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[str]:
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{httpd.server_address[1]}"
+    httpd.shutdown()
+
+
+@pytest.fixture(scope="module")
+def loadgen(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    if GO is None:
+        pytest.skip("Go is not installed: the load generator cannot be built")
+    return build_loadgen(tmp_path_factory.mktemp("cache"))
+
+
+@pytest.fixture
+def bodies(tmp_path: Path) -> Path:
+    path = tmp_path / "bodies.jsonl"
+    path.write_text('{"a": 1}\n{"b": 2}\n')
+    return path
+
+
+def _consistent(raw: dict[str, Any]) -> None:
+    assert raw["count"] > 0
+    assert raw["errors"] == 0
+    assert 0 < raw["p50_ms"] <= raw["p90_ms"] <= raw["p99_ms"] <= raw["max_ms"]
+    fractions = [q for _, q in raw["cdf"]]
+    values = [v for v, _ in raw["cdf"]]
+    assert fractions == sorted(fractions)
+    assert fractions[-1] == 1
+    assert values == sorted(values)
+    assert values[-1] == raw["max_ms"]
+    assert raw["statuses"] == {"200": raw["count"]}
+
+
+def test_closed_loop(loadgen: Path, server: str, bodies: Path) -> None:
+    result = run_load(loadgen, server + "/ok", bodies=bodies, concurrency=4, duration_s=0.5, warmup_s=0.1)
+    assert result.raw["mode"] == "closed"
+    assert result.raw["concurrency"] == 4
+    _consistent(result.raw)
+    assert result.rps == pytest.approx(result.raw["count"] / 0.5)
+
+
+def test_open_loop_sends_at_the_rate(loadgen: Path, server: str, bodies: Path) -> None:
+    result = run_load(loadgen, server + "/ok", bodies=bodies, rate=200, duration_s=0.5, warmup_s=0.1)
+    assert result.raw["mode"] == "open"
+    assert result.raw["target_rate"] == 200
+    _consistent(result.raw)
+    # open loop: exactly the scheduled requests of the measured window are counted
+    assert result.raw["count"] == 100
+
+
+def test_errors_are_counted_and_a_dead_target_is_one_line(loadgen: Path, server: str, bodies: Path) -> None:
+    with pytest.raises(BenchError, match=r"every request to .*/fail failed: HTTP 500"):
+        run_load(loadgen, server + "/fail", bodies=bodies, concurrency=1, duration_s=0.3, warmup_s=0.1)
+
+
+def test_profile_summary(tmp_path: Path) -> None:
+    raw = tmp_path / "profile.txt"
+    raw.write_text(
+        "process 1:main;<module> (a/run.py:1);work (pkg/mod.py:10);parse (pkg/json.py:3) 30\n"
+        "process 1:main;<module> (a/run.py:1);work (pkg/mod.py:10) 10\n"
+        "process 1:main;<module> (a/run.py:1);idle (pkg/loop.py:5) 60\n"
+    )
+    summary = summarize_profile(raw)
+    assert summary["samples"] == 100
+    assert summary["self"][0] == ["idle (pkg/loop.py)", 60.0]
+    assert ["work (pkg/mod.py)", 40.0] in summary["inclusive"]
+    assert summarize_profile(tmp_path / "absent.txt")["samples"] == 0
+
+
+def test_options() -> None:
+    quick = parse(["--quick", "--only", "rest,features"])
+    assert quick.quick
+    assert quick.repeats == 1
+    assert quick.only == ["rest", "features"]
+    assert quick.wants("rest")
+    assert not quick.wants("streaming")
+    assert parse([]).repeats == 3
+    with pytest.raises(SystemExit):
+        parse(["--only", "nonsense"])
+
+
+def _row(comparison: str, ident: str, vatic: float, baseline: float, target: str, met: bool) -> dict[str, Any]:
+    return {
+        "id": ident, "comparison": comparison, "metric": ident, "unit": "x", "vatic": vatic,
+        "baseline": baseline, "ratio": vatic / baseline, "target": target, "met": met,
+    }  # fmt: skip
+
+
+def test_summary_and_report(tmp_path: Path) -> None:
+    cell = {"rps": 100.0, "p50_ms": 1.0, "p99_ms": 2.0, "errors": 0}
+    cdf = [[0.5, 0.1], [1.0, 0.5], [2.0, 1.0]]
+    results = {
+        "rest": {
+            "closed": {"stock": {"1": cell, "16": cell}, "vatic": {"1": cell, "16": {**cell, "rps": 300.0}}},
+            "open": {"stock": {"rate": 50, "p50_ms": 1, "p99_ms": 2, "cdf": cdf}},
+            "rows": [_row("rest", "rest_c16_throughput", 300.0, 100.0, ">= 2.5x", True)],
+            "profiles": {},
+        },
+        "streaming": {
+            "vatic_runs": {"1": [{"eps": 4000.0}]},
+            "naive_runs": [{"eps": 500.0}],
+            "by_parallelism": {"1": 4000.0},
+            "best_parallelism": 1,
+            "batch_sweep": {"1": 900.0, "64": 4000.0},
+            "latency": {
+                n: {"rate": 10, "p50_ms": 5, "p99_ms": 9, "max_ms": 9, "received": 3, "sent": 3, "cdf": cdf}
+                for n in ("vatic", "naive")
+            },
+            "rows": [_row("streaming", "streaming_vs_naive", 4000.0, 500.0, ">= 10x", False)],
+            "profiles": {"vatic-job": {"samples": 10, "self": [["f (a.py)", 60.0]], "inclusive": [["g (b.py)", 90.0]]}},
+        },
+        "gpu": {"skipped": "no GPU", "rows": []},
+    }
+    options = Options(quick=True, repeats=1, results=tmp_path)
+    summary = report.write(results, options, datetime.now(UTC), tmp_path)
+    stored = json.loads((tmp_path / "summary.json").read_text())
+    assert stored["targets"] == json.loads(json.dumps(summary["targets"]))
+    assert {t["id"]: t["met"] for t in stored["targets"]} == {"rest_c16_throughput": True, "streaming_vs_naive": False}
+    assert {t["id"]: t["ratio"] for t in stored["targets"]} == {"rest_c16_throughput": 3.0, "streaming_vs_naive": 8.0}
+    assert stored["machine"]["cores"]
+    assert "mlserver" in stored["versions"]
+    text = (tmp_path / "report.md").read_text()
+    assert "| streaming | streaming_vs_naive (x) | 4,000 | 500 | 8.00x | >= 10x | **no**: short by 1.25x" in text
+    assert "`f (a.py)`" in text
+    assert "Skipped: no GPU" in text
+    for image in ("rest_throughput.png", "latency_cdf.png", "batch_size.png"):
+        assert (tmp_path / image).read_bytes()[:4] == b"\x89PNG"
+        assert f"]({image})" in text
