@@ -27,7 +27,7 @@ export UV_CACHE_DIR := $(CURDIR)/$(CACHE)/uv
 export UV_PYTHON_DOWNLOADS := never
 export UV_LINK_MODE := copy
 
-.PHONY: help setup envs system-deps artifacts usecases test test-pipeline test-server lint fmt demo stack-up stack-down clean
+.PHONY: help setup envs system-deps artifacts usecases test test-pipeline test-server lint fmt demo stack-up stack-down clean bench bench-quick
 
 help:
 	@sed -n '2,7p' Makefile | sed 's/^# \{0,1\}//'
@@ -112,6 +112,18 @@ lint: envs
 fmt: envs
 	$(PIPE)/bin/ruff format .
 	$(PIPE)/bin/ruff check --fix .
+
+# --- benchmarks (issue 6) ------------------------------------------------------------------------------
+
+# Side by side with the baselines on this machine; writes bench/results/{summary.json,report.md,*.png}.
+# Not part of `make test`. BENCH_ARGS="--only rest,features" runs a subset.
+BENCH_ARGS ?=
+
+bench: setup
+	$(PIPE)/bin/python -m bench.run $(BENCH_ARGS)
+
+bench-quick: setup
+	$(PIPE)/bin/python -m bench.run --quick $(BENCH_ARGS)
 
 # --- demo and stack --------------------------------------------------------------------------------------
 
