@@ -19,6 +19,8 @@ from __future__ import annotations
 
 import logging
 import sys
+import time
+import urllib.parse
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -30,17 +32,37 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import ORJSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from vatic.connectors.errors import ConfigError, ModelServerUnavailable, Retryable
+from vatic.connectors.errors import ConfigError, ModelNotFound, ModelServerUnavailable, Retryable
 from vatic.schemas.validate import InvalidRecord
 from vatic.serving.config import load_service
 from vatic.serving.core.batcher import Rejected
 from vatic.serving.gateway.errors import from_exception, problem
 from vatic.serving.gateway.metrics import GatewayMetrics
-from vatic.serving.gateway.middleware import BodyTooLarge, GatewayMiddleware, JsonFormatter
+from vatic.serving.gateway.middleware import OPEN_PREFIXES, BodyTooLarge, GatewayMiddleware, JsonFormatter
+from vatic.serving.gateway.openapi import (
+    LIVE,
+    READY,
+    SERVICE_DESCRIPTION,
+    SERVICE_LIST,
+    V2_ERROR,
+    V2_METADATA,
+    V2_REQUEST,
+    V2_RESPONSE,
+    enumerate_path_parameters,
+    error_responses,
+    json_body,
+    prediction_schema,
+    secure,
+)
 from vatic.serving.gateway.services import ServiceRuntime, request_schema
 from vatic.serving.gateway.settings import GatewaySettings
+from vatic.serving.gateway.v2 import MalformedRequest, check_request, parse_request
+from vatic.serving.runtimes.contract import BadInput, TensorDecl
 
 log = logging.getLogger("vatic.gateway")
+
+#: how long the pass-through trusts a model's declared inputs before asking its server again
+SIGNATURE_TTL_S = 30.0
 
 
 def configure_logging() -> None:
@@ -105,7 +127,11 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:  # noqa: PLR
 
     # -- health and metrics ------------------------------------------------------------------------------
 
-    @app.get("/v2/health/live", tags=["health"])
+    model_names = sorted({config.model.name for _, config in configs})
+    service_names = sorted({config.service for _, config in configs})
+    protected = error_responses(401)
+
+    @app.get("/v2/health/live", tags=["health"], responses={200: json_body(LIVE, "the process is up")})
     async def live() -> dict[str, bool]:
         """The process is up."""
         return {"live": True}
@@ -114,7 +140,14 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:  # noqa: PLR
     async def healthz() -> dict[str, bool]:
         return {"live": True}
 
-    @app.get("/v2/health/ready", tags=["health"], responses={503: {"description": "a model server is not ready"}})
+    @app.get(
+        "/v2/health/ready",
+        tags=["health"],
+        responses={
+            200: json_body(READY, "every model server is ready"),
+            503: json_body(READY, "a model server is not ready"),
+        },
+    )
     async def ready() -> Response:
         """Ready when every service's model answers its readiness probe."""
         states = {}
@@ -134,12 +167,16 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:  # noqa: PLR
 
     # -- services ----------------------------------------------------------------------------------------
 
-    @app.get("/v1/services", tags=["services"])
+    @app.get("/v1/services", tags=["services"], responses={200: json_body(SERVICE_LIST, "the services"), **protected})
     async def list_services() -> dict[str, Any]:
         """The services this gateway serves."""
         return {"services": [_summary(r) for r in services.values()]}
 
-    @app.get("/v1/services/{service}", tags=["services"], responses={404: {"description": "unknown service"}})
+    @app.get(
+        "/v1/services/{service}",
+        tags=["services"],
+        responses={200: json_body(SERVICE_DESCRIPTION, "the service"), **protected, **error_responses(404, 422)},
+    )
     async def describe(service: str) -> Response:
         runtime = services.get(service)
         if runtime is None:
@@ -178,11 +215,8 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:  # noqa: PLR
         return ORJSONResponse(prediction)
 
     responses: dict[int | str, dict[str, Any]] = {
-        404: {"description": "unknown service"},
-        413: {"description": "body over the size limit"},
-        422: {"description": "invalid event, missing features or input the model refuses"},
-        503: {"description": "model server or feature store unavailable, or model not ready"},
-        504: {"description": "deadline exceeded"},
+        200: json_body(prediction_schema(), "the prediction event (the record the stream writes)"),
+        **error_responses(401, 404, 413, 422, 503, 504),
     }
     # one documented operation per service (request body from its Avro input schema), then the generic route
     for _, config in configs:
@@ -212,45 +246,113 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:  # noqa: PLR
 
     # -- V2 pass-through ---------------------------------------------------------------------------------
 
-    async def forward(request: Request, model: str, suffix: str) -> Response:
+    # declared inputs per (model, version), from the model server's V2 metadata, for SIGNATURE_TTL_S seconds
+    signatures: dict[tuple[str, str | None], tuple[float, list[TensorDecl]]] = {}
+
+    async def declared_inputs(owner: ServiceRuntime, model: str, version: str | None) -> list[TensorDecl]:
+        """The inputs the model declares; empty when it declares none (yet) or the server does not know it (the
+        forwarded request then gets the server's own answer, e.g. 404 for an unknown version)."""
+        cached = signatures.get((model, version))
+        if cached is not None and cached[0] > time.monotonic():
+            return cached[1]
+        try:
+            metadata = await owner.client.metadata(model, version=version)
+            declared = [TensorDecl.from_dict(tensor) for tensor in metadata.inputs]  # type: ignore[arg-type]
+        except (ModelNotFound, ValueError):
+            return []
+        except ConfigError as exc:
+            log.warning("model metadata unusable: %s", exc.message, extra={"model": model})
+            return []
+        if declared:
+            signatures[(model, version)] = (time.monotonic() + SIGNATURE_TTL_S, declared)
+        return declared
+
+    async def check_infer(owner: ServiceRuntime, model: str, version: str | None, body: bytes) -> Response | None:
+        """None when ``body`` may be forwarded; else the answer (see :mod:`vatic.serving.gateway.v2`)."""
+        try:
+            tensors = parse_request(body)
+        except MalformedRequest as exc:
+            return problem(422, "invalid_request", exc.message, field=exc.field)
+        try:
+            check_request(tensors, await declared_inputs(owner, model, version))
+        except BadInput as exc:
+            return ORJSONResponse({"error": f"model {model}: {exc}"}, status_code=400)
+        except Retryable as exc:
+            return from_exception(exc)
+        return None
+
+    async def forward(
+        request: Request, model: str, suffix: str, *, version: str | None = None, infer: bool = False
+    ) -> Response:
         owner = next((r for r in services.values() if r.owns(model)), None)
         if owner is None:
             return problem(404, "not_found", f"no model {model!r} behind this gateway")
-        url = f"{owner.endpoint}/v2/models/{model}{suffix}"
+        body = await request.body()
+        if infer:
+            refused = await check_infer(owner, model, version, body)
+            if refused is not None:
+                return refused
+        url = f"{owner.endpoint}/v2/models/{urllib.parse.quote(model, safe='')}{suffix}"
         try:
             upstream = await app.state.passthrough.request(
                 request.method,
                 url,
-                content=await request.body(),
+                content=body,
                 headers={"content-type": request.headers.get("content-type", "application/json")},
             )
         except httpx.HTTPError as exc:
             down = ModelServerUnavailable(f"model server {owner.endpoint} unreachable: {exc}", service="model-server")
             return from_exception(down)
-        return Response(
-            upstream.content,
-            status_code=upstream.status_code,
-            media_type=upstream.headers.get("content-type", "application/json"),
-        )
+        # an empty body (readiness answers) carries no content type, whatever the server says it is
+        media_type = upstream.headers.get("content-type", "application/json") if upstream.content else None
+        return Response(upstream.content, status_code=upstream.status_code, media_type=media_type)
 
-    @app.post("/v2/models/{model}/infer", tags=["v2"])
+    v2_errors: dict[int | str, dict[str, Any]] = {
+        **error_responses(400, 404, 422, schema=V2_ERROR),
+        **protected,
+        **error_responses(413, 503),
+    }
+    infer: dict[str, Any] = {
+        "responses": {200: json_body(V2_RESPONSE, "the model's answer"), **v2_errors},
+        "openapi_extra": {"requestBody": {"required": True, "content": {"application/json": {"schema": V2_REQUEST}}}},
+    }
+
+    @app.post("/v2/models/{model}/infer", tags=["v2"], **infer)
     async def v2_infer(model: str, request: Request) -> Response:
         """V2 inference request passed through to the model's server."""
-        return await forward(request, model, "/infer")
+        return await forward(request, model, "/infer", infer=True)
 
-    @app.post("/v2/models/{model}/versions/{version}/infer", tags=["v2"])
+    @app.post("/v2/models/{model}/versions/{version}/infer", tags=["v2"], **infer)
     async def v2_infer_version(model: str, version: str, request: Request) -> Response:
-        return await forward(request, model, f"/versions/{version}/infer")
+        """V2 inference request for one version of the model, passed through to the model's server."""
+        suffix = f"/versions/{urllib.parse.quote(version, safe='')}/infer"
+        return await forward(request, model, suffix, version=version, infer=True)
 
-    @app.get("/v2/models/{model}", tags=["v2"])
+    @app.get("/v2/models/{model}", tags=["v2"], responses={200: json_body(V2_METADATA, "model metadata"), **v2_errors})
     async def v2_metadata(model: str, request: Request) -> Response:
+        """V2 model metadata from the model's server."""
         return await forward(request, model, "")
 
-    @app.get("/v2/models/{model}/ready", tags=["v2"])
+    @app.get(
+        "/v2/models/{model}/ready",
+        tags=["v2"],
+        response_class=Response,
+        responses={**v2_errors, 200: {"description": "the model is ready"}, 400: {"description": "not ready"}},
+    )
     async def v2_ready(model: str, request: Request) -> Response:
+        """V2 model readiness from the model's server (an empty body)."""
         return await forward(request, model, "/ready")
 
     token = settings.auth_token.get_secret_value() if settings.auth_token else None
+    plain_openapi = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            document = enumerate_path_parameters(plain_openapi(), {"model": model_names, "service": service_names})
+            app.openapi_schema = secure(document, OPEN_PREFIXES) if token else document
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
     app.add_middleware(
         GatewayMiddleware,
         metrics=metrics,
