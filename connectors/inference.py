@@ -549,12 +549,17 @@ def _describe(leaves: list[Any]) -> str:
 
 
 def _flatten(data: list[Any]) -> list[Any]:
+    """The leaves of nested lists, row-major; iterative, so that no nesting depth raises a RecursionError."""
     out: list[Any] = []
-    for item in data:
-        if isinstance(item, list):
-            out.extend(_flatten(item))
-        else:
+    stack = [iter(data)]
+    while stack:
+        for item in stack[-1]:
+            if isinstance(item, list):
+                stack.append(iter(item))
+                break
             out.append(item)
+        else:
+            stack.pop()
     return out
 
 

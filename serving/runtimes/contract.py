@@ -192,13 +192,22 @@ class RawTensor:
 
 
 def _flatten(data: Any) -> list[Any]:
+    """The leaves of nested lists, row-major. Iterative: a request nested a thousand levels deep (JSON parsers
+    accept about 1000) is refused by the size check, not by a RecursionError (a 500)."""
     if not isinstance(data, list | tuple):
         return [data]
     if not any(isinstance(item, list | tuple) for item in data):
         return list(data)
     flat: list[Any] = []
-    for item in data:
-        flat.extend(_flatten(item))
+    stack = [iter(data)]
+    while stack:
+        for item in stack[-1]:
+            if isinstance(item, list | tuple):
+                stack.append(iter(item))
+                break
+            flat.append(item)
+        else:
+            stack.pop()
     return flat
 
 
