@@ -45,6 +45,7 @@ class Options:
     profile: bool = True
     #: streaming.mode of vatic's job (None: the service config's, i.e. vectorized)
     stream_mode: str | None = None
+    report_only: bool = False
 
     @property
     def tmp(self) -> Path:
@@ -197,12 +198,24 @@ def summarize_profile(path: Path, top: int = 8) -> dict[str, Any]:
     if total == 0:
         return {"samples": 0, "self": [], "inclusive": []}
 
+    waiting = sum(n for frame, n in own.items() if frame.split(" ")[0].rsplit(".", 1)[-1] in _WAITING)
+    own = Counter({frame: n for frame, n in own.items() if frame.split(" ")[0].rsplit(".", 1)[-1] not in _WAITING})
+
     def share(counter: Counter[str]) -> list[list[Any]]:
         return [[name, round(100 * n / total, 1)] for name, n in counter.most_common(top)]
 
     # frames on (nearly) every stack are entry points and framework loops (typer, uvicorn, runpy): not informative
     inner = Counter({k: v for k, v in inclusive.items() if v < 0.6 * total and not k.startswith("<module>")})
-    return {"samples": total, "self": share(own), "inclusive": share(inner)}
+    return {
+        "samples": total,
+        "waiting_pct": round(100 * waiting / total, 1),
+        "self": share(own),
+        "inclusive": share(inner),
+    }
+
+
+#: leaf frames that are a thread waiting (locks, queues, sockets), not work
+_WAITING = frozenset({"wait", "channel_spin", "select", "poll", "epoll", "sleep", "acquire", "_wait_for_tstate_lock"})
 
 
 def _short(frame: str) -> str:

@@ -71,11 +71,11 @@ def shortfall(row: dict[str, Any]) -> str:
         return ""
     op, number, unit = match.group(1), float(match.group(2).replace(",", "")), match.group(3).strip()
     value = ratio if unit == "x" else vatic
+    need = f"{number:g}x" if unit == "x" else f"{number:,g} {unit}"
+    got = _fmt(float(value)) + ("x" if unit == "x" else f" {unit}")
     if op == ">=":
-        return (
-            f"short by {number / value:.2f}x (needs {number:g}{unit if unit == 'x' else ' ' + unit}, got {value:.3g})"
-        )
-    return f"over by {value / number:.2f}x (needs <= {number:g}{unit if unit == 'x' else ' ' + unit}, got {value:.3g})"
+        return f"short by {number / value:.2f}x (needs >= {need}, got {got})"
+    return f"over by {value / number:.2f}x (needs <= {need}, got {got})"
 
 
 def _fmt(value: Any) -> str:
@@ -161,7 +161,8 @@ def plots(results: dict[str, Any], folder: Path) -> list[str]:  # noqa: PLR0915 
 def _profile_lines(name: str, profile: dict[str, Any]) -> list[str]:
     if not profile.get("samples"):
         return [f"- `{name}`: no samples ({profile.get('note', 'py-spy saw no Python frames')})"]
-    lines = [f"- `{name}` ({profile['samples']} samples). Own time, top frames:"]
+    waiting = f", {profile['waiting_pct']}% of them threads waiting" if profile.get("waiting_pct") else ""
+    lines = [f"- `{name}` ({profile['samples']} samples{waiting}). Own time (not waiting), top frames:"]
     lines += [f"    - {share:5.1f}% `{frame}`" for frame, share in profile["self"][:6]]
     lines.append("  Inclusive (where the time goes):")
     lines += [f"    - {share:5.1f}% `{frame}`" for frame, share in profile["inclusive"][:6]]

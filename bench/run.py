@@ -46,6 +46,9 @@ def parse(argv: list[str] | None) -> Options:
     parser.add_argument(
         "--stream-mode", choices=("vectorized", "async"), default=None, help="vatic job mode (default: service's)"
     )
+    parser.add_argument(
+        "--report-only", action="store_true", help="re-render report.md and plots from the summary.json's results"
+    )
     parser.add_argument("--no-profile", action="store_true", help="skip py-spy profiles of missed targets")
     args = parser.parse_args(argv)
     only = [c.strip() for c in args.only.split(",") if c.strip()]
@@ -62,7 +65,24 @@ def parse(argv: list[str] | None) -> Options:
         quick=args.quick, only=only, repeats=repeats, duration_s=duration,
         warmup_s=0.5 if args.quick else 1.0, base_port=args.base_port, results=args.results.resolve(),
         profile=not args.no_profile, stream_mode=args.stream_mode,
+        report_only=args.report_only,
     )  # fmt: skip
+
+
+def rerender(options: Options, summary_path: Path) -> dict[str, Any]:
+    """Rewrite report.md, the plots and summary.json from the results stored in ``summary_path``."""
+    from bench import report
+
+    try:
+        stored = json.loads(summary_path.read_text())
+        raw, mode = stored["raw"], stored["mode"]
+    except (OSError, ValueError, KeyError) as exc:
+        raise BenchError(f"no results to re-render in {summary_path} ({exc}): run the benchmarks first") from None
+    options.quick, options.repeats = mode == "quick", int(stored.get("repeats", options.repeats))
+    summary = report.write(raw, options, datetime.fromisoformat(stored["date"]), options.results)
+    summary["raw"] = raw
+    summary_path.write_text(json.dumps(summary, indent=2, default=str) + "\n", encoding="utf-8")
+    return summary
 
 
 def run(options: Options) -> dict[str, Any]:
@@ -72,8 +92,10 @@ def run(options: Options) -> dict[str, Any]:
 
     started = datetime.now(UTC)
     options.tmp.mkdir(parents=True, exist_ok=True)
-    previous: dict[str, Any] = {}
     summary_path = options.results / "summary.json"
+    if options.report_only:
+        return rerender(options, summary_path)
+    previous: dict[str, Any] = {}
     if options.only and summary_path.is_file():
         try:
             previous = json.loads(summary_path.read_text()).get("raw", {})
