@@ -13,13 +13,13 @@ import os
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Final
 
 from bench.common import BenchError, Options, median, percentile, say, start_profile, summarize_profile
 from bench.stack import BenchStack
 from bench.workload import events, feature_refs
 
-CASE = "fraud_detection"
+CASE: Final = "fraud_detection"
 
 
 def _time_calls(call: Callable[[], Any], budget_s: float) -> list[float]:

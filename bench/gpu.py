@@ -73,7 +73,7 @@ def _worker(seconds: float) -> None:  # runs in the server environment
         for batch in BATCHES:
             chunk = texts[:batch]
             embed(encoder, chunk, batch_size=batch)
-            times = []
+            times: list[float] = []
             end = time.perf_counter() + seconds
             while time.perf_counter() < end or len(times) < 3:
                 start = time.perf_counter()

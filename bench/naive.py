@@ -62,7 +62,7 @@ def main(argv: list[str] | None = None) -> int:
             if msg.error():
                 continue
             idle_since = time.monotonic()
-            event = codec.decode(msg.value())
+            event = codec.decode(msg.value() or b"")
             online = store.get_online_features(
                 features=refs,
                 entity_rows=[{"customer_id": event["customer_id"], "merchant_id": event["merchant_id"]}],

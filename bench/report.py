@@ -22,6 +22,26 @@ TITLES = {
 }
 
 
+METHOD = [
+    "How it was measured (details in the docstrings of `bench/*.py`):",
+    "",
+    "- **REST**: one-row V2 JSON requests (`[1, 21]` FP32, real feature values) from a Go load generator "
+    "(`bench/loadgen`), closed loop at c=1/16/64, then open loop (constant arrival rate, latency from the scheduled "
+    "send time) at half of stock MLServer's c=16 throughput. *Stock*: MLServer 1.7.1 with its default settings "
+    "(`parallel_workers` and `debug` as `mlserver.settings.Settings()` has them) and its own `mlserver_lightgbm` "
+    "runtime on the same `model.txt`. *vatic*: the repository vatic's settings writer produces, as `vatic stack` "
+    "serves it. *Gateway*: the raw payment event, enriched from Feast (SQLite) by the gateway, then the model.",
+    "- **Streaming**: pre-loaded topic drained; events/s from the first to the last output record's broker append "
+    "time (start-up excluded). Latency at half of each pipeline's own max with an open-loop producer: output append "
+    "time minus the input's scheduled send time. The naive pipeline commits offsets asynchronously after each produce.",
+    "- **Features**: in-process, call after call for a fixed time; 14 features of two views (customer, merchant).",
+    "- **Batching**: vatic's repository with `max_batch_size`/`max_batch_time` added, vs the same without.",
+    "- Ratios are vatic / baseline of the medians. Missed targets were profiled with py-spy (`--nonblocking`, "
+    "subprocesses included) under the same load for a few seconds, outside the measurements.",
+    "",
+]
+
+
 def _version(python: Path, *packages: str) -> dict[str, str]:
     code = (
         "import json, sys, importlib.metadata as m\n"
@@ -217,7 +237,7 @@ def write(results: dict[str, Any], options: Any, started: datetime, folder: Path
             f"| {r['comparison']} | {r['metric']} ({r['unit']}) | {_fmt(r['vatic'])} | {_fmt(r['baseline'])} | "
             f"{_fmt(r['ratio'])}x | {r['target']} | {met} |"
         )
-    lines.append("")
+    lines += ["", *METHOD]
     for image in images:
         lines += [f"![{image}]({image})", ""]
     for name, title in TITLES.items():

@@ -129,7 +129,7 @@ class Topics:
                     stamp = msg.timestamp()[1]
                     stamps.append(stamp)
                     if decode is not None:
-                        by_id[decode(msg.value())] = stamp
+                        by_id[decode(msg.value() or b"")] = stamp
         finally:
             consumer.close()
         return stamps, by_id, dead
