@@ -75,7 +75,7 @@ class GatewayMiddleware:
         self.app = app
         self.metrics = metrics
         self.max_body_bytes = max_body_bytes
-        self.token = f"Bearer {token}".encode() if token else None
+        self.token = token.encode() if token else None
         self.log_requests = log_requests
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -98,8 +98,9 @@ class GatewayMiddleware:
 
         try:
             if self.token is not None and not path.startswith(OPEN_PREFIXES):
-                given = headers.get(b"authorization", b"")
-                if not hmac.compare_digest(given, self.token):
+                scheme, _, credentials = headers.get(b"authorization", b"").partition(b" ")
+                # the scheme is case-insensitive (RFC 7235); the token is compared exactly, in constant time
+                if not (hmac.compare_digest(credentials, self.token) and scheme.lower() == b"bearer"):
                     await _send_json(
                         send_wrapper,
                         401,
