@@ -21,6 +21,10 @@ encoding are MLServer's. What they add (the settings writer names them unless ``
   thread pools oversubscribe the cores (measured: see :mod:`vatic.serving.runtimes.settings`).
 * **skops** (sklearn): a ``.skops`` file is loaded with ``skops.io`` - no pickle, so no ``allow_pickle``. Types
   skops does not trust by default are refused unless listed in ``parameters.extra.skops_trusted``.
+* **pickles** (sklearn ``.joblib``/``.pkl``/``.pickle``): unpickling runs code, so the file's sha256 is checked
+  right before it is loaded against ``parameters.extra.artifact.pickles`` (written by the settings writer from
+  the registry fetch that verified it): a pickle without a pin there, or whose bytes changed since, fails the load
+  with ``ArtifactRejected`` (``unpinned_pickle`` / ``digest_mismatch``) and nothing is unpickled.
 
 Server environment only (imports ``mlserver`` and the model libraries).
 """
@@ -40,6 +44,7 @@ from mlserver.utils import get_model_uri
 from mlserver_sklearn.sklearn import WELLKNOWN_MODEL_FILENAMES as SKLEARN_FILES
 
 from vatic.connectors.errors import ArtifactRejected
+from vatic.connectors.registry.digest import file_sha256, is_pickle
 from vatic.serving.runtimes.base import raw_tensors, to_metadata
 from vatic.serving.runtimes.contract import (
     Array,
@@ -182,6 +187,8 @@ class SKLearnModel(_Validating, mlserver_sklearn.SKLearnModel):  # type: ignore[
     async def _load_model(self) -> bool:
         uri = await get_model_uri(self.settings, wellknown_filenames=SKLEARN_FILES)
         if not str(uri).endswith(".skops"):
+            if is_pickle(str(uri)):
+                _check_pickle(Path(uri), self._extra, self.settings.name)
             return await super()._load_model()
         self._model = _load_skops(Path(uri), list(self._extra.get("skops_trusted") or []), self.settings.name)
         return True
@@ -207,6 +214,31 @@ class LightGBMModel(_Validating, _mlserver_lightgbm.LightGBMModel):  # type: ign
         prediction = self._model.predict(decoded, num_threads=self._threads())
         output = NumpyCodec.encode_output(name="predict", payload=prediction)
         return InferenceResponse(model_name=self.name, model_version=self.version, outputs=[output])
+
+
+def _check_pickle(path: Path, extra: dict[str, Any], model: str) -> None:
+    """Refuse to unpickle ``path`` unless its sha256 is pinned in ``extra.artifact.pickles`` and matches."""
+    artifact = extra.get("artifact")
+    pins = artifact.get("pickles") if isinstance(artifact, dict) else None
+    expected = pins.get(path.name) if isinstance(pins, dict) else None
+    if not isinstance(expected, str):
+        raise ArtifactRejected(
+            f"model {model}: {path.name} is a pickle/joblib file and loading it can execute arbitrary code; it has "
+            "no sha256 pin in parameters.extra.artifact.pickles (write the repository with vatic, from a registry "
+            "with allow_pickle: true and a pin in registry.artifacts), so it is not loaded",
+            path=path.name,
+            reason="unpinned_pickle",
+        )
+    actual = file_sha256(path)
+    if actual != expected:
+        raise ArtifactRejected(
+            f"model {model}: {path.name} has sha256 {actual}, the pin expects {expected}: the file changed after it "
+            "was verified; refusing to unpickle it",
+            path=path.name,
+            reason="digest_mismatch",
+            expected=expected,
+            actual=actual,
+        )
 
 
 def _load_skops(path: Path, trusted: list[str], model: str) -> Any:

@@ -105,7 +105,7 @@ from pathlib import Path
 from typing import Any
 
 from vatic.connectors.errors import ConfigError, ModelNotFound
-from vatic.connectors.registry import ModelRegistry, open_registry
+from vatic.connectors.registry import ModelRegistry, is_pickle, open_registry
 from vatic.connectors.registry.spec import fetch_from_spec, registry_from_spec
 from vatic.schemas.errors import VaticError
 from vatic.serving.config.loader import load_service
@@ -244,6 +244,7 @@ def model_settings(
     registry_version: str,
     digest: str,
     registry_model: str | None = None,
+    files: dict[str, str] | None = None,
     base: dict[str, Any] | None = None,
     validate_inputs: bool = True,
 ) -> dict[str, Any]:
@@ -276,6 +277,7 @@ def model_settings(
                 "model": registry_model or config.registry.model or model.name,
                 "version": registry_version,
                 "digest": digest,
+                **_pickle_pins(files),
             },
         }
     )
@@ -284,6 +286,13 @@ def model_settings(
         settings["max_batch_size"] = serving.max_batch_size
         settings["max_batch_time"] = serving.max_batch_time_ms / 1000.0
     return settings
+
+
+def _pickle_pins(files: dict[str, str] | None) -> dict[str, Any]:
+    """``{"pickles": {path: sha256}}`` for the verified pickle/joblib files of an artifact (none: nothing): vatic's
+    runtimes check a pickle against it again right before unpickling it."""
+    pickles = {path: sha for path, sha in (files or {}).items() if is_pickle(path)}
+    return {"pickles": pickles} if pickles else {}
 
 
 def _check_nocode_outputs(config: ServiceConfig) -> None:
@@ -417,6 +426,7 @@ def write_repository(
             registry_version=fetched.version,
             digest=fetched.digest,
             registry_model=fetched.name,
+            files=dict(fetched.files),
             base=base,
             validate_inputs=validate_inputs,
         )
