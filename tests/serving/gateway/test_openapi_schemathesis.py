@@ -40,19 +40,27 @@ ERROR_STATUSES = {"401", "404", "413", "422", "503", "504"}
 
 
 @pytest.fixture(scope="module")
-def gateway_app(stack: Stack) -> Any:
-    """The gateway app for the demo services, on the stack's model servers (started here when not running)."""
+def gateway_settings(stack: Stack) -> GatewaySettings:
+    """Settings of a gateway for the demo services, on the stack's model servers (started here when not running)."""
     subprocess_prepare()
     for name in ("fraud-model", "product-model"):
         _ensure(stack, name)
     services = GatewayProcess(stack.settings).services()
-    settings_ = GatewaySettings(
+    return GatewaySettings(
         services=[folder for _, folder, _ in services],
         endpoints={name: url for name, _, url in services},
         auth_token=TOKEN,
         log_requests=False,
     )
-    return create_app(settings_)
+
+
+@pytest.fixture(scope="module")
+def gateway_app(gateway_settings: GatewaySettings) -> Iterator[Any]:
+    """The app schemathesis drives; schemathesis keeps its lifespan running until it is shut down here."""
+    from schemathesis.python.asgi import shutdown_lifespans
+
+    yield create_app(gateway_settings)
+    shutdown_lifespans()
 
 
 def subprocess_prepare() -> None:
@@ -103,10 +111,11 @@ def test_every_operation_answers_as_documented(gateway_app: Any) -> None:
 
 
 @pytest.fixture(scope="module")
-def client(gateway_app: Any) -> Iterator[Any]:
+def client(gateway_settings: GatewaySettings) -> Iterator[Any]:
+    """A test client of a second app (its own lifespan: services opened and closed with the client)."""
     from starlette.testclient import TestClient
 
-    with TestClient(gateway_app) as test_client:
+    with TestClient(create_app(gateway_settings)) as test_client:
         yield test_client
 
 
