@@ -79,7 +79,8 @@ def _responses(data: bytes) -> list[tuple[int, dict[str, str], bytes]]:
 
 
 def _request(path: str, body: bytes, *headers: str, method: str = "POST") -> bytes:
-    lines = [f"{method} {path} HTTP/1.1", "Host: gateway", *headers]
+    """One raw HTTP/1.1 request; ``Connection: close`` so that the server ends the exchange after answering."""
+    lines = [f"{method} {path} HTTP/1.1", "Host: gateway", "Connection: close", *headers]
     return ("\r\n".join(lines) + "\r\n\r\n").encode() + body
 
 
@@ -122,7 +123,7 @@ def test_the_right_token_passes_whatever_the_case_of_the_scheme(gateway: Gateway
 def test_an_open_prefix_does_not_open_other_routes(gateway: Gateway, path: str) -> None:
     """Open routes are matched by prefix: dot segments and encoded slashes after one reach no protected route
     (uvicorn does not normalise paths, and the router matches the literal path)."""
-    answers = _raw(gateway, _request(path, b"", "Connection: close", method="GET"))
+    answers = _raw(gateway, _request(path, b"", method="GET"))
     assert [status for status, _, _ in answers] in ([401], [404]), answers
 
 
