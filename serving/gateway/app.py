@@ -9,10 +9,11 @@ Routes
 * ``GET /v1/services`` and ``GET /v1/services/{service}`` - what is served.
 * ``POST /v2/models/{model}[/versions/{version}]/infer``, ``GET /v2/models/{model}[...]``,
   ``GET .../ready`` - V2 (Open Inference Protocol) pass-through to the model server of the service that owns
-  the model, for clients that send full tensors.
+  the model, for clients that send full tensors. Inference bodies are checked against the model's declared
+  inputs before they are forwarded (:mod:`vatic.serving.gateway.v2`): 422 malformed, 400 refused.
 * ``GET /v2/health/live``, ``GET /v2/health/ready``, ``GET /healthz``, ``GET /metrics`` - always open.
 
-Errors: see :mod:`vatic.serving.gateway.errors`.
+Errors: see :mod:`vatic.serving.gateway.errors`; what each route answers: :mod:`vatic.serving.gateway.openapi`.
 """
 
 from __future__ import annotations

@@ -4,6 +4,7 @@
 error                                      status  body ``error``
 =========================================  ======  ==========================================
 invalid request body / event field          422    ``invalid_request`` (+ ``field``)
+V2 inputs the model's declaration refuses   400    (V2 form: ``{"error": "model <m>: ..."}``)
 DataError of the event (features, model)    422    the error class (+ ``stage``)
 unknown service / model                     404    ``not_found``
 over the body limit                         413    ``payload_too_large``
