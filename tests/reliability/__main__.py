@@ -7,6 +7,7 @@ for inspection; its path is printed either way.
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 import time
 from pathlib import Path
@@ -38,7 +39,7 @@ def summary(results: list[CaseResult]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m tests.reliability", description=__doc__)
-    parser.add_argument("cases", nargs="*", help=f"cases to run (default: all): {', '.join(BY_NAME)}")
+    parser.add_argument("cases", nargs="*", help=f"cases to run (default: the 15): {', '.join(BY_NAME)}")
     parser.add_argument("--keep", action="store_true", help="keep the temporary folder")
     parser.add_argument("--n", type=int, default=None, help="events per case (default 10,000)")
     args = parser.parse_args(argv)
@@ -46,6 +47,11 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         parser.error(f"unknown case(s) {unknown}; known: {', '.join(BY_NAME)}")
     cases = [BY_NAME[c] for c in args.cases] if args.cases else CASES
+
+    def interrupted(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt  # a killed `make test-reliability` still stops the private stack
+
+    signal.signal(signal.SIGTERM, interrupted)
     stack = PrivateStack(keep=args.keep)
     print(f"reliability: private stack under {stack.root} (kafka {stack.bootstrap}, redis "
           f"{stack.settings.redis_port}, model {stack.model_url})", flush=True)  # fmt: skip

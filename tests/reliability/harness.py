@@ -55,6 +55,7 @@ class Case:
     n: int = 10_000
     trigger: int = 3_000  # answers read before the fault starts
     streaming: dict[str, Any] = field(default_factory=dict)
+    recovers: bool = True  # False: the "fault" is a check, not an outage (no recovery time)
 
 
 @dataclass
@@ -94,6 +95,7 @@ class CaseRun:
         self.fault_at: float | None = None
         self.healed_at: float | None = None
         self.notes: list[str] = []
+        self.problems: list[str] = []  # a fault's own checks that failed (they fail the case)
         self.predictions: list[dict[str, Any]] = []
         self.dead: list[dict[str, Any]] = []
         self.seen_times: list[tuple[float, str, Any]] = []  # (time, "P", event_id) | (time, "D", (p, o))
@@ -173,11 +175,13 @@ class CaseRun:
 
     # -- the job ------------------------------------------------------------------------------------------------
 
-    def start_job(self, parallelism: int | None = None) -> None:
+    def start_job(self, parallelism: int | None = None, *, resume: bool = True) -> None:
+        """Start ``vatic stream run`` (restoring the newest retained checkpoint unless ``resume`` is False:
+        then the source starts from the group's committed offsets)."""
         argv = [
             str(VATIC), "stream", "run", str(self.dir / "service"), "--model-url", self.stack.model_url,
             "--checkpoint-dir", str(self.checkpoints), "--no-create-topics", "--no-bounded",
-            "--parallelism", str(parallelism or self.case.parallelism),
+            "--parallelism", str(parallelism or self.case.parallelism), "--resume" if resume else "--no-resume",
         ]  # fmt: skip
         with self.log.open("ab") as log:
             log.write(f"\n=== reliability: start job {argv[4:]} at {time.strftime('%H:%M:%S')}\n".encode())
@@ -205,7 +209,9 @@ class CaseRun:
         return self.job is not None and self.job.poll() is None
 
     def completed_checkpoints(self) -> int:
-        return len(list(self.checkpoints.glob("*/chk-*/_metadata")))
+        """The number of the newest completed checkpoint of any run of this case's job (0: none yet)."""
+        done = [int(p.parent.name.split("-")[1]) for p in self.checkpoints.glob("*/chk-*/_metadata")]
+        return max(done, default=0)
 
     # -- counters ---------------------------------------------------------------------------------------------
 
@@ -255,9 +261,13 @@ class CaseRun:
 
         records = self.events.records
         for i, record in enumerate(records):
+            if self._stop.is_set():
+                break
             if i == self.pre:
                 producer.flush(600)
-                started.wait()
+                while not started.wait(0.5):
+                    if self._stop.is_set():
+                        return
                 t0, sent0 = time.monotonic(), i
             if i > self.pre:
                 ahead = (i - sent0) / self.rate - (time.monotonic() - t0)
@@ -270,7 +280,7 @@ class CaseRun:
                 except BufferError:
                     producer.poll(0.1)
             producer.poll(0)
-        producer.flush(600)
+        producer.flush(30 if self._stop.is_set() else 600)
         self.produced_all.set()
 
     def _tail(self) -> None:
@@ -367,7 +377,8 @@ class CaseRun:
             verdict.problems.append(f"{count} records covered by a committed offset before answered: {example}")
         if not self.samples:
             self.notes.append("no committed group offset was ever observed")
-        verdict.problems.extend(n for n in self.notes if n.startswith(("the job", "produce failed")))
+        verdict.problems.extend(n for n in self.notes if n.startswith(("the job", "produce failed", "stalled")))
+        verdict.problems.extend(self.problems)
         return CaseResult(
             self.case.name, verdict, self._recovery(), time.monotonic() - t_start, self.log, list(self.notes)
         )
@@ -412,7 +423,7 @@ class CaseRun:
 
     def _recovery(self) -> float | None:
         """Seconds from the end of the fault to the first answer read after it (None: no fault)."""
-        if self.fault_at is None or self.healed_at is None:
+        if self.fault_at is None or self.healed_at is None or not self.case.recovers:
             return None
         after = [t for t, _, _ in self.seen_times if t > self.healed_at]
         return (min(after) - self.healed_at) if after else float("inf")
