@@ -235,7 +235,7 @@ def write(results: dict[str, Any], options: Any, started: datetime, folder: Path
         met = "skipped" if r["met"] is None else "yes" if r["met"] else "**no**: " + shortfall(r)
         lines.append(
             f"| {r['comparison']} | {r['metric']} ({r['unit']}) | {_fmt(r['vatic'])} | {_fmt(r['baseline'])} | "
-            f"{_fmt(r['ratio'])}x | {r['target']} | {met} |"
+            f"{_fmt(r['ratio'])}{'' if math.isnan(r['ratio']) else 'x'} | {r['target']} | {met} |"
         )
     lines += ["", *METHOD]
     for image in images:
@@ -309,6 +309,14 @@ def _details(name: str, data: dict[str, Any]) -> list[str]:
                 f"- latency, {who} at {lat['rate']:,.0f} events/s: p50 {lat['p50_ms']:.0f} ms, p99 "
                 f"{lat['p99_ms']:.0f} ms, max {lat['max_ms']:.0f} ms ({lat['received']}/{lat['sent']} back)"
             )
+            if lat.get("breakdown"):
+                parts = ", ".join(
+                    f"{name.replace('_', ' ')} p50 {v['p50_ms']:.0f} / p99 {v['p99_ms']:.0f} ms"
+                    for name, v in lat["breakdown"].items()
+                )
+                lines.append(f"  - where it goes (the predictions' `timings`): {parts}")
+        for note in data.get("diagnostics", []):
+            lines.append(f"- diagnostic: {note}")
     if name == "gpu" and data.get("cells"):
         lines += ["| device | batch | rows/s | p50 ms |", "|---|---|---|---|"]
         for cell in data["cells"]:

@@ -99,10 +99,10 @@ class BenchStack:
                 component = self.stack.components[name]
                 if component.process.pid() is None or component.health().state != "up":
                     self._start(component)
-            elif name == "stock":
-                self._start(self.stock())
-            elif name == "batched":
-                self._start(self.batched())
+            elif name in ("stock", "batched"):
+                server = self.stock() if name == "stock" else self.batched()
+                if server.process.pid() is None or server.health().state != "up":
+                    self._start(server)
             else:
                 raise BenchError(f"unknown bench component {name}")
 

@@ -349,14 +349,43 @@ def _warm(topics: Topics, proc: subprocess.Popen[bytes], log: Path, what: str) -
 def vatic_latency(options: Options, stack: BenchStack, rate: float, seconds: float, parallelism: int) -> dict[str, Any]:
     topics = Topics(stack, "vatic-lat")
     proc, log = _start_job(options, stack, topics, parallelism=parallelism, batch_size=None, bounded=False)
+    timings: dict[str, dict[str, Any]] = {}
+
+    def decode(payload: bytes) -> str:
+        record = codec.decode(payload)
+        timings[str(record["event_id"])] = record["timings"]
+        return str(record["event_id"])
+
     try:
         _warm(topics, proc, log, "vatic's streaming job")
         sent = _open_loop(topics, rate, seconds)
         codec = AvroCodec(topics.store, topic_subject(topics.output), load_schema("prediction"))
-        _, by_id, _ = topics.read_outputs(len(sent) + 10, 60, lambda b: str(codec.decode(b)["event_id"]))
+        _, by_id, _ = topics.read_outputs(len(sent) + 10, 60, decode)
     finally:
         _stop(proc)
-    return {"rate": rate, **_latencies(sent, by_id)}
+    return {"rate": rate, **_latencies(sent, by_id), "breakdown": _breakdown(sent, by_id, timings)}
+
+
+def _breakdown(sent: dict[str, int], appended: dict[str, int], timings: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """Where the latency goes, from the prediction's own ``timings`` (ms, p50/p99): sent -> taken by the job
+    (``received_time``), taken -> handed to the producer (``emit_time``), handed -> appended to the topic."""
+
+    def ms(value: Any) -> float:
+        return value.timestamp() * 1000 if hasattr(value, "timestamp") else float(value)
+
+    parts: dict[str, list[float]] = {"queued_before_job": [], "in_job": [], "emit_to_append": []}
+    for event_id, t in timings.items():
+        if event_id not in sent or event_id not in appended:
+            continue
+        received, emitted = ms(t["received_time"]), ms(t["emit_time"])
+        parts["queued_before_job"].append(received - sent[event_id])
+        parts["in_job"].append(emitted - received)
+        parts["emit_to_append"].append(appended[event_id] - emitted)
+    return {
+        name: {"p50_ms": percentile(values, 0.5), "p99_ms": percentile(values, 0.99)}
+        for name, values in parts.items()
+        if values
+    }
 
 
 def naive_latency(options: Options, stack: BenchStack, rate: float, seconds: float) -> dict[str, Any]:
