@@ -31,24 +31,23 @@ import (
 )
 
 type result struct {
-	Mode        string             `json:"mode"`
-	URL         string             `json:"url"`
-	Concurrency int                `json:"concurrency"`
-	TargetRate  float64            `json:"target_rate"`
-	DurationS   float64            `json:"duration_s"`
-	Count       int                `json:"count"`
-	Errors      int                `json:"errors"`
-	Statuses    map[string]int     `json:"statuses"`
-	FirstError  string             `json:"first_error,omitempty"`
-	RPS         float64            `json:"rps"`
-	MeanMS      float64            `json:"mean_ms"`
-	P50MS       float64            `json:"p50_ms"`
-	P90MS       float64            `json:"p90_ms"`
-	P99MS       float64            `json:"p99_ms"`
-	P999MS      float64            `json:"p999_ms"`
-	MaxMS       float64            `json:"max_ms"`
-	CDF         [][2]float64       `json:"cdf"`
-	Histogram   map[string]float64 `json:"-"`
+	Mode        string         `json:"mode"`
+	URL         string         `json:"url"`
+	Concurrency int            `json:"concurrency"`
+	TargetRate  float64        `json:"target_rate"`
+	DurationS   float64        `json:"duration_s"`
+	Count       int            `json:"count"`
+	Errors      int            `json:"errors"`
+	Statuses    map[string]int `json:"statuses"`
+	FirstError  string         `json:"first_error,omitempty"`
+	RPS         float64        `json:"rps"`
+	MeanMS      float64        `json:"mean_ms"`
+	P50MS       float64        `json:"p50_ms"`
+	P90MS       float64        `json:"p90_ms"`
+	P99MS       float64        `json:"p99_ms"`
+	P999MS      float64        `json:"p999_ms"`
+	MaxMS       float64        `json:"max_ms"`
+	CDF         [][2]float64   `json:"cdf"`
 }
 
 type sample struct {
