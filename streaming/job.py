@@ -1,16 +1,33 @@
-"""The streaming job: Kafka (Avro) -> decode -> micro-batches -> async enrichment + inference -> Kafka.
+"""The streaming job: Kafka (Avro) -> decode -> micro-batches -> enrichment + inference -> Kafka.
 
-Topology of one service's pipeline (operator uids are stable, ``vatic-<service>-<step>``: savepoints and
-checkpoints map state by uid; several services can run in one job)::
+One service's pipeline has two topologies (service config ``streaming.mode``); both run every micro-batch
+through the same :class:`~vatic.streaming.batch.BatchProcessor` (decode, one feature lookup, one V2 request,
+encode; exactly one output per input record), so they produce the same records.
+
+``vectorized`` (default)::
 
     kafka source (SQL connector: raw key/value + topic/partition/offset/timestamp/headers metadata)
-      -> decode            [uid vatic-<service>-decode]  undecodable / oversized -> dead letters
+      -> vatic_<service>_infer(...)   vectorized (Arrow) Python function: one call per batch of up to
+                                      batch_size records, cut at latest every batch_wait_ms (bundle time)
+      -> WHERE kind = 'P' -> predictions sink      WHERE kind = 'D' -> dead-letter sink
+    (the planner evaluates the function once per record and feeds both sinks from it: sub-plan reuse,
+    pinned on in :func:`flink_configuration` and checked by a test)
+
+``async`` (DataStream + AsyncDataStream; several batches in flight per subtask)::
+
+    kafka source -> to_data_stream
       -> key_by(subtask)   one key per parallel subtask (see subtask_keys): one batch buffer each
       -> micro-batch       [uid vatic-<service>-batch]   size N or T ms, buffer in keyed state
       -> async inference   [uid vatic-<service>-infer]   unordered, capacity C batches in flight (backpressure)
-      -> route             [uid vatic-<service>-route]   predictions | dead letters
-    predictions  -> Kafka sink (EXACTLY_ONCE transactions, or AT_LEAST_ONCE)
-    dead letters -> Kafka sink (same guarantee; a failed dead-letter write fails the checkpoint)
+      -> route             [uid vatic-<service>-route]   predictions | dead letters (side output)
+
+Why vectorized is the default: PyFlink moves DataStream records between the JVM and Python one by one, a
+vectorized function gets Arrow batches. Measured on the 2-core box (fraud service, 60k events): async 1.9k
+events/s at parallelism 1, vectorized 4.5k at parallelism 1 and 5.8k at parallelism 2. The async topology
+overlaps model calls (``capacity``), which matters when the model server is slow and remote.
+
+In both, predictions go to a Kafka sink (EXACTLY_ONCE transactions, or AT_LEAST_ONCE) and dead letters to
+another with the same guarantee; a failed dead-letter write fails the checkpoint (never dropped).
 
 Why the SQL connector for Kafka: PyFlink's DataStream ``KafkaSource`` only offers value-only
 deserializers, which lose the topic/partition/offset a dead-letter record must carry. The SQL Kafka connector
@@ -24,18 +41,18 @@ transactions committed on checkpoint completion; consumers read with ``isolation
 The transaction timeout (service config, default 15 min) is far above checkpoint interval + restart time,
 and below the broker's ``transaction.max.timeout.ms``.
 
-Latency settings (process mode): ``python.fn-execution.bundle.size`` / ``bundle.time`` and
-``execution.buffer-timeout`` come from the service config; defaults 100 records / 5 ms / 5 ms. PyFlink's
-defaults (100,000 records / 1 s, 100 ms) add ~160 ms per Python hop and up to a second at low rates; a
-bundle also ends before every checkpoint barrier, and the async operator waits for its in-flight batches at
-bundle end, which is what makes its checkpoints consistent.
+Latency settings (process mode): PyFlink's defaults (100,000 records / 1 s bundles, 100 ms buffer timeout)
+add ~160 ms per Python hop and up to a second at low rates. vatic sets ``execution.buffer-timeout`` to 5 ms
+and, in async mode, bundles of 1000 records / 20 ms; in vectorized mode the Arrow batch size is the service's
+``batch_size`` and the bundle time its ``batch_wait_ms``, so a partial batch waits at most that long. A
+bundle always ends before a checkpoint barrier passes a Python operator (every record in it answered),
+which is what makes both topologies' checkpoints consistent.
 """
 
 from __future__ import annotations
 
 import re
 import tempfile
-import zlib
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +60,7 @@ from pyflink.common import Configuration, Time, Types
 from pyflink.datastream import AsyncDataStream, CheckpointingMode, StreamExecutionEnvironment
 from pyflink.datastream.checkpoint_config import ExternalizedCheckpointRetention
 from pyflink.table import StreamTableEnvironment
+from pyflink.table.udf import udf
 
 from vatic.connectors.local.artifacts import Artifacts
 from vatic.connectors.local.settings import StackSettings
@@ -53,11 +71,11 @@ from vatic.streaming.operators import (
     PICKLED,
     SINK_ROW,
     BatchedInferenceFunction,
-    DecodeFunction,
     MicroBatchFunction,
     RouteFunction,
 )
 from vatic.streaming.settings import JobSettings
+from vatic.streaming.vectorized import RESULT_TYPE, VectorizedInference
 
 
 def flink_configuration(config: ServiceConfig, settings: JobSettings, *, local: bool = True) -> Configuration:
@@ -74,9 +92,17 @@ def flink_configuration(config: ServiceConfig, settings: JobSettings, *, local: 
         conf.set_string("pipeline.jars", jar.resolve().as_uri())
     conf.set_string("python.executable", sys.executable)
     conf.set_string("python.client.executable", sys.executable)
-    conf.set_string("python.fn-execution.bundle.size", str(spec.bundle_size))
-    conf.set_string("python.fn-execution.bundle.time", str(spec.bundle_time_ms))
+    if spec.mode == "vectorized":
+        # a micro-batch is an Arrow batch: batch_size records, cut at latest when a bundle ends (batch_wait_ms)
+        conf.set_string("python.fn-execution.arrow.batch.size", str(spec.batch_size))
+        conf.set_string("python.fn-execution.bundle.size", str(max(spec.bundle_size, spec.batch_size)))
+        conf.set_string("python.fn-execution.bundle.time", str(max(1, spec.batch_wait_ms)))
+    else:
+        conf.set_string("python.fn-execution.bundle.size", str(spec.bundle_size))
+        conf.set_string("python.fn-execution.bundle.time", str(spec.bundle_time_ms))
     conf.set_string("execution.buffer-timeout", f"{spec.buffer_timeout_ms} ms")
+    # vectorized mode: both sinks must read ONE evaluation of the inference function (it calls a model)
+    conf.set_string("table.optimizer.reuse-sub-plan-enabled", "true")
     conf.set_string("restart-strategy.type", "exponential-delay")
     conf.set_string("restart-strategy.exponential-delay.initial-backoff", "1 s")
     conf.set_string("restart-strategy.exponential-delay.max-backoff", "30 s")
@@ -188,9 +214,9 @@ def subtask_keys(parallelism: int, max_parallelism: int = MAX_PARALLELISM) -> li
 
 
 def _bucket(keys: list[int]) -> Any:
-    def key(value: bytes) -> int:
-        # stable across processes (not Python's salted hash): crc32 of the pickled record's tail
-        return keys[zlib.crc32(value[-64:]) % len(keys)]
+    def key(row: Any) -> int:
+        # spread by source offset and partition: stable across processes, even for equal payloads
+        return keys[(int(row.offset) + 31 * int(row.partition)) % len(keys)]
 
     return key
 
@@ -222,15 +248,49 @@ def build(
     t_env.execute_sql(sink_ddl(predictions, spec.output_topic, config, settings))
     t_env.execute_sql(sink_ddl(dead_letters, spec.dead_letter_topic, config, settings))
 
+    statements = t_env.create_statement_set()
+    if spec.mode == "vectorized":
+        _vectorized(t_env, statements, settings, tag, source, predictions, dead_letters)
+    else:
+        _async(env, t_env, statements, config, settings, source, predictions, dead_letters, parallelism)
+    statements.attach_as_datastream()
+    return t_env
+
+
+def _vectorized(
+    t_env: StreamTableEnvironment, statements: Any, settings: JobSettings, tag: str, source: str,
+    predictions: str, dead_letters: str,
+) -> None:  # fmt: skip
+    """source -> vectorized inference (one call per Arrow batch) -> two filtered inserts."""
+    function = udf(VectorizedInference(settings), result_type=RESULT_TYPE, func_type="pandas")
+    t_env.create_temporary_function(f"vatic_{tag}_infer", function)
+    # table names are built from [a-z0-9_] only (see build): no quoting issue in these statements
+    results = f"vatic_{tag}_results"
+    t_env.execute_sql(
+        f"CREATE TEMPORARY VIEW {results} AS SELECT vatic_{tag}_infer(k, v, `topic`, `partition`, `offset`, `ts`, "  # noqa: S608
+        f"MAP_KEYS(`headers`), MAP_VALUES(`headers`)) AS o FROM {source}"
+    )
+    for sink, kind in ((predictions, "P"), (dead_letters, "D")):
+        statements.add_insert_sql(
+            f"INSERT INTO {sink} SELECT o.k, o.v, MAP_FROM_ARRAYS(o.hk, o.hv) FROM {results} "  # noqa: S608
+            f"WHERE o.kind = '{kind}'"
+        )
+
+
+def _async(
+    env: StreamExecutionEnvironment, t_env: StreamTableEnvironment, statements: Any, config: ServiceConfig,
+    settings: JobSettings, source: str, predictions: str, dead_letters: str, parallelism: int,
+) -> None:  # fmt: skip
+    """source -> key_by(subtask) -> keyed micro-batches -> AsyncDataStream over batches -> route."""
+    spec = config.streaming
+    assert spec is not None
+
     def uid(name: str) -> str:
         return f"vatic-{config.service}-{name}"
 
     raw = t_env.to_data_stream(t_env.from_path(source))
-    decoded = (
-        raw.process(DecodeFunction(settings), output_type=PICKLED).uid(uid("decode")).name(f"{config.service}: decode")
-    )
     batches = (
-        decoded.key_by(_bucket(subtask_keys(parallelism)), key_type=Types.INT())
+        raw.key_by(_bucket(subtask_keys(parallelism)), key_type=Types.INT())
         .process(MicroBatchFunction(spec.batch_size, spec.batch_wait_ms), output_type=PICKLED)
         .uid(uid("batch"))
         .name(f"{config.service}: micro-batch")
@@ -245,13 +305,8 @@ def build(
         .name(f"{config.service}: enrich + infer")
     )
     routed = inferred.process(RouteFunction(), output_type=SINK_ROW).uid(uid("route")).name(f"{config.service}: route")
-    dead = decoded.get_side_output(DEAD_LETTERS).union(routed.get_side_output(DEAD_LETTERS))
-
-    statements = t_env.create_statement_set()
     statements.add_insert(predictions, t_env.from_data_stream(routed))
-    statements.add_insert(dead_letters, t_env.from_data_stream(dead))
-    statements.attach_as_datastream()
-    return t_env
+    statements.add_insert(dead_letters, t_env.from_data_stream(routed.get_side_output(DEAD_LETTERS)))
 
 
 def local_environment(config: ServiceConfig, settings: JobSettings) -> StreamExecutionEnvironment:

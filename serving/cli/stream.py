@@ -128,6 +128,11 @@ def run(
     checkpoint = latest_checkpoint(checkpoints) if resume else None
     if checkpoint is not None:
         typer.echo(f"resuming from {checkpoint}", err=True)
+    # the mini-cluster's log (task failures, restarts) goes next to the job's checkpoints, not into PyFlink's
+    # install folder where every job on the machine would overwrite it
+    logs = Path(os.environ.setdefault("FLINK_LOG_DIR", str(checkpoints.with_name(checkpoints.name + ".logs"))))
+    logs.mkdir(parents=True, exist_ok=True)
+    typer.echo(f"flink log: {logs}", err=True)
     for one in services:
         typer.echo(f"running {one.service_dir.name} (model {one.model_url})", err=True)
     run_job(services, resume_from=checkpoint)

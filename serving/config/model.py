@@ -272,8 +272,14 @@ class StreamingSpec(Section):
         pattern=TOPIC, description="Kafka topic of the dead letters (inputs that cannot be predicted, with the error)"
     )
     input_schema: str = Field(description="Avro schema name of the input events (schemas/avro/<name>.avsc)")
+    mode: Literal["vectorized", "async"] = Field(
+        "vectorized",
+        description="vectorized: a vectorized (Arrow) Table-API function per micro-batch, one batch in flight per "
+        "subtask (measured 2.4x the events/s of async at parallelism 1); async: DataStream keyed micro-batches "
+        "and AsyncDataStream, up to `capacity` batches in flight per subtask",
+    )
     consumer_group: str | None = Field(None, description="Kafka group id (default: vatic-<service>)")
-    batch_size: int = Field(64, ge=1, le=8192, description="events per micro-batch (one Feast read, one V2 call)")
+    batch_size: int = Field(128, ge=1, le=8192, description="events per micro-batch (one Feast read, one V2 call)")
     batch_wait_ms: int = Field(10, ge=0, le=60_000, description="flush a partial batch after this long")
     capacity: int = Field(8, ge=1, le=1024, description="micro-batches in flight per subtask (backpressure)")
     parallelism: int = Field(1, ge=1, le=1024, description="Flink parallelism of the job (1 to 1024)")
@@ -282,8 +288,12 @@ class StreamingSpec(Section):
     transaction_timeout_s: float = Field(900.0, gt=0, description="Kafka transaction timeout (EXACTLY_ONCE)")
     max_record_bytes: int = Field(1_000_000, ge=1024, description="larger inputs/outputs are dead-lettered")
     retry: RetrySpec = Field(default_factory=RetrySpec)
-    bundle_size: int = Field(100, ge=1, description="python.fn-execution.bundle.size")
-    bundle_time_ms: int = Field(5, ge=1, description="python.fn-execution.bundle.time")
+    bundle_size: int = Field(
+        1000, ge=1, description="python.fn-execution.bundle.size (vectorized mode: at least batch_size)"
+    )
+    bundle_time_ms: int = Field(
+        20, ge=1, description="python.fn-execution.bundle.time in async mode (vectorized mode: batch_wait_ms)"
+    )
     buffer_timeout_ms: int = Field(5, ge=0, description="execution.buffer-timeout")
 
     @model_validator(mode="after")

@@ -181,8 +181,12 @@ def check_oracle(run: Run, predictions: list[dict], dead: list[dict]) -> None:
     assert {d["error_class"] for d in dead if d["stage"] == "enrich"} == {"MissingFeatures"}
 
 
-def test_ten_thousand_events_each_end_up_exactly_once(kafka_bootstrap, server, features, tmp_path):
-    run = make_run(tmp_path, features, kafka_bootstrap)
+MODES = pytest.mark.parametrize("mode", ["vectorized", "async"])
+
+
+@MODES
+def test_ten_thousand_events_each_end_up_exactly_once(kafka_bootstrap, server, features, tmp_path, mode):
+    run = make_run(tmp_path, features, kafka_bootstrap, mode=mode)
     produce(run, kafka_bootstrap, 10_000)
     log = tmp_path / "job.log"
     job = start_job(run, server, tmp_path / "checkpoints", bounded=True, log=log)
@@ -205,10 +209,13 @@ def _completed_checkpoints(root: Path) -> list[Path]:
     return sorted(root.glob("*/chk-*/_metadata"))
 
 
-def test_a_job_killed_after_a_checkpoint_resumes_with_every_event_once(kafka_bootstrap, server, features, tmp_path):
+@MODES
+def test_a_job_killed_after_a_checkpoint_resumes_with_every_event_once(
+    kafka_bootstrap, server, features, tmp_path, mode
+):
     import threading
 
-    run = make_run(tmp_path, features, kafka_bootstrap, batch_size=16)
+    run = make_run(tmp_path, features, kafka_bootstrap, batch_size=16, mode=mode)
     checkpoints = tmp_path / "checkpoints"
     log = tmp_path / "job.log"
     first = start_job(run, server, checkpoints, bounded=False, log=log)
@@ -247,9 +254,10 @@ def test_a_job_killed_after_a_checkpoint_resumes_with_every_event_once(kafka_boo
     assert len(predictions) + len(dead) == 10_000
 
 
-def test_a_bounded_run_flushes_its_last_partial_batch(kafka_bootstrap, server, features, tmp_path):
+@MODES
+def test_a_bounded_run_flushes_its_last_partial_batch(kafka_bootstrap, server, features, tmp_path, mode):
     # a batch that never fills and a wait that never elapses: only the end of the input can flush it
-    run = make_run(tmp_path, features, kafka_bootstrap, batch_size=1000, batch_wait_ms=60_000)
+    run = make_run(tmp_path, features, kafka_bootstrap, batch_size=1000, batch_wait_ms=60_000, mode=mode)
     produce(run, kafka_bootstrap, 100)
     log = tmp_path / "job.log"
     job = start_job(run, server, tmp_path / "checkpoints", bounded=True, log=log)

@@ -1,0 +1,181 @@
+"""One micro-batch of raw Kafka records in, exactly one output per record out: the job's unit of work.
+
+:class:`BatchProcessor` decodes the records (Avro, Confluent wire format), runs the shared core
+(:class:`vatic.serving.core.Predictor`: one feature lookup and one V2 request for the whole batch) and encodes
+the results: a prediction record for each event that was predicted, a dead-letter record (original bytes,
+stage, error, attempts) for every other record. It is used by both topologies of the job (the vectorized
+Table-API function and the DataStream async function), so they behave identically.
+
+Error policy: data errors become dead-letter outputs; transient errors are retried by the core inside the
+service's retry budget and then raised (the Flink task fails and restarts from its checkpoint: an outage is
+never dead-lettered); configuration errors are raised at once.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from vatic.connectors.errors import DecodeError
+from vatic.connectors.inference import InferenceClient
+from vatic.schemas import AvroCodec, load_schema, topic_subject
+from vatic.serving.config import ServiceConfig, load_service
+from vatic.serving.core import Predictor, RetryPolicy, SourceRecord, dead_letter
+from vatic.streaming.settings import JobSettings
+
+PREDICTION = "P"
+DEAD_LETTER = "D"
+
+
+@dataclass(frozen=True, slots=True)
+class Output:
+    """One record for a sink: ``kind`` says which (prediction or dead letter)."""
+
+    kind: str
+    key: bytes | None
+    value: bytes
+    headers: dict[str, bytes]
+
+
+def schema_source(settings: JobSettings) -> Any:
+    """The schema source the job's codecs use: the Confluent-compatible registry, or the local store."""
+    if settings.schema_registry_url:
+        from vatic.connectors.schema_registry import ConfluentSchemaRegistry
+
+        return ConfluentSchemaRegistry(settings.schema_registry_url)
+    from vatic.connectors.local.settings import StackSettings
+    from vatic.schemas import LocalSchemaStore
+
+    return LocalSchemaStore(settings.schema_store or StackSettings().home / "schemas")
+
+
+class BatchProcessor:
+    """Decode -> enrich -> infer -> encode for a micro-batch. Build it with :meth:`open` in the worker."""
+
+    def __init__(self, settings: JobSettings) -> None:
+        self.settings = settings
+
+    def open(self) -> None:
+        """Load the service config and open the codecs, the model client and the feature reader."""
+        self.config: ServiceConfig = load_service(self.settings.service_dir, self.settings.environment)
+        spec = self.config.streaming
+        if spec is None:
+            from vatic.schemas.errors import ConfigError
+
+            raise ConfigError(f"service {self.config.service} has no streaming section")
+        source = schema_source(self.settings)
+        self.input = AvroCodec(source, topic_subject(spec.input_topic), load_schema(spec.input_schema))
+        self.prediction = AvroCodec(source, topic_subject(spec.output_topic), load_schema("prediction"))
+        self.dead = AvroCodec(source, topic_subject(spec.dead_letter_topic), load_schema("dead_letter"))
+        self.client = InferenceClient(self.settings.model_url, deadline_s=self.config.timeout_s)
+        self.enricher = None
+        if self.config.features is not None:
+            from vatic.serving.core.enrich import Enricher
+
+            self.enricher = Enricher.from_spec(
+                self.config.features, Path(self.settings.service_dir), redis_url=self.settings.redis_url
+            )
+        self.predictor = Predictor(
+            self.config, inference=self.client, features=self.enricher, retry=RetryPolicy.from_spec(spec.retry)
+        )
+        self.max_bytes = spec.max_record_bytes
+
+    async def process(self, records: Sequence[SourceRecord]) -> list[Output]:
+        """Exactly one output per record, in input order."""
+        received = time.time_ns() // 1_000_000
+        outputs: list[Output | None] = [None] * len(records)
+        events: list[dict[str, Any]] = []
+        positions: list[int] = []
+        for index, record in enumerate(records):
+            raw = record.value
+            if raw is not None and len(raw) > self.max_bytes:
+                outputs[index] = self._dead(
+                    record, "decode", "RecordTooLarge", f"input of {len(raw)} bytes is over max_record_bytes "
+                    f"{self.max_bytes}",
+                )  # fmt: skip
+                continue
+            try:
+                if raw is None:
+                    raise DecodeError("record has no value (tombstone)", b"")
+                events.append(self.input.decode(raw))
+                positions.append(index)
+            except DecodeError as exc:
+                outputs[index] = self._dead(record, "decode", exc.error_class, exc.message)
+        if events:
+            result = await self.predictor.predict(events, origin="STREAM", received_ms=received)
+            for j, prediction in result.predictions:
+                index = positions[j]
+                outputs[index] = self._prediction(records[index], prediction, events[j])
+            for failure in result.failures:
+                index = positions[failure.index]
+                outputs[index] = self._dead(
+                    records[index], failure.stage, failure.error.error_class, failure.error.message,
+                    attempts=failure.attempts, event=events[failure.index], model_response=failure.model_response,
+                )  # fmt: skip
+        return [output for output in outputs if output is not None]
+
+    def _prediction(self, record: SourceRecord, prediction: dict[str, Any], event: dict[str, Any]) -> Output:
+        try:
+            payload = self.prediction.encode(prediction, validate=False)  # built by the core with schema types
+        except Exception as exc:  # an output that cannot be encoded is this event's data error
+            return self._dead(record, "encode", type(exc).__name__, str(exc), event=event)
+        if len(payload) > self.max_bytes:
+            return self._dead(record, "encode", "RecordTooLarge", f"prediction of {len(payload)} bytes", event=event)
+        return Output(PREDICTION, record.key, payload, {"vatic-event-id": str(prediction["event_id"]).encode()})
+
+    def _dead(
+        self, record: SourceRecord, stage: str, error_class: str, message: str, *, attempts: int = 1,
+        event: dict[str, Any] | None = None, model_response: bytes | None = None,
+    ) -> Output:  # fmt: skip
+        config = self.config
+        value = dead_letter(
+            service=config.service,
+            stage=stage,
+            error_class=error_class,
+            message=message,
+            attempts=attempts,
+            source=record,
+            event_id=str(event.get("event_id")) if event else None,
+            model_name=config.model.name if stage == "infer" else None,
+            model_response=model_response,
+            max_value_bytes=max(1024, self.max_bytes - 64 * 1024),
+        )
+        headers = {
+            "vatic-stage": stage.encode(),
+            "vatic-error-class": error_class.encode(),
+            "vatic-source": f"{record.topic}/{record.partition}/{record.offset}".encode(),
+        }
+        return Output(DEAD_LETTER, record.key, self.dead.encode(value), headers)
+
+    async def aclose(self) -> None:
+        await self.client.close()
+        if self.enricher is not None:
+            await self.enricher.aclose()
+
+
+def epoch_ms(ts: Any) -> int | None:
+    """Kafka record timestamps arrive as PyFlink ``Instant`` (TIMESTAMP_LTZ), ``datetime`` or pandas
+    ``Timestamp``."""
+    if ts is None:
+        return None
+    if hasattr(ts, "to_epoch_milli"):
+        return int(ts.to_epoch_milli())
+    if hasattr(ts, "value") and isinstance(ts.value, int):  # pandas.Timestamp: nanoseconds
+        return int(ts.value // 1_000_000)
+    return int(ts.timestamp() * 1000)
+
+
+def source_record(key: Any, value: Any, topic: str, partition: int, offset: int, ts: Any, headers: Any) -> SourceRecord:
+    """A :class:`SourceRecord` from the source table's columns (bytes may arrive as ``bytearray``)."""
+    return SourceRecord(
+        topic=topic,
+        partition=int(partition),
+        offset=int(offset),
+        key=bytes(key) if key is not None else None,
+        value=bytes(value) if value is not None else None,
+        timestamp_ms=epoch_ms(ts),
+        headers=tuple((k, bytes(v) if v is not None else None) for k, v in (headers or {}).items()),
+    )
