@@ -6,9 +6,10 @@ the results: a prediction record for each event that was predicted, a dead-lette
 stage, error, attempts) for every other record. It is used by both topologies of the job (the vectorized
 Table-API function and the DataStream async function), so they behave identically.
 
-Error policy: data errors become dead-letter outputs; transient errors are retried by the core inside the
-service's retry budget and then raised (the Flink task fails and restarts from its checkpoint: an outage is
-never dead-lettered); configuration errors are raised at once.
+Error policy: data errors (undecodable bytes, a decoded record that breaks its schema's logical formats such
+as a non-UUID ``event_id``, a feature or model refusal) become dead-letter outputs; transient errors are retried
+by the core inside the service's retry budget and then raised (the Flink task fails and restarts from its
+checkpoint: an outage is never dead-lettered); configuration errors are raised at once.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from typing import Any
 from vatic.connectors.errors import DecodeError
 from vatic.connectors.inference import InferenceClient
 from vatic.schemas import AvroCodec, load_schema, topic_subject
+from vatic.schemas.validate import InvalidRecord, record_validator
 from vatic.serving.config import ServiceConfig, load_service
 from vatic.serving.core import Predictor, RetryPolicy, SourceRecord, dead_letter
 from vatic.streaming.settings import JobSettings
@@ -67,7 +69,11 @@ class BatchProcessor:
 
             raise ConfigError(f"service {self.config.service} has no streaming section")
         source = schema_source(self.settings)
-        self.input = AvroCodec(source, topic_subject(spec.input_topic), load_schema(spec.input_schema))
+        input_schema = load_schema(spec.input_schema)
+        self.input = AvroCodec(source, topic_subject(spec.input_topic), input_schema)
+        # Avro decoding checks types, not logical formats (a uuid is any string): check the decoded record as
+        # the gateway checks a request, so the stream refuses exactly what REST refuses (~3 us a record)
+        self.validate = record_validator(input_schema)
         self.prediction = AvroCodec(source, topic_subject(spec.output_topic), load_schema("prediction"))
         self.dead = AvroCodec(source, topic_subject(spec.dead_letter_topic), load_schema("dead_letter"))
         self.client = InferenceClient(self.settings.model_url, deadline_s=self.config.timeout_s)
@@ -100,10 +106,14 @@ class BatchProcessor:
             try:
                 if raw is None:
                     raise DecodeError("record has no value (tombstone)", b"")
-                events.append(self.input.decode(raw))
+                event = self.input.decode(raw)
+                self.validate(event)
+                events.append(event)
                 positions.append(index)
             except DecodeError as exc:
                 outputs[index] = self._dead(record, "decode", exc.error_class, exc.message)
+            except InvalidRecord as exc:
+                outputs[index] = self._dead(record, "decode", "InvalidRecord", str(exc))
         if events:
             result = await self.predictor.predict(events, origin="STREAM", received_ms=received)
             for j, prediction in result.predictions:

@@ -1,0 +1,51 @@
+"""BatchProcessor's decode stage on real codecs and a real service config: exactly one output per record."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.fixtures import feast_repo
+from tests.serving.gateway.test_gateway import echo_service, transaction
+from vatic.schemas import AvroCodec, LocalSchemaStore, load_schema, topic_subject
+from vatic.serving.config import load_service
+from vatic.serving.core import SourceRecord
+from vatic.streaming.batch import DEAD_LETTER, BatchProcessor
+from vatic.streaming.settings import JobSettings
+
+
+@pytest.fixture(scope="module")
+def features(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return feast_repo.build_repo(tmp_path_factory.mktemp("feast"))
+
+
+def test_records_that_decode_but_break_the_schema_are_dead_lettered_before_any_model_call(features, tmp_path):
+    folder = echo_service(tmp_path / "service", features, name="echo")
+    spec = load_service(folder, "local").streaming
+    assert spec is not None
+    store = tmp_path / "schemas"
+    # no model server listens here: a record that reached the model stage would fail the batch, not dead-letter
+    settings = JobSettings(service_dir=folder, model_url="http://127.0.0.1:9", schema_store=store)
+    codec = AvroCodec(LocalSchemaStore(store), topic_subject(spec.input_topic), load_schema("transaction"))
+    bad_id = transaction(1, event_id="g83d-not-a-uuid", event_time=time.time_ns() // 1_000_000)
+    records = [
+        SourceRecord(spec.input_topic, 0, 7, b"c1", codec.encode(bad_id, validate=False)),
+        SourceRecord(spec.input_topic, 0, 8, b"c2", b"not avro"),
+        SourceRecord(spec.input_topic, 1, 9, b"c3", None),
+    ]
+    processor = BatchProcessor(settings)
+    processor.open()
+    try:
+        outputs = asyncio.run(processor.process(records))
+    finally:
+        asyncio.run(processor.aclose())
+    assert [o.kind for o in outputs] == [DEAD_LETTER] * 3
+    dead = [processor.dead.decode(o.value) for o in outputs]
+    assert [d["stage"] for d in dead] == ["decode"] * 3
+    assert dead[0]["error_class"] == "InvalidRecord"
+    assert "event_id" in dead[0]["error_message"]
+    assert dead[0]["value"] == records[0].value  # the original bytes travel with the dead letter
+    assert outputs[0].headers["vatic-source"] == f"{spec.input_topic}/0/7".encode()
