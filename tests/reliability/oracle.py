@@ -9,8 +9,9 @@ Checks (each failure is one line in :attr:`Verdict.problems`):
 * lost: an input record with no answer; duplicates: answers beyond one per record (a second prediction of an
   id, a second dead letter of a position, a prediction of an id never sent);
 * dead letters hold exactly the expected bad records: a good record dead-lettered, or a bad one predicted,
-  is ``misrouted``; each dead letter carries the original bytes, the source topic, the expected stage and an
-  error class the kind allows;
+  is ``misrouted``; each dead letter carries the original bytes (an oversized input: a prefix of them, marked
+  "truncated" in the message), the source topic/partition/offset, the expected stage and an error class the
+  kind allows;
 * offsets: a committed group offset never covers a record whose answer was not yet visible (see
   :func:`offset_violations`).
 """
