@@ -49,7 +49,9 @@ def parse(argv: list[str] | None) -> Options:
     parser.add_argument(
         "--report-only", action="store_true", help="re-render report.md and plots from the summary.json's results"
     )
-    parser.add_argument("--no-profile", action="store_true", help="skip py-spy profiles of missed targets")
+    parser.add_argument(
+        "--no-profile", action="store_true", help="skip py-spy profiles of missed targets (--quick never profiles)"
+    )
     args = parser.parse_args(argv)
     only = [c.strip() for c in args.only.split(",") if c.strip()]
     unknown = [c for c in only if c not in COMPARISONS]
@@ -64,7 +66,7 @@ def parse(argv: list[str] | None) -> Options:
     return Options(
         quick=args.quick, only=only, repeats=repeats, duration_s=duration,
         warmup_s=0.5 if args.quick else 1.0, base_port=args.base_port, results=args.results.resolve(),
-        profile=not args.no_profile, stream_mode=args.stream_mode,
+        profile=not (args.no_profile or args.quick), stream_mode=args.stream_mode,  # quick: no profiles
         report_only=args.report_only,
     )  # fmt: skip
 
