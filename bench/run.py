@@ -40,7 +40,7 @@ def parse(argv: list[str] | None) -> Options:
     parser.add_argument("--quick", action="store_true", help="short runs, one repeat (< 3 minutes)")
     parser.add_argument("--only", default="", help=f"comma-separated subset of {','.join(COMPARISONS)}")
     parser.add_argument("--repeats", type=int, default=None, help="repeats per cell (default 3; --quick: 1)")
-    parser.add_argument("--duration", type=float, default=None, help="seconds per load run (default 5; quick 2)")
+    parser.add_argument("--duration", type=float, default=None, help="seconds per load run (default 5; quick 1.5)")
     parser.add_argument("--base-port", type=int, default=8210, help="first of 6 ports for the extra servers")
     parser.add_argument("--results", type=Path, default=RESULTS, help="output folder (default bench/results)")
     parser.add_argument(
@@ -60,7 +60,7 @@ def parse(argv: list[str] | None) -> Options:
     repeats = args.repeats if args.repeats is not None else (1 if args.quick else 3)
     if repeats < 1:
         parser.error("--repeats must be >= 1")
-    duration = args.duration if args.duration is not None else (2.0 if args.quick else 5.0)
+    duration = args.duration if args.duration is not None else (1.5 if args.quick else 5.0)
     if duration <= 0:
         parser.error("--duration must be positive")
     return Options(

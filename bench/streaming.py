@@ -407,8 +407,8 @@ def naive_latency(options: Options, stack: BenchStack, rate: float, seconds: flo
 def streaming(options: Options, stack: BenchStack) -> dict[str, Any]:
     """Comparison 1 (see the module docstring). Returns measurements and the target rows."""
     stack.need("kafka", "redis", "fraud-model", "stock")
-    n_vatic = 10_000 if options.quick else 30_000
-    n_naive = 400 if options.quick else 1_500
+    n_vatic = 6_000 if options.quick else 30_000
+    n_naive = 300 if options.quick else 1_500
     parallelisms = (1,) if options.quick else (1, 2)
     repeats = 1 if options.quick else options.repeats
     vatic_runs: dict[int, list[dict[str, Any]]] = {p: [] for p in parallelisms}
@@ -451,7 +451,7 @@ def streaming(options: Options, stack: BenchStack) -> dict[str, Any]:
             sweep[str(size)] = result["eps"]
             say(f"streaming batch size {size:>3} (p={best_p}): {result['eps']:8.0f} events/s")
 
-    seconds = 4.0 if options.quick else 10.0
+    seconds = 3.0 if options.quick else 10.0
     say(f"streaming latency: naive at {naive_eps * 0.5:.0f} events/s, vatic at {vatic_eps * 0.5:.0f} events/s")
     naive_lat = naive_latency(options, stack, max(1.0, naive_eps * 0.5), seconds)
     say(f"streaming latency naive: p50 {naive_lat['p50_ms']:.0f} ms, p99 {naive_lat['p99_ms']:.0f} ms")
