@@ -30,6 +30,7 @@ from confluent_kafka import TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from tests.fixtures import feast_repo
+from tests.fixtures.echo import echo_model
 from tests.reliability import oracle
 from tests.reliability.events import EventSet, InputRecord, generate
 from tests.reliability.stack import MODEL, PrivateStack
@@ -142,25 +143,7 @@ class CaseRun:
             "project": "reliability",
             "service": self.service,
             "timeout_s": 3.0,
-            "model": {
-                "name": MODEL,
-                "inputs": [
-                    {"name": "tag", "datatype": "BYTES", "columns": ["merchant_category"], "squeeze": True},
-                    {
-                        "name": "x",
-                        "datatype": "FP64",
-                        "columns": [
-                            "amount",
-                            "card_present",
-                            "channel",
-                            "customer_stats:orders_7d",
-                            "customer_stats:avg_amount",
-                        ],
-                        "encodings": {"channel": {"ONLINE": 0, "POS": 1, "ATM": 2, "MOBILE_APP": 3, "PHONE": 4}},
-                    },
-                ],
-                "outputs": [{"name": "tag"}, {"name": "x", "rename": "inputs_seen"}],
-            },
+            "model": echo_model(MODEL),
             "features": {
                 "repo": str(self.stack.feast_repo),
                 "entities": {"customer_id": "customer_id"},

@@ -20,6 +20,7 @@ import pytest
 import yaml
 
 from tests.fixtures import feast_repo
+from tests.fixtures.echo import echo_model
 from tests.fixtures.model_server import REJECT, SLOW, ModelRepo, build_model_repo, free_port, model_server
 from vatic.connectors.local.mlserver import ModelServer
 
@@ -50,26 +51,7 @@ def echo_service(folder: Path, repo: Path, *, name: str, timeout_s: float = 5.0)
         "project": "test",
         "service": name,
         "timeout_s": timeout_s,
-        "model": {
-            "name": "faulty",
-            "inputs": [
-                {"name": "tag", "datatype": "BYTES", "columns": ["merchant_category"], "squeeze": True},
-                {
-                    "name": "x",
-                    "datatype": "FP64",
-                    "columns": [
-                        "amount",
-                        "card_present",
-                        "channel",
-                        "customer_stats:orders_7d",
-                        "customer_stats:avg_amount",
-                        "customer_stats:orders_7d#missing",
-                    ],
-                    "encodings": {"channel": {"ONLINE": 0, "POS": 1, "ATM": 2, "MOBILE_APP": 3, "PHONE": 4}},
-                },
-            ],
-            "outputs": [{"name": "tag"}, {"name": "x", "rename": "inputs_seen"}],
-        },
+        "model": echo_model("faulty", extra_columns=["customer_stats:orders_7d#missing"]),
         "features": {
             "repo": str(repo),
             "entities": {"customer_id": "customer_id"},
