@@ -25,12 +25,15 @@ import sys
 import time
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 if __package__ in (None, ""):  # `python bench/run.py`: make the checkout importable as `bench`
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.common import RESULTS, ROOT, BenchError, Options, build_loadgen, say
+
+if TYPE_CHECKING:
+    from bench.stack import BenchStack
 
 COMPARISONS = ("streaming", "rest", "features", "batching", "gpu")
 
@@ -71,6 +74,20 @@ def parse(argv: list[str] | None) -> Options:
     )  # fmt: skip
 
 
+#: the servers each comparison needs (its own ``stack.need`` call names the same ones)
+NEEDS = {
+    "rest": ("kafka", "redis", "fraud-model", "gateway", "stock"),
+    "batching": ("fraud-model", "batched"),
+    "features": ("redis",),
+    "streaming": ("kafka", "redis", "fraud-model", "stock"),
+}
+
+
+def needed(options: Options) -> list[str]:
+    """The union of :data:`NEEDS` over the selected comparisons, in a stable order."""
+    return list(dict.fromkeys(n for c, names in NEEDS.items() if options.wants(c) for n in names))
+
+
 def rerender(options: Options, summary_path: Path) -> dict[str, Any]:
     """Rewrite report.md, the plots and summary.json from the results stored in ``summary_path``."""
     from bench import report
@@ -85,6 +102,42 @@ def rerender(options: Options, summary_path: Path) -> dict[str, Any]:
     summary["raw"] = raw
     summary_path.write_text(json.dumps(summary, indent=2, default=str) + "\n", encoding="utf-8")
     return summary
+
+
+def measure(options: Options, stack: BenchStack, loadgen: Path | None, results: dict[str, Any]) -> None:
+    """Run the selected comparisons in order (REST first, on a quiet box; streaming last), into ``results``."""
+    if options.wants("rest") or options.wants("batching"):
+        from bench.workload import write_bodies
+
+        bodies = write_bodies(options.tmp / "bodies")
+    if options.wants("rest"):
+        from bench.rest import rest
+
+        say("== 2. REST: vatic's model server and gateway vs stock MLServer")
+        assert loadgen is not None
+        results["rest"] = rest(options, stack, loadgen, bodies)
+    if options.wants("batching"):
+        from bench.rest import batching
+
+        say("== 4. adaptive batching on vs off")
+        assert loadgen is not None
+        results["batching"] = batching(options, stack, loadgen, bodies)
+    if options.wants("features"):
+        from bench.features import features
+
+        say("== 3. features: vatic's FeatureClient vs Feast")
+        results["features"] = features(options, stack)
+    if options.wants("streaming"):
+        from bench.streaming import streaming
+
+        stack.stop("gateway")  # frees a core's worth of memory and CPU for the job
+        say("== 1. streaming: vatic's job vs the naive pipeline")
+        results["streaming"] = streaming(options, stack)
+    if options.wants("gpu"):
+        from bench.gpu import gpu
+
+        say("== 5. GPU")
+        results["gpu"] = gpu(options)
 
 
 def run(options: Options) -> dict[str, Any]:
@@ -108,38 +161,10 @@ def run(options: Options) -> dict[str, Any]:
     stack = BenchStack(options)
     stack.preflight()
     try:
-        if options.wants("rest") or options.wants("batching"):
-            from bench.workload import write_bodies
-
-            bodies = write_bodies(options.tmp / "bodies")
-        if options.wants("rest"):
-            from bench.rest import rest
-
-            say("== 2. REST: vatic's model server and gateway vs stock MLServer")
-            assert loadgen is not None
-            results["rest"] = rest(options, stack, loadgen, bodies)
-        if options.wants("batching"):
-            from bench.rest import batching
-
-            say("== 4. adaptive batching on vs off")
-            assert loadgen is not None
-            results["batching"] = batching(options, stack, loadgen, bodies)
-        if options.wants("features"):
-            from bench.features import features
-
-            say("== 3. features: vatic's FeatureClient vs Feast")
-            results["features"] = features(options, stack)
-        if options.wants("streaming"):
-            from bench.streaming import streaming
-
-            stack.stop("gateway")  # frees a core's worth of memory and CPU for the job
-            say("== 1. streaming: vatic's job vs the naive pipeline")
-            results["streaming"] = streaming(options, stack)
-        if options.wants("gpu"):
-            from bench.gpu import gpu
-
-            say("== 5. GPU")
-            results["gpu"] = gpu(options)
+        # every server the selected comparisons use starts up front, concurrently (each comparison's own
+        # need() then finds them running); an idle server costs no CPU worth measuring
+        stack.need(*needed(options))
+        measure(options, stack, loadgen, results)
     finally:
         stack.close()
     summary = report.write(results, options, started, options.results)

@@ -19,6 +19,8 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -64,6 +66,7 @@ class BenchStack:
         self.started: list[Component] = []
         self.extra: dict[str, ModelServer] = {}
         self.defaults: dict[str, Any] = {}
+        self._lock = threading.Lock()
 
     # --- checks -----------------------------------------------------------------------------------------
 
@@ -85,26 +88,58 @@ class BenchStack:
         say(f"starting {component.name}")
         try:
             if component.start():
-                self.started.append(component)
+                with self._lock:
+                    self.started.append(component)
         except Exception as exc:
             raise BenchError(f"{component.name} failed to start: {str(exc).strip().splitlines()[0]}") from exc
         health = component.health()
         if health.state not in ("up", "running"):
             raise BenchError(f"{component.name} is {health.state}: {health.detail}")
 
+    #: components that read what another one writes or serves: ``gateway`` calls the model server and Redis,
+    #: ``batched`` copies the repository ``fraud-model`` writes. They start in a second wave.
+    AFTER = {"gateway": ("fraud-model", "redis"), "batched": ("fraud-model",)}
+
+    def _component(self, name: str) -> Component:
+        if name in self.stack.components:
+            return self.stack.components[name]
+        if name in ("stock", "batched"):
+            return self.stock() if name == "stock" else self.batched()
+        raise BenchError(f"unknown bench component {name}")
+
+    def _missing(self, name: str) -> bool:
+        component = self._component(name)
+        return component.process.pid() is None or component.health().state != "up"
+
     def need(self, *names: str) -> None:
-        """Make sure the named components run (stack names, ``stock`` or ``batched``)."""
-        for name in names:
-            if name in self.stack.components:
-                component = self.stack.components[name]
-                if component.process.pid() is None or component.health().state != "up":
-                    self._start(component)
-            elif name in ("stock", "batched"):
-                server = self.stock() if name == "stock" else self.batched()
-                if server.process.pid() is None or server.health().state != "up":
-                    self._start(server)
-            else:
-                raise BenchError(f"unknown bench component {name}")
+        """Make sure the named components run (stack names, ``stock`` or ``batched``).
+
+        Those not running start concurrently (each is its own process; the start-up waits are what costs),
+        in two waves: first the ones nothing else needs, then those in :attr:`AFTER` once theirs are up.
+        """
+        wanted = list(dict.fromkeys(names))
+        first = [n for n in wanted if n not in self.AFTER]
+        second = [n for n in wanted if n in self.AFTER]
+        for dependency in sorted({d for n in second for d in self.AFTER[n]} - set(first)):
+            first.append(dependency)
+        for wave in (first, second):
+            self._start_all([n for n in wave if self._missing(n)])
+
+    def _start_all(self, names: list[str]) -> None:
+        if len(names) <= 1:
+            for name in names:
+                self._start(self._component(name))
+            return
+        components = [self._component(name) for name in names]  # built here: stock()/batched() are not locked
+        errors: list[BenchError] = []
+        with ThreadPoolExecutor(max_workers=len(components)) as pool:
+            for future in [pool.submit(self._start, c) for c in components]:
+                try:
+                    future.result()
+                except BenchError as exc:
+                    errors.append(exc)
+        if errors:
+            raise errors[0]
 
     def url(self, name: str) -> str:
         if name in self.extra:

@@ -172,3 +172,25 @@ def test_summary_and_report(tmp_path: Path) -> None:
     for image in ("rest_throughput.png", "latency_cdf.png", "batch_size.png"):
         assert (tmp_path / image).read_bytes()[:4] == b"\x89PNG"
         assert f"]({image})" in text
+
+
+def test_servers_needed_up_front_follow_the_selected_comparisons() -> None:
+    from bench.run import needed
+
+    assert needed(parse(["--only", "features"])) == ["redis"]
+    assert needed(parse(["--only", "batching,features"])) == ["fraud-model", "batched", "redis"]
+    everything = needed(parse([]))
+    assert sorted(everything) == sorted(["kafka", "redis", "fraud-model", "gateway", "stock", "batched"])
+    assert len(everything) == len(set(everything))
+
+
+def test_dependent_servers_start_in_a_second_wave(tmp_path: Path) -> None:
+    """``gateway`` and ``batched`` start only after what they read from runs; the others start together."""
+    from bench.stack import BenchStack
+
+    stack = BenchStack(parse(["--results", str(tmp_path)]))
+    waves: list[list[str]] = []
+    stack._missing = lambda name: True  # type: ignore[method-assign]  # nothing runs: every name starts
+    stack._start_all = lambda names: waves.append(list(names))  # type: ignore[method-assign]
+    stack.need("gateway", "stock", "batched")
+    assert waves == [["stock", "fraud-model", "redis"], ["gateway", "batched"]]
