@@ -5,9 +5,10 @@ from __future__ import annotations
 import asyncio
 import os
 import time
+import weakref
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from types import TracebackType
+from types import MappingProxyType, TracebackType
 from typing import Any, Literal, Self
 
 from feast import FeatureStore, RepoConfig
@@ -15,15 +16,15 @@ from feast.infra.online_stores.redis import RedisOnlineStore, RedisOnlineStoreCo
 from feast.infra.online_stores.sqlite import SqliteOnlineStore, SqliteOnlineStoreConfig
 from feast.protos.feast.types.Value_pb2 import Value as ValueProto
 from feast.repo_config import load_repo_config
-from feast.type_map import feast_value_type_to_python_type
-from feast.value_type import ValueType
 
 from vatic.connectors.errors import ConfigError
+from vatic.connectors.features.codec import NULL, decode_value, python_value
 from vatic.connectors.features.feast_sdk import FeastSdkReader
 from vatic.connectors.features.model import EntityFeatures, FeatureLookup, FeatureStatus
-from vatic.connectors.features.plan import KeyedBatch, LookupPlan, build_plan, key_entities, parse_refs
+from vatic.connectors.features.plan import KeyedBatch, LookupPlan, ViewPlan, build_plan, key_entities, parse_refs
 from vatic.connectors.features.reader import (
     OnlineReader,
+    RawRow,
     RawRows,
     deadline_exceeded,
     translate_error,
@@ -39,16 +40,56 @@ _PRESENT = FeatureStatus.PRESENT
 _NOT_FOUND = FeatureStatus.NOT_FOUND
 _STALE = FeatureStatus.OUTSIDE_MAX_AGE
 _NULL = FeatureStatus.NULL_VALUE
-_PLAIN = frozenset({"int64_val", "int32_val", "double_val", "float_val", "bool_val", "bytes_val"})
-_UUIDS = frozenset({ValueType.UUID, ValueType.TIME_UUID})
 _MAX_PLANS = 256
 
 
-def _python_value(proto: ValueProto, attr: str, vtype: ValueType) -> Any:
-    """Convert like Feast's ``OnlineResponse.to_dict`` (``feast_value_type_to_python_type``), scalars inline."""
-    if attr in _PLAIN or (attr == "string_val" and vtype not in _UUIDS):
-        return getattr(proto, attr)
-    return feast_value_type_to_python_type(proto, vtype)
+_NONE_MISSING: Mapping[str, FeatureStatus] = MappingProxyType({})
+#: the misses of a complete row (shared, never written to)
+_NO_MISSES: dict[str, FeatureStatus] = {}
+#: one stored row of a view, classified: (values aligned with the view's refs, {ref: status} of the misses,
+#: the row's event time or None)
+_Cell = tuple[list[Any], dict[str, FeatureStatus], float | None]
+
+
+def _view_cells(view: ViewPlan, rows: list[RawRow], now: float) -> list[_Cell]:
+    """Classify and convert the raw rows of one view (one per distinct key of its group)."""
+    width = len(view.features)
+    refs, types = view.refs, view.value_types
+    not_found: _Cell = ([None] * width, dict.fromkeys(refs, _NOT_FOUND), None)
+    ttl = view.ttl_s
+    out: list[_Cell] = []
+    for row in rows:
+        if row is None:
+            out.append(not_found)
+            continue
+        event_time, stored = row
+        if ttl is not None and now - event_time > ttl:  # stale: every stored value is withheld
+            out.append(
+                (
+                    [None] * width,
+                    {ref: _NOT_FOUND if item is None else _STALE for ref, item in zip(refs, stored, strict=True)},
+                    event_time,
+                )
+            )
+            continue
+        values: list[Any] = []
+        missing: dict[str, FeatureStatus] = _NO_MISSES
+        for ref, item, vtype in zip(refs, stored, types, strict=True):
+            if type(item) is bytes:
+                kind, value = decode_value(item, vtype)
+            elif item is None:
+                kind, value = None, None
+            else:  # a parsed proto (Feast's SDK reader)
+                proto: ValueProto = item  # type: ignore[assignment]
+                kind = proto.WhichOneof("val") or NULL
+                value = python_value(proto, kind, vtype) if kind else None
+            values.append(value)
+            if not kind:  # None: not stored; NULL: a stored null
+                if missing is _NO_MISSES:
+                    missing = {}
+                missing[ref] = _NOT_FOUND if kind is None else _NULL
+        out.append((values, missing, event_time))
+    return out
 
 
 def _with_store_timeouts(config: RepoConfig, timeout_s: float) -> RepoConfig:
@@ -142,6 +183,7 @@ class FeatureClient:
         repo_path = self._config.repo_path
         self._store = FeatureStore(repo_path=str(repo_path) if repo_path else None, config=self._config)
         self._plans: dict[tuple[str, ...], LookupPlan] = {}
+        self._shared: weakref.WeakKeyDictionary[LookupPlan, Mapping[str, FeatureStatus]] = weakref.WeakKeyDictionary()
         self._reader = self._make_reader(read_path)
         if cache_ttl_s > 0:
             from vatic.connectors.features.cache import CachingReader
@@ -314,61 +356,37 @@ class FeatureClient:
         return FeatureLookup([], features=plan.refs, unique_entities=0, source=self._reader.source)
 
     def _assemble(self, plan: LookupPlan, batch: KeyedBatch, raw: RawRows) -> FeatureLookup:
-        """Classify raw rows (statuses, TTL, nulls), convert values, and fan out to the requested entities."""
-        now = time.time()
-        cells: list[list[tuple[list[Any], list[FeatureStatus], float | None]]] = []
-        for v, view in enumerate(plan.views):
-            width = len(view.features)
-            not_found: tuple[list[Any], list[FeatureStatus], float | None] = (
-                [None] * width,
-                [_NOT_FOUND] * width,
-                None,
-            )
-            ttl = view.ttl_s
-            view_cells = []
-            for row in raw[v]:
-                if row is None:
-                    view_cells.append(not_found)
-                    continue
-                event_time, protos = row
-                stale = ttl is not None and now - event_time > ttl
-                values: list[Any] = []
-                statuses: list[FeatureStatus] = []
-                for proto, vtype in zip(protos, view.value_types, strict=True):
-                    if proto is None:
-                        values.append(None)
-                        statuses.append(_NOT_FOUND)
-                        continue
-                    attr = proto.WhichOneof("val")
-                    if stale:
-                        values.append(None)
-                        statuses.append(_STALE)
-                    elif attr is None:
-                        values.append(None)
-                        statuses.append(_NULL)
-                    else:
-                        values.append(_python_value(proto, attr, vtype))
-                        statuses.append(_PRESENT)
-                view_cells.append((values, statuses, event_time))
-            cells.append(view_cells)
+        """Classify raw rows (statuses, TTL, nulls), convert values, and fan out to the requested entities.
 
+        Entities with every feature present share one read-only ``statuses`` mapping and one empty ``missing``
+        mapping per plan (the common case costs one dict of values per distinct entity).
+        """
+        now = time.time()
+        cells = [_view_cells(view, raw[v], now) for v, view in enumerate(plan.views)]
+        shared = self._shared.get(plan)
+        if shared is None:
+            shared = self._shared[plan] = MappingProxyType(dict.fromkeys(plan.refs, _PRESENT))
+        all_present = shared
+        views = tuple(enumerate(plan.views))
         distinct: list[EntityFeatures] = []
         for combo in batch.combos:
             values_by_ref: dict[str, Any] = {}
-            statuses_by_ref: dict[str, FeatureStatus] = {}
-            missing: dict[str, FeatureStatus] = {}
             event_times: dict[str, float | None] = {}
-            for v, view in enumerate(plan.views):
-                vals, stats, row_time = cells[v][combo[view.group]]
+            missing: dict[str, FeatureStatus] | None = None
+            for v, view in views:
+                vals, view_missing, row_time = cells[v][combo[view.group]]
                 event_times[view.name] = row_time
-                for ref, value, status in zip(view.refs, vals, stats, strict=True):
-                    values_by_ref[ref] = value
-                    statuses_by_ref[ref] = status
-                    if status is not _PRESENT:
-                        missing[ref] = status
-            distinct.append(
-                EntityFeatures(values=values_by_ref, statuses=statuses_by_ref, missing=missing, event_times=event_times)
-            )
+                values_by_ref.update(zip(view.refs, vals, strict=True))
+                if view_missing:
+                    if missing is None:
+                        missing = {}
+                    missing.update(view_missing)
+            if missing is None:
+                distinct.append(EntityFeatures(values_by_ref, all_present, _NONE_MISSING, event_times))
+            else:
+                statuses = dict(all_present)
+                statuses.update(missing)
+                distinct.append(EntityFeatures(values_by_ref, statuses, missing, event_times))
         return FeatureLookup(
             [distinct[c] for c in batch.slots],
             features=plan.refs,

@@ -21,10 +21,9 @@ from typing import Any
 from feast import FeatureStore, RepoConfig
 from feast.online_response import OnlineResponse
 from feast.protos.feast.serving.ServingService_pb2 import FieldStatus
-from feast.protos.feast.types.Value_pb2 import Value as ValueProto
 
 from vatic.connectors.features.plan import LookupPlan
-from vatic.connectors.features.reader import Keys, OnlineReader, RawRow, RawRows
+from vatic.connectors.features.reader import Keys, OnlineReader, RawRow, RawRows, RawValue
 
 __all__ = ["FeastSdkReader"]
 
@@ -65,7 +64,7 @@ class FeastSdkReader(OnlineReader):
             rows: list[RawRow] = []
             for u in range(n):
                 event_time: float | None = None
-                values: list[ValueProto | None] = []
+                values: list[RawValue] = []
                 for vector in vectors:
                     value = vector.values[u]
                     ts = vector.event_timestamps[u]

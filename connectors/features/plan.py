@@ -37,7 +37,8 @@ class ViewPlan:
     """The requested features of one feature view.
 
     ``features``/``refs``/``value_types`` are aligned; ``group`` indexes :attr:`LookupPlan.groups`;
-    ``ttl_s`` is ``None`` when the view's TTL is unset or zero (values never expire).
+    ``ttl_s`` is ``None`` when the view's TTL is unset or zero (values never expire); ``declared`` is the
+    number of features the view declares (requested or not; 0 when unknown).
     """
 
     name: str
@@ -46,6 +47,7 @@ class ViewPlan:
     refs: tuple[str, ...]
     value_types: tuple[ValueType, ...]
     ttl_s: float | None
+    declared: int = 0
 
 
 @dataclass(frozen=True, slots=True, eq=False, weakref_slot=True)
@@ -158,6 +160,7 @@ def build_plan(registry: BaseRegistry, project: str, refs: tuple[str, ...]) -> L
                 refs=tuple(f"{view_name}:{f}" for f in features),
                 value_types=tuple(declared[f] for f in features),
                 ttl_s=_ttl_seconds(fv.ttl),
+                declared=len(declared),
             )
         )
     return LookupPlan(
@@ -194,24 +197,36 @@ def key_entities(plan: LookupPlan, entities: Sequence[Mapping[str, Any]]) -> Key
     slots: list[int] = []
     problems: dict[int, str] = {}
     key_types = plan.key_types
+    # per group, the exact type each join key must have; INT32 keys (range-checked) always take the full check
+    fast = [
+        tuple(type(None) if key_types[k] is ValueType.INT32 else _KEY_TYPES[key_types[k]] for k in join_keys)
+        for join_keys in plan.groups
+    ]
     for i, entity in enumerate(entities):
         combo: list[int] = []
         for g, join_keys in enumerate(plan.groups):
             try:
-                values = tuple(entity[k] for k in join_keys)
+                values = (entity[join_keys[0]],) if len(join_keys) == 1 else tuple(entity[k] for k in join_keys)
             except KeyError as exc:
                 problems[i] = f"join key {exc.args[0]!r} is missing or null"
                 break
             except TypeError:
                 problems[i] = f"entity must be a mapping of join keys, got {type(entity).__name__}"
                 break
-            bad = next(
-                (p for k, v in zip(join_keys, values, strict=True) if (p := _check_value(k, v, key_types[k]))),
-                None,
-            )
-            if bad is not None:
-                problems[i] = bad
-                break
+            # fast check (exact Python types, no int32 key); the precise message only for a failing entity
+            expected = fast[g]
+            if (
+                type(values[0]) is not expected[0]
+                if len(values) == 1
+                else not all(type(v) is t for v, t in zip(values, expected, strict=True))
+            ):
+                bad = next(
+                    (p for k, v in zip(join_keys, values, strict=True) if (p := _check_value(k, v, key_types[k]))),
+                    None,
+                )
+                if bad is not None:
+                    problems[i] = bad
+                    break
             index = group_index[g]
             slot = index.get(values)
             if slot is None:

@@ -10,8 +10,10 @@ reader, so that a direct reader and Feast's SDK give identical results for the s
 
 ``RawRows`` is, per view of the plan (plan order), per distinct key of the view's group (``KeyedBatch.keys``
 order), either ``None`` (no row stored for that entity in that view) or ``(event_time, values)``:
-``event_time`` in Unix seconds, ``values`` aligned with ``ViewPlan.features``, each a Feast ``Value`` proto
-(an empty one is a stored null) or ``None`` (this feature is not stored for the entity).
+``event_time`` in Unix seconds, ``values`` aligned with ``ViewPlan.features``, each a Feast ``Value`` -
+serialized as stored (direct readers; decoded by :func:`~vatic.connectors.features.codec.decode_value`) or
+parsed (the SDK reader) - or ``None`` (this feature is not stored for the entity). An empty ``Value`` is a
+stored null.
 """
 
 from __future__ import annotations
@@ -21,8 +23,6 @@ from abc import ABC, abstractmethod
 from typing import Any
 
 import redis.exceptions
-from feast.infra.key_encoding_utils import serialize_entity_key
-from feast.protos.feast.types.EntityKey_pb2 import EntityKey as EntityKeyProto
 from feast.protos.feast.types.Value_pb2 import Value as ValueProto
 from feast.value_type import ValueType
 
@@ -32,18 +32,22 @@ from vatic.connectors.errors import (
     FeatureStoreUnavailable,
     VaticError,
 )
+from vatic.connectors.features.codec import KeyEncoder
 from vatic.connectors.features.plan import LookupPlan
 
 __all__ = [
     "OnlineReader",
     "RawRow",
     "RawRows",
+    "RawValue",
     "deadline_exceeded",
     "entity_key_bytes",
     "translate_error",
 ]
 
-RawRow = tuple[float, list[ValueProto | None]] | None
+#: a stored value: its serialized bytes (direct readers) or the parsed proto (Feast's SDK)
+RawValue = bytes | ValueProto | None
+RawRow = tuple[float, list[RawValue]] | None
 RawRows = list[list[RawRow]]
 Keys = tuple[list[tuple[Any, ...]], ...]
 
@@ -78,27 +82,14 @@ class OnlineReader(ABC):
         self.close()
 
 
-def value_proto(value: Any, vtype: ValueType) -> ValueProto:
-    """A join key value as the Feast ``Value`` proto Feast writes into entity keys."""
-    if vtype is ValueType.STRING:
-        return ValueProto(string_val=value)
-    if vtype is ValueType.INT64:
-        return ValueProto(int64_val=value)
-    if vtype is ValueType.INT32:
-        return ValueProto(int32_val=value)
-    return ValueProto(bytes_val=value)
-
-
 def entity_key_bytes(
     join_keys: tuple[str, ...], values: tuple[Any, ...], types: tuple[ValueType, ...], version: int
 ) -> bytes:
-    """Feast's serialized entity key (``serialize_entity_key``), as stored by its Redis and SQLite stores."""
-    proto = EntityKeyProto(
-        join_keys=join_keys,
-        entity_values=[value_proto(v, t) for v, t in zip(values, types, strict=True)],
-    )
-    key: bytes = serialize_entity_key(proto, entity_key_serialization_version=version)
-    return key
+    """Feast's serialized entity key (``serialize_entity_key``), as stored by its Redis and SQLite stores.
+
+    One-off form of :class:`~vatic.connectors.features.codec.KeyEncoder` (readers keep one per group).
+    """
+    return KeyEncoder(join_keys, types, version).encode(values)
 
 
 def deadline_exceeded(deadline_s: float) -> DeadlineExceeded:

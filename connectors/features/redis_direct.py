@@ -1,5 +1,9 @@
 """Direct reads of Feast's Redis online store: one pipelined ``HMGET`` per distinct entity key.
 
+Requests are packed once per read (one RESP buffer of ``HMGET`` commands, the fields part precomputed per
+entity-key group) and written on one pooled connection, like redis-py's non-transactional pipeline but
+without its per-command bookkeeping; a connection that fails or is cancelled mid-read is closed, never reused.
+
 Feast's Redis layout (``feast.infra.online_stores.redis``): one hash per entity key, named
 ``serialize_entity_key(key) + project``, shared by every feature view keyed by the same entities. A feature
 is the hash field ``mmh3("view:feature")`` (Feast's ``_mmh3``) holding a serialized ``Value`` proto; the
@@ -22,12 +26,12 @@ import redis
 import redis.asyncio
 from feast.infra.online_stores.helpers import _mmh3
 from feast.infra.online_stores.redis import RedisOnlineStore, RedisOnlineStoreConfig, RedisType
-from feast.protos.feast.types.Value_pb2 import Value as ValueProto
 from google.protobuf.timestamp_pb2 import Timestamp  # type: ignore[import-untyped]
 
 from vatic.connectors.errors import ConfigError
+from vatic.connectors.features.codec import KeyEncoder
 from vatic.connectors.features.plan import LookupPlan
-from vatic.connectors.features.reader import Keys, OnlineReader, RawRow, RawRows, entity_key_bytes
+from vatic.connectors.features.reader import Keys, OnlineReader, RawRow, RawRows
 
 __all__ = ["RedisReader", "redis_connection_kwargs"]
 
@@ -49,6 +53,12 @@ def redis_connection_kwargs(config: RedisOnlineStoreConfig) -> dict[str, Any]:
     return kwargs
 
 
+def _bulk(value: bytes | str) -> bytes:
+    """A RESP bulk string."""
+    data = value.encode("utf-8") if isinstance(value, str) else value
+    return b"$%d\r\n%s\r\n" % (len(data), data)
+
+
 @dataclass(frozen=True, slots=True)
 class _GroupLayout:
     """The HMGET of one entity-key group: the fields to read and where each view's fields are."""
@@ -56,6 +66,11 @@ class _GroupLayout:
     join_keys: tuple[str, ...]
     key_types: tuple[Any, ...]
     fields: tuple[bytes | str, ...]
+    encoder: KeyEncoder
+    #: the RESP encoding of ``HMGET``'s arguments after the key (the same for every key of the group)
+    resp_fields: bytes
+    #: ``*<argc>\r\n$5\r\nHMGET\r\n``
+    resp_head: bytes
     #: per view of the group: (view index in the plan, offset of its first feature, number of features)
     views: tuple[tuple[int, int, int], ...]
 
@@ -95,11 +110,15 @@ class RedisReader(OnlineReader):
                     views.append((v, len(fields), len(view.features)))
                     fields.extend(_mmh3(f"{view.name}:{f}") for f in view.features)
                     fields.append(f"_ts:{view.name}")
+                key_types = tuple(plan.key_types[k] for k in join_keys)
                 built.append(
                     _GroupLayout(
                         join_keys=join_keys,
-                        key_types=tuple(plan.key_types[k] for k in join_keys),
+                        key_types=key_types,
                         fields=tuple(fields),
+                        encoder=KeyEncoder(join_keys, key_types, self._key_version),
+                        resp_fields=b"".join(_bulk(f) for f in fields),
+                        resp_head=b"*%d\r\n" % (len(fields) + 2) + _bulk(b"HMGET"),
                         views=tuple(views),
                     )
                 )
@@ -110,14 +129,21 @@ class RedisReader(OnlineReader):
 
     def _commands(self, plan: LookupPlan, keys: Keys) -> tuple[tuple[_GroupLayout, ...], list[list[bytes]]]:
         layouts = self._layout(plan)
+        project = self._project
         redis_keys = [
-            [
-                entity_key_bytes(layout.join_keys, values, layout.key_types, self._key_version) + self._project
-                for values in keys[g]
-            ]
-            for g, layout in enumerate(layouts)
+            [layout.encoder.encode(values) + project for values in keys[g]] for g, layout in enumerate(layouts)
         ]
         return layouts, redis_keys
+
+    @staticmethod
+    def _packed(layouts: tuple[_GroupLayout, ...], redis_keys: list[list[bytes]]) -> bytes:
+        """One RESP request holding an ``HMGET key fields...`` per key (what redis-py's pipeline would send)."""
+        parts: list[bytes] = []
+        for g, layout in enumerate(layouts):
+            head, tail = layout.resp_head, layout.resp_fields
+            for key in redis_keys[g]:
+                parts.append(head + b"$%d\r\n" % len(key) + key + b"\r\n" + tail)
+        return b"".join(parts)
 
     @staticmethod
     def _parse(
@@ -135,10 +161,7 @@ class RedisReader(OnlineReader):
                         ts = Timestamp.FromString(ts_bytes)
                         row = (
                             ts.seconds + ts.nanos / 1e9,
-                            [
-                                None if raw is None else ValueProto.FromString(raw)
-                                for raw in reply[offset : offset + count]
-                            ],
+                            reply[offset : offset + count],  # serialized Values, decoded by the client
                         )
                     rows[v].append(row)
             at += n
@@ -162,20 +185,32 @@ class RedisReader(OnlineReader):
 
     def read(self, plan: LookupPlan, keys: Keys, deadline: float) -> RawRows:
         layouts, redis_keys = self._commands(plan, keys)
-        with self._client().pipeline(transaction=False) as pipe:
-            for g, layout in enumerate(layouts):
-                for key in redis_keys[g]:
-                    pipe.hmget(key, layout.fields)  # type: ignore[arg-type]  # annotated str/list; bytes/tuple work
-            replies = pipe.execute()
+        count = sum(len(k) for k in redis_keys)
+        pool = self._client().connection_pool
+        connection = pool.get_connection()
+        try:
+            connection.send_packed_command([self._packed(layouts, redis_keys)])
+            replies = [connection.read_response() for _ in range(count)]
+        except BaseException:
+            connection.disconnect()  # replies may be left unread on it: never reuse it
+            raise
+        finally:
+            pool.release(connection)
         return self._parse(plan, layouts, redis_keys, replies)
 
     async def read_async(self, plan: LookupPlan, keys: Keys, deadline: float) -> RawRows:
         layouts, redis_keys = self._commands(plan, keys)
-        async with self._async_client().pipeline(transaction=False) as pipe:
-            for g, layout in enumerate(layouts):
-                for key in redis_keys[g]:
-                    pipe.hmget(key, layout.fields)  # type: ignore[arg-type]  # annotated str/list; bytes/tuple work
-            replies = await pipe.execute()
+        count = sum(len(k) for k in redis_keys)
+        pool = self._async_client().connection_pool
+        connection = await pool.get_connection()
+        try:
+            await connection.send_packed_command([self._packed(layouts, redis_keys)])
+            replies = [await connection.read_response() for _ in range(count)]
+        except BaseException:  # cancellation (the deadline) included: replies may be left unread
+            await connection.disconnect()
+            raise
+        finally:
+            await pool.release(connection)
         return self._parse(plan, layouts, redis_keys, replies)
 
     def close(self) -> None:
