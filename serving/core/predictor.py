@@ -284,7 +284,10 @@ class Predictor:
         features = {}
         if self.config.features is not None:
             for ref in self.config.features.refs:
-                features[ref] = {"value": _feature_value(values.get(ref)), "missing": ref in missing}
+                value = values.get(ref)
+                if type(value) not in _SCALARS:
+                    value = _feature_value(value)
+                features[ref] = {"value": value, "missing": ref in missing}
         event_time = event.get("event_time")
         return {
             "event_id": str(event.get("event_id", "")),
@@ -305,7 +308,12 @@ class Predictor:
         }
 
 
+#: feature values that go into prediction events as they are (exact types: the per-feature fast path)
+_SCALARS = frozenset({type(None), bool, int, float, str})
+
+
 def _feature_value(value: Any) -> Any:
+    """A feature value as the prediction schema carries it: scalars as they are, sequences as floats."""
     if value is None or isinstance(value, bool | int | float | str):
         return value
     if isinstance(value, list | tuple):
