@@ -315,6 +315,11 @@ def _details(name: str, data: dict[str, Any]) -> list[str]:
                     for name, v in lat["breakdown"].items()
                 )
                 lines.append(f"  - where it goes (the predictions' `timings`): {parts}")
+            if lat.get("curve"):
+                points = "; ".join(
+                    f"{c['rate']:,.0f}/s: p50 {c['p50_ms']:.0f} / p99 {c['p99_ms']:.0f} ms" for c in lat["curve"]
+                )
+                lines.append(f"  - same job at lower rates first (latency vs load): {points}")
         for note in data.get("diagnostics", []):
             lines.append(f"- diagnostic: {note}")
     if name == "gpu" and data.get("cells"):

@@ -346,24 +346,45 @@ def _warm(topics: Topics, proc: subprocess.Popen[bytes], log: Path, what: str) -
     time.sleep(1.0)
 
 
-def vatic_latency(options: Options, stack: BenchStack, rate: float, seconds: float, parallelism: int) -> dict[str, Any]:
+def vatic_latency(
+    options: Options,
+    stack: BenchStack,
+    rate: float,
+    seconds: float,
+    parallelism: int,
+    curve_rates: tuple[float, ...] = (),
+) -> dict[str, Any]:
+    """Latency at ``rate``; first, in the same job, at each of ``curve_rates`` (lowest first, so that each step
+    starts with an empty queue): how latency grows with load, without a job start per point."""
     topics = Topics(stack, "vatic-lat")
     proc, log = _start_job(options, stack, topics, parallelism=parallelism, batch_size=None, bounded=False)
     timings: dict[str, dict[str, Any]] = {}
+    codec = AvroCodec(topics.store, topic_subject(topics.output), load_schema("prediction"))
 
     def decode(payload: bytes) -> str:
         record = codec.decode(payload)
         timings[str(record["event_id"])] = record["timings"]
         return str(record["event_id"])
 
+    curve: list[dict[str, Any]] = []
     try:
         _warm(topics, proc, log, "vatic's streaming job")
+        produced = 10  # the warm-up events
+        for step in sorted(curve_rates):
+            step_sent = _open_loop(topics, step, max(seconds, 200.0 / step))  # >= 200 samples per point
+            produced += len(step_sent)
+            _, by_id, _ = topics.read_outputs(produced, 60, decode)
+            point = _latencies(step_sent, by_id)
+            curve.append({"rate": step, **{k: point[k] for k in ("sent", "received", "p50_ms", "p99_ms", "max_ms")}})
+            say(
+                f"streaming latency vatic at {step:.0f} events/s: p50 {point['p50_ms']:.0f} ms, "
+                f"p99 {point['p99_ms']:.0f} ms"
+            )
         sent = _open_loop(topics, rate, seconds)
-        codec = AvroCodec(topics.store, topic_subject(topics.output), load_schema("prediction"))
-        _, by_id, _ = topics.read_outputs(len(sent) + 10, 60, decode)
+        _, by_id, _ = topics.read_outputs(produced + len(sent), 60, decode)
     finally:
         _stop(proc)
-    return {"rate": rate, **_latencies(sent, by_id), "breakdown": _breakdown(sent, by_id, timings)}
+    return {"rate": rate, **_latencies(sent, by_id), "breakdown": _breakdown(sent, by_id, timings), "curve": curve}
 
 
 def _breakdown(sent: dict[str, int], appended: dict[str, int], timings: dict[str, dict[str, Any]]) -> dict[str, Any]:
@@ -402,6 +423,58 @@ def naive_latency(options: Options, stack: BenchStack, rate: float, seconds: flo
 
 
 # --- the comparison -------------------------------------------------------------------------------------
+
+
+def _batch_sweep(options: Options, stack: BenchStack, parallelism: int) -> dict[str, float]:
+    """Max events/s of vatic's job by ``streaming.batch_size``."""
+    sweep: dict[str, float] = {}
+    for size in (1, 16, 64, 128):
+        n = 3_000 if size == 1 else 12_000
+        result = vatic_max(options, stack, n, parallelism=parallelism, batch_size=size)
+        sweep[str(size)] = result["eps"]
+        say(f"streaming batch size {size:>3} (p={parallelism}): {result['eps']:8.0f} events/s")
+    return sweep
+
+
+def _rows(
+    mode: str, best_p: int, vatic_eps: float, naive_eps: float, vatic_lat: dict[str, Any], naive_lat: dict[str, Any]
+) -> list[dict[str, Any]]:
+    """The three target rows of comparison 1."""
+    return [
+        {
+            "id": "streaming_vs_naive",
+            "comparison": "streaming",
+            "metric": f"max events/s, vatic job ({mode} mode, best parallelism {best_p}) vs naive per-event pipeline",
+            "unit": "events/s",
+            "vatic": vatic_eps,
+            "baseline": naive_eps,
+            "ratio": vatic_eps / naive_eps,
+            "target": ">= 10x",
+            "met": vatic_eps / naive_eps >= 10,
+        },
+        {
+            "id": "streaming_absolute",
+            "comparison": "streaming",
+            "metric": f"max events/s of vatic's job on {os.cpu_count()} cores (stretch 10,000)",
+            "unit": "events/s",
+            "vatic": vatic_eps,
+            "baseline": 5000.0,
+            "ratio": vatic_eps / 5000.0,
+            "target": ">= 5,000 events/s",
+            "met": vatic_eps >= 5000,
+        },
+        {
+            "id": "streaming_p99",
+            "comparison": "streaming",
+            "metric": "event-to-prediction p99 at 50% of max: vatic vs naive (each at half its own max)",
+            "unit": "ms",
+            "vatic": vatic_lat["p99_ms"],
+            "baseline": naive_lat["p99_ms"],
+            "ratio": vatic_lat["p99_ms"] / max(naive_lat["p99_ms"], 1e-9),
+            "target": "<= 50 ms",
+            "met": vatic_lat["p99_ms"] <= 50,
+        },
+    ]
 
 
 def streaming(options: Options, stack: BenchStack) -> dict[str, Any]:
@@ -443,56 +516,18 @@ def streaming(options: Options, stack: BenchStack) -> dict[str, Any]:
     best_p = max(by_parallelism, key=lambda p: by_parallelism[p])
     vatic_eps, naive_eps = by_parallelism[best_p], median(r["eps"] for r in naive_runs)
 
-    sweep: dict[str, float] = {}
-    if not options.quick:
-        for size in (1, 16, 64, 128):
-            n = 3_000 if size == 1 else 12_000
-            result = vatic_max(options, stack, n, parallelism=best_p, batch_size=size)
-            sweep[str(size)] = result["eps"]
-            say(f"streaming batch size {size:>3} (p={best_p}): {result['eps']:8.0f} events/s")
+    sweep = {} if options.quick else _batch_sweep(options, stack, best_p)
 
     seconds = 3.0 if options.quick else 10.0
     say(f"streaming latency: naive at {naive_eps * 0.5:.0f} events/s, vatic at {vatic_eps * 0.5:.0f} events/s")
     naive_lat = naive_latency(options, stack, max(1.0, naive_eps * 0.5), seconds)
     say(f"streaming latency naive: p50 {naive_lat['p50_ms']:.0f} ms, p99 {naive_lat['p99_ms']:.0f} ms")
-    vatic_lat = vatic_latency(options, stack, max(1.0, vatic_eps * 0.5), seconds, best_p)
+    # full runs: latency vs load in the same job, at 20 events/s and 10% / 25% of max, then at 50%
+    curve = () if options.quick else (20.0, round(vatic_eps * 0.1), round(vatic_eps * 0.25))
+    vatic_lat = vatic_latency(options, stack, max(1.0, vatic_eps * 0.5), seconds, best_p, curve)
     say(f"streaming latency vatic: p50 {vatic_lat['p50_ms']:.0f} ms, p99 {vatic_lat['p99_ms']:.0f} ms")
 
-    rows = [
-        {
-            "id": "streaming_vs_naive",
-            "comparison": "streaming",
-            "metric": f"max events/s, vatic job ({mode} mode, best parallelism {best_p}) vs naive per-event pipeline",
-            "unit": "events/s",
-            "vatic": vatic_eps,
-            "baseline": naive_eps,
-            "ratio": vatic_eps / naive_eps,
-            "target": ">= 10x",
-            "met": vatic_eps / naive_eps >= 10,
-        },
-        {
-            "id": "streaming_absolute",
-            "comparison": "streaming",
-            "metric": f"max events/s of vatic's job on {os.cpu_count()} cores (stretch 10,000)",
-            "unit": "events/s",
-            "vatic": vatic_eps,
-            "baseline": 5000.0,
-            "ratio": vatic_eps / 5000.0,
-            "target": ">= 5,000 events/s",
-            "met": vatic_eps >= 5000,
-        },
-        {
-            "id": "streaming_p99",
-            "comparison": "streaming",
-            "metric": "event-to-prediction p99 at 50% of max: vatic vs naive (each at half its own max)",
-            "unit": "ms",
-            "vatic": vatic_lat["p99_ms"],
-            "baseline": naive_lat["p99_ms"],
-            "ratio": vatic_lat["p99_ms"] / max(naive_lat["p99_ms"], 1e-9),
-            "target": "<= 50 ms",
-            "met": vatic_lat["p99_ms"] <= 50,
-        },
-    ]
+    rows = _rows(mode, best_p, vatic_eps, naive_eps, vatic_lat, naive_lat)
     profiles: dict[str, Any] = {}
     if options.profile and not all(r["met"] for r in rows):
         say("profiling vatic's streaming job (Python workers) while it drains a topic, with py-spy")
