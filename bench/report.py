@@ -33,7 +33,10 @@ METHOD = [
     "serves it. *Gateway*: the raw payment event, enriched from Feast (SQLite) by the gateway, then the model.",
     "- **Streaming**: pre-loaded topic drained; events/s from the first to the last output record's broker append "
     "time (start-up excluded). Latency at half of each pipeline's own max with an open-loop producer: output append "
-    "time minus the input's scheduled send time. The naive pipeline commits offsets asynchronously after each produce.",
+    "time minus the input's scheduled send time. The naive pipeline commits offsets asynchronously after each produce. "
+    "vatic's job writes in Kafka transactions (exactly-once): a `read_committed` consumer sees a prediction when the "
+    "next checkpoint commits (up to `checkpoint_interval_s`, 5 s by default); `guarantee: at_least_once` or a "
+    "`read_uncommitted` consumer sees it at the append time measured here.",
     "- **Features**: in-process, call after call for a fixed time; 14 features of two views (customer, merchant).",
     "- **Batching**: vatic's repository with `max_batch_size`/`max_batch_time` added, vs the same without.",
     "- Ratios are vatic / baseline of the medians. Missed targets were profiled with py-spy (`--nonblocking`, "

@@ -14,6 +14,7 @@ checkpoint: an outage is never dead-lettered); configuration errors are raised a
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -61,7 +62,15 @@ class BatchProcessor:
         self.settings = settings
 
     def open(self) -> None:
-        """Load the service config and open the codecs, the model client and the feature reader."""
+        """Load the service config and open the codecs, the model client and the feature reader.
+
+        Also lowers httpx's and httpcore's loggers to WARNING in this (worker) process: PyFlink's Python worker
+        logs at INFO through Beam's log channel to the JVM's log file, and httpx logs every request at INFO,
+        one line per micro-batch (thousands a minute). Failures still reach the log (the client's own warnings
+        and the errors it raises).
+        """
+        for name in ("httpx", "httpcore"):
+            logging.getLogger(name).setLevel(logging.WARNING)
         self.config: ServiceConfig = load_service(self.settings.service_dir, self.settings.environment)
         spec = self.config.streaming
         if spec is None:

@@ -42,11 +42,14 @@ The transaction timeout (service config, default 15 min) is far above checkpoint
 and below the broker's ``transaction.max.timeout.ms``.
 
 Latency settings (process mode): PyFlink's defaults (100,000 records / 1 s bundles, 100 ms buffer timeout)
-add ~160 ms per Python hop and up to a second at low rates. vatic sets ``execution.buffer-timeout`` to 5 ms
-and, in async mode, bundles of 1000 records / 20 ms; in vectorized mode the Arrow batch size is the service's
-``batch_size`` and the bundle time its ``batch_wait_ms``, so a partial batch waits at most that long. A
-bundle always ends before a checkpoint barrier passes a Python operator (every record in it answered),
-which is what makes both topologies' checkpoints consistent.
+add ~160 ms per Python hop and up to a second at low rates. vatic sets ``execution.buffer-timeout`` to 1 ms
+(``buffer_timeout_ms``) and, in async mode, bundles of 1000 records / 20 ms; in vectorized mode the Arrow
+batch size is the service's ``batch_size`` and the bundle time its ``batch_wait_ms`` (default 3 ms), so a
+partial batch waits at most that long. Measured on the 2-core box (fraud service, parallelism 2, 1,000-2,000
+events/s, five paired runs): 3 ms / 1 ms instead of 10 ms / 5 ms lowered event-to-prediction p50 by 16-66%
+and p99 by 17-46%, with the same max events/s (a backlog fills batches by size, not by time). A bundle always
+ends before a checkpoint barrier passes a Python operator (every record in it answered), which is what makes
+both topologies' checkpoints consistent.
 """
 
 from __future__ import annotations

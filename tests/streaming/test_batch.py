@@ -49,3 +49,28 @@ def test_records_that_decode_but_break_the_schema_are_dead_lettered_before_any_m
     assert "event_id" in dead[0]["error_message"]
     assert dead[0]["value"] == records[0].value  # the original bytes travel with the dead letter
     assert outputs[0].headers["vatic-source"] == f"{spec.input_topic}/0/7".encode()
+
+
+def test_an_open_processor_keeps_httpx_request_lines_out_of_the_worker_log(features, tmp_path):
+    """httpx logs every request at INFO; in a Flink worker that is one log line per micro-batch."""
+    import logging
+
+    folder = echo_service(tmp_path / "service", features, name="echo")
+    settings = JobSettings(service_dir=folder, model_url="http://127.0.0.1:9", schema_store=tmp_path / "schemas")
+    loggers = [logging.getLogger(name) for name in ("httpx", "httpcore")]
+    before = [logger.level for logger in loggers]
+    root_level = logging.getLogger().level
+    logging.getLogger().setLevel(logging.INFO)  # what PyFlink's worker sets
+    try:
+        for logger in loggers:
+            logger.setLevel(logging.NOTSET)  # a fresh worker process (another test may have opened one)
+        assert all(logger.isEnabledFor(logging.INFO) for logger in loggers)
+        processor = BatchProcessor(settings)
+        processor.open()
+        asyncio.run(processor.aclose())
+        assert not any(logger.isEnabledFor(logging.INFO) for logger in loggers)
+        assert all(logger.isEnabledFor(logging.WARNING) for logger in loggers)
+    finally:
+        for logger, level in zip(loggers, before, strict=True):
+            logger.setLevel(level)
+        logging.getLogger().setLevel(root_level)
