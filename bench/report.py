@@ -192,19 +192,25 @@ def _profile_lines(name: str, profile: dict[str, Any]) -> list[str]:
     return lines
 
 
-def write(results: dict[str, Any], options: Any, started: datetime, folder: Path) -> dict[str, Any]:
-    """Write summary.json, report.md and the plots into ``folder``; returns the summary."""
+def write(
+    results: dict[str, Any], options: Any, started: datetime, folder: Path, measured: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """Write summary.json, report.md and the plots into ``folder``; returns the summary.
+
+    ``measured``: a stored summary being re-rendered (``--report-only``); its finish time, machine and versions
+    are kept, since they describe the run that measured the results, not the machine that re-renders them.
+    """
     folder.mkdir(parents=True, exist_ok=True)
     for old in folder.glob("*.png"):
         old.unlink()
     rows = [row for name in TITLES for row in results.get(name, {}).get("rows", [])]
     summary = {
         "date": started.isoformat(timespec="seconds"),
-        "finished": datetime.now(UTC).isoformat(timespec="seconds"),
+        "finished": measured["finished"] if measured else datetime.now(UTC).isoformat(timespec="seconds"),
         "mode": "quick" if options.quick else "full",
         "repeats": options.repeats,
-        "machine": machine(),
-        "versions": versions(),
+        "machine": measured["machine"] if measured else machine(),
+        "versions": measured["versions"] if measured else versions(),
         "targets": [{k: v for k, v in r.items() if k != "profile_pid"} for r in rows],
         "targets_met": f"{sum(1 for r in rows if r['met'])}/{sum(1 for r in rows if r['met'] is not None)}",
         "comparisons": {

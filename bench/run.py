@@ -98,7 +98,8 @@ def rerender(options: Options, summary_path: Path) -> dict[str, Any]:
     except (OSError, ValueError, KeyError) as exc:
         raise BenchError(f"no results to re-render in {summary_path} ({exc}): run the benchmarks first") from None
     options.quick, options.repeats = mode == "quick", int(stored.get("repeats", options.repeats))
-    summary = report.write(raw, options, datetime.fromisoformat(stored["date"]), options.results)
+    measured = stored if all(k in stored for k in ("finished", "machine", "versions")) else None
+    summary = report.write(raw, options, datetime.fromisoformat(stored["date"]), options.results, measured)
     summary["raw"] = raw
     summary_path.write_text(json.dumps(summary, indent=2, default=str) + "\n", encoding="utf-8")
     return summary

@@ -42,14 +42,19 @@ The transaction timeout (service config, default 15 min) is far above checkpoint
 and below the broker's ``transaction.max.timeout.ms``.
 
 Latency settings (process mode): PyFlink's defaults (100,000 records / 1 s bundles, 100 ms buffer timeout)
-add ~160 ms per Python hop and up to a second at low rates. vatic sets ``execution.buffer-timeout`` to 1 ms
+add ~160 ms per Python hop and up to a second at low rates. vatic sets ``execution.buffer-timeout`` to 5 ms
 (``buffer_timeout_ms``) and, in async mode, bundles of 1000 records / 20 ms; in vectorized mode the Arrow
-batch size is the service's ``batch_size`` and the bundle time its ``batch_wait_ms`` (default 3 ms), so a
-partial batch waits at most that long. Measured on the 2-core box (fraud service, parallelism 2, 1,000-2,000
-events/s, five paired runs): 3 ms / 1 ms instead of 10 ms / 5 ms lowered event-to-prediction p50 by 16-66%
-and p99 by 17-46%, with the same max events/s (a backlog fills batches by size, not by time). A bundle always
-ends before a checkpoint barrier passes a Python operator (every record in it answered), which is what makes
-both topologies' checkpoints consistent.
+batch size is the service's ``batch_size`` and the bundle time its ``batch_wait_ms`` (default 10 ms), so a
+partial batch waits at most that long. A bundle always ends before a checkpoint barrier passes a Python
+operator (every record in it answered), which is what makes both topologies' checkpoints consistent.
+
+Why 10 ms and not less (measured on the 2-core box, fraud service, parallelism 2, paired runs alternating): a
+3 ms bundle time (with a 1 ms buffer timeout, which changes nothing here: the vectorized job is one chain)
+lowered event-to-prediction p50 by 16-66% and p99 by 17-46% at 1,000-2,000 events/s (five pairs), but cost
+~12% of the max events/s (three pairs: 2,261 / 2,147 / 2,525 against 2,653 / 2,572 / 2,554): the JVM waits for
+every bundle's answers before it sends the next, so short bundles leave the Python worker idle between them
+even with a backlog. 5 ms kept the max but not the latency gain (three pairs, p50 higher in all three). A
+service that needs latency more than peak throughput sets ``batch_wait_ms`` lower.
 """
 
 from __future__ import annotations

@@ -281,7 +281,7 @@ class StreamingSpec(Section):
     consumer_group: str | None = Field(None, description="Kafka group id (default: vatic-<service>)")
     batch_size: int = Field(128, ge=1, le=8192, description="events per micro-batch (one Feast read, one V2 call)")
     batch_wait_ms: int = Field(
-        3, ge=0, le=60_000, description="flush a partial batch after this long (vectorized mode: the bundle time)"
+        10, ge=0, le=60_000, description="flush a partial batch after this long (vectorized mode: the bundle time)"
     )
     capacity: int = Field(8, ge=1, le=1024, description="micro-batches in flight per subtask (backpressure)")
     parallelism: int = Field(1, ge=1, le=1024, description="Flink parallelism of the job (1 to 1024)")
@@ -296,7 +296,7 @@ class StreamingSpec(Section):
     bundle_time_ms: int = Field(
         20, ge=1, description="python.fn-execution.bundle.time in async mode (vectorized mode: batch_wait_ms)"
     )
-    buffer_timeout_ms: int = Field(1, ge=0, description="execution.buffer-timeout")
+    buffer_timeout_ms: int = Field(5, ge=0, description="execution.buffer-timeout")
 
     @model_validator(mode="after")
     def _topics_and_timeouts(self) -> StreamingSpec:

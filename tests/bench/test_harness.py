@@ -194,3 +194,21 @@ def test_dependent_servers_start_in_a_second_wave(tmp_path: Path) -> None:
     stack._start_all = lambda names: waves.append(list(names))  # type: ignore[method-assign]
     stack.need("gateway", "stock", "batched")
     assert waves == [["stock", "fraud-model", "redis"], ["gateway", "batched"]]
+
+
+def test_report_only_keeps_the_measuring_run_s_machine_and_times(tmp_path: Path) -> None:
+    from bench.run import rerender
+
+    results = {"gpu": {"skipped": "no GPU", "rows": []}}
+    options = Options(quick=True, repeats=1, results=tmp_path)
+    report.write(results, options, datetime(2026, 1, 2, tzinfo=UTC), tmp_path)
+    stored = json.loads((tmp_path / "summary.json").read_text())
+    stored["raw"] = results
+    stored["finished"] = "2026-01-02T00:10:00+00:00"
+    stored["machine"] = {**stored["machine"], "cpu_model": "the measuring box", "load_avg_1m_at_start": 1.5}
+    stored["versions"] = {**stored["versions"], "mlserver": "1.7.1-measured"}
+    (tmp_path / "summary.json").write_text(json.dumps(stored))
+    again = rerender(Options(results=tmp_path, report_only=True), tmp_path / "summary.json")
+    for key in ("date", "finished", "machine", "versions"):
+        assert again[key] == stored[key]
+    assert "the measuring box" in (tmp_path / "report.md").read_text()
