@@ -11,11 +11,14 @@ Apicurio Registry (Quarkus app)        3.0.9           Confluent-compatible REST
 =====================================  ==============  ===================================================
 
 Fetching is idempotent: a ``.complete`` marker is written after a successful fetch, and a second call returns
-at once. Maven's own repository cache is kept under ``<cache>/m2`` so nothing lands in ``~/.m2``.
+at once. The Kafka marker holds a fingerprint of the dependency list (``maven/kafka-broker.pom.xml``): a cache
+fetched with another list is fetched again. Maven's own repository cache is kept under ``<cache>/m2`` so
+nothing lands in ``~/.m2``.
 """
 
 from __future__ import annotations
 
+import hashlib
 import shutil
 import subprocess
 import tarfile
@@ -31,6 +34,14 @@ KAFKA_VERSION = "4.1.1"
 FLINK_KAFKA_CONNECTOR_VERSION = "5.0.0-2.2"
 APICURIO_VERSION = "3.0.9"
 MAVEN_CENTRAL = "https://repo1.maven.org/maven2"
+
+
+_KAFKA_POM = resources.files("vatic.connectors.local") / "maven" / "kafka-broker.pom.xml"
+
+
+def _kafka_fingerprint() -> str:
+    """What the Kafka cache's marker holds: the version and a digest of the dependency list."""
+    return f"{KAFKA_VERSION} {hashlib.sha256(_KAFKA_POM.read_bytes()).hexdigest()[:16]}"
 
 
 class MissingArtifact(ConfigError):
@@ -66,7 +77,8 @@ class Artifacts:
     # -- presence checks with one clear line each -----------------------------------------------------------
 
     def require_kafka(self) -> Path:
-        if not (self.kafka_libs / ".complete").is_file():
+        marker = self.kafka_libs / ".complete"
+        if not marker.is_file() or marker.read_text(encoding="utf-8") != _kafka_fingerprint():
             raise MissingArtifact(
                 f"Kafka broker {KAFKA_VERSION} jars are not in {self.kafka_libs}: run `make setup` "
                 "(or `vatic stack fetch`) to download them from Maven Central"
@@ -97,16 +109,16 @@ class Artifacts:
 
     def fetch_kafka(self) -> str:
         marker = self.kafka_libs / ".complete"
-        if marker.is_file():
+        fingerprint = _kafka_fingerprint()
+        if marker.is_file() and marker.read_text(encoding="utf-8") == fingerprint:
             return f"kafka {KAFKA_VERSION}: cached in {self.kafka_libs}"
-        pom = resources.files("vatic.connectors.local") / "maven" / "kafka-broker.pom.xml"
-        with resources.as_file(pom) as pom_path:
+        with resources.as_file(_KAFKA_POM) as pom_path:
             self._mvn(
                 "-f", str(pom_path), "dependency:copy-dependencies",
                 f"-DoutputDirectory={self.kafka_libs}", "-DincludeScope=runtime",
                 f"-Dkafka.version={KAFKA_VERSION}",
             )  # fmt: skip
-        marker.write_text(KAFKA_VERSION, encoding="utf-8")
+        marker.write_text(fingerprint, encoding="utf-8")
         return f"kafka {KAFKA_VERSION}: fetched into {self.kafka_libs}"
 
     def fetch_flink_kafka_connector(self) -> str:

@@ -76,7 +76,7 @@ class Component(ABC):
             return False
         argv = self.argv()
         for port in self.ports:
-            if not port_is_free(self.settings.host, port):
+            if not _port_frees(self.settings.host, port):
                 raise PortInUse(
                     f"{self.name}: port {port} on {self.settings.host} is taken by another process; stop it or "
                     f"move vatic's {self.name} with VATIC_STACK_{self.name.upper()}_PORT=<free port>"
@@ -259,10 +259,13 @@ class Redis(Component):
 
 
 class SchemaRegistry(Component):
-    """Apicurio Registry with in-memory storage, serving the Confluent Schema Registry REST API (ccompat v7).
+    """Apicurio Registry serving the Confluent Schema Registry REST API (ccompat v7), its schemas kept in an
+    H2 database file under the component's folder (``data/registry.mv.db``).
 
-    Used by the tests of the Confluent REST schema source; the embedded default schema source is the local
-    store in ``vatic.schemas`` and needs no server.
+    Durable: a restart, clean or killed, keeps every subject, version and global id, as the records already
+    in Kafka name those ids. (Apicurio's default storage is an in-memory H2 database, which forgets them.)
+    H2 is told to write each commit at once (``WRITE_DELAY=0``), so a registration that was answered
+    survives a SIGKILL.
     """
 
     name = "registry"
@@ -279,11 +282,19 @@ class SchemaRegistry(Component):
             f"-Xmx{self.settings.registry_heap}",
             f"-Dquarkus.http.port={self.settings.registry_port}",
             f"-Dquarkus.http.host={self.settings.host}",
+            f"-Dapicurio.datasource.url=jdbc:h2:file:{self.data_dir / 'registry'};WRITE_DELAY=0",
             "-Dquarkus.log.console.json=false",
             f"-Dvatic.component={self.name}",
             "-jar",
             str(jar),
         ]
+
+    @property
+    def data_dir(self) -> Path:
+        return self.process.dir / "data"
+
+    def prepare(self) -> None:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
 
     def ready(self) -> bool:
         url = f"http://{self.settings.host}:{self.settings.registry_port}/apis/ccompat/v7/subjects"
@@ -303,7 +314,12 @@ COMPONENTS: dict[str, type[Component]] = {
 }
 
 
-def wait_port_closed(host: str, port: int, timeout_s: float = 10.0) -> None:
+def _port_frees(host: str, port: int, timeout_s: float = 2.0) -> bool:
+    """True when ``port`` is free now or within ``timeout_s`` (a process killed a moment ago releases its ports
+    while it exits)."""
     deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline and port_accepts(host, port):
-        time.sleep(0.1)
+    while not port_is_free(host, port):
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.05)
+    return True

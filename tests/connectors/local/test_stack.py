@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 import socket
 import subprocess
 from pathlib import Path
@@ -9,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from vatic.connectors.local.artifacts import MissingArtifact
-from vatic.connectors.local.components import KafkaBroker, MissingDependency, Redis
+from vatic.connectors.local.components import KafkaBroker, MissingDependency, Redis, SchemaRegistry
 from vatic.connectors.local.process import PortInUse
 from vatic.connectors.local.settings import StackSettings
 from vatic.connectors.local.stack import Stack
@@ -66,6 +67,38 @@ def test_kafka_formats_storage_once_and_serves(spare):
         assert (broker.data_dir / "meta.properties").read_text() == cluster_id
     finally:
         broker.stop()
+
+
+def _record(name: str, *fields: str) -> dict:
+    return {"type": "record", "name": name, "fields": [{"name": f, "type": "string"} for f in fields]}
+
+
+def test_the_registry_keeps_every_schema_and_id_when_it_is_killed_and_started_again(spare):
+    """Kafka keeps records that name schema ids: the registry must still know each id after a crash."""
+    from vatic.connectors.schema_registry import ConfluentSchemaRegistry
+
+    registry = SchemaRegistry(spare)
+    registry.start()
+    try:
+        with ConfluentSchemaRegistry(spare.registry_url) as client:
+            first = client.register("durable-value", _record("A", "x"))
+            second = client.register(
+                "durable-value",
+                _record("A", "x", "y")
+                | {"fields": [{"name": "x", "type": "string"}, {"name": "y", "type": "string", "default": ""}]},
+            )
+        registry.process.send_signal(signal.SIGKILL)  # no clean shutdown: what was answered must be on disk
+        registry.stop()
+        assert (registry.data_dir / "registry.mv.db").is_file()
+        registry.start()
+        with ConfluentSchemaRegistry(spare.registry_url) as fresh:  # no cache: everything comes from the server
+            assert fresh.get_schema(first)["fields"] == [{"name": "x", "type": "string"}]
+            assert [f["name"] for f in fresh.get_schema(second)["fields"]] == ["x", "y"]
+            assert fresh.versions("durable-value") == [1, 2]
+            third = fresh.register("other-value", _record("B", "z"))
+        assert third not in (first, second)  # ids are never handed out twice
+    finally:
+        registry.stop()
 
 
 def test_taken_port_is_one_clear_line(spare):
