@@ -8,12 +8,16 @@ Table-API function and the DataStream async function), so they behave identicall
 
 Error policy: data errors (undecodable bytes, a decoded record that breaks its schema's logical formats such
 as a non-UUID ``event_id``, a feature or model refusal) become dead-letter outputs; transient errors are retried
-by the core inside the service's retry budget and then raised (the Flink task fails and restarts from its
-checkpoint: an outage is never dead-lettered); configuration errors are raised at once.
+inside the service's retry budget and then raised (the Flink task fails and restarts from its checkpoint: an
+outage is never dead-lettered). That holds for the schema registry too: a writer schema id first met while the
+registry is unreachable is retried, never dead-lettered, and the worker looks its own output schemas up when
+it opens, so that a registry outage fails it there rather than in the middle of a batch. Configuration errors
+are raised at once.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Sequence
@@ -21,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from vatic.connectors.errors import DecodeError
+from vatic.connectors.errors import ConfigError, DecodeError, Retryable, SchemaSourceUnavailable
 from vatic.connectors.inference import InferenceClient
 from vatic.schemas import AvroCodec, load_schema, topic_subject
 from vatic.schemas.validate import InvalidRecord, record_validator
@@ -85,6 +89,8 @@ class BatchProcessor:
         self.validate = record_validator(input_schema)
         self.prediction = AvroCodec(source, topic_subject(spec.output_topic), load_schema("prediction"))
         self.dead = AvroCodec(source, topic_subject(spec.dead_letter_topic), load_schema("dead_letter"))
+        # registered (or looked up) now: a registry outage fails the worker's start, not an encode mid-batch
+        _ = self.prediction.schema_id, self.dead.schema_id
         self.client = InferenceClient(self.settings.model_url, deadline_s=self.config.timeout_s)
         self.enricher = None
         if self.config.features is not None:
@@ -93,9 +99,8 @@ class BatchProcessor:
             self.enricher = Enricher.from_spec(
                 self.config.features, Path(self.settings.service_dir), redis_url=self.settings.redis_url
             )
-        self.predictor = Predictor(
-            self.config, inference=self.client, features=self.enricher, retry=RetryPolicy.from_spec(spec.retry)
-        )
+        self.retry = RetryPolicy.from_spec(spec.retry)
+        self.predictor = Predictor(self.config, inference=self.client, features=self.enricher, retry=self.retry)
         self.max_bytes = spec.max_record_bytes
 
     async def process(self, records: Sequence[SourceRecord]) -> list[Output]:
@@ -115,7 +120,10 @@ class BatchProcessor:
             try:
                 if raw is None:
                     raise DecodeError("record has no value (tombstone)", b"")
-                event = self.input.decode(raw)
+                try:
+                    event = self.input.decode(raw)
+                except SchemaSourceUnavailable:  # a new writer schema id while the registry is down: wait
+                    event = await self._decode_retrying(raw)
                 self.validate(event)
                 events.append(event)
                 positions.append(index)
@@ -136,9 +144,17 @@ class BatchProcessor:
                 )  # fmt: skip
         return [output for output in outputs if output is not None]
 
+    async def _decode_retrying(self, raw: bytes) -> dict[str, Any]:
+        """Decode ``raw`` while the schema source is unavailable: retried inside the retry budget (the lookup
+        runs in a thread, so other batches in flight keep going), then the outage is raised."""
+        event, _ = await self.retry.run(lambda: asyncio.to_thread(self.input.decode, raw))
+        return event
+
     def _prediction(self, record: SourceRecord, prediction: dict[str, Any], event: dict[str, Any]) -> Output:
         try:
             payload = self.prediction.encode(prediction, validate=False)  # built by the core with schema types
+        except (Retryable, ConfigError):  # the schema source, not this event: never a dead letter
+            raise
         except Exception as exc:  # an output that cannot be encoded is this event's data error
             return self._dead(record, "encode", type(exc).__name__, str(exc), event=event)
         if len(payload) > self.max_bytes:

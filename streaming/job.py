@@ -38,8 +38,19 @@ Guarantees: checkpointing (EXACTLY_ONCE mode, interval from the service config, 
 backpressure does not stall them), exponential-delay restarts, source offsets committed to Kafka on
 checkpoint completion (monitoring only: recovery uses the checkpoint). The EXACTLY_ONCE sinks write in Kafka
 transactions committed on checkpoint completion; consumers read with ``isolation.level=read_committed``.
-The transaction timeout (service config, default 15 min) is far above checkpoint interval + restart time,
-and below the broker's ``transaction.max.timeout.ms``.
+
+Recovery settings, chosen together (:func:`recovery_settings`; docs/decisions/0001-recovery-bounds.md has the
+measurements): a failed job restarts after 1 s, backing off to at most 10 s, so that it is running again at
+most ~10 s plus its restart time after an outage ends; it gives up (the job FAILS, ``vatic stream run`` exits
+non-zero) after ``streaming.restart_attempts`` failed attempts in a row (30 by default: 5-10 minutes of an
+outage that never ends).
+A checkpoint may take as long as a batch may retry (retry budget + two model deadlines) plus 30 s; two
+checkpoints in a row that time out fail the job, so a job whose checkpoints cannot complete does not hang
+silently. The sinks' producers give a record up after ``delivery.timeout.ms`` (60 s, below the checkpoint
+timeout: a broker that stays away fails the task before the checkpoint expires). The transaction timeout
+(service config, default 15 min) stays above the restart window plus a checkpoint, so that a transaction
+pre-committed by a completed checkpoint is still there to commit when the job comes back, and below the
+broker's ``transaction.max.timeout.ms``.
 
 Latency settings (process mode): PyFlink's defaults (100,000 records / 1 s bundles, 100 ms buffer timeout)
 add ~160 ms per Python hop and up to a second at low rates. vatic sets ``execution.buffer-timeout`` to 5 ms
@@ -111,12 +122,8 @@ def flink_configuration(config: ServiceConfig, settings: JobSettings, *, local: 
     conf.set_string("execution.buffer-timeout", f"{spec.buffer_timeout_ms} ms")
     # vectorized mode: both sinks must read ONE evaluation of the inference function (it calls a model)
     conf.set_string("table.optimizer.reuse-sub-plan-enabled", "true")
-    conf.set_string("restart-strategy.type", "exponential-delay")
-    conf.set_string("restart-strategy.exponential-delay.initial-backoff", "1 s")
-    conf.set_string("restart-strategy.exponential-delay.max-backoff", "30 s")
-    conf.set_string("restart-strategy.exponential-delay.backoff-multiplier", "2.0")
-    conf.set_string("restart-strategy.exponential-delay.reset-backoff-threshold", "2 min")
-    conf.set_string("restart-strategy.exponential-delay.jitter-factor", "0.1")
+    for key, value in recovery_settings(config).items():
+        conf.set_string(key, value)
     checkpoints = settings.checkpoint_dir or Path(tempfile.mkdtemp(prefix="vatic-checkpoints-"))
     conf.set_string("state.checkpoints.dir", checkpoints.resolve().as_uri())
     conf.set_string("execution.checkpointing.dir", checkpoints.resolve().as_uri())
@@ -124,6 +131,32 @@ def flink_configuration(config: ServiceConfig, settings: JobSettings, *, local: 
     if local:
         conf.set_string("taskmanager.numberOfTaskSlots", str(max(1, settings.parallelism or spec.parallelism)))
     return conf
+
+
+#: the sinks' producers: how long a record may wait for the broker before its send fails the task
+DELIVERY_TIMEOUT_MS = 60_000
+
+
+def recovery_settings(config: ServiceConfig) -> dict[str, str]:
+    """The restart strategy of the job (see the module docstring for how it fits the other timeouts)."""
+    assert config.streaming is not None
+    return {
+        "restart-strategy.type": "exponential-delay",
+        "restart-strategy.exponential-delay.initial-backoff": "1 s",
+        "restart-strategy.exponential-delay.max-backoff": "10 s",
+        "restart-strategy.exponential-delay.backoff-multiplier": "2.0",
+        "restart-strategy.exponential-delay.reset-backoff-threshold": "1 min",
+        "restart-strategy.exponential-delay.jitter-factor": "0.1",
+        "restart-strategy.exponential-delay.attempts-before-reset-backoff": str(config.streaming.restart_attempts),
+    }
+
+
+def checkpoint_timeout_s(config: ServiceConfig) -> float:
+    """How long one checkpoint may take: a batch holds the barrier while it retries (retry budget, plus two
+    model deadlines for the attempts in flight), a sink's flush as long as its producer waits for the broker,
+    and 30 s for the rest."""
+    assert config.streaming is not None
+    return max(config.streaming.retry.budget_s + 2 * config.timeout_s, DELIVERY_TIMEOUT_MS / 1000) + 30
 
 
 def source_ddl(config: ServiceConfig, settings: JobSettings, name: str = "vatic_input") -> str:
@@ -146,6 +179,7 @@ def source_ddl(config: ServiceConfig, settings: JobSettings, name: str = "vatic_
           'properties.auto.offset.reset' = 'earliest',
           'properties.isolation.level' = 'read_committed',
           'scan.startup.mode' = '{settings.start_from}',
+          'scan.topic-partition-discovery.interval' = '{int(spec.partition_discovery_s * 1000)} ms',
           {bounded}
           'key.format' = 'raw', 'key.fields' = 'k',
           'value.format' = 'raw', 'value.fields-include' = 'EXCEPT_KEY'
@@ -172,6 +206,7 @@ def sink_ddl(name: str, topic: str, config: ServiceConfig, settings: JobSettings
           'properties.enable.idempotence' = 'true',
           'properties.acks' = 'all',
           'properties.max.request.size' = '{spec.max_record_bytes + 65536}',
+          'properties.delivery.timeout.ms' = '{DELIVERY_TIMEOUT_MS}',
           {guarantee}
           'key.format' = 'raw', 'key.fields' = 'k',
           'value.format' = 'raw', 'value.fields-include' = 'EXCEPT_KEY'
@@ -245,9 +280,9 @@ def build(
     checkpointing = env.get_checkpoint_config()
     checkpointing.enable_unaligned_checkpoints()
     checkpointing.set_min_pause_between_checkpoints(int(spec.checkpoint_interval_s * 500))
-    checkpointing.set_checkpoint_timeout(int(max(60.0, spec.checkpoint_interval_s * 10) * 1000))
+    checkpointing.set_checkpoint_timeout(int(max(checkpoint_timeout_s(config), spec.checkpoint_interval_s * 10) * 1000))
     checkpointing.set_externalized_checkpoint_retention(ExternalizedCheckpointRetention.RETAIN_ON_CANCELLATION)
-    checkpointing.set_tolerable_checkpoint_failure_number(3)
+    checkpointing.set_tolerable_checkpoint_failure_number(1)
 
     t_env = t_env or StreamTableEnvironment.create(env)
     tag = re.sub(r"[^a-z0-9]+", "_", config.service.lower())

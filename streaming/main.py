@@ -3,20 +3,27 @@
     python -m vatic.streaming.main '<JobSettings as JSON>'
 
 Without an argument the settings come from ``VATIC_STREAM_*`` environment variables. ``resume_from`` (a
-checkpoint or savepoint folder) restores state and source offsets from it.
+checkpoint or savepoint folder) restores state and source offsets from it. On the local mini-cluster the
+process watches its TaskManager and exits with :data:`~vatic.streaming.local.EXIT_CLUSTER_LOST` when it is
+lost (see :mod:`vatic.streaming.local`, which restarts it).
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
+import socket
 import sys
 from pathlib import Path
 
+from py4j.protocol import Py4JJavaError
 from pyflink.datastream import StreamExecutionEnvironment
 
+from vatic.schemas.errors import VaticError
 from vatic.serving.config import load_service
 from vatic.streaming.job import build, flink_configuration
+from vatic.streaming.local import exit_cluster_lost, watch_task_managers
 from vatic.streaming.settings import JobSettings
 
 
@@ -43,22 +50,54 @@ def run(settings: JobSettings | list[JobSettings], *, resume_from: Path | None =
     conf = flink_configuration(config, first, local=local)
     if resume_from is not None:
         conf.set_string("execution.state-recovery.path", resume_from.resolve().as_uri())
+    if local:
+        port = _free_port()
+        conf.set_string("rest.bind-address", "127.0.0.1")
+        conf.set_string("rest.address", "127.0.0.1")
+        conf.set_string("rest.bind-port", str(port))
+        watch_task_managers(port, exit_cluster_lost)
     env = StreamExecutionEnvironment.get_execution_environment(conf)
     t_env = None
     for one in services:
         t_env = build(env, one, t_env)
     names = "+".join(load_service(s.service_dir, s.environment).service for s in services)
-    env.execute(first.job_name or f"vatic-{names}")
+    try:
+        env.execute(first.job_name or f"vatic-{names}")
+    except Py4JJavaError as exc:  # Flink gave up: the restart attempts are spent (or a failure it never retries)
+        raise VaticError(f"the job failed and Flink gave up restarting it: {root_cause(exc)}") from None
+
+
+def root_cause(error: Py4JJavaError) -> str:
+    """The innermost cause of a failed job, in one line: a Python error raised in a worker (the last line of
+    its traceback) or the deepest Java exception."""
+    cause = error.java_exception
+    while cause.getCause() is not None and cause.getCause() != cause:
+        cause = cause.getCause()
+    text = str(cause.toString())
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    python = [line for line in lines if re.match(r"^[\w.]+(Error|Exception|Unavailable|Exceeded)\b.*:", line)]
+    return (python[-1] if python else lines[0] if lines else text)[:500]
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
 
 
 def main(argv: list[str] | None = None) -> None:
+    """Parse the payload and run the job; a vatic error is one line on stderr and exit status 2."""
     args = sys.argv[1:] if argv is None else argv
     payload = json.loads(args[0]) if args else {}
     resume = payload.pop("resume_from", None)
     local = payload.pop("local", True)
     services = payload.pop("services", None)
     settings = [JobSettings(**one) for one in services] if services else JobSettings(**payload)
-    run(settings, resume_from=Path(resume) if resume else None, local=local)
+    try:
+        run(settings, resume_from=Path(resume) if resume else None, local=local)
+    except VaticError as exc:
+        print(f"vatic: {exc.message}", file=sys.stderr)
+        sys.exit(2)
 
 
 if __name__ == "__main__":

@@ -106,9 +106,13 @@ def run(
     schema_registry_url: Annotated[str | None, typer.Option(help="Confluent-compatible registry URL")] = None,
     create_topics: Annotated[bool, typer.Option(help="create the services' topics when missing")] = True,
 ) -> None:
-    """Run the job in the embedded local mini-cluster (blocks until it ends or Ctrl-C)."""
+    """Run the job in the embedded local mini-cluster (blocks until it ends or Ctrl-C).
+
+    The job runs in a child process; if the mini-cluster loses its TaskManager it is restarted from the newest
+    checkpoint (a few times in a row at most), as a cluster would start a new TaskManager.
+    """
+    from vatic.streaming.local import run_supervised
     from vatic.streaming.main import latest_checkpoint
-    from vatic.streaming.main import run as run_job
     from vatic.streaming.settings import JobSettings
 
     urls = list(model_url or [])
@@ -125,9 +129,6 @@ def run(
         if create_topics:
             _create_topics(service_dir, env, payload["bootstrap_servers"])
         services.append(JobSettings(**payload))
-    checkpoint = latest_checkpoint(checkpoints) if resume else None
-    if checkpoint is not None:
-        typer.echo(f"resuming from {checkpoint}", err=True)
     # the mini-cluster's log (task failures, restarts) goes next to the job's checkpoints, not into PyFlink's
     # install folder where every job on the machine would overwrite it
     logs = Path(os.environ.setdefault("FLINK_LOG_DIR", str(checkpoints.with_name(checkpoints.name + ".logs"))))
@@ -135,7 +136,12 @@ def run(
     typer.echo(f"flink log: {logs}", err=True)
     for one in services:
         typer.echo(f"running {one.service_dir.name} (model {one.model_url})", err=True)
-    run_job(services, resume_from=checkpoint)
+    payload = {"services": [one.model_dump(mode="json") for one in services]}
+    code = run_supervised(
+        payload, lambda: latest_checkpoint(checkpoints), resume=resume, announce=lambda line: typer.echo(line, err=True)
+    )
+    if code != 0:
+        raise typer.Exit(code)
 
 
 @app.command()

@@ -297,6 +297,18 @@ class StreamingSpec(Section):
         20, ge=1, description="python.fn-execution.bundle.time in async mode (vectorized mode: batch_wait_ms)"
     )
     buffer_timeout_ms: int = Field(5, ge=0, description="execution.buffer-timeout")
+    restart_attempts: int = Field(
+        30,
+        ge=1,
+        le=10_000,
+        description="failed restarts in a row (back-off 1 s doubling to 10 s) before the job gives up and FAILS",
+    )
+    partition_discovery_s: float = Field(
+        60.0,
+        ge=0,
+        description="how often the Kafka source looks for partitions added to the input topic (0: never); new "
+        "partitions are read from their earliest offset",
+    )
 
     @model_validator(mode="after")
     def _topics_and_timeouts(self) -> StreamingSpec:

@@ -3,14 +3,22 @@
 from __future__ import annotations
 
 import asyncio
+import signal
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import yaml
 
 from tests.fixtures import feast_repo
+from tests.reliability.events import older_transaction_schema
 from tests.serving.gateway.test_gateway import echo_service, transaction
+from vatic.connectors.local.components import SchemaRegistry
+from vatic.connectors.local.settings import StackSettings
+from vatic.connectors.schema_registry import ConfluentSchemaRegistry
 from vatic.schemas import AvroCodec, LocalSchemaStore, load_schema, topic_subject
+from vatic.schemas.errors import SchemaSourceUnavailable
 from vatic.serving.config import load_service
 from vatic.serving.core import SourceRecord
 from vatic.streaming.batch import DEAD_LETTER, BatchProcessor
@@ -74,3 +82,61 @@ def test_an_open_processor_keeps_httpx_request_lines_out_of_the_worker_log(featu
         for logger, level in zip(loggers, before, strict=True):
             logger.setLevel(level)
         logging.getLogger().setLevel(root_level)
+
+
+@pytest.fixture
+def registry(tmp_path: Path) -> Iterator[SchemaRegistry]:
+    """A private Apicurio registry (durable storage) on a spare port, stopped after the test."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = int(sock.getsockname()[1])
+    component = SchemaRegistry(StackSettings(home=tmp_path / "home", registry_port=port, registry_heap="256m"))
+    component.start()
+    try:
+        yield component
+    finally:
+        component.stop()
+
+
+def test_a_new_writer_schema_met_while_the_registry_is_down_waits_and_is_never_dead_lettered(
+    features: Path, tmp_path: Path, registry: SchemaRegistry
+) -> None:
+    """The registry is an outage like any other: the record is retried inside the budget, then the batch fails
+    (Flink restarts from its checkpoint); once the registry is back the same bytes decode. A worker cannot open
+    while the registry is down (its own output schemas are looked up at open)."""
+    folder = echo_service(tmp_path / "service", features, name="echo")
+    config = yaml.safe_load((folder / "service.yaml").read_text())
+    config["streaming"]["retry"] = {"budget_s": 1.0, "initial_backoff_ms": 50, "max_backoff_ms": 200}
+    (folder / "service.yaml").write_text(yaml.safe_dump(config))
+    spec = load_service(folder, "local").streaming
+    assert spec is not None
+    url = registry.settings.registry_url
+    settings = JobSettings(service_dir=folder, model_url="http://127.0.0.1:9", schema_registry_url=url)
+    processor = BatchProcessor(settings)
+    processor.open()
+    # an older producer's version of the schema, registered by the producer: the worker has never seen its id
+    older = older_transaction_schema()
+    with ConfluentSchemaRegistry(url) as producer_side:
+        codec = AvroCodec(producer_side, topic_subject(spec.input_topic), older)
+        # the id must decode (so: a schema the job can resolve), and the record must stop at decode without a
+        # model call: a non-UUID event id is refused right after decoding
+        value = codec.encode(transaction(1, event_id="not-a-uuid", event_time=1), validate=False)
+    record = SourceRecord(spec.input_topic, 0, 3, b"c1", value)
+    try:
+        registry.process.send_signal(signal.SIGKILL)
+        registry.stop()
+        started = time.monotonic()
+        with pytest.raises(SchemaSourceUnavailable):
+            asyncio.run(processor.process([record]))
+        assert time.monotonic() - started >= 0.5  # retried inside the 1 s budget, not dead-lettered at once
+        with pytest.raises(SchemaSourceUnavailable):
+            BatchProcessor(settings).open()
+        registry.start()
+        outputs = asyncio.run(processor.process([record]))
+    finally:
+        asyncio.run(processor.aclose())
+    assert [o.kind for o in outputs] == [DEAD_LETTER]
+    dead = processor.dead.decode(outputs[0].value)
+    assert (dead["stage"], dead["error_class"]) == ("decode", "InvalidRecord")  # decoded: the id was resolved

@@ -270,3 +270,21 @@ def test_a_bounded_run_flushes_its_last_partial_batch(kafka_bootstrap, server, f
     predictions, dead = drain(run, kafka_bootstrap, expected=100, timeout_s=60)
     check_oracle(run, predictions, dead)
     assert len(predictions) + len(dead) == 100
+
+
+def test_a_job_that_never_reaches_its_model_server_gives_up_after_its_restart_attempts_and_says_why(
+    tmp_path: Path, features: Path, kafka_bootstrap: str
+) -> None:
+    """An outage that does not end is an error someone must see: the job fails once its restart attempts are
+    spent, and `vatic stream run` exits non-zero with the cause in one line (not a hang, not a traceback)."""
+    run = make_run(tmp_path, features, kafka_bootstrap, restart_attempts=2, retry={"budget_s": 1.0})
+    produce(run, kafka_bootstrap, 5)
+    argv = [
+        str(VATIC), "stream", "run", str(run.folder), "--model-url", "http://127.0.0.1:9",
+        "--checkpoint-dir", str(tmp_path / "checkpoints"), "--no-create-topics", "--no-bounded",
+    ]  # fmt: skip
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=400, check=False)
+    assert done.returncode == 2, done.stderr[-2000:]
+    last = done.stderr.strip().splitlines()[-1]
+    assert last.startswith("vatic: the job failed and Flink gave up restarting it: "), last
+    assert "ModelServerUnavailable" in last, last
