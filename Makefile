@@ -92,10 +92,12 @@ test-pipeline:
 test-server:
 	$(SERVER)/bin/pytest $(SERVER_TESTS) $(PYTEST_ARGS)
 
-# The fault oracle (issue 7): 15 fault cases x 10,000 seeded events on a private stack (its own Kafka, Redis
-# and model server on free ports under a temp folder; the default stack is never touched); prints a table and
-# `reliability: <held>/<total> cases held, <lost> events lost`. A 3-case subset runs in `make test`
-# (tests/reliability/test_reliability.py). RELIABILITY_ARGS="model-killed poison --keep" picks cases.
+# The fault oracle: every reliability case (tests/reliability/cases.py) x 10,000 seeded events on a private stack
+# (its own Kafka, Redis, schema registry and model server on free ports under a temp folder; the default stack
+# is never touched); prints a table with each case's recovery time and bound and
+# `reliability: <held>/<total> cases held, <lost> events lost`, and exits non-zero when a case fails. A 3-case
+# subset runs in `make test` (tests/reliability/test_reliability.py); CI runs the whole suite after `make test`.
+# RELIABILITY_ARGS="model-killed poison --keep", "--seed 1234 dlq-unavailable" (replay), "--runs 3".
 .PHONY: test-reliability
 RELIABILITY_ARGS ?=
 test-reliability: setup
@@ -113,7 +115,7 @@ fmt: envs
 	$(PIPE)/bin/ruff format .
 	$(PIPE)/bin/ruff check --fix .
 
-# --- benchmarks (issue 6) ------------------------------------------------------------------------------
+# --- benchmarks ----------------------------------------------------------------------------------------------
 
 # Side by side with the baselines on this machine; writes bench/results/{summary.json,report.md,*.png}.
 # Not part of `make test`. BENCH_ARGS="--only rest,features" runs a subset.

@@ -5,7 +5,7 @@ Usage (from the checkout root)::
     .venv/pipeline/bin/python -m bench.run [--quick] [--only streaming,rest,features,batching,gpu]
                                            [--repeats N] [--duration S] [--base-port P] [--no-profile]
 
-Comparisons (issue 6): ``streaming`` (vatic's Flink job vs a naive per-event pipeline), ``rest`` (vatic's model
+Comparisons: ``streaming`` (vatic's Flink job vs a naive per-event pipeline), ``rest`` (vatic's model
 server and gateway vs stock MLServer 1.7.1 with default settings), ``features`` (vatic's FeatureClient vs
 Feast), ``batching`` (MLServer adaptive batching on/off), ``gpu`` (skipped without a GPU).
 
@@ -39,7 +39,7 @@ COMPARISONS = ("streaming", "rest", "features", "batching", "gpu")
 
 
 def parse(argv: list[str] | None) -> Options:
-    parser = argparse.ArgumentParser(prog="bench", description="vatic's side-by-side benchmarks (issue 6)")
+    parser = argparse.ArgumentParser(prog="bench", description="vatic's side-by-side benchmarks")
     parser.add_argument("--quick", action="store_true", help="short runs, one repeat (< 3 minutes)")
     parser.add_argument("--only", default="", help=f"comma-separated subset of {','.join(COMPARISONS)}")
     parser.add_argument("--repeats", type=int, default=None, help="repeats per cell (default 3; --quick: 1)")

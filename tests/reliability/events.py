@@ -4,6 +4,10 @@ Each :class:`InputRecord` knows its bytes, its Kafka key, its event id (None whe
 and what the platform must do with it: ``P`` (a prediction) or ``D`` (a dead letter at ``stage`` with an
 ``error_class`` among ``classes``). Ids are unique except for the ``duplicate`` kind (an upstream resend of an
 earlier record's exact bytes, which must be answered again: the job does not deduplicate input).
+
+Schemas come from the schema source given (the private stack's registry): the good records' writer schema is
+registered under the input topic's subject, an ``old_writer`` record's (the transaction without its two
+newest optional fields, a compatible older version) too, and the rogue schema under a subject of its own.
 """
 
 from __future__ import annotations
@@ -16,7 +20,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
-from vatic.schemas import AvroCodec, LocalSchemaStore, load_schema, topic_subject
+from vatic.schemas import AvroCodec, SchemaSource, load_schema, topic_subject
 
 REJECT = "vatic:reject"
 CRASH = "vatic:crash"
@@ -46,6 +50,7 @@ EXPECTED: dict[str, tuple[str, str | None, frozenset[str]]] = {
     "unknown_entity": ("D", "enrich", frozenset({"MissingFeatures"})),
     "model_rejected": ("D", "infer", frozenset({"ModelRejected"})),
     "poison": ("D", "infer", frozenset({"ModelFailedOnInput"})),
+    "old_writer": ("P", None, frozenset()),
     "oversized_input": ("D", "decode", frozenset({"RecordTooLarge"})),
     "oversized_output": ("D", "encode", frozenset({"RecordTooLarge"})),
 }
@@ -104,28 +109,44 @@ def transaction(rng: random.Random, event_id: str, customers: int = 50) -> dict[
     }
 
 
+def older_transaction_schema() -> dict[str, Any]:
+    """The transaction schema as an older producer has it: without ``device_hash`` and ``ip_hash``."""
+    schema = load_schema("transaction")
+    return {**schema, "fields": [f for f in schema["fields"] if f["name"] not in ("device_hash", "ip_hash")]}
+
+
 def generate(
-    store: LocalSchemaStore,
+    source: SchemaSource,
     input_topic: str,
     n: int = 10_000,
     *,
     seed: int = 7,
     extra: dict[str, int] | None = None,
+    late: dict[str, int] | None = None,
 ) -> EventSet:
-    """``n`` records (good ones fill what ``BASE_MIX``, ``BASE_OVERSIZED`` and ``extra`` leave)."""
+    """``n`` records (good ones fill what ``BASE_MIX``, ``BASE_OVERSIZED``, ``extra`` and ``late`` leave);
+    the ``late`` kinds only in the second half of the stream."""
     rng = random.Random(seed)
-    codec = AvroCodec(store, topic_subject(input_topic), load_schema("transaction"))
-    rogue = AvroCodec(store, f"{input_topic}-rogue-value", ROGUE_SCHEMA)
+    subject = topic_subject(input_topic)
+    codecs = {
+        "current": AvroCodec(source, subject, load_schema("transaction")),
+        "rogue": AvroCodec(source, f"{input_topic}-rogue-value", ROGUE_SCHEMA),
+    }
+    if "old_writer" in {**(extra or {}), **(late or {})}:
+        codecs["old"] = AvroCodec(source, subject, older_transaction_schema())
     counts = {kind: n * per // 1000 for kind, per in BASE_MIX.items()}
     counts["oversized_input"] = max(1, n * BASE_OVERSIZED // 10_000)
     for kind, k in (extra or {}).items():
         counts[kind] = counts.get(kind, 0) + k
-    counts["good"] = n - sum(counts.values())
+    counts["good"] = n - sum(counts.values()) - sum((late or {}).values())
     kinds = [kind for kind, k in counts.items() for _ in range(k) if kind != "duplicate"]
     rng.shuffle(kinds)
+    for kind, k in (late or {}).items():
+        for _ in range(k):
+            kinds.insert(rng.randrange(len(kinds) // 2, len(kinds) + 1), kind)
     records: list[InputRecord] = []
     for kind in kinds:
-        records.append(_make(rng, codec, rogue, len(records), kind))
+        records.append(_make(rng, codecs, len(records), kind))
     # duplicates: exact resends of earlier good records, inserted after their originals
     goods = [r for r in records if r.kind == "good"]
     for _ in range(counts.get("duplicate", 0)):
@@ -137,7 +158,8 @@ def generate(
     return EventSet(records)
 
 
-def _make(rng: random.Random, codec: AvroCodec, rogue: AvroCodec, index: int, kind: str) -> InputRecord:
+def _make(rng: random.Random, codecs: dict[str, AvroCodec], index: int, kind: str) -> InputRecord:
+    codec = codecs["current"]
     event_id = str(uuid.UUID(int=rng.getrandbits(128), version=4))
     event = transaction(rng, event_id)
     key = event["customer_id"].encode()
@@ -149,7 +171,10 @@ def _make(rng: random.Random, codec: AvroCodec, rogue: AvroCodec, index: int, ki
         body = codec.encode(event)[5:]
         return InputRecord(index, kind, b"\x00" + struct.pack(">I", 900_000 + index) + body, key, None)
     if kind == "incompatible_schema":
-        return InputRecord(index, kind, rogue.encode({"event_id": index, "note": "rogue producer"}), key, None)
+        rogue = codecs["rogue"].encode({"event_id": index, "note": "rogue producer"})
+        return InputRecord(index, kind, rogue, key, None)
+    if kind == "old_writer":
+        return InputRecord(index, kind, codecs["old"].encode(event), key, event_id)
     if kind == "unknown_entity":
         event["customer_id"] = f"ghost-{index}"
         key = event["customer_id"].encode()

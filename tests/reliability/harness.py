@@ -3,20 +3,30 @@
 Timeline of :func:`run_case`: create the case's topics and service folder (its own consumer group and
 transactional ids) -> start a tail consumer (read_committed) on the outputs and a monitor of the job's
 committed group offsets -> pre-produce ``pre`` records -> start ``vatic stream run`` (unbounded, on the
-private stack) -> once the job answers, produce the rest at ``rate`` records/s -> when ``trigger`` answers
-were read, run the case's fault (it returns when the fault is healed) -> wait until every record is answered
-(or nothing moved for ``stall_s``) -> stop the job -> oracle.
+private stack, schemas from its registry) -> once the job answers, produce the rest at ``rate`` records/s ->
+when ``trigger`` answers were read (jittered by the seed), run the case's fault (it returns when the fault is
+healed) -> wait until every record is answered and one more checkpoint completed (or nothing moved for
+``stall_s``) -> stop the job -> oracle, and the recovery time against the case's bound.
+
+Everything random in a case (the events, their order, the trigger point, injected latencies) comes from one
+seed derived from the run's seed and the case name (:func:`case_seed`): ``python -m tests.reliability
+--seed S CASE`` replays a case of a run with seed ``S``. When a case fails, :mod:`.forensics` writes what the
+job and Kafka looked like (``forensics.txt``, ``stacks.txt``) next to its log.
 """
 
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
+import random
 import signal
 import subprocess
+import sys
 import threading
 import time
 import uuid
+import zlib
 from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -31,10 +41,11 @@ from confluent_kafka.admin import AdminClient, NewTopic
 
 from tests.fixtures import feast_repo
 from tests.fixtures.echo import echo_model
-from tests.reliability import oracle
+from tests.reliability import forensics, oracle
 from tests.reliability.events import EventSet, InputRecord, generate
 from tests.reliability.stack import MODEL, PrivateStack
-from vatic.schemas import AvroCodec, LocalSchemaStore, load_schema, topic_subject
+from vatic.connectors.schema_registry import ConfluentSchemaRegistry
+from vatic.schemas import AvroCodec, load_schema, topic_subject
 
 ROOT = Path(__file__).resolve().parents[2]
 VATIC = ROOT / ".venv" / "pipeline" / "bin" / "vatic"
@@ -43,20 +54,33 @@ INPUT_PARTITIONS = 3
 MODE = os.environ.get("VATIC_RELIABILITY_MODE", "")
 
 
+def case_seed(run_seed: int, case: str) -> int:
+    """The seed of one case in a run: stable across runs, whatever the order or selection of cases."""
+    return zlib.crc32(f"{run_seed}:{case}".encode())
+
+
 @dataclass
 class Case:
-    """One fault (or bad-input emphasis) and how to drive it."""
+    """One fault (or bad-input emphasis) and how to drive it.
+
+    ``bound_s``: the longest the case may take, from the moment its fault is healed to the first answer read
+    after it (read_committed), and still hold; None for cases whose fault is a check, not an outage.
+    ``late``: bad or special kinds placed only in the second half of the stream (after the fault starts).
+    ``proxy``: route the job's model (``"model"``) or feature (``"redis"``) traffic through a latency proxy.
+    """
 
     name: str
     title: str
     fault: Callable[[CaseRun], None] | None = None
     extra: dict[str, int] = field(default_factory=dict)
+    bound_s: float | None = None
+    late: dict[str, int] = field(default_factory=dict)
+    proxy: str | None = None
     guarantee: str = "exactly_once"
     parallelism: int = 1
     n: int = 10_000
-    trigger: int = 3_000  # answers read before the fault starts
+    trigger: int = 3_000  # answers read before the fault starts (jittered by +-20% by the case's seed)
     streaming: dict[str, Any] = field(default_factory=dict)
-    recovers: bool = True  # False: the "fault" is a check, not an outage (no recovery time)
 
 
 @dataclass
@@ -64,8 +88,10 @@ class CaseResult:
     case: str
     verdict: oracle.Verdict
     recovery_s: float | None
+    bound_s: float | None
     wall_s: float
     log: Path
+    seed: int
     notes: list[str] = field(default_factory=list)
 
     @property
@@ -77,13 +103,16 @@ class CaseRun:
     """The state of one running case; fault functions use its methods (:meth:`kill_job`, :meth:`start_job`)
     and set :attr:`healed_at` (monotonic) when the fault is over."""
 
-    def __init__(self, stack: PrivateStack, case: Case, workdir: Path, *, pre: int, rate: float) -> None:
+    def __init__(self, stack: PrivateStack, case: Case, workdir: Path, *, seed: int, pre: int, rate: float) -> None:
         self.stack = stack
         self.case = case
+        self.seed = seed
+        self.rng = random.Random(seed)
         self.dir = workdir
         self.dir.mkdir(parents=True, exist_ok=True)
         self.pre = pre
         self.rate = rate
+        self.trigger = int(case.trigger * self.rng.uniform(0.8, 1.2))
         tag = f"{case.name}-{uuid.uuid4().hex[:6]}"
         self.service = f"rel-{tag}"
         self.topics = {"input": f"{tag}.in", "output": f"{tag}.out", "dead": f"{tag}.dlq"}
@@ -91,16 +120,22 @@ class CaseRun:
         self.checkpoints = self.dir / "checkpoints"
         self.log = self.dir / "job.log"
         self.job: subprocess.Popen[bytes] | None = None
-        self.store = LocalSchemaStore(stack.schema_store)
+        self.registry = ConfluentSchemaRegistry(stack.registry_url)
+        self.client_log = _client_logger(self.dir / "clients.log")
         self.events = EventSet()
         self.fault_at: float | None = None
         self.healed_at: float | None = None
+        #: set by a fault that adds input partitions: recovery is then measured to the first answer of a
+        #: record written to one of them (partition number >= this)
+        self.new_partitions_from: int | None = None
         self.notes: list[str] = []
         self.problems: list[str] = []  # a fault's own checks that failed (they fail the case)
         self.predictions: list[dict[str, Any]] = []
         self.dead: list[dict[str, Any]] = []
         self.seen_times: list[tuple[float, str, Any]] = []  # (time, "P", event_id) | (time, "D", (p, o))
         self.samples: list[tuple[float, dict[int, int]]] = []
+        #: the job's checkpoints as Flink's REST API reported them, by id (the newest report of each)
+        self.checkpoint_history: dict[int, dict[str, Any]] = {}
         self.produced_all = threading.Event()
         self._stop = threading.Event()
         self._lock = threading.Lock()
@@ -108,7 +143,11 @@ class CaseRun:
     # -- setup ------------------------------------------------------------------------------------------------
 
     def admin(self) -> AdminClient:
-        return AdminClient({"bootstrap.servers": self.stack.bootstrap})
+        return AdminClient({"bootstrap.servers": self.stack.bootstrap, "logger": self.client_log})
+
+    def input_partitions(self) -> int:
+        metadata = self.admin().list_topics(self.topics["input"], timeout=10)
+        return len(metadata.topics[self.topics["input"]].partitions)
 
     def create_topics(self) -> None:
         admin = self.admin()
@@ -134,6 +173,7 @@ class CaseRun:
             "checkpoint_interval_s": 2,
             "batch_size": 64,
             "batch_wait_ms": 20,
+            "partition_discovery_s": 5,
             "retry": {"budget_s": 60},
             **self.case.streaming,
         }
@@ -161,11 +201,16 @@ class CaseRun:
     def start_job(self, parallelism: int | None = None, *, resume: bool = True) -> None:
         """Start ``vatic stream run`` (restoring the newest retained checkpoint unless ``resume`` is False:
         then the source starts from the group's committed offsets)."""
+        model_url = self.stack.proxied_model_url() if self.case.proxy == "model" else self.stack.model_url
         argv = [
-            str(VATIC), "stream", "run", str(self.dir / "service"), "--model-url", self.stack.model_url,
+            str(VATIC), "stream", "run", str(self.dir / "service"), "--model-url", model_url,
+            "--schema-registry-url", self.stack.registry_url,
             "--checkpoint-dir", str(self.checkpoints), "--no-create-topics", "--no-bounded",
             "--parallelism", str(parallelism or self.case.parallelism), "--resume" if resume else "--no-resume",
         ]  # fmt: skip
+        env = self.stack.job_env()
+        if self.case.proxy == "redis":
+            env["VATIC_STREAM_REDIS_URL"] = self.stack.proxied_redis_url()
         with self.log.open("ab") as log:
             log.write(f"\n=== reliability: start job {argv[4:]} at {time.strftime('%H:%M:%S')}\n".encode())
             log.flush()
@@ -174,7 +219,7 @@ class CaseRun:
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
-                env=self.stack.job_env(),
+                env=env,
                 start_new_session=True,
             )
 
@@ -211,6 +256,7 @@ class CaseRun:
         return False
 
     def wait_new_checkpoint(self, timeout_s: float = 60) -> bool:
+        """Wait until a checkpoint newer than the newest one now completes; False after ``timeout_s``."""
         before = self.completed_checkpoints()
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
@@ -230,6 +276,8 @@ class CaseRun:
                 "linger.ms": 5,
                 "message.max.bytes": 3_500_000,
                 "message.timeout.ms": 600_000,
+                "topic.metadata.refresh.interval.ms": 1000,  # partitions added while the case runs
+                "logger": self.client_log,
             }
         )
 
@@ -267,8 +315,10 @@ class CaseRun:
         self.produced_all.set()
 
     def _tail(self) -> None:
-        prediction = AvroCodec(self.store, topic_subject(self.topics["output"]), load_schema("prediction"))
-        dead = AvroCodec(self.store, topic_subject(self.topics["dead"]), load_schema("dead_letter"))
+        # its own registry client: the fault functions may stop the registry, the reader's cache keeps working
+        source = ConfluentSchemaRegistry(self.stack.registry_url)
+        prediction = AvroCodec(source, topic_subject(self.topics["output"]), load_schema("prediction"))
+        dead = AvroCodec(source, topic_subject(self.topics["dead"]), load_schema("dead_letter"))
         consumer = RdConsumer(
             {
                 "bootstrap.servers": self.stack.bootstrap,
@@ -278,6 +328,7 @@ class CaseRun:
                 "enable.auto.commit": False,
                 "fetch.max.bytes": 10_000_000,
                 "max.partition.fetch.bytes": 4_000_000,
+                "logger": self.client_log,
             }
         )
         consumer.subscribe([self.topics["output"], self.topics["dead"]])
@@ -302,21 +353,47 @@ class CaseRun:
 
     def _monitor(self) -> None:
         consumer = RdConsumer(
-            {"bootstrap.servers": self.stack.bootstrap, "group.id": self.group, "enable.auto.commit": False}
+            {
+                "bootstrap.servers": self.stack.bootstrap,
+                "group.id": self.group,
+                "enable.auto.commit": False,
+                "logger": self.client_log,
+            }
         )
-        parts = [TopicPartition(self.topics["input"], p) for p in range(INPUT_PARTITIONS)]
         try:
             while not self._stop.is_set():
                 try:
+                    metadata = consumer.list_topics(self.topics["input"], timeout=5)
+                    partitions = metadata.topics[self.topics["input"]].partitions
+                    parts = [TopicPartition(self.topics["input"], p) for p in sorted(partitions)]
                     committed = consumer.committed(parts, timeout=5)
                     offsets = {tp.partition: tp.offset for tp in committed if tp.offset >= 0}
                     if offsets:
                         self.samples.append((time.monotonic(), offsets))
                 except Exception:  # broker down during a fault: no sample this round
                     pass
+                self._record_checkpoints()
                 self._stop.wait(1.0)
         finally:
             consumer.close()
+
+    def _record_checkpoints(self) -> None:
+        log_dir = self.checkpoints.with_name(self.checkpoints.name + ".logs")
+        port = forensics.flink_rest_port(log_dir) if log_dir.is_dir() else None
+        if port is None:
+            return
+        try:
+            for entry in forensics.checkpoint_history(port):
+                self.checkpoint_history[(entry["job"], int(entry["id"]))] = entry
+        except Exception:  # the job is starting, restarting or gone: no report this round
+            pass
+
+    def checkpoints_since(self, wall_ms: int) -> list[dict[str, Any]]:
+        """The checkpoints triggered at or after ``wall_ms`` (epoch ms), as last reported."""
+        return sorted(
+            (e for e in self.checkpoint_history.values() if int(e.get("trigger_timestamp", 0)) >= wall_ms),
+            key=lambda e: int(e["trigger_timestamp"]),
+        )
 
     # -- the run ----------------------------------------------------------------------------------------------
 
@@ -324,7 +401,10 @@ class CaseRun:
         t_start = time.monotonic()
         self.create_topics()
         self.write_service()
-        self.events = generate(self.store, self.topics["input"], self.case.n, extra=self.case.extra)
+        self.events = generate(
+            self.registry, self.topics["input"], self.case.n, seed=self.seed, extra=self.case.extra,
+            late=self.case.late,
+        )  # fmt: skip
         started = threading.Event()
         threads = [
             threading.Thread(target=self._produce, args=(started,), daemon=True),
@@ -339,13 +419,18 @@ class CaseRun:
                 self.notes.append("the job answered nothing within 240 s of its start")
             started.set()
             if self.case.fault is not None:
-                self.wait_answered(min(self.case.trigger, len(self.events) - 1), stall_s)
+                self.wait_answered(min(self.trigger, len(self.events) - 1), stall_s)
                 self.fault_at = time.monotonic()
-                self.case.fault(self)
+                try:
+                    self.case.fault(self)
+                except Exception as exc:  # the harness failed to apply or heal the fault: the case fails
+                    self.problems.append(f"the fault function failed: {type(exc).__name__}: {exc}")
                 if self.healed_at is None:
                     self.healed_at = time.monotonic()
             self._wait_done(stall_s)
         finally:
+            if any(n.startswith(("stalled", "the job")) for n in self.notes) or self.problems:
+                self.notes.extend(self.forensics())
             self.kill_job()
             self._stop.set()
             self.produced_all.wait(30)
@@ -360,11 +445,37 @@ class CaseRun:
             verdict.problems.append(f"{count} records covered by a committed offset before answered: {example}")
         if not self.samples:
             self.notes.append("no committed group offset was ever observed")
+        recovery = self._recovery(first_seen)
         verdict.problems.extend(n for n in self.notes if n.startswith(("the job", "produce failed", "stalled")))
         verdict.problems.extend(self.problems)
+        bound = self.case.bound_s
+        if recovery is not None and bound is not None and recovery > bound:
+            verdict.problems.append(f"recovery took {recovery:.1f}s, over the case's bound of {bound:.0f}s")
+        self.registry.close()
+        for handler in self.client_log.handlers:
+            handler.close()
         return CaseResult(
-            self.case.name, verdict, self._recovery(), time.monotonic() - t_start, self.log, list(self.notes)
-        )
+            self.case.name, verdict, recovery, bound, time.monotonic() - t_start, self.log, self.seed,
+            list(self.notes),
+        )  # fmt: skip
+
+    def forensics(self) -> list[str]:
+        """What the job and Kafka look like now (see :mod:`.forensics`); the lines also go to a file."""
+        topics = [self.topics["output"], self.topics["dead"]]
+        log_dir = self.checkpoints.with_name(self.checkpoints.name + ".logs")
+        port = forensics.flink_rest_port(log_dir) if log_dir.is_dir() else None
+        job = self.job
+        probes: list[tuple[str, Callable[[], list[str]]]] = [
+            ("job process", lambda: [f"job process {'alive' if self.job_alive() else 'gone'}"]),
+            ("flink", lambda: forensics.flink_view(port) if port else ["no Flink REST port in the job's log"]),
+            ("offsets", lambda: forensics.stable_offsets(self.stack.bootstrap, topics)),
+            ("transactions", lambda: forensics.open_transactions(
+                self.stack.kafka.artifacts.require_kafka(), self.stack.bootstrap, f"vatic-{self.service}-")),
+        ]  # fmt: skip
+        if job is not None and job.poll() is None:
+            probes.append(("stacks", lambda: forensics.dump_stacks(job.pid, self.dir / "stacks.txt", _PY_SPY)))
+        lines = forensics.collect(probes, self.dir / "forensics.txt")
+        return [f"forensics: {line}" for line in lines]
 
     def _wait_done(self, stall_s: float) -> None:
         expected = len(self.events)
@@ -374,7 +485,9 @@ class CaseRun:
             if n != last:
                 last, last_change = n, time.monotonic()
             if self.produced_all.is_set() and n >= expected:
-                time.sleep(4)  # a little more: late duplicates would show
+                # one more checkpoint: whatever a replay wrote twice would be committed, and read, by then
+                self.wait_new_checkpoint(timeout_s=15)
+                time.sleep(0.5)
                 return
             if time.monotonic() - last_change > stall_s:
                 self.notes.append(f"stalled: {n} of {expected} answers and nothing new for {stall_s:.0f}s")
@@ -404,14 +517,42 @@ class CaseRun:
             used[what] = k
         return first
 
-    def _recovery(self) -> float | None:
-        """Seconds from the end of the fault to the first answer read after it (None: no fault)."""
-        if self.fault_at is None or self.healed_at is None or not self.case.recovers:
+    def _recovery(self, first_seen: dict[tuple[int, int], float]) -> float | None:
+        """Seconds from the end of the fault to the first answer read after it (None: no bound applies); for
+        added partitions, to the first answer of a record written to one of them."""
+        if self.fault_at is None or self.healed_at is None or self.case.bound_s is None:
             return None
+        if self.new_partitions_from is not None:
+            written = [r for r in self.events.records if r.partition >= self.new_partitions_from]
+            if not written:
+                self.problems.append("no record was written to the added partitions: the case tested nothing")
+                return None
+            times = [first_seen[(r.partition, r.offset)] for r in written if (r.partition, r.offset) in first_seen]
+            return (min(times) - self.healed_at) if times else float("inf")
         after = [t for t, _, _ in self.seen_times if t > self.healed_at]
+        if not after and len(self.seen_times) - len(after) >= len(self.events):
+            return 0.0  # every record was answered while the fault lasted: nothing was left to recover
         return (min(after) - self.healed_at) if after else float("inf")
 
 
-def run_case(stack: PrivateStack, case: Case, workdir: Path, *, pre: int = 2_000, rate: float = 400.0) -> CaseResult:
-    """Run one case on ``stack`` (which must be up) and return its result."""
-    return CaseRun(stack, case, workdir / case.name, pre=pre, rate=rate).run()
+_PY_SPY = Path(sys.executable).parent / "py-spy"
+
+
+def _client_logger(path: Path) -> logging.Logger:
+    """A logger writing the harness's Kafka clients' own log lines (librdkafka) to ``path``, not the console."""
+    logger = logging.getLogger(f"vatic.reliability.clients.{path.parent.name}.{uuid.uuid4().hex[:6]}")
+    logger.propagate = False
+    logger.setLevel(logging.INFO)
+    handler = logging.FileHandler(path, encoding="utf-8")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(message)s"))
+    logger.addHandler(handler)
+    return logger
+
+
+def run_case(
+    stack: PrivateStack, case: Case, workdir: Path, *, seed: int, pre: int = 2_000, rate: float = 400.0
+) -> CaseResult:
+    """Run one case on ``stack`` (which must be up) in a folder of its own under ``workdir``; ``seed`` is the
+    run's seed (the case's own is derived from it and its name)."""
+    folder = workdir / f"{case.name}-{uuid.uuid4().hex[:6]}"
+    return CaseRun(stack, case, folder, seed=case_seed(seed, case.name), pre=pre, rate=rate).run()

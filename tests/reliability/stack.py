@@ -1,4 +1,4 @@
-"""The private stack of the reliability suite: its own Kafka, Redis, Feast repo and model server.
+"""The private stack of the reliability suite: its own Kafka, Redis, schema registry, Feast repo and model server.
 
 The suite kills and pauses processes, so it never touches the default stack (``vatic stack up``) that
 developers and the other tests use: everything lives under a temporary ``VATIC_STACK_HOME`` and binds free
@@ -14,11 +14,13 @@ import os
 import shutil
 import signal
 import socket
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
 
-from vatic.connectors.local.components import KafkaBroker, Redis
+from vatic.connectors.local.components import KafkaBroker, Redis, SchemaRegistry
 from vatic.connectors.local.mlserver import ModelServer
 from vatic.connectors.local.settings import StackSettings, checkout_root
 
@@ -41,8 +43,50 @@ def free_ports(n: int) -> list[int]:
     return ports
 
 
+class LatencyProxy:
+    """A :mod:`tests.reliability.proxy` process in front of one server; :meth:`set` changes its delays."""
+
+    def __init__(self, name: str, upstream: tuple[str, int], root: Path) -> None:
+        self.name = name
+        self.upstream = upstream
+        self.port = free_ports(1)[0]
+        self.control = root / f"{name}-latency.json"
+        self.log = root / f"{name}-proxy.log"
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        self.control.unlink(missing_ok=True)
+        argv = [sys.executable, "-m", "tests.reliability.proxy", "--listen", f"127.0.0.1:{self.port}",
+                "--upstream", f"{self.upstream[0]}:{self.upstream[1]}", "--control", str(self.control)]  # fmt: skip
+        with self.log.open("ab") as log:
+            self.process = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, cwd=HERE.parents[1])
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", self.port), timeout=0.5):
+                return
+            time.sleep(0.1)
+        raise RuntimeError(f"the {self.name} latency proxy did not listen on {self.port} (log {self.log})")
+
+    def set(self, **setting: object) -> None:
+        """Delays from now on (see the proxy's module docstring); no argument: none."""
+        tmp = self.control.with_suffix(".tmp")
+        tmp.write_text(json.dumps(setting), encoding="utf-8")
+        tmp.replace(self.control)
+
+    def stop(self) -> None:
+        if self.process is not None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+            self.process = None
+
+
 class PrivateStack:
-    """Kafka (KRaft), Redis, a Feast repo materialized into that Redis and one MLServer with the fault model.
+    """Kafka (KRaft), Redis, a schema registry (Apicurio, durable), a Feast repo materialized into that Redis,
+    one MLServer with the fault model, and latency proxies in front of Redis and the model server.
 
     ``start()`` brings everything up (about a minute); ``stop()`` stops every process this object started
     and removes the temporary home unless ``keep``.
@@ -52,7 +96,7 @@ class PrivateStack:
         self.root = Path(root or tempfile.mkdtemp(prefix="vatic-reliability-"))
         self.keep = keep
         self.home = self.root / "home"
-        kafka, controller, redis, http, grpc, metrics = free_ports(6)
+        kafka, controller, redis, registry, http, grpc, metrics = free_ports(7)
         cache = (checkout_root() or Path.cwd()) / ".cache"
         self.settings = StackSettings(
             home=self.home,
@@ -60,11 +104,14 @@ class PrivateStack:
             kafka_port=kafka,
             kafka_controller_port=controller,
             redis_port=redis,
+            registry_port=registry,
             start_timeout_s=120,
             kafka_heap="384m",
+            registry_heap="256m",
         )
         self.kafka = KafkaBroker(self.settings)
         self.redis = Redis(self.settings)
+        self.registry = SchemaRegistry(self.settings)
         self.fault_file = self.root / "model-fault"
         self.models = self.root / "models"
         self.model_server = ModelServer(
@@ -78,6 +125,8 @@ class PrivateStack:
             stop_timeout_s=10.0,
         )
         self.feast_repo = self.root / "feast"
+        self.redis_proxy = LatencyProxy("redis", (self.settings.host, redis), self.root)
+        self.model_proxy = LatencyProxy("model", (self.settings.host, http), self.root)
 
     # -- lifecycle -------------------------------------------------------------------------------------------
 
@@ -87,7 +136,10 @@ class PrivateStack:
         try:
             self.kafka.start()
             self.redis.start()
+            self.registry.start()
             self.model_server.start()
+            self.redis_proxy.start()
+            self.model_proxy.start()
             from tests.fixtures import feast_repo
 
             feast_repo.build_repo(self.feast_repo, customers=50, redis_url=self.settings.redis_url)
@@ -96,7 +148,9 @@ class PrivateStack:
             raise
 
     def stop(self) -> None:
-        for component in (self.model_server, self.redis, self.kafka):
+        self.redis_proxy.stop()
+        self.model_proxy.stop()
+        for component in (self.model_server, self.registry, self.redis, self.kafka):
             pid = component.process.pid()
             if pid is not None:
                 # a paused process ignores SIGTERM until continued
@@ -125,6 +179,16 @@ class PrivateStack:
     @property
     def model_url(self) -> str:
         return str(self.model_server.url)
+
+    @property
+    def registry_url(self) -> str:
+        return self.settings.registry_url
+
+    def proxied_model_url(self) -> str:
+        return f"http://127.0.0.1:{self.model_proxy.port}"
+
+    def proxied_redis_url(self) -> str:
+        return f"redis://127.0.0.1:{self.redis_proxy.port}/0"
 
     def job_env(self) -> dict[str, str]:
         """Environment of a ``vatic stream run`` child that points it at this stack and nothing else."""
@@ -177,6 +241,14 @@ class PrivateStack:
 
     def redis_up(self) -> None:
         self.redis.start()
+
+    def registry_down(self) -> None:
+        """Kill the schema registry (SIGKILL: what it has answered must survive in its database file)."""
+        self.registry.process.send_signal(signal.SIGKILL)
+        self.registry.stop()
+
+    def registry_up(self) -> None:
+        self.registry.start()
 
     def kafka_bounce(self, *, hard: bool, down_s: float = 5.0) -> None:
         """Stop the broker (SIGTERM and wait for a clean shutdown, or SIGKILL) and start it again."""

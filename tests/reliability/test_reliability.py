@@ -10,6 +10,8 @@ the expected bad records, no committed offset past an unanswered record.
 
 from __future__ import annotations
 
+import os
+import random
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -18,6 +20,9 @@ import pytest
 from tests.reliability.cases import BY_NAME, SUBSET
 from tests.reliability.harness import run_case
 from tests.reliability.stack import PrivateStack
+
+#: the run's seed: VATIC_RELIABILITY_SEED replays a failed run (the seed is in every failure message)
+SEED = int(os.environ.get("VATIC_RELIABILITY_SEED") or random.SystemRandom().randrange(1, 1_000_000))
 
 
 @pytest.fixture(scope="module")
@@ -35,9 +40,12 @@ def private_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PrivateS
 def test_every_event_is_answered_exactly_once_under_the_fault(
     name: str, private_stack: PrivateStack, tmp_path: Path
 ) -> None:
-    result = run_case(private_stack, BY_NAME[name], tmp_path)
+    result = run_case(private_stack, BY_NAME[name], tmp_path, seed=SEED)
     verdict = result.verdict
-    assert verdict.problems == [], f"{name}: {verdict.problems} (job log {result.log}; notes {result.notes})"
+    assert verdict.problems == [], (
+        f"{name} (seed {SEED}: VATIC_RELIABILITY_SEED={SEED} replays it): {verdict.problems} (job log "
+        f"{result.log}; notes {result.notes})"
+    )
     assert verdict.lost == 0
     assert verdict.duplicates == 0
     assert verdict.predictions + verdict.dead_lettered == verdict.events_in

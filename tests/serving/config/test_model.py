@@ -25,7 +25,7 @@ def _folder(tmp_path: Path, config: dict, **overlays: dict) -> Path:
 
 
 def test_the_issue_fields_are_all_there():
-    """Every field the seed's example shows (issue 5), under its name."""
+    """Every field the example service config shows, under its name."""
     fields = ServiceConfig.model_fields
     for name in ("project", "service", "serving", "replicas", "resources", "env", "autoscaling", "registry",
                  "timeout_s", "features", "streaming", "kubernetes", "gateway"):  # fmt: skip
