@@ -20,7 +20,8 @@ from confluent_kafka import Consumer, Producer
 
 from bench.workload import MODEL, feast_store, feature_refs, model_row, v2_body
 from vatic.connectors.local.settings import StackSettings
-from vatic.schemas import AvroCodec, LocalSchemaStore, load_schema, topic_subject
+from vatic.connectors.schema_registry import schema_source
+from vatic.schemas import AvroCodec, load_schema, topic_subject
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -31,6 +32,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model-url", required=True)
     parser.add_argument("--max-events", type=int, default=0, help="stop after this many events (0: no limit)")
     parser.add_argument("--idle-exit-s", type=float, default=30.0)
+    parser.add_argument("--schema-registry-url", default=None, help="the registry the events were written with")
     args = parser.parse_args(argv)
 
     consumer = Consumer(
@@ -43,9 +45,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     consumer.subscribe([args.input])
     producer = Producer({"bootstrap.servers": args.bootstrap, "linger.ms": 0})
-    codec = AvroCodec(
-        LocalSchemaStore(StackSettings().home / "schemas"), topic_subject(args.input), load_schema("transaction")
-    )
+    source = schema_source(args.schema_registry_url, StackSettings().home / "schemas")
+    codec = AvroCodec(source, topic_subject(args.input), load_schema("transaction"))
     store = feast_store()
     refs = feature_refs()
     http = httpx.Client(base_url=args.model_url, timeout=10.0)

@@ -43,7 +43,9 @@ from bench.common import (
 from bench.stack import BenchStack
 from bench.workload import FEATURE_REPO, SERVICE_DIR, events
 from vatic.connectors.kafka import KafkaSettings, ensure_topics
-from vatic.schemas import AvroCodec, LocalSchemaStore, load_schema, topic_subject
+from vatic.connectors.schema_registry import schema_source
+from vatic.schemas import AvroCodec, load_schema, topic_subject
+from vatic.serving.cli.schema import registry_url
 
 VATIC = PIPELINE_PY.parent / "vatic"
 PARTITIONS = 2
@@ -66,7 +68,9 @@ class Topics:
             config={"message.timestamp.type": "LogAppendTime"},
             settings=settings,
         )
-        self.store = LocalSchemaStore(stack.settings.home / "schemas")
+        # one source of schema ids for the producers, the job and the readers (the stack's registry if it runs)
+        self.registry = registry_url(None)
+        self.store = schema_source(self.registry, stack.settings.home / "schemas")
         self.codec = AvroCodec(self.store, topic_subject(self.input), load_schema("transaction"))
         self._watch: Consumer | None = None
 
@@ -173,6 +177,8 @@ def _start_job(
         "--parallelism", str(parallelism), "--checkpoint-dir", str(folder.parent / "checkpoints"),
         "--no-resume", "--no-create-topics", "--bounded" if bounded else "--no-bounded",
     ]  # fmt: skip
+    if topics.registry:
+        argv += ["--schema-registry-url", topics.registry]
     proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=log.open("wb"), start_new_session=True)
     return proc, log
 
@@ -260,6 +266,8 @@ def _start_naive(stack: BenchStack, topics: Topics, max_events: int, log: Path) 
         "--output", topics.output, "--model-url", stack.url("stock"), "--max-events", str(max_events),
         "--idle-exit-s", "20",
     ]  # fmt: skip
+    if topics.registry:
+        argv += ["--schema-registry-url", topics.registry]
     log.parent.mkdir(parents=True, exist_ok=True)
     return subprocess.Popen(argv, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=log.open("wb"), start_new_session=True)
 

@@ -14,6 +14,7 @@ Values are bytes at this level; :class:`AvroSerde` adds the Avro codec (Confluen
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -45,6 +46,10 @@ _NO_TOPIC = {
 }
 
 
+#: where librdkafka's own log lines go (``%4|...|rdkafka#producer-1|...`` on stderr otherwise)
+LIBRDKAFKA_LOG = logging.getLogger("vatic.kafka.librdkafka")
+
+
 class KafkaSettings(BaseSettings):
     """Connection settings, read from ``VATIC_KAFKA_*`` environment variables.
 
@@ -64,11 +69,13 @@ class KafkaSettings(BaseSettings):
     extra: dict[str, str] = Field(default_factory=dict)
 
     def librdkafka(self) -> dict[str, Any]:
-        """The common librdkafka configuration (connection and security only)."""
+        """The common librdkafka configuration (connection and security only). librdkafka's own log lines go
+        to the Python logger ``vatic.kafka.librdkafka`` (a program sends them where it wants, e.g. a file)."""
         conf: dict[str, Any] = {
             "bootstrap.servers": self.bootstrap_servers,
             "client.id": self.client_id,
             "security.protocol": self.security_protocol,
+            "logger": LIBRDKAFKA_LOG,
         }
         if self.security_protocol.endswith("SSL"):
             conf["ssl.endpoint.identification.algorithm"] = "https"

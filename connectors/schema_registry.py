@@ -30,6 +30,7 @@ import threading
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
+from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
 from urllib.parse import quote
@@ -45,9 +46,12 @@ from vatic.schemas.errors import (
     SchemaNotFound,
     SchemaSourceUnavailable,
 )
-from vatic.schemas.source import RegisteredSchema
+from vatic.schemas.source import LocalSchemaStore, RegisteredSchema, SchemaSource
 
-__all__ = ["CONTENT_TYPE", "ConfluentSchemaRegistry"]
+__all__ = ["CONTENT_TYPE", "REGISTRY_URL_ENV", "ConfluentSchemaRegistry", "schema_source"]
+
+#: the environment variable naming the schema registry every vatic process uses (job, CLI, demo, producers)
+REGISTRY_URL_ENV = "VATIC_SCHEMA_REGISTRY_URL"
 
 CONTENT_TYPE = "application/vnd.schemaregistry.v1+json"
 # subject, version, schema not found; 40408: subject has no compatibility level of its own
@@ -336,3 +340,15 @@ def _retry_after(response: httpx.Response) -> float | None:
     except (TypeError, ValueError):
         return None
     return max(0.0, (when - datetime.now(UTC)).total_seconds())
+
+
+def schema_source(url: str | None, store: Path | None) -> SchemaSource:
+    """The one source of schema ids for a process: the registry at ``url`` when one is given, else the embedded
+    store in the folder ``store`` (which hands out ids no registry does, see :mod:`vatic.schemas.source`)."""
+    if url:
+        return ConfluentSchemaRegistry(url)
+    if store is None:
+        raise ConfigError(
+            f"no schema registry ({REGISTRY_URL_ENV} or --schema-registry-url) and no embedded schema store folder"
+        )
+    return LocalSchemaStore(store)

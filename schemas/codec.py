@@ -122,6 +122,7 @@ class AvroCodec:
         self._plans: dict[int, _Plan] = {}
         self._unresolvable: dict[int, str] = {}  # id -> why; permanent (an id's schema never changes)
         self._unknown: dict[int, float] = {}  # id -> monotonic time until which it is taken as unknown
+        self._unknown_why: dict[int, str] = {}  # id -> what the source said about it
 
     @property
     def schema_id(self) -> int:
@@ -199,13 +200,13 @@ class AvroCodec:
         """Fetch and resolve the writer schema of ``schema_id``; raise UnknownSchemaError if impossible."""
         why = self._unresolvable.get(schema_id)
         if why is None and self._unknown.get(schema_id, 0.0) > time.monotonic():
-            why = f"schema id {schema_id} is not known to the schema source"
+            why = self._unknown_why.get(schema_id, f"schema id {schema_id} is unknown")
         if why is None:
             try:
                 writer = self.source.get_schema(schema_id)
-            except SchemaNotFound:
+            except SchemaNotFound as exc:
                 self._unknown[schema_id] = time.monotonic() + self.unknown_id_ttl_s
-                why = f"schema id {schema_id} is not known to the schema source"
+                why = self._unknown_why[schema_id] = f"schema id {schema_id} is unknown: {exc.message}"
             except InvalidSchemaError as exc:
                 why = self._unresolvable[schema_id] = f"schema id {schema_id} is unusable: {exc.message}"
             else:

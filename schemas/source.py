@@ -12,7 +12,9 @@ Contract shared by all of them:
 
 * ids are positive ints, never reused; the same schema (same :func:`~vatic.schemas.canonical.fingerprint`)
   gets the same id under every subject; registering a schema a subject already has returns its id and adds
-  no version;
+  no version; the embedded stores hand out ids from :data:`EMBEDDED_ID_BASE` (2^30) up, a range registries
+  (which count from 1) do not reach, so a record written against a registry is never read with an embedded
+  store's schema of the same number: its id is unknown there and the record is refused, naming the id;
 * versions of a subject count from 1 in registration order;
 * a subject with no level of its own uses the source's default level;
 * errors: :class:`SchemaNotFound` (no such id/subject/version), :class:`InvalidSchemaError` (not valid Avro),
@@ -46,7 +48,9 @@ __all__ = [
     "topic_subject",
 ]
 
-_FORMAT = "vatic-schema-store/1"
+_FORMAT = "vatic-schema-store/2"
+#: the first id an embedded store hands out (format 1 counted from 1, as registries do)
+EMBEDDED_ID_BASE = 1 << 30
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,7 +113,7 @@ def topic_subject(topic: str, *, key: bool = False) -> str:
 class _State:
     """Everything a store knows; serialised as one JSON document."""
 
-    next_id: int = 1
+    next_id: int = EMBEDDED_ID_BASE
     schemas: dict[int, str] = field(default_factory=dict)  # id -> schema JSON text, as first registered
     ids: dict[str, int] = field(default_factory=dict)  # fingerprint -> id
     subjects: dict[str, list[int]] = field(default_factory=dict)  # subject -> ids, version = index + 1
@@ -130,6 +134,11 @@ class _State:
 
     @classmethod
     def from_json(cls, doc: dict[str, Any]) -> _State:
+        if doc.get("format") == "vatic-schema-store/1":
+            raise ValueError(
+                "it was written by an older vatic, with ids from 1 that a schema registry hands out too: delete it "
+                "(vatic registers its schemas again on first use; records written with its old ids are refused)"
+            )
         if doc.get("format") != _FORMAT:
             raise ValueError(f"unknown format {doc.get('format')!r}")
         state = cls(next_id=int(doc["next_id"]))
@@ -146,7 +155,8 @@ class _State:
 
 
 class InMemorySchemaStore:
-    """A :class:`SchemaSource` in process memory: ids from 1, compatibility enforced on register.
+    """A :class:`SchemaSource` in process memory: ids from :data:`EMBEDDED_ID_BASE`, compatibility enforced on
+    register.
 
     Thread-safe (one lock). ``default_compatibility`` applies to subjects without a level of their own; it
     defaults to BACKWARD_TRANSITIVE, so that a consumer on the newest schema reads the whole topic history.
@@ -184,7 +194,7 @@ class InMemorySchemaStore:
             with self._reading() as state:
                 text = state.schemas.get(schema_id)
             if text is None:
-                raise SchemaNotFound(f"no schema with id {schema_id}", schema_id=schema_id)
+                raise SchemaNotFound(self._unknown_id(schema_id), schema_id=schema_id)
             self._texts[schema_id] = text
         loaded: AvroSchema = json.loads(text)
         return loaded
@@ -278,6 +288,18 @@ class InMemorySchemaStore:
 
     # -- helpers --------------------------------------------------------------------------------------------
 
+    def _unknown_id(self, schema_id: int) -> str:
+        if schema_id < EMBEDDED_ID_BASE:
+            return (
+                f"schema id {schema_id} was not issued by vatic's embedded schema store ({self._where()}); a schema "
+                "registry hands out ids like it: point vatic at that registry (--schema-registry-url or "
+                "VATIC_SCHEMA_REGISTRY_URL)"
+            )
+        return f"no schema with id {schema_id} in vatic's embedded schema store ({self._where()})"
+
+    def _where(self) -> str:
+        return "in memory"
+
     @staticmethod
     def _ids(state: _State, subject: str) -> list[int]:
         ids = state.subjects.get(subject)
@@ -351,6 +373,9 @@ class LocalSchemaStore(InMemorySchemaStore):
             if state.dirty:
                 self._save(state)
                 state.dirty = False
+
+    def _where(self) -> str:
+        return str(self.path)
 
     def _reload(self) -> None:
         """Re-read the file when its bytes changed (cheap: compares raw bytes, parses only on change)."""

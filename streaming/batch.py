@@ -48,15 +48,15 @@ class Output:
 
 
 def schema_source(settings: JobSettings) -> Any:
-    """The schema source the job's codecs use: the Confluent-compatible registry, or the local store."""
-    if settings.schema_registry_url:
-        from vatic.connectors.schema_registry import ConfluentSchemaRegistry
+    """The schema source the job's codecs use: the Confluent-compatible registry, or the embedded store."""
+    from vatic.connectors.schema_registry import schema_source as open_source
 
-        return ConfluentSchemaRegistry(settings.schema_registry_url)
-    from vatic.connectors.local.settings import StackSettings
-    from vatic.schemas import LocalSchemaStore
+    store = settings.schema_store
+    if store is None and not settings.schema_registry_url:
+        from vatic.connectors.local.settings import StackSettings
 
-    return LocalSchemaStore(settings.schema_store or StackSettings().home / "schemas")
+        store = StackSettings().home / "schemas"
+    return open_source(settings.schema_registry_url, store)
 
 
 class BatchProcessor:

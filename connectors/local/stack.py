@@ -76,3 +76,14 @@ class Stack:
 
     def status(self, names: Sequence[str] | None = None) -> list[Health]:
         return [component.health() for component in self._with_running_optional(names)]
+
+
+def running_registry_url(settings: StackSettings) -> str | None:
+    """The local stack's schema registry URL when vatic started it and it answers; else None."""
+    registry = Stack(settings).components["registry"]
+    if registry.process.pid() is None:
+        return None
+    try:
+        return settings.registry_url if registry.ready() else None
+    except OSError:
+        return None

@@ -17,6 +17,7 @@ interval.
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import subprocess
@@ -34,12 +35,14 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from vatic.connectors.kafka import Consumer, KafkaSettings, Producer, ensure_topics
+from vatic.connectors.kafka import LIBRDKAFKA_LOG, Consumer, KafkaSettings, Producer, ensure_topics
 from vatic.connectors.local.services import MODEL_SERVERS
 from vatic.connectors.local.settings import StackSettings
 from vatic.connectors.local.stack import Stack
-from vatic.schemas import AvroCodec, LocalSchemaStore, load_schema, topic_subject
+from vatic.connectors.schema_registry import schema_source
+from vatic.schemas import AvroCodec, SchemaSource, load_schema, topic_subject
 from vatic.schemas.errors import ConfigError
+from vatic.serving.cli.schema import registry_url
 from vatic.serving.config import ServiceConfig, load_service
 from vatic.serving.usecases.fraud_detection.events import make_world, transactions
 from vatic.serving.usecases.product_categorization.events import products
@@ -81,17 +84,19 @@ def _services(stack: Stack) -> list[Service]:
     return services
 
 
-def _start_job(services: list[Service], log: Path) -> subprocess.Popen[bytes]:
+def _start_job(services: list[Service], log: Path, registry: str | None) -> subprocess.Popen[bytes]:
     vatic = str(Path(sys.executable).parent / "vatic")
     argv = [vatic, "stream", "run", *(str(s.folder) for s in services)]
     for service in services:
         argv += ["--model-url", service.model_url]
+    if registry:
+        argv += ["--schema-registry-url", registry]
     argv += ["--checkpoint-dir", str(log.parent / "checkpoints"), "--no-resume"]
     return subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=log.open("wb"), start_new_session=True)
 
 
 def _produce(
-    console: Console, services: list[Service], store: LocalSchemaStore, events: int, kafka: KafkaSettings, rate: float
+    console: Console, services: list[Service], store: SchemaSource, events: int, kafka: KafkaSettings, rate: float
 ) -> int:
     """Produce ``events`` per service (``rate`` events/s each) plus the bad ones; returns how many records went in."""
     producer = Producer(kafka)
@@ -137,7 +142,7 @@ def _produce(
 
 
 def _warm_up(
-    console: Console, services: list[Service], store: LocalSchemaStore, consumer: Consumer, kafka: KafkaSettings,
+    console: Console, services: list[Service], store: SchemaSource, consumer: Consumer, kafka: KafkaSettings,
     job: subprocess.Popen[bytes], log: Path,
 ) -> None:  # fmt: skip
     """One probe event per service, waited for: the job is up (mini-cluster, Python workers, models) when their
@@ -184,7 +189,7 @@ def _output_consumer(services: list[Service], kafka: KafkaSettings) -> Consumer:
 
 
 def _collect(
-    console: Console, services: list[Service], store: LocalSchemaStore, consumer: Consumer, total: int,
+    console: Console, services: list[Service], store: SchemaSource, consumer: Consumer, total: int,
     timeout_s: float, job: subprocess.Popen[bytes], log: Path,
 ) -> tuple[dict[str, dict[str, Any]], list[dict[str, Any]], list[float], list[float]]:  # fmt: skip
     """Read predictions and dead letters of this run until every input is accounted for (or time runs out)."""
@@ -252,12 +257,18 @@ def demo(
     kafka = KafkaSettings(bootstrap_servers=settings.kafka_bootstrap)
     for service in services:
         ensure_topics(service.topics, partitions=2, settings=kafka)
-    store = LocalSchemaStore(settings.home / "schemas")
+    # one source of schema ids for the producers, the job and the readers: the stack's registry when it runs
+    url = registry_url(None)
+    store = schema_source(url, settings.home / "schemas")
     workdir = Path(tempfile.mkdtemp(prefix="vatic-demo-", dir=settings.home))
     log = workdir / "job.log"
+    # librdkafka's own lines (a broker not up yet, a coordinator loading) go to a file, not into the demo's output
+    LIBRDKAFKA_LOG.addHandler(logging.FileHandler(workdir / "kafka-clients.log", encoding="utf-8"))
+    LIBRDKAFKA_LOG.propagate = False
     console.print(f"[bold]vatic demo[/]: {', '.join(s.config.service for s in services)}; job log {log}")
+    console.print(f"  schemas: {f'schema registry {url}' if url else 'embedded schema store'}")
     consumer = _output_consumer(services, kafka)
-    job = _start_job(services, log)
+    job = _start_job(services, log, url)
     try:
         _warm_up(console, services, store, consumer, kafka, job, log)
         total = _produce(console, services, store, events, kafka, rate)

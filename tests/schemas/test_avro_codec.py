@@ -22,6 +22,7 @@ from vatic.schemas.errors import (
     SchemaNotFound,
     UnknownSchemaError,
 )
+from vatic.schemas.source import EMBEDDED_ID_BASE
 
 SUBJECT = "transactions-value"
 
@@ -52,17 +53,18 @@ def codec(store: InMemorySchemaStore) -> AvroCodec:
 def test_wire_format_is_magic_byte_id_and_schemaless_body(
     store: InMemorySchemaStore, transaction: dict[str, Any]
 ) -> None:
-    # two unrelated schemas first, so the codec's schema gets id 3, not the 1 of an empty store
+    # two unrelated schemas first, so the codec's schema gets the store's third id, not its first
     store.register("products-value", load_schema("product_created"))
     store.register("predictions-value", load_schema("prediction"))
     codec = AvroCodec(store, SUBJECT, load_schema("transaction"))
 
     data = codec.encode(transaction)
 
+    third = EMBEDDED_ID_BASE + 2
     assert data[0] == 0
-    assert data[1:5] == b"\x00\x00\x00\x03"
+    assert data[1:5] == third.to_bytes(4, "big")
     assert data[5:] == _avro_body(load_schema("transaction"), transaction)
-    assert codec.schema_id == 3 == store.lookup(SUBJECT, load_schema("transaction")).schema_id
+    assert codec.schema_id == third == store.lookup(SUBJECT, load_schema("transaction")).schema_id
 
 
 def test_frame_and_schema_id_of() -> None:
@@ -168,15 +170,29 @@ def test_unknown_id_is_remembered_for_the_ttl(store: InMemorySchemaStore, transa
     body = _avro_body(schema, transaction)
     remembering = AvroCodec(store, SUBJECT, schema)
     forgetting = AvroCodec(store, SUBJECT, schema, unknown_id_ttl_s=0.0)
+    first = EMBEDDED_ID_BASE
     for codec in (remembering, forgetting):
         with pytest.raises(UnknownSchemaError):
-            codec.decode(frame(1, body))
+            codec.decode(frame(first, body))
 
-    assert store.register(SUBJECT, schema) == 1  # now id 1 exists
+    assert store.register(SUBJECT, schema) == first  # now the id exists
 
-    assert forgetting.decode(frame(1, body)) == transaction
+    assert forgetting.decode(frame(first, body)) == transaction
     with pytest.raises(UnknownSchemaError):
-        remembering.decode(frame(1, body))
+        remembering.decode(frame(first, body))
+
+
+def test_a_registry_issued_id_is_refused_by_the_embedded_store_naming_it(
+    store: InMemorySchemaStore, transaction: dict[str, Any]
+) -> None:
+    """A record a Confluent serializer wrote against a registry (ids from 1) never meets an embedded store's
+    schema of the same number: the embedded store hands out ids from 2^30, so the id is unknown and refused."""
+    for name in ("product_created", "prediction", "transaction"):
+        store.register(f"{name}-value", load_schema(name))
+    raw = frame(2, _avro_body(load_schema("transaction"), transaction))
+    with pytest.raises(UnknownSchemaError, match=r"schema id 2 .*not issued by vatic.s embedded") as caught:
+        AvroCodec(store, SUBJECT, load_schema("transaction")).decode(raw)
+    assert "--schema-registry-url" in caught.value.message
 
 
 def test_writer_schema_that_cannot_be_resolved_is_an_unknown_schema(
@@ -214,7 +230,7 @@ def test_new_writer_old_reader_drops_the_new_field(store: InMemorySchemaStore, t
     AvroCodec(store, SUBJECT, v1).encode(transaction)  # v1 registered first
     new_bytes = AvroCodec(store, SUBJECT, v2).encode({**transaction, "is_recurring": True})
 
-    assert schema_id_of(new_bytes) == 2
+    assert schema_id_of(new_bytes) == EMBEDDED_ID_BASE + 1
     assert AvroCodec(store, SUBJECT, v1).decode(new_bytes) == transaction
 
 

@@ -23,6 +23,7 @@ from vatic.schemas import (
 )
 from vatic.schemas.canonical import fingerprint
 from vatic.schemas.errors import ConfigError, IncompatibleSchemaError, InvalidSchemaError, SchemaNotFound
+from vatic.schemas.source import EMBEDDED_ID_BASE
 
 
 def rec(*fields: dict[str, Any], name: str = "Event") -> dict[str, Any]:
@@ -44,6 +45,19 @@ def make_store(request: pytest.FixtureRequest, tmp_path: Path) -> Callable[..., 
     return make
 
 
+#: the id before an embedded store's first: its n-th new schema gets ``ID + n``
+ID = EMBEDDED_ID_BASE - 1
+
+
+def test_ids_start_where_registries_do_not_reach(make_store: Callable[..., InMemorySchemaStore]) -> None:
+    """Registries count ids from 1; an embedded store from 2^30, so the two never name different schemas with
+    one number, and an id an embedded store never issued is refused with a hint."""
+    store = make_store()
+    assert store.register("events-value", V1) == EMBEDDED_ID_BASE == 2**30
+    with pytest.raises(SchemaNotFound, match=r"not issued by vatic's embedded schema store .* registry"):
+        store.get_schema(1)
+
+
 def test_both_stores_are_schema_sources(tmp_path: Path) -> None:
     assert isinstance(InMemorySchemaStore(), SchemaSource)
     assert isinstance(LocalSchemaStore(tmp_path), SchemaSource)
@@ -51,15 +65,15 @@ def test_both_stores_are_schema_sources(tmp_path: Path) -> None:
 
 def test_ids_versions_and_lookups(make_store: Callable[..., InMemorySchemaStore]) -> None:
     store = make_store()
-    assert store.register("events-value", V1) == 1
-    assert store.register("events-value", V2) == 2
+    assert store.register("events-value", V1) == ID + 1
+    assert store.register("events-value", V2) == ID + 2
     assert store.versions("events-value") == [1, 2]
 
     latest = store.latest("events-value")
-    assert (latest.subject, latest.version, latest.schema_id) == ("events-value", 2, 2)
+    assert (latest.subject, latest.version, latest.schema_id) == ("events-value", 2, ID + 2)
     assert fingerprint(latest.schema) == fingerprint(V2)
-    assert store.get_version("events-value", 1).schema_id == 1
-    assert fingerprint(store.get_schema(1)) == fingerprint(V1)
+    assert store.get_version("events-value", 1).schema_id == ID + 1
+    assert fingerprint(store.get_schema(ID + 1)) == fingerprint(V1)
     assert store.lookup("events-value", V1).version == 1
     assert store.subjects() == ["events-value"]
 
@@ -105,7 +119,7 @@ def test_backward_transitive_by_default(make_store: Callable[..., InMemorySchema
     assert any("score" in problem for problem in caught.value.problems)
     assert store.versions("events-value") == [1, 2]
     # the refused schema used no id
-    assert store.register("other-value", rec({"name": "x", "type": "int"})) == 3
+    assert store.register("other-value", rec({"name": "x", "type": "int"})) == ID + 3
 
 
 def test_subject_level_overrides_the_default(make_store: Callable[..., InMemorySchemaStore]) -> None:
@@ -115,14 +129,14 @@ def test_subject_level_overrides_the_default(make_store: Callable[..., InMemoryS
     store.set_compatibility("events-value", "backward")  # only the latest: v3 reads v2 data
     assert store.get_compatibility("events-value") is CompatibilityLevel.BACKWARD
     assert store.check_compatibility("events-value", V3_DROPS_DEFAULT) == []
-    assert store.register("events-value", V3_DROPS_DEFAULT) == 3
+    assert store.register("events-value", V3_DROPS_DEFAULT) == ID + 3
     assert store.get_compatibility("other-value") is CompatibilityLevel.BACKWARD_TRANSITIVE
 
 
 def test_none_accepts_anything_valid(make_store: Callable[..., InMemorySchemaStore]) -> None:
     store = make_store(default_compatibility="NONE")
     store.register("events-value", V1)
-    assert store.register("events-value", rec({"name": "id", "type": "long"})) == 2
+    assert store.register("events-value", rec({"name": "id", "type": "long"})) == ID + 2
     with pytest.raises(InvalidSchemaError):
         store.register("events-value", rec({"name": "id", "type": "uint64"}))
     with pytest.raises(ConfigError):
@@ -140,7 +154,7 @@ def test_level_set_before_the_first_version(make_store: Callable[..., InMemorySc
 def test_shipped_schemas_register(make_store: Callable[..., InMemorySchemaStore]) -> None:
     store = make_store()
     ids = [store.register(topic_subject(name), load_schema(name)) for name in ("transaction", "prediction")]
-    assert ids == [1, 2]
+    assert ids == [ID + 1, ID + 2]
     assert topic_subject("transactions") == "transactions-value"
     assert topic_subject("transactions", key=True) == "transactions-key"
 
@@ -157,11 +171,11 @@ def test_persists_across_instances(tmp_path: Path) -> None:
 
     reopened = LocalSchemaStore(tmp_path)
     assert reopened.versions("events-value") == [1, 2]
-    assert fingerprint(reopened.get_schema(2)) == fingerprint(V2)
+    assert fingerprint(reopened.get_schema(ID + 2)) == fingerprint(V2)
     assert reopened.get_compatibility("events-value") is CompatibilityLevel.FULL
     assert reopened.get_compatibility("future-value") is CompatibilityLevel.FORWARD
-    assert reopened.register("events-value", V1) == 1
-    assert reopened.register("more-value", rec({"name": "z", "type": "int"})) == 3
+    assert reopened.register("events-value", V1) == ID + 1
+    assert reopened.register("more-value", rec({"name": "z", "type": "int"})) == ID + 3
 
 
 def test_instances_see_each_others_writes(tmp_path: Path) -> None:
@@ -169,7 +183,15 @@ def test_instances_see_each_others_writes(tmp_path: Path) -> None:
     reader.register("a-value", V1)
     writer.register("a-value", V2)
     assert reader.latest("a-value").version == 2
-    assert reader.register("b-value", rec({"name": "z", "type": "int"})) == 3
+    assert reader.register("b-value", rec({"name": "z", "type": "int"})) == ID + 3
+
+
+def test_a_store_file_of_the_old_format_is_refused_with_what_to_do(tmp_path: Path) -> None:
+    """Format 1 counted ids from 1 like a registry; reading it would keep the collision, so it is refused."""
+    (tmp_path / "schemas.json").write_text(json.dumps({"format": "vatic-schema-store/1", "next_id": 2,
+                                                       "schemas": {}, "subjects": {}}))  # fmt: skip
+    with pytest.raises(ConfigError, match=r"older vatic.*delete it"):
+        LocalSchemaStore(tmp_path).subjects()
 
 
 def test_corrupt_file_is_a_config_error(tmp_path: Path) -> None:
@@ -197,7 +219,7 @@ def test_threads_register_without_losing_versions(tmp_path: Path) -> None:
     assert errors == []
     reopened = LocalSchemaStore(tmp_path, default_compatibility="NONE")
     ids = [reopened.get_version(f"w{w}-value", v).schema_id for w in range(6) for v in range(1, 16)]
-    assert sorted(ids) == list(range(1, 91))
+    assert sorted(ids) == list(range(ID + 1, ID + 91))
 
 
 _CHILD = textwrap.dedent(
@@ -259,4 +281,4 @@ def test_two_processes_register_concurrently(tmp_path: Path) -> None:
         for s in ("alpha-value", "beta-value", "grown-value")
         for v in store.versions(s)
     } | shared_ids
-    assert all_ids == set(range(1, 162))  # ids dense: nothing handed out twice or skipped
+    assert all_ids == set(range(ID + 1, ID + 162))  # ids dense: nothing handed out twice or skipped

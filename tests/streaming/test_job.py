@@ -13,7 +13,6 @@ import subprocess
 import time
 import uuid
 from collections import Counter
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,33 +21,15 @@ import pytest
 import yaml
 
 from tests.fixtures import feast_repo
-from tests.fixtures.model_server import REJECT, ModelRepo, build_model_repo, model_server
+from tests.fixtures.model_server import REJECT
 from tests.serving.gateway.test_gateway import echo_service, transaction
 from vatic.connectors.kafka import Consumer, KafkaSettings, Producer, ensure_topics
 from vatic.connectors.local.mlserver import ModelServer
-from vatic.connectors.local.settings import StackSettings
-from vatic.schemas import AvroCodec, LocalSchemaStore, load_schema, topic_subject
+from vatic.connectors.schema_registry import ConfluentSchemaRegistry
+from vatic.schemas import AvroCodec, SchemaSource, load_schema, topic_subject
 
 ROOT = Path(__file__).resolve().parents[2]
 VATIC = ROOT / ".venv" / "pipeline" / "bin" / "vatic"
-
-
-@pytest.fixture(scope="module")
-def models(tmp_path_factory: pytest.TempPathFactory) -> ModelRepo:
-    return build_model_repo(tmp_path_factory.mktemp("models") / "repo", iris=False)
-
-
-@pytest.fixture(scope="module")
-def server(models: ModelRepo, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ModelServer]:
-    srv = model_server(tmp_path_factory.mktemp("home"), models.root, name="job-mlserver", parallel_workers=0)
-    srv.start()
-    yield srv
-    srv.stop()
-
-
-@pytest.fixture(scope="module")
-def features(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return feast_repo.build_repo(tmp_path_factory.mktemp("feast"))
 
 
 @dataclass
@@ -57,7 +38,8 @@ class Run:
 
     folder: Path
     topics: dict[str, str]
-    store: LocalSchemaStore
+    store: SchemaSource  # the one source of schema ids of the run: the stack's registry
+    registry: str
     sent: dict[str, bytes] = field(default_factory=dict)  # event_id -> produced bytes
     garbage: set[bytes] = field(default_factory=set)  # undecodable payloads (no event id)
     expected_dead: dict[str, str] = field(default_factory=dict)  # event_id -> stage
@@ -66,7 +48,7 @@ class Run:
         return KafkaSettings(bootstrap_servers=kafka_bootstrap)
 
 
-def make_run(tmp_path: Path, features: Path, kafka_bootstrap: str, **streaming: Any) -> Run:
+def make_run(tmp_path: Path, features: Path, kafka_bootstrap: str, registry_url: str, **streaming: Any) -> Run:
     prefix = f"job-{uuid.uuid4().hex[:8]}"
     topics = {"input": f"{prefix}.in", "output": f"{prefix}.out", "dead": f"{prefix}.dlq"}
     folder = echo_service(tmp_path / "service", features, name="echo")
@@ -88,7 +70,7 @@ def make_run(tmp_path: Path, features: Path, kafka_bootstrap: str, **streaming: 
     ensure_topics(
         [topics["output"], topics["dead"]], partitions=2, settings=KafkaSettings(bootstrap_servers=kafka_bootstrap)
     )
-    return Run(folder, topics, LocalSchemaStore(StackSettings().home / "schemas"))
+    return Run(folder, topics, ConfluentSchemaRegistry(registry_url), registry_url)
 
 
 def produce(run: Run, kafka_bootstrap: str, n: int) -> None:
@@ -124,7 +106,7 @@ def produce(run: Run, kafka_bootstrap: str, n: int) -> None:
 def start_job(run: Run, server: ModelServer, checkpoints: Path, *, bounded: bool, log: Path) -> subprocess.Popen[bytes]:
     argv = [
         str(VATIC), "stream", "run", str(run.folder), "--model-url", server.url,
-        "--checkpoint-dir", str(checkpoints), "--no-create-topics",
+        "--checkpoint-dir", str(checkpoints), "--no-create-topics", "--schema-registry-url", run.registry,
         "--bounded" if bounded else "--no-bounded",
     ]  # fmt: skip
     return subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=log.open("ab"), start_new_session=True)
@@ -185,8 +167,8 @@ MODES = pytest.mark.parametrize("mode", ["vectorized", "async"])
 
 
 @MODES
-def test_ten_thousand_events_each_end_up_exactly_once(kafka_bootstrap, server, features, tmp_path, mode):
-    run = make_run(tmp_path, features, kafka_bootstrap, mode=mode)
+def test_ten_thousand_events_each_end_up_exactly_once(kafka_bootstrap, registry_url, server, features, tmp_path, mode):
+    run = make_run(tmp_path, features, kafka_bootstrap, registry_url, mode=mode)
     produce(run, kafka_bootstrap, 10_000)
     log = tmp_path / "job.log"
     job = start_job(run, server, tmp_path / "checkpoints", bounded=True, log=log)
@@ -211,11 +193,11 @@ def _completed_checkpoints(root: Path) -> list[Path]:
 
 @MODES
 def test_a_job_killed_after_a_checkpoint_resumes_with_every_event_once(
-    kafka_bootstrap, server, features, tmp_path, mode
+    kafka_bootstrap, registry_url, server, features, tmp_path, mode
 ):
     import threading
 
-    run = make_run(tmp_path, features, kafka_bootstrap, batch_size=16, mode=mode)
+    run = make_run(tmp_path, features, kafka_bootstrap, registry_url, batch_size=16, mode=mode)
     checkpoints = tmp_path / "checkpoints"
     log = tmp_path / "job.log"
     first = start_job(run, server, checkpoints, bounded=False, log=log)
@@ -255,9 +237,9 @@ def test_a_job_killed_after_a_checkpoint_resumes_with_every_event_once(
 
 
 @MODES
-def test_a_bounded_run_flushes_its_last_partial_batch(kafka_bootstrap, server, features, tmp_path, mode):
+def test_a_bounded_run_flushes_its_last_partial_batch(kafka_bootstrap, registry_url, server, features, tmp_path, mode):
     # a batch that never fills and a wait that never elapses: only the end of the input can flush it
-    run = make_run(tmp_path, features, kafka_bootstrap, batch_size=1000, batch_wait_ms=60_000, mode=mode)
+    run = make_run(tmp_path, features, kafka_bootstrap, registry_url, batch_size=1000, batch_wait_ms=60_000, mode=mode)
     produce(run, kafka_bootstrap, 100)
     log = tmp_path / "job.log"
     job = start_job(run, server, tmp_path / "checkpoints", bounded=True, log=log)
@@ -273,15 +255,16 @@ def test_a_bounded_run_flushes_its_last_partial_batch(kafka_bootstrap, server, f
 
 
 def test_a_job_that_never_reaches_its_model_server_gives_up_after_its_restart_attempts_and_says_why(
-    tmp_path: Path, features: Path, kafka_bootstrap: str
+    tmp_path: Path, features: Path, kafka_bootstrap: str, registry_url: str
 ) -> None:
     """An outage that does not end is an error someone must see: the job fails once its restart attempts are
     spent, and `vatic stream run` exits non-zero with the cause in one line (not a hang, not a traceback)."""
-    run = make_run(tmp_path, features, kafka_bootstrap, restart_attempts=2, retry={"budget_s": 1.0})
+    run = make_run(tmp_path, features, kafka_bootstrap, registry_url, restart_attempts=2, retry={"budget_s": 1.0})
     produce(run, kafka_bootstrap, 5)
     argv = [
         str(VATIC), "stream", "run", str(run.folder), "--model-url", "http://127.0.0.1:9",
         "--checkpoint-dir", str(tmp_path / "checkpoints"), "--no-create-topics", "--no-bounded",
+        "--schema-registry-url", registry_url,
     ]  # fmt: skip
     done = subprocess.run(argv, capture_output=True, text=True, timeout=400, check=False)
     assert done.returncode == 2, done.stderr[-2000:]

@@ -24,3 +24,6 @@ def test_demo_accounts_for_every_event(full_stack):
     assert dead >= 6  # at least the deliberately bad records
     assert "REST fraud-detection: 200" in done.stdout
     assert "REST product-categorization: 200" in done.stdout
+    # one source of schema ids: the stack's registry; librdkafka's own lines stay out of the output
+    assert "schemas: schema registry http://127.0.0.1:" in done.stdout
+    assert not [line for line in (done.stdout + done.stderr).splitlines() if re.match(r"%\d\|", line)]
