@@ -39,8 +39,8 @@ backpressure does not stall them), exponential-delay restarts, source offsets co
 checkpoint completion (monitoring only: recovery uses the checkpoint). The EXACTLY_ONCE sinks write in Kafka
 transactions committed on checkpoint completion; consumers read with ``isolation.level=read_committed``.
 
-Recovery settings, chosen together (:func:`recovery_settings`; docs/decisions/0001-recovery-bounds.md has the
-measurements): a failed job restarts after 1 s, backing off to at most 10 s, so that it is running again at
+Recovery settings, chosen together (:mod:`vatic.streaming.recovery`; docs/decisions/0001-recovery-bounds.md
+has the measurements): a failed job restarts after 1 s, backing off to at most 10 s, so that it is running again at
 most ~10 s plus its restart time after an outage ends; it gives up (the job FAILS, ``vatic stream run`` exits
 non-zero) after ``streaming.restart_attempts`` failed attempts in a row (30 by default: 5-10 minutes of an
 outage that never ends).
@@ -93,6 +93,7 @@ from vatic.streaming.operators import (
     MicroBatchFunction,
     RouteFunction,
 )
+from vatic.streaming.recovery import DELIVERY_TIMEOUT_MS, checkpoint_timeout_s, recovery_settings
 from vatic.streaming.settings import JobSettings
 from vatic.streaming.vectorized import RESULT_TYPE, VectorizedInference
 
@@ -131,32 +132,6 @@ def flink_configuration(config: ServiceConfig, settings: JobSettings, *, local: 
     if local:
         conf.set_string("taskmanager.numberOfTaskSlots", str(max(1, settings.parallelism or spec.parallelism)))
     return conf
-
-
-#: the sinks' producers: how long a record may wait for the broker before its send fails the task
-DELIVERY_TIMEOUT_MS = 60_000
-
-
-def recovery_settings(config: ServiceConfig) -> dict[str, str]:
-    """The restart strategy of the job (see the module docstring for how it fits the other timeouts)."""
-    assert config.streaming is not None
-    return {
-        "restart-strategy.type": "exponential-delay",
-        "restart-strategy.exponential-delay.initial-backoff": "1 s",
-        "restart-strategy.exponential-delay.max-backoff": "10 s",
-        "restart-strategy.exponential-delay.backoff-multiplier": "2.0",
-        "restart-strategy.exponential-delay.reset-backoff-threshold": "1 min",
-        "restart-strategy.exponential-delay.jitter-factor": "0.1",
-        "restart-strategy.exponential-delay.attempts-before-reset-backoff": str(config.streaming.restart_attempts),
-    }
-
-
-def checkpoint_timeout_s(config: ServiceConfig) -> float:
-    """How long one checkpoint may take: a batch holds the barrier while it retries (retry budget, plus two
-    model deadlines for the attempts in flight), a sink's flush as long as its producer waits for the broker,
-    and 30 s for the rest."""
-    assert config.streaming is not None
-    return max(config.streaming.retry.budget_s + 2 * config.timeout_s, DELIVERY_TIMEOUT_MS / 1000) + 30
 
 
 def source_ddl(config: ServiceConfig, settings: JobSettings, name: str = "vatic_input") -> str:

@@ -30,6 +30,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from vatic.streaming.settings import JobSettings, job_arguments
+
 #: exit code of a job process whose mini-cluster lost its TaskManager (EX_TEMPFAIL: run it again)
 EXIT_CLUSTER_LOST = 75
 
@@ -111,13 +113,13 @@ def exit_cluster_lost() -> None:
     os._exit(EXIT_CLUSTER_LOST)
 
 
-def job_command(payload: dict[str, Any]) -> list[str]:
-    """The job process: ``python -m vatic.streaming.main '<payload>'`` with this interpreter."""
-    return [sys.executable, "-m", "vatic.streaming.main", json.dumps(payload)]
+def job_command(services: list[JobSettings], resume_from: Path | None) -> list[str]:
+    """The job process: ``python -m vatic.streaming.main --service-dir ...`` with this interpreter."""
+    return [sys.executable, "-m", "vatic.streaming.main", *job_arguments(services, resume_from=resume_from, local=True)]
 
 
 def run_supervised(
-    payload: dict[str, Any],
+    services: list[JobSettings],
     latest_checkpoint: Callable[[], Path | None],
     *,
     resume: bool,
@@ -125,11 +127,11 @@ def run_supervised(
     backoff_s: tuple[float, float] = (1.0, 10.0),
     healthy_after_s: float = 120.0,
     announce: Callable[[str], None] | None = None,
-    command: Callable[[dict[str, Any]], list[str]] = job_command,
+    command: Callable[[list[JobSettings], Path | None], list[str]] = job_command,
 ) -> int:
-    """Run the job process (``command(payload)``, :func:`job_command` by default) until it exits for another
-    reason than a lost cluster; return its exit code. Each start resumes from ``latest_checkpoint()`` (the
-    first one only if ``resume``): the payload's ``resume_from``.
+    """Run the job process (``command(services, resume_from)``, :func:`job_command` by default) until it exits
+    for another reason than a lost cluster; return its exit code. Each start resumes from
+    ``latest_checkpoint()`` (the first one only if ``resume``).
 
     Restarts back off from ``backoff_s[0]``, doubling up to ``backoff_s[1]``; a run that lasted
     ``healthy_after_s`` resets the count and the back-off. After ``max_restarts`` restarts in a row the
@@ -143,7 +145,7 @@ def run_supervised(
         if checkpoint is not None:
             say(f"resuming from {checkpoint}")
         started = time.monotonic()
-        code = _run_child(command({**payload, "resume_from": _str(checkpoint)}))
+        code = _run_child(command(services, checkpoint))
         first = False
         if code != EXIT_CLUSTER_LOST:
             return code
@@ -156,10 +158,6 @@ def run_supervised(
         say(f"vatic: restarting the job in {backoff:.0f} s (restart {restarts} of at most {max_restarts} in a row)")
         time.sleep(backoff)
         backoff = min(backoff_s[1], backoff * 2)
-
-
-def _str(path: Path | None) -> str | None:
-    return str(path) if path is not None else None
 
 
 def _run_child(argv: list[str]) -> int:

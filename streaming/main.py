@@ -1,16 +1,19 @@
-"""Entry point of a vatic streaming job, for the local mini-cluster and for ``flink run --python`` alike.
+"""Entry point of a vatic streaming job, for the local mini-cluster and for Flink's own tooling alike.
 
-    python -m vatic.streaming.main '<JobSettings as JSON>'
+    python -m vatic.streaming.main --service-dir serving/usecases/fraud_detection/service --env local \
+        --model-url http://127.0.0.1:8090
+    flink run --python .../vatic/streaming/main.py --service-dir /opt/vatic/service --env production ...
+    flink run -pym vatic.streaming.main --service-dir ...
 
-Without an argument the settings come from ``VATIC_STREAM_*`` environment variables. ``resume_from`` (a
-checkpoint or savepoint folder) restores state and source offsets from it. On the local mini-cluster the
-process watches its TaskManager and exits with :data:`~vatic.streaming.local.EXIT_CLUSTER_LOST` when it is
-lost (see :mod:`vatic.streaming.local`, which restarts it).
+One option per setting (``--help`` lists them; :mod:`vatic.streaming.settings`); options left out come from
+``VATIC_STREAM_*`` environment variables. ``--resume-from`` (a checkpoint or savepoint folder) restores state
+and source offsets. Outside ``flink run`` the job runs in an embedded mini-cluster, whose TaskManager the
+process watches: it exits with :data:`~vatic.streaming.local.EXIT_CLUSTER_LOST` when it is lost (see
+:mod:`vatic.streaming.local`, which restarts it).
 """
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import socket
@@ -18,13 +21,14 @@ import sys
 from pathlib import Path
 
 from py4j.protocol import Py4JJavaError
+from pydantic import ValidationError
 from pyflink.datastream import StreamExecutionEnvironment
 
 from vatic.schemas.errors import VaticError
 from vatic.serving.config import load_service
 from vatic.streaming.job import build, flink_configuration
 from vatic.streaming.local import exit_cluster_lost, watch_task_managers
-from vatic.streaming.settings import JobSettings
+from vatic.streaming.settings import JobSettings, parse_job_arguments
 
 
 def latest_checkpoint(root: Path) -> Path | None:
@@ -86,15 +90,18 @@ def _free_port() -> int:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Parse the payload and run the job; a vatic error is one line on stderr and exit status 2."""
-    args = sys.argv[1:] if argv is None else argv
-    payload = json.loads(args[0]) if args else {}
-    resume = payload.pop("resume_from", None)
-    local = payload.pop("local", True)
-    services = payload.pop("services", None)
-    settings = [JobSettings(**one) for one in services] if services else JobSettings(**payload)
+    """Parse the command line and run the job; a vatic error (or invalid settings) is one line on stderr and
+    exit status 2."""
     try:
-        run(settings, resume_from=Path(resume) if resume else None, local=local)
+        job = parse_job_arguments(sys.argv[1:] if argv is None else argv)
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+        print(f"vatic: invalid job settings: {problems}", file=sys.stderr)
+        sys.exit(2)
+    # a Flink client (flink run) runs this program with its gateway's port set: the job goes to its cluster
+    local = job.local if job.local is not None else "PYFLINK_GATEWAY_PORT" not in os.environ
+    try:
+        run(job.services, resume_from=job.resume_from, local=local)
     except VaticError as exc:
         print(f"vatic: {exc.message}", file=sys.stderr)
         sys.exit(2)

@@ -17,12 +17,15 @@ import typer
 
 from vatic.connectors.local.settings import StackSettings
 from vatic.schemas.errors import ConfigError
+from vatic.serving.cli.schema import RegistryUrl, open_source, registry_url
 from vatic.serving.config import load_service
 
 if TYPE_CHECKING:
     from vatic.connectors.local.flink import FlinkRest
 
-app = typer.Typer(help="Run the streaming job (local mini-cluster or a Flink cluster) and read its topics.")
+app = typer.Typer(
+    rich_markup_mode=None, help="Run the streaming job (local mini-cluster or a Flink cluster) and read its topics."
+)
 
 ServiceDir = Annotated[Path, typer.Argument(help="service folder (service.yaml + environment overlays)")]
 Env = Annotated[str, typer.Option("--env", help="environment overlay: local, staging, production")]
@@ -67,7 +70,7 @@ def _settings(
         "bootstrap_servers": os.environ.get("VATIC_STREAM_BOOTSTRAP_SERVERS", stack.kafka_bootstrap),
         "model_url": _model_url(service_dir, model_url),
         "redis_url": os.environ.get("VATIC_STREAM_REDIS_URL"),
-        "schema_registry_url": schema_registry_url,
+        "schema_registry_url": registry_url(schema_registry_url),
         "schema_store": str(stack.home / "schemas"),
         "checkpoint_dir": str((checkpoint_dir or stack.home / "checkpoints" / config.service).resolve()),
         "parallelism": parallelism,
@@ -103,7 +106,7 @@ def run(
     parallelism: Annotated[int | None, typer.Option(min=1, help="override streaming.parallelism")] = None,
     checkpoint_dir: Annotated[Path | None, typer.Option(help="default: .vatic/checkpoints/<services>")] = None,
     resume: Annotated[bool, typer.Option(help="restore from the newest retained checkpoint")] = True,
-    schema_registry_url: Annotated[str | None, typer.Option(help="Confluent-compatible registry URL")] = None,
+    schema_registry_url: RegistryUrl = None,
     create_topics: Annotated[bool, typer.Option(help="create the services' topics when missing")] = True,
 ) -> None:
     """Run the job in the embedded local mini-cluster (blocks until it ends or Ctrl-C).
@@ -134,11 +137,16 @@ def run(
     logs = Path(os.environ.setdefault("FLINK_LOG_DIR", str(checkpoints.with_name(checkpoints.name + ".logs"))))
     logs.mkdir(parents=True, exist_ok=True)
     typer.echo(f"flink log: {logs}", err=True)
+    url = services[0].schema_registry_url
+    typer.echo(f"schemas: {f'schema registry {url}' if url else f'embedded schema store {services[0].schema_store}'}",
+               err=True)  # fmt: skip
     for one in services:
         typer.echo(f"running {one.service_dir.name} (model {one.model_url})", err=True)
-    payload = {"services": [one.model_dump(mode="json") for one in services]}
     code = run_supervised(
-        payload, lambda: latest_checkpoint(checkpoints), resume=resume, announce=lambda line: typer.echo(line, err=True)
+        services,
+        lambda: latest_checkpoint(checkpoints),
+        resume=resume,
+        announce=lambda line: typer.echo(line, err=True),
     )
     if code != 0:
         raise typer.Exit(code)
@@ -157,7 +165,7 @@ def submit(
     bounded: Annotated[bool, typer.Option(help="stop at the input topic's end offsets")] = False,
     detached: Annotated[bool, typer.Option(help="return once the cluster accepted the job")] = False,
     create_topics: Annotated[bool, typer.Option(help="create the service's topics when missing")] = True,
-    schema_registry_url: Annotated[str | None, typer.Option(help="Confluent-compatible registry URL")] = None,
+    schema_registry_url: RegistryUrl = None,
 ) -> None:
     """Submit the job to a standalone (session) Flink cluster with the distribution's `flink run --python`.
 
@@ -171,6 +179,7 @@ def submit(
 
     from vatic.connectors.local.flink import FlinkRest, java_home
     from vatic.streaming import main as entry
+    from vatic.streaming.settings import JobSettings, job_arguments
 
     stack = StackSettings()
     address = jobmanager or stack.flink_jobmanager
@@ -180,13 +189,12 @@ def submit(
         raise ConfigError(f"service {config.service} has no streaming section: nothing to submit")
     wanted = parallelism or config.streaming.parallelism
     _check_slots(rest, wanted)
-    payload = _settings(
+    settings = JobSettings(**_settings(
         service_dir, env, model_url, bounded=bounded, parallelism=wanted, checkpoint_dir=checkpoint_dir,
         schema_registry_url=schema_registry_url,
-    )  # fmt: skip
-    payload["local"] = False
+    ))  # fmt: skip
     if create_topics:
-        _create_topics(service_dir, env, payload["bootstrap_servers"])
+        _create_topics(service_dir, env, settings.bootstrap_servers)
     logs = stack.home / "flink" / "client"
     logs.mkdir(parents=True, exist_ok=True)
     argv = [
@@ -197,7 +205,7 @@ def submit(
     ]  # fmt: skip
     if detached:
         argv.append("--detached")
-    argv.append(json.dumps(payload))
+    argv += job_arguments([settings], local=False)  # the program's own arguments, as a person would type them
     child_env = {**os.environ, "JAVA_HOME": str(java_home(stack)), "FLINK_LOG_DIR": str(logs)}
     child_env.pop("PYFLINK_GATEWAY_DISABLED", None)  # set by an earlier local run in this process: we are a client
     transcript = logs / f"submit-{config.service}.out"  # the whole `flink run` output of the last submit
@@ -326,10 +334,11 @@ def tail(
     from_beginning: Annotated[bool, typer.Option(help="start at the earliest offset")] = False,
     limit: Annotated[int | None, typer.Option(min=1, help="stop after this many records")] = None,
     timeout_s: Annotated[float | None, typer.Option(help="stop after this long without records")] = None,
+    schema_registry_url: RegistryUrl = None,
 ) -> None:
     """Print prediction (or dead-letter) records of a service as JSON lines, as they arrive (read_committed)."""
     from vatic.connectors.kafka import Consumer, KafkaSettings
-    from vatic.schemas import AvroCodec, LocalSchemaStore, load_schema, topic_subject
+    from vatic.schemas import AvroCodec, load_schema, topic_subject
 
     config = load_service(service_dir, env)
     if config.streaming is None:
@@ -337,7 +346,8 @@ def tail(
     stack = StackSettings()
     topic = config.streaming.dead_letter_topic if dead_letters else config.streaming.output_topic
     schema = "dead_letter" if dead_letters else "prediction"
-    codec = AvroCodec(LocalSchemaStore(stack.home / "schemas"), topic_subject(topic), load_schema(schema))
+    source, _ = open_source(schema_registry_url)
+    codec = AvroCodec(source, topic_subject(topic), load_schema(schema))
     settings = KafkaSettings(bootstrap_servers=os.environ.get("VATIC_STREAM_BOOTSTRAP_SERVERS", stack.kafka_bootstrap))
     reset = "earliest" if from_beginning else "latest"
     consumer = Consumer([topic], f"vatic-tail-{uuid.uuid4().hex[:8]}", settings, config={"auto.offset.reset": reset})

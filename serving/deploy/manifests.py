@@ -44,10 +44,11 @@ With autoscaling the Deployment has no ``replicas`` (the autoscaler owns the cou
 advise); without, ``replicas`` is the config's. A pod annotation carries the ConfigMap's digest, so that a
 config change rolls the pods.
 
-The FlinkDeployment runs ``python -m vatic.streaming.main '<JobSettings JSON>'`` through Flink's
-``PythonDriver`` (``-pym``) in the pipeline image, with the service config mounted as above, checkpoints and
-savepoints on the state volume (``file:///flink-state/...``), Kubernetes HA, ``upgradeMode: savepoint`` by
-default and the parallelism of ``streaming.parallelism``.
+The FlinkDeployment runs ``vatic.streaming.main --service-dir ... --env ... --cluster`` (the arguments a person
+would give ``flink run -pym``) through Flink's ``PythonDriver`` in the pipeline image, with the service config
+mounted as above, checkpoints and savepoints on the state volume (``file:///flink-state/...``), Kubernetes HA,
+``upgradeMode: savepoint`` by default, the parallelism of ``streaming.parallelism`` and the job's recovery
+settings (:mod:`vatic.streaming.recovery`).
 """
 
 from __future__ import annotations
@@ -63,6 +64,8 @@ from typing import Any
 from vatic.schemas.errors import ConfigError
 from vatic.serving.config.loader import BASE_FILE
 from vatic.serving.config.model import GpuSpec, PodResources, ServiceConfig
+from vatic.streaming.recovery import checkpoint_timeout_s, recovery_settings
+from vatic.streaming.settings import JobSettings, job_arguments
 
 __all__ = [
     "CONFIG_ROOT",
@@ -658,18 +661,17 @@ def _state_pvc(config: ServiceConfig) -> dict[str, Any]:
     }
 
 
-def job_settings(config: ServiceConfig) -> dict[str, Any]:
-    """The JobSettings payload (``python -m vatic.streaming.main '<json>'``) of the job in the cluster."""
-    return {
-        "service_dir": f"{CONFIG_ROOT}/service",
-        "environment": config.environment,
-        "bootstrap_servers": config.kubernetes.kafka_bootstrap_servers,
-        "model_url": model_url(config),
-        "schema_registry_url": config.kubernetes.schema_registry_url,
-        "checkpoint_dir": f"{STATE_DIR}/checkpoints/{config.service}",
-        "job_name": f"vatic-{config.service}",
-        "local": False,
-    }
+def job_settings(config: ServiceConfig) -> JobSettings:
+    """The settings of the job in the cluster (built without reading this machine's environment)."""
+    return JobSettings.model_construct(
+        service_dir=Path(f"{CONFIG_ROOT}/service"),
+        environment=config.environment,
+        bootstrap_servers=config.kubernetes.kafka_bootstrap_servers,
+        model_url=model_url(config),
+        schema_registry_url=config.kubernetes.schema_registry_url,
+        checkpoint_dir=Path(f"{STATE_DIR}/checkpoints/{config.service}"),
+        job_name=f"vatic-{config.service}",
+    )
 
 
 def _flink_deployment(config: ServiceConfig, files: dict[str, tuple[str, str]]) -> dict[str, Any]:
@@ -685,7 +687,9 @@ def _flink_deployment(config: ServiceConfig, files: dict[str, tuple[str, str]]) 
         "execution.checkpointing.externalized-checkpoint-retention": "RETAIN_ON_CANCELLATION",
         "high-availability.type": "kubernetes",
         "high-availability.storageDir": f"file://{STATE_DIR}/ha/{service}",
-        "restart-strategy.type": "exponential-delay",
+        **recovery_settings(config),
+        "execution.checkpointing.timeout": f"{round(checkpoint_timeout_s(config))} s",
+        "execution.checkpointing.tolerable-failed-checkpoints": "1",
         "python.executable": "/opt/venv/bin/python",
         "python.client.executable": "/opt/venv/bin/python",
         **flink.configuration,
@@ -712,7 +716,6 @@ def _flink_deployment(config: ServiceConfig, files: dict[str, tuple[str, str]]) 
     }
     if k8s.image_pull_secrets:
         pod_template["spec"]["imagePullSecrets"] = [{"name": name} for name in k8s.image_pull_secrets]
-    payload = json.dumps(job_settings(config), sort_keys=True, separators=(",", ":"))
     return {
         "apiVersion": "flink.apache.org/v1beta1",
         "kind": "FlinkDeployment",
@@ -734,7 +737,7 @@ def _flink_deployment(config: ServiceConfig, files: dict[str, tuple[str, str]]) 
             "job": {
                 "jarURI": flink.python_jar,
                 "entryClass": "org.apache.flink.client.python.PythonDriver",
-                "args": ["-pym", "vatic.streaming.main", payload],
+                "args": ["-pym", "vatic.streaming.main", *job_arguments([job_settings(config)], local=False)],
                 "parallelism": streaming.parallelism,
                 "upgradeMode": flink.upgrade_mode,
                 "state": "running",

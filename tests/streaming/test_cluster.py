@@ -78,8 +78,10 @@ def _vatic(*args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]
     return subprocess.run([str(VATIC), *args], capture_output=True, text=True, timeout=timeout, check=False)
 
 
-def test_the_job_runs_on_a_standalone_cluster_with_parallelism_2(kafka_bootstrap, server, features, tmp_path):
-    run = make_run(tmp_path, features, kafka_bootstrap)
+def test_the_job_runs_on_a_standalone_cluster_with_parallelism_2(
+    kafka_bootstrap, registry_url, server, features, tmp_path
+):
+    run = make_run(tmp_path, features, kafka_bootstrap, registry_url)
     produce(run, kafka_bootstrap, EVENTS)
     settings = cluster_settings(tmp_path / "home")
     jobmanager, taskmanager = FlinkJobManager(settings), FlinkTaskManager(settings)
@@ -94,7 +96,7 @@ def test_the_job_runs_on_a_standalone_cluster_with_parallelism_2(kafka_bootstrap
         submitted = _vatic(
             "stream", "submit", str(run.folder), "--jobmanager", settings.flink_jobmanager, "--parallelism", "2",
             "--model-url", server.url, "--checkpoint-dir", str(tmp_path / "checkpoints"), "--no-create-topics",
-            "--detached",
+            "--schema-registry-url", registry_url, "--detached",
         )  # fmt: skip
         assert submitted.returncode == 0, submitted.stderr[-3000:]
         job_id = submitted.stdout.strip()
@@ -145,6 +147,20 @@ def test_the_job_runs_on_a_standalone_cluster_with_parallelism_2(kafka_bootstrap
         assert unknown.returncode == 2
         assert unknown.stderr.count("\n") == 1
         assert "HTTP 404 Job could not be found" in unknown.stderr
+
+        # the same job with Flink's own `flink run`, the way Flink users submit a Python program: readable options
+        plain = _flink_run(
+            settings, "--python", str(ROOT / "streaming" / "main.py"), "--pyExecutable", sys.executable,
+            "--pyClientExecutable", sys.executable, "--parallelism", "2", "--detached",
+            "--service-dir", str(run.folder), "--model-url", server.url, "--bootstrap-servers", kafka_bootstrap,
+            "--schema-registry-url", registry_url, "--checkpoint-dir", str(tmp_path / "checkpoints-plain"),
+        )  # fmt: skip
+        assert plain.returncode == 0, plain.stdout[-3000:]
+        plain_id = re.search(r"JobID ([0-9a-f]{32})", plain.stdout)
+        assert plain_id, plain.stdout[-2000:]
+        state = jobmanager.rest.wait_job(plain_id.group(1), {"RUNNING", "FAILED", "FINISHED"}, timeout_s=120)
+        assert state["state"] == "RUNNING", jobmanager.rest.exceptions(plain_id.group(1))
+        assert _vatic("stream", "cancel", plain_id.group(1), "--jobmanager", settings.flink_jobmanager).returncode == 0
     finally:
         stopped = [taskmanager.stop(), jobmanager.stop()]
     assert stopped == [True, True]
@@ -152,6 +168,21 @@ def test_the_job_runs_on_a_standalone_cluster_with_parallelism_2(kafka_bootstrap
     assert [pid for token in tokens for pid in processes_with_token(token)] == []  # no JVM, no Python worker
     assert not port_accepts(settings.host, settings.flink_rest_port)
     assert (jobmanager.health().state, taskmanager.health().state) == ("down", "down")
+
+
+def _flink_run(settings: StackSettings, *args: str) -> subprocess.CompletedProcess[str]:
+    """The distribution's own ``flink run`` (PyFlink ships it), against the test cluster."""
+    import os
+
+    import pyflink
+
+    from vatic.connectors.local.flink import java_home
+
+    flink = Path(pyflink.__file__).parent / "bin" / "flink"
+    env = {**os.environ, "JAVA_HOME": str(java_home(settings)), "FLINK_LOG_DIR": str(settings.home / "flink-run")}
+    env.pop("PYFLINK_GATEWAY_DISABLED", None)
+    argv = [str(flink), "run", "--jobmanager", settings.flink_jobmanager, *args]
+    return subprocess.run(argv, capture_output=True, text=True, timeout=300, check=False, env=env)
 
 
 def test_submit_without_a_jobmanager_is_one_clear_line(features, tmp_path):

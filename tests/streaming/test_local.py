@@ -19,18 +19,18 @@ import time
 from pathlib import Path
 from typing import Any
 
-from vatic.streaming.local import EXIT_CLUSTER_LOST, descendants, run_supervised
+from vatic.streaming.local import EXIT_CLUSTER_LOST, descendants, job_command, run_supervised
+from vatic.streaming.settings import JobSettings, parse_job_arguments
 
-#: exits with the next code of its list (one per start) and records the payload it was given
+#: exits with the next code of its list (one per start) and records the resume_from it was given
 CHILD = """
 import json, sys
 from pathlib import Path
-state = Path(sys.argv[1])
-payload = json.loads(sys.argv[2])
+state, codes, resume_from = Path(sys.argv[1]), json.loads(sys.argv[2]), sys.argv[3]
 starts = json.loads(state.read_text()) if state.exists() else []
-starts.append(payload)
+starts.append({"resume_from": resume_from or None})
 state.write_text(json.dumps(starts))
-sys.exit(payload["codes"][len(starts) - 1])
+sys.exit(codes[len(starts) - 1])
 """
 
 
@@ -40,14 +40,15 @@ def _supervise(tmp_path: Path, codes: list[int], **options: Any) -> tuple[int, l
     state = tmp_path / "starts.json"
     checkpoints = iter([tmp_path / f"chk-{i}" for i in range(1, 100)])
     said: list[str] = []
+    services = [JobSettings(service_dir=tmp_path)]
 
-    def command(payload: dict[str, Any]) -> list[str]:
-        return [sys.executable, str(script), str(state), json.dumps(payload)]
+    def command(given: list[JobSettings], resume_from: Path | None) -> list[str]:
+        assert given == services
+        return [sys.executable, str(script), str(state), json.dumps(codes), str(resume_from or "")]
 
     code = run_supervised(
-        {"codes": codes}, lambda: next(checkpoints), command=command, announce=said.append,
-        backoff_s=(0.01, 0.02), **options,
-    )  # fmt: skip
+        services, lambda: next(checkpoints), command=command, announce=said.append, backoff_s=(0.01, 0.02), **options
+    )
     return code, json.loads(state.read_text()), said
 
 
@@ -89,3 +90,11 @@ def test_descendants_lists_a_process_tree() -> None:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
         parent.wait()
+
+
+def test_the_job_process_is_the_entry_point_with_readable_options(tmp_path: Path) -> None:
+    services = [JobSettings(service_dir=tmp_path, model_url="http://m:8080")]
+    argv = job_command(services, tmp_path / "chk-3")
+    assert argv[:3] == [sys.executable, "-m", "vatic.streaming.main"]
+    parsed = parse_job_arguments(argv[3:])
+    assert (parsed.services, parsed.resume_from, parsed.local) == (services, tmp_path / "chk-3", True)

@@ -12,7 +12,7 @@ from vatic.serving.deploy.dashboard import dashboard
 from vatic.serving.deploy.manifests import build_manifests, flink_cpu, flink_memory
 from vatic.serving.gateway.metrics import GatewayMetrics
 from vatic.serving.usecases.layout import service_dir
-from vatic.streaming.settings import JobSettings
+from vatic.streaming.settings import parse_job_arguments
 
 SCORER = Path(__file__).resolve().parent / "fixtures" / "scorer" / "service"
 
@@ -149,11 +149,19 @@ def test_the_flink_deployment_runs_the_job_module_with_valid_settings(fraud):
     job = spec["job"]
     assert job["args"][:2] == ["-pym", "vatic.streaming.main"]
     assert (job["upgradeMode"], job["parallelism"]) == ("savepoint", 4)
-    payload = json.loads(job["args"][2])
-    assert payload.pop("local") is False
-    settings = JobSettings(**payload)  # the job's own settings model accepts it
+    args = job["args"][2:]  # readable options, the job's own parser accepts them
+    assert args[:4] == ["--service-dir", "/etc/vatic/service", "--model-url", args[3]]
+    assert args[-1] == "--cluster"
+    parsed = parse_job_arguments(args)
+    assert parsed.local is False
+    (settings,) = parsed.services
+    assert settings.environment == "production"
     assert settings.model_url.startswith("http://fraud-detection-model.payments.svc")
     conf = spec["flinkConfiguration"]
+    # the cluster restarts and times checkpoints out as the local job does
+    assert conf["restart-strategy.exponential-delay.max-backoff"] == "10 s"
+    assert conf["restart-strategy.exponential-delay.attempts-before-reset-backoff"] == "30"
+    assert conf["execution.checkpointing.tolerable-failed-checkpoints"] == "1"
     assert conf["execution.checkpointing.savepoint-dir"] == "file:///flink-state/savepoints/fraud-detection"
     assert conf["execution.checkpointing.dir"] == f"file://{settings.checkpoint_dir}"
     claim = spec["podTemplate"]["spec"]["volumes"][1]["persistentVolumeClaim"]["claimName"]
