@@ -82,12 +82,13 @@ test: setup lint
 	$(VATIC) stack up; \
 	$(MAKE) --no-print-directory test-pipeline test-server
 
-# Tests of code that runs inside MLServer or needs the server env's libraries (comet_ml, mlflow) run there.
+# Tests of code that runs inside MLServer or needs the server env's libraries (comet_ml, mlflow, tritonclient) run there.
 SERVER_TESTS := tests/serving/runtimes tests/connectors/registry/test_registry_comet.py \
-	tests/connectors/registry/test_registry_mlflow.py tests/connectors/registry/test_registry_comet_mlflow_config.py
+	tests/connectors/registry/test_registry_mlflow.py tests/connectors/registry/test_registry_comet_mlflow_config.py \
+	tests/serving/gateway/test_triton_clients.py
 
 test-pipeline:
-	$(PIPE)/bin/pytest tests --ignore=tests/serving/runtimes $(PYTEST_ARGS)
+	$(PIPE)/bin/pytest tests --ignore=tests/serving/runtimes --ignore=tests/serving/gateway/test_triton_clients.py $(PYTEST_ARGS)
 
 test-server:
 	$(SERVER)/bin/pytest $(SERVER_TESTS) $(PYTEST_ARGS)

@@ -11,6 +11,10 @@ Routes
   ``GET .../ready`` - V2 (Open Inference Protocol) pass-through to the model server of the service that owns
   the model, for clients that send full tensors. Inference bodies are checked against the model's declared
   inputs before they are forwarded (:mod:`vatic.serving.gateway.v2`): 422 malformed, 400 refused.
+* ``GET /v2`` - server metadata (the extensions it speaks); ``GET /v2/models/{model}/versions/{version}[/ready]``
+  - one version's metadata and readiness. Inference requests and responses may use the binary tensor data
+  extension (``Inference-Header-Content-Length``, :mod:`vatic.connectors.v2.binary`): the gateway turns them
+  into the JSON the model server reads, and the answer into the binary form asked for.
 * ``GET /v2/health/live``, ``GET /v2/health/ready``, ``GET /healthz``, ``GET /metrics`` - always open.
 
 Errors: see :mod:`vatic.serving.gateway.errors`; what each route answers: :mod:`vatic.serving.gateway.openapi`.
@@ -34,6 +38,7 @@ from fastapi.responses import ORJSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from vatic.connectors.errors import ConfigError, ModelNotFound, ModelServerUnavailable, Retryable
+from vatic.connectors.v2 import binary
 from vatic.schemas.validate import InvalidRecord
 from vatic.serving.config import load_service
 from vatic.serving.core.batcher import Rejected
@@ -49,6 +54,7 @@ from vatic.serving.gateway.openapi import (
     V2_METADATA,
     V2_REQUEST,
     V2_RESPONSE,
+    V2_SERVER,
     enumerate_path_parameters,
     error_responses,
     json_body,
@@ -64,6 +70,8 @@ log = logging.getLogger("vatic.gateway")
 
 #: how long the pass-through trusts a model's declared inputs before asking its server again
 SIGNATURE_TTL_S = 30.0
+#: V2 protocol extensions the gateway speaks (server metadata)
+V2_EXTENSIONS = ("binary_tensor_data",)
 
 
 def configure_logging() -> None:
@@ -289,21 +297,44 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:  # noqa: PLR
         if owner is None:
             return problem(404, "not_found", f"no model {model!r} behind this gateway")
         body = await request.body()
+        content_type = request.headers.get("content-type", "application/json")
+        asked_binary: dict[str, bool] = {}
         if infer:
+            binary_header = request.headers.get(binary.HEADER)
+            plain: dict[str, Any] | None = None
+            if binary_header is not None:  # the binary tensor data extension: the model server reads JSON only
+                try:
+                    plain = binary.json_request(body, binary_header)
+                except binary.BinaryFormatError as exc:
+                    return ORJSONResponse({"error": f"model {model}: {exc.message}"}, status_code=400)
+                body, content_type = orjson.dumps(plain), "application/json"
             refused = await check_infer(owner, model, version, body)
             if refused is not None:
                 return refused
+            if plain is not None or b"binary_data" in body:  # a JSON request may ask for binary outputs too
+                asked_binary = binary.wants_binary(plain if plain is not None else orjson.loads(body))
         url = f"{owner.endpoint}/v2/models/{urllib.parse.quote(model, safe='')}{suffix}"
         try:
             upstream = await app.state.passthrough.request(
-                request.method,
-                url,
-                content=body,
-                headers={"content-type": request.headers.get("content-type", "application/json")},
+                request.method, url, content=body, headers={"content-type": content_type}
             )
         except httpx.HTTPError as exc:
             down = ModelServerUnavailable(f"model server {owner.endpoint} unreachable: {exc}", service="model-server")
             return from_exception(down)
+        if upstream.content and "json" not in upstream.headers.get("content-type", ""):
+            # a model server's own non-JSON error (a plain-text 500): a JSON error body, whatever the door
+            return ORJSONResponse(
+                {"error": f"model {model}: the model server answered {upstream.status_code} without a JSON body: "
+                          f"{upstream.text[:300]}"},
+                status_code=502 if upstream.status_code >= 500 else upstream.status_code,
+            )  # fmt: skip
+        if upstream.status_code == 200 and any(asked_binary.values()):
+            encoded = binary.binary_response(orjson.loads(upstream.content), asked_binary)
+            if encoded is not None:
+                content, header_length = encoded
+                return Response(
+                    content, media_type="application/octet-stream", headers={binary.HEADER: str(header_length)}
+                )
         # an empty body (readiness answers) carries no content type, whatever the server says it is
         media_type = upstream.headers.get("content-type", "application/json") if upstream.content else None
         return Response(upstream.content, status_code=upstream.status_code, media_type=media_type)
@@ -329,10 +360,34 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:  # noqa: PLR
         suffix = f"/versions/{urllib.parse.quote(version, safe='')}/infer"
         return await forward(request, model, suffix, version=version, infer=True)
 
+    @app.get("/v2", tags=["v2"], responses={200: json_body(V2_SERVER, "server metadata")})
+    async def v2_server() -> dict[str, Any]:
+        """V2 server metadata: this gateway and the protocol extensions it speaks."""
+        return {"name": "vatic-gateway", "version": app.version, "extensions": list(V2_EXTENSIONS)}
+
     @app.get("/v2/models/{model}", tags=["v2"], responses={200: json_body(V2_METADATA, "model metadata"), **v2_errors})
     async def v2_metadata(model: str, request: Request) -> Response:
         """V2 model metadata from the model's server."""
         return await forward(request, model, "")
+
+    @app.get(
+        "/v2/models/{model}/versions/{version}",
+        tags=["v2"],
+        responses={200: json_body(V2_METADATA, "model metadata"), **v2_errors},
+    )
+    async def v2_metadata_version(model: str, version: str, request: Request) -> Response:
+        """V2 metadata of one version of the model, from the model's server."""
+        return await forward(request, model, f"/versions/{urllib.parse.quote(version, safe='')}")
+
+    @app.get(
+        "/v2/models/{model}/versions/{version}/ready",
+        tags=["v2"],
+        response_class=Response,
+        responses={**v2_errors, 200: {"description": "the version is ready"}, 400: {"description": "not ready"}},
+    )
+    async def v2_ready_version(model: str, version: str, request: Request) -> Response:
+        """V2 readiness of one version of the model, from the model's server (an empty body)."""
+        return await forward(request, model, f"/versions/{urllib.parse.quote(version, safe='')}/ready")
 
     @app.get(
         "/v2/models/{model}/ready",

@@ -29,6 +29,7 @@ __all__ = [
     "V2_METADATA",
     "V2_REQUEST",
     "V2_RESPONSE",
+    "V2_SERVER",
     "enumerate_path_parameters",
     "error_responses",
     "json_body",
@@ -203,6 +204,18 @@ V2_METADATA: dict[str, Any] = {
         "inputs": {"type": ["array", "null"], "items": _METADATA_TENSOR},
         "outputs": {"type": ["array", "null"], "items": _METADATA_TENSOR},
         "parameters": {"type": ["object", "null"]},
+    },
+}
+
+#: V2 server metadata (``GET /v2``)
+V2_SERVER: dict[str, Any] = {
+    "title": "ServerMetadata",
+    "type": "object",
+    "required": ["name", "version", "extensions"],
+    "properties": {
+        "name": {"type": "string"},
+        "version": {"type": "string"},
+        "extensions": {"type": "array", "items": {"type": "string"}},
     },
 }
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import socket
+import struct
 import subprocess
 import time
 import uuid
@@ -152,6 +153,10 @@ def post(gw: Gateway, path: str, body: Any, headers: dict[str, str] | None = Non
     )
 
 
+def get(gw: Gateway, path: str) -> httpx.Response:
+    return httpx.get(f"{gw.url}{path}", headers=AUTH)
+
+
 def test_entity_keys_in_prediction_out_with_the_features_used(gateway):
     response = post(gateway, "/v1/services/echo/predict", transaction(7, event_id=str(uuid.UUID(int=7))))
     assert response.status_code == 200, response.text
@@ -266,6 +271,35 @@ def test_v2_requests_pass_through(gateway, server, models):
     labels = ["setosa", "versicolor", "virginica"]
     species = post(gateway, "/v1/services/iris/predict", dict(zip(["sl", "sw", "pl", "pw"], rows[0], strict=True)))
     assert species.json()["outputs"]["species"] == labels[models.expected["iris"]["predict"][0]]
+
+
+def test_the_v2_surface_the_model_servers_have(gateway, server):
+    """Server metadata (with the extensions the gateway speaks) and one version's metadata and readiness."""
+    meta = get(gateway, "/v2")
+    assert meta.status_code == 200
+    assert meta.json()["extensions"] == ["binary_tensor_data"]
+    # the model server's own answers come through (before these routes the gateway said FastAPI's "Not Found")
+    for suffix in ("", "/ready"):
+        via = get(gateway, f"/v2/models/iris/versions/7{suffix}")
+        direct = httpx.get(f"{server.url}/v2/models/iris/versions/7{suffix}")
+        assert (via.status_code, via.content) == (direct.status_code, direct.content)
+    assert "error" in get(gateway, "/v2/models/iris/versions/7").json()
+
+
+def test_binary_requests_the_gateway_cannot_read_are_400_naming_what_is_wrong(gateway, models):
+    rows = models.expected["rows"][:2]
+    raw = b"".join(struct.pack("<4d", *row) for row in rows)
+    header = json.dumps({"inputs": [{"name": "input-0", "datatype": "FP64", "shape": [2, 4],
+                                     "parameters": {"binary_data_size": len(raw)}}]}).encode()  # fmt: skip
+    ok = post(gateway, "/v2/models/iris/infer", header + raw, {"Inference-Header-Content-Length": str(len(header))})
+    assert ok.status_code == 200, ok.text
+    too_long = post(gateway, "/v2/models/iris/infer", header + raw, {"Inference-Header-Content-Length": "99999"})
+    assert too_long.status_code == 400
+    assert "inference-header-content-length is 99999" in too_long.json()["error"]
+    short = post(gateway, "/v2/models/iris/infer", header + raw[:-8],
+                 {"Inference-Header-Content-Length": str(len(header))})  # fmt: skip
+    assert short.status_code == 400
+    assert "input 'input-0'" in short.json()["error"]
 
 
 def test_concurrent_requests_are_answered_each_and_share_model_calls(gateway):
