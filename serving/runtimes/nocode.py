@@ -11,6 +11,8 @@ encoding are MLServer's. What they add (the settings writer names them unless ``
 * **Several inputs, one matrix**: the inputs are joined column-wise in declared order (``[N]`` inputs count as
   one column), which is the feature order of the columns listed in the service config. A request or input with
   content type ``pd`` keeps MLServer's pandas decoding (a DataFrame with named columns), after the checks.
+* **An empty batch** (every input of shape ``[0, ...]``) is answered 200 with empty outputs, as stock MLServer
+  answers it, after the same checks as any batch (the libraries fail on a matrix of zero rows).
 * **Outputs**: a request that names no outputs gets every output the service config reads
   (``parameters.extra.outputs``), e.g. ``predict_proba``, not only ``predict``. At load the outputs' metadata
   (datatype, shape) is worked out by predicting one all-zero row, and the model's feature count is checked
@@ -39,7 +41,7 @@ import mlserver_sklearn
 import numpy as np
 from mlserver.codecs import NumpyCodec, NumpyRequestCodec
 from mlserver.errors import InferenceError
-from mlserver.types import InferenceRequest, InferenceResponse, RequestOutput
+from mlserver.types import InferenceRequest, InferenceResponse, RequestOutput, ResponseOutput
 from mlserver.utils import get_model_uri
 from mlserver_sklearn.sklearn import WELLKNOWN_MODEL_FILENAMES as SKLEARN_FILES
 
@@ -170,12 +172,37 @@ class _Validating:
         return feature_matrix(inputs)
 
     async def predict(self, payload: InferenceRequest) -> InferenceResponse:
+        empty = self._empty_answer(payload)
+        if empty is not None:
+            return empty
         if not payload.outputs and type(self)._answers_outputs:
             wanted = self._wanted_outputs()
             if wanted:
                 payload.outputs = [RequestOutput(name=name) for name in wanted]
         response: InferenceResponse = await super().predict(payload)  # type: ignore[misc]
         return response
+
+    def _empty_answer(self, payload: InferenceRequest) -> InferenceResponse | None:
+        """The answer to a batch of zero rows (every input's first dimension 0, checked as any request is): empty
+        outputs of the declared datatypes and shapes, as stock MLServer answers; the libraries themselves fail on
+        an empty matrix. None for any other request."""
+        tensors = raw_tensors(payload)
+        if not tensors or any(not t.shape or t.shape[0] != 0 for t in tensors):
+            return None
+        self.decode_request(payload)  # the same checks (names, datatypes, widths) as a batch with rows
+        signature = self._vatic_signature
+        declared = {d.name: d for d in (signature.outputs if signature else ())}
+        names = [o.name for o in payload.outputs or []] or self._wanted_outputs() or ["predict"]
+        if not type(self)._answers_outputs:
+            names = ["predict"]
+        outputs = []
+        for name in names:
+            decl = declared.get(name)
+            rest = [max(0, d) for d in decl.shape[1:]] if decl else []
+            outputs.append(
+                ResponseOutput(name=name, datatype=decl.datatype if decl else "FP64", shape=[0, *rest], data=[])
+            )
+        return InferenceResponse(model_name=self.name, model_version=self.version, outputs=outputs)  # type: ignore[attr-defined]
 
     #: whether the MLServer runtime honours the request's ``outputs`` (LightGBM's answers ``predict`` only)
     _answers_outputs = True
@@ -210,6 +237,9 @@ class LightGBMModel(_Validating, _mlserver_lightgbm.LightGBMModel):  # type: ign
     _answers_outputs = False
 
     async def predict(self, payload: InferenceRequest) -> InferenceResponse:
+        empty = self._empty_answer(payload)
+        if empty is not None:
+            return empty
         decoded = self.decode_request(payload, default_codec=NumpyRequestCodec)
         prediction = self._model.predict(decoded, num_threads=self._threads())
         output = NumpyCodec.encode_output(name="predict", payload=prediction)
