@@ -11,6 +11,7 @@ from vatic.serving.cli import demo, gateway, init, plan, predict, render, schema
 from vatic.serving.usecases import cli as usecases_cli
 
 app = typer.Typer(
+    rich_markup_mode=None,
     name="vatic",
     help="Real-time ML predictions: one service definition, served from Kafka and REST.",
     no_args_is_help=True,
@@ -26,7 +27,7 @@ app.add_typer(workspace.app, name="workspace")
 app.command(name="render")(render.render)
 app.command(name="plan")(plan.plan)
 app.command(name="predict")(predict.predict)
-app.command(name="schema")(schema.schema)
+app.add_typer(schema.app, name="schema")
 
 
 def main() -> None:

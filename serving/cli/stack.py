@@ -10,7 +10,9 @@ from vatic.connectors.local.artifacts import Artifacts
 from vatic.connectors.local.settings import StackSettings
 from vatic.connectors.local.stack import Stack
 
-app = typer.Typer(help="Run the local stack (Kafka KRaft broker, Redis, schema registry) as real processes.")
+app = typer.Typer(
+    rich_markup_mode=None, help="Run the local stack (Kafka KRaft broker, Redis, schema registry) as real processes."
+)
 
 Components = Annotated[
     list[str] | None,

@@ -11,8 +11,9 @@ from vatic.schemas.errors import ConfigError
 from vatic.serving.deploy.workspace import Workspace, default_home, load_state
 
 app = typer.Typer(
+    rich_markup_mode=None,
     help="Run one service's serving layer locally on free ports (model server, gateway with Swagger, optional "
-    "stream job), for development and load tests."
+    "stream job), for development and load tests.",
 )
 
 Home = Annotated[
@@ -38,7 +39,8 @@ def up(
     registry_root: Annotated[
         Path | None,
         typer.Option(
-            help="serve from this local registry folder instead of the config's registry",
+            help="serve from this local registry folder instead of the config's registry (default for a local "
+            "registry without a uri: the stack's model registry, where `vatic usecases prepare` registers)",
             envvar="VATIC_WORKSPACE_REGISTRY_ROOT",
         ),
     ] = None,
@@ -51,7 +53,12 @@ def up(
     """Start the model server and the gateway (and the stream job) and print their URLs."""
     if not (service_dir / "service.yaml").is_file():
         raise ConfigError(f"{service_dir}: no service.yaml here; pass a service folder")
-    workspace, _ = Workspace.for_service_dir(home or default_home(), service_dir, env)
+    workspace, config = Workspace.for_service_dir(home or default_home(), service_dir, env)
+    if registry_root is None and config.registry.backend == "local" and not config.registry.uri:
+        # as the stack's model servers do: the registry `vatic usecases prepare` trains into
+        from vatic.connectors.local.settings import StackSettings
+
+        registry_root = StackSettings().model_registry_root
     state = workspace.up(
         service_dir, environment=env, host=host, model_port=model_port, gateway_port=gateway_port,
         registry_root=registry_root, redis_url=redis_url, stream=stream,

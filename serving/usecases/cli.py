@@ -19,6 +19,7 @@ from vatic.connectors.local.settings import StackSettings
 from vatic.serving.usecases.layout import CASES, Case
 
 app = typer.Typer(
+    rich_markup_mode=None,
     name="usecases",
     help="The demo use cases (fraud detection, product categorization): data, Feast features, trained models.",
     no_args_is_help=True,

@@ -30,7 +30,8 @@ def test_the_fraud_service_in_a_workspace_predicts_with_features(tmp_path):
     home = tmp_path / "workspaces"
     env = {**os.environ, "VATIC_WORKSPACE_HOME": str(home)}
     run = lambda *a: subprocess.run([VATIC, *a], capture_output=True, text=True, check=False, env=env)  # noqa: E731
-    up = run("workspace", "up", str(service_dir("fraud_detection")), "--registry-root", str(REGISTRY))
+    # exactly as the README says: no --registry-root (a local registry without a uri is the stack's registry)
+    up = run("workspace", "up", str(service_dir("fraud_detection")))
     try:
         assert up.returncode == 0, up.stderr
         state = load_state(home, "fraud-detection")
