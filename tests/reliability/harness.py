@@ -133,6 +133,7 @@ class CaseRun:
         self.predictions: list[dict[str, Any]] = []
         self.dead: list[dict[str, Any]] = []
         self.seen_times: list[tuple[float, str, Any]] = []  # (time, "P", event_id) | (time, "D", (p, o))
+        self.emitted: list[tuple[float, int]] = []  # (when read, the prediction's emit_time in epoch ms)
         self.samples: list[tuple[float, dict[int, int]]] = []
         #: the job's checkpoints as Flink's REST API reported them, by id (the newest report of each)
         self.checkpoint_history: dict[int, dict[str, Any]] = {}
@@ -343,6 +344,7 @@ class CaseRun:
                         with self._lock:
                             self.predictions.append(p)
                             self.seen_times.append((now, "P", str(p["event_id"])))
+                            self.emitted.append((now, int(p["timings"]["emit_time"])))
                     else:
                         d = dead.decode(msg.value())
                         with self._lock:
@@ -518,8 +520,11 @@ class CaseRun:
         return first
 
     def _recovery(self, first_seen: dict[tuple[int, int], float]) -> float | None:
-        """Seconds from the end of the fault to the first answer read after it (None: no bound applies); for
-        added partitions, to the first answer of a record written to one of them."""
+        """Seconds from the end of the fault to the first prediction the job emitted after it, as read (None: no
+        bound applies); for added partitions, to the first answer of a record written to one of them.
+
+        Emitted after the heal (its ``timings.emit_time``), not merely read after it: a prediction committed just
+        before a job was killed and read a moment after the new one started says nothing about the new one."""
         if self.fault_at is None or self.healed_at is None or self.case.bound_s is None:
             return None
         if self.new_partitions_from is not None:
@@ -529,10 +534,11 @@ class CaseRun:
                 return None
             times = [first_seen[(r.partition, r.offset)] for r in written if (r.partition, r.offset) in first_seen]
             return (min(times) - self.healed_at) if times else float("inf")
-        after = [t for t, _, _ in self.seen_times if t > self.healed_at]
-        if not after and len(self.seen_times) - len(after) >= len(self.events):
-            return 0.0  # every record was answered while the fault lasted: nothing was left to recover
-        return (min(after) - self.healed_at) if after else float("inf")
+        healed_ms = (time.time() - (time.monotonic() - self.healed_at)) * 1000
+        after = [seen for seen, emitted in self.emitted if emitted >= healed_ms]
+        if not after:  # 0: every record was answered while the fault lasted, nothing was left to recover
+            return 0.0 if len(self.seen_times) >= len(self.events) else float("inf")
+        return max(0.0, min(after) - self.healed_at)
 
 
 _PY_SPY = Path(sys.executable).parent / "py-spy"
