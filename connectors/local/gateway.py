@@ -36,7 +36,7 @@ class GatewayProcess(Component):
 
     @property
     def ports(self) -> list[int]:
-        return [self.settings.gateway_port]
+        return [self.settings.gateway_port, self.settings.gateway_grpc_port]
 
     def services(self) -> list[tuple[str, Path, str]]:
         """(service name, folder, model server URL) of every demo service that has a service definition."""
@@ -55,7 +55,8 @@ class GatewayProcess(Component):
         services = self.services()
         if not services:
             raise ConfigError("gateway: no service definitions found under serving/usecases")
-        argv = [vatic_executable(), "gateway", "--host", self.settings.host, "--port", str(self.settings.gateway_port)]
+        argv = [vatic_executable(), "gateway", "--host", self.settings.host, "--port", str(self.settings.gateway_port),
+                "--grpc-port", str(self.settings.gateway_grpc_port)]  # fmt: skip
         for name, folder, url in services:
             argv += ["--service", str(folder), "--endpoint", f"{name}={url}"]
         if self.settings.gateway_redis:

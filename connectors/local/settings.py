@@ -66,6 +66,7 @@ class StackSettings(BaseSettings):
         None, description="folder of the use cases' service folders (default: serving/usecases of the checkout)"
     )
     gateway_port: int = Field(8000, ge=1, le=65535, description="the REST gateway in front of the model servers")
+    gateway_grpc_port: int = Field(8001, ge=1, le=65535, description="the gateway's gRPC door (V2 + vatic.Gateway)")
     gateway_redis: bool = Field(False, description="gateway reads features from the stack's Redis (else SQLite)")
     model_start_timeout_s: float = Field(180.0, gt=0, description="how long to wait for a model server to load")
     # the optional standalone Flink cluster (connectors/local/flink.py): `vatic stack up flink`

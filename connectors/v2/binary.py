@@ -24,7 +24,15 @@ import orjson
 
 from vatic.connectors.errors import DataError
 
-__all__ = ["HEADER", "BinaryFormatError", "binary_response", "json_request", "wants_binary"]
+__all__ = [
+    "HEADER",
+    "BinaryFormatError",
+    "binary_response",
+    "decode_tensor_data",
+    "encode_tensor_data",
+    "json_request",
+    "wants_binary",
+]
 
 #: the HTTP header carrying the JSON part's length (request and response)
 HEADER = "inference-header-content-length"
@@ -84,7 +92,7 @@ def json_request(body: bytes, header_length: str) -> dict[str, Any]:
                 f"input {name!r}: binary_data_size {length} runs past the body ({len(body) - offset} bytes left)",
                 field=where,
             )
-        tensor["data"] = _decode(body[offset : offset + length], tensor, str(name), where)
+        tensor["data"] = decode_tensor_data(body[offset : offset + length], tensor, str(name), where)
         offset += length
         if not parameters:
             tensor.pop("parameters", None)
@@ -95,7 +103,8 @@ def json_request(body: bytes, header_length: str) -> dict[str, Any]:
     return request
 
 
-def _decode(raw: bytes, tensor: Mapping[str, Any], name: str, where: str) -> list[Any]:
+def decode_tensor_data(raw: bytes, tensor: Mapping[str, Any], name: str, where: str) -> list[Any]:
+    """The JSON ``data`` (flat) of one tensor's raw data, checked against its datatype and shape."""
     datatype, shape = tensor.get("datatype"), tensor.get("shape")
     if not isinstance(shape, list) or any(isinstance(d, bool) or not isinstance(d, int) or d < 0 for d in shape):
         raise BinaryFormatError(f"input {name!r}: shape must be a list of non-negative integers", field=where)
@@ -166,7 +175,7 @@ def binary_response(response: dict[str, Any], asked: Mapping[str, bool]) -> tupl
         return None
     blobs = []
     for output in chosen:
-        raw = _encode(output)
+        raw = encode_tensor_data(output)
         output.pop("data", None)
         output["parameters"] = {**(output.get("parameters") or {}), "binary_data_size": len(raw)}
         blobs.append(raw)
@@ -174,7 +183,8 @@ def binary_response(response: dict[str, Any], asked: Mapping[str, bool]) -> tupl
     return header + b"".join(blobs), len(header)
 
 
-def _encode(output: Mapping[str, Any]) -> bytes:
+def encode_tensor_data(output: Mapping[str, Any]) -> bytes:
+    """The raw data of one JSON tensor (its nested ``data`` flattened row-major)."""
     flat = _flatten(output.get("data"))
     if output.get("datatype") == "BYTES":
         parts = []

@@ -18,6 +18,9 @@ def gateway(
     env: Annotated[str | None, typer.Option(help="environment overlay (staging, production); default: local")] = None,
     host: Annotated[str | None, typer.Option(help="bind address; default 127.0.0.1")] = None,
     port: Annotated[int | None, typer.Option(help="port; default 8000")] = None,
+    grpc_port: Annotated[
+        int | None, typer.Option(help="also serve the gRPC door on this port (0: a free one); default: no gRPC door")
+    ] = None,
     endpoint: Annotated[list[str] | None, typer.Option(help="SERVICE=URL of a model server (repeatable)")] = None,
     redis_url: Annotated[str | None, typer.Option(help="read features from this Redis")] = None,
 ) -> None:
@@ -35,6 +38,8 @@ def gateway(
         overrides["host"] = host
     if port:
         overrides["port"] = port
+    if grpc_port is not None:
+        overrides["grpc_port"] = grpc_port
     if redis_url:
         overrides["redis_url"] = redis_url
     if endpoint:

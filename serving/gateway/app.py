@@ -22,10 +22,9 @@ Errors: see :mod:`vatic.serving.gateway.errors`; what each route answers: :mod:`
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import sys
-import time
-import urllib.parse
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -37,12 +36,12 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import ORJSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from vatic.connectors.errors import ConfigError, ModelNotFound, ModelServerUnavailable, Retryable
+from vatic.connectors.errors import ConfigError, Retryable
 from vatic.connectors.v2 import binary
 from vatic.schemas.validate import InvalidRecord
 from vatic.serving.config import load_service
-from vatic.serving.core.batcher import Rejected
 from vatic.serving.gateway.errors import from_exception, problem
+from vatic.serving.gateway.grpc_door import GrpcDoor
 from vatic.serving.gateway.metrics import GatewayMetrics
 from vatic.serving.gateway.middleware import OPEN_PREFIXES, BodyTooLarge, GatewayMiddleware, JsonFormatter
 from vatic.serving.gateway.openapi import (
@@ -61,15 +60,13 @@ from vatic.serving.gateway.openapi import (
     prediction_schema,
     secure,
 )
+from vatic.serving.gateway.passthrough import Answer, V2Passthrough
+from vatic.serving.gateway.predict import predict_event
 from vatic.serving.gateway.services import ServiceRuntime, request_schema
 from vatic.serving.gateway.settings import GatewaySettings
-from vatic.serving.gateway.v2 import MalformedRequest, check_request, parse_request
-from vatic.serving.runtimes.contract import BadInput, TensorDecl
 
 log = logging.getLogger("vatic.gateway")
 
-#: how long the pass-through trusts a model's declared inputs before asking its server again
-SIGNATURE_TTL_S = 30.0
 #: V2 protocol extensions the gateway speaks (server metadata)
 V2_EXTENSIONS = ("binary_tensor_data",)
 
@@ -95,19 +92,53 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:  # noqa: PLR
     services: dict[str, ServiceRuntime] = {}
     configs = [(folder, load_service(folder, settings.environment)) for folder in settings.services]
 
+    token = settings.auth_token.get_secret_value() if settings.auth_token else None
+
+    async def model_states() -> dict[str, bool]:
+        """Whether each service's model answers its readiness probe."""
+        states = {}
+        for name, runtime in services.items():
+            try:
+                states[name] = await runtime.client.ready(
+                    runtime.config.model.name, version=runtime.config.model.version, deadline_s=1.0
+                )
+            except (Retryable, ConfigError):
+                states[name] = False
+        return states
+
+    async def all_ready() -> bool:
+        return all((await model_states()).values())
+
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         for folder, config in configs:
             runtime = ServiceRuntime.open(config, folder, settings, metrics)
             services[config.service] = runtime
-        app.state.passthrough = httpx.AsyncClient(timeout=30.0, trust_env=False)
-        log.info("gateway ready", extra={"services": sorted(services)})
+        client = httpx.AsyncClient(timeout=30.0, trust_env=False)
+        app.state.passthrough = V2Passthrough(services, client)
+        door = None
+        if settings.grpc_port is not None:
+            door = GrpcDoor(
+                app.state.passthrough,
+                lambda service, payload: predict_event(services, metrics, service, payload),
+                all_ready,
+                {"name": "vatic-gateway", "version": app.version, "extensions": list(V2_EXTENSIONS)},
+                loop=asyncio.get_running_loop(),
+                token=token,
+                max_message_bytes=settings.max_body_bytes,
+            )
+            app.state.grpc_port = door.start(settings.host, settings.grpc_port)
+        log.info(
+            "gateway ready", extra={"services": sorted(services), "grpc_port": getattr(app.state, "grpc_port", None)}
+        )
         try:
             yield
         finally:
+            if door is not None:  # in a thread: calls in flight still need this loop to finish
+                await asyncio.to_thread(door.stop)
             for runtime in services.values():
                 await runtime.close()
-            await app.state.passthrough.aclose()
+            await client.aclose()
 
     app = FastAPI(
         title="vatic gateway",
@@ -159,14 +190,7 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:  # noqa: PLR
     )
     async def ready() -> Response:
         """Ready when every service's model answers its readiness probe."""
-        states = {}
-        for name, runtime in services.items():
-            try:
-                states[name] = await runtime.client.ready(
-                    runtime.config.model.name, version=runtime.config.model.version, deadline_s=1.0
-                )
-            except (Retryable, ConfigError):
-                states[name] = False
+        states = await model_states()
         ok = all(states.values())
         return ORJSONResponse({"ready": ok, "services": states}, status_code=200 if ok else 503)
 
@@ -193,34 +217,20 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:  # noqa: PLR
         return ORJSONResponse({**_summary(runtime), "request_schema": runtime.request_schema})
 
     async def predict(service: str, request: Request) -> Response:
-        runtime = services.get(service)
-        if runtime is None:
+        if service not in services:
             return problem(404, "not_found", f"no service {service!r}; served: {sorted(services)}")
-        body = await request.body()
         try:
-            payload = orjson.loads(body)
+            payload = orjson.loads(await request.body())
         except orjson.JSONDecodeError as exc:
             return problem(422, "invalid_request", f"body is not JSON: {exc}")
         if not isinstance(payload, dict):
             return problem(422, "invalid_request", "body must be a JSON object of event fields")
         try:
-            event = runtime.event_from(payload)
+            prediction = await predict_event(services, metrics, service, payload)
         except InvalidRecord as exc:
             return problem(422, "invalid_request", exc.problem, field=exc.field)
-        try:
-            prediction = await runtime.batcher.submit(event)
-        except Rejected as rejected:
-            failure = rejected.failure
-            metrics.errors.labels(service, failure.error.error_class, failure.stage).inc()
-            return from_exception(failure.error)
         except Exception as exc:
-            metrics.errors.labels(service, type(exc).__name__, getattr(exc, "stage", None) or "unknown").inc()
-            if not isinstance(exc, Retryable | ConfigError):
-                log.exception("prediction failed", extra={"service": service})
             return from_exception(exc)
-        for ref, value in prediction["features"].items():
-            if value["missing"]:
-                metrics.feature_misses.labels(service, ref).inc()
         return ORJSONResponse(prediction)
 
     responses: dict[int | str, dict[str, Any]] = {
@@ -253,91 +263,44 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:  # noqa: PLR
     async def predict_any(service: str, request: Request) -> Response:
         return await predict(service, request)
 
-    # -- V2 pass-through ---------------------------------------------------------------------------------
+    # -- V2 pass-through (the core is transport-free: vatic.serving.gateway.passthrough) ----------------------
 
-    # declared inputs per (model, version), from the model server's V2 metadata, for SIGNATURE_TTL_S seconds
-    signatures: dict[tuple[str, str | None], tuple[float, list[TensorDecl]]] = {}
+    def rest_answer(answer: Answer, asked_binary: dict[str, bool] | None = None) -> Response:
+        """The REST form of a pass-through answer (the binary extension when the request asked for it)."""
+        if answer.kind == "upstream":
+            if answer.status == 200 and asked_binary and any(asked_binary.values()):
+                encoded = binary.binary_response(orjson.loads(answer.content), asked_binary)
+                if encoded is not None:
+                    content, header_length = encoded
+                    return Response(
+                        content, media_type="application/octet-stream", headers={binary.HEADER: str(header_length)}
+                    )
+            # an empty body (readiness answers) carries no content type
+            return Response(answer.content, status_code=answer.status,
+                            media_type="application/json" if answer.content else None)  # fmt: skip
+        if answer.error is not None:
+            return from_exception(answer.error)
+        if answer.kind == "malformed":
+            return problem(422, "invalid_request", answer.message, field=answer.field)
+        if answer.kind == "not_found":
+            return problem(404, "not_found", answer.message)
+        return ORJSONResponse(answer.json(), status_code=answer.status)
 
-    async def declared_inputs(owner: ServiceRuntime, model: str, version: str | None) -> list[TensorDecl]:
-        """The inputs the model declares; empty when it declares none (yet) or the server does not know it (the
-        forwarded request then gets the server's own answer, e.g. 404 for an unknown version)."""
-        cached = signatures.get((model, version))
-        if cached is not None and cached[0] > time.monotonic():
-            return cached[1]
-        try:
-            metadata = await owner.client.metadata(model, version=version)
-            declared = [TensorDecl.from_dict(tensor) for tensor in metadata.inputs]  # type: ignore[arg-type]
-        except (ModelNotFound, ValueError):
-            return []
-        except ConfigError as exc:
-            log.warning("model metadata unusable: %s", exc.message, extra={"model": model})
-            return []
-        if declared:
-            signatures[(model, version)] = (time.monotonic() + SIGNATURE_TTL_S, declared)
-        return declared
-
-    async def check_infer(owner: ServiceRuntime, model: str, version: str | None, body: bytes) -> Response | None:
-        """None when ``body`` may be forwarded; else the answer (see :mod:`vatic.serving.gateway.v2`)."""
-        try:
-            tensors = parse_request(body)
-        except MalformedRequest as exc:
-            return problem(422, "invalid_request", exc.message, field=exc.field)
-        try:
-            check_request(tensors, await declared_inputs(owner, model, version))
-        except BadInput as exc:
-            return ORJSONResponse({"error": f"model {model}: {exc}"}, status_code=400)
-        except Retryable as exc:
-            return from_exception(exc)
-        return None
-
-    async def forward(
-        request: Request, model: str, suffix: str, *, version: str | None = None, infer: bool = False
-    ) -> Response:
-        owner = next((r for r in services.values() if r.owns(model)), None)
-        if owner is None:
-            return problem(404, "not_found", f"no model {model!r} behind this gateway")
+    async def rest_infer(model: str, request: Request, version: str | None = None) -> Response:
         body = await request.body()
-        content_type = request.headers.get("content-type", "application/json")
-        asked_binary: dict[str, bool] = {}
-        if infer:
-            binary_header = request.headers.get(binary.HEADER)
-            plain: dict[str, Any] | None = None
-            if binary_header is not None:  # the binary tensor data extension: the model server reads JSON only
-                try:
-                    plain = binary.json_request(body, binary_header)
-                except binary.BinaryFormatError as exc:
-                    return ORJSONResponse({"error": f"model {model}: {exc.message}"}, status_code=400)
-                body, content_type = orjson.dumps(plain), "application/json"
-            refused = await check_infer(owner, model, version, body)
-            if refused is not None:
-                return refused
-            if plain is not None or b"binary_data" in body:  # a JSON request may ask for binary outputs too
-                asked_binary = binary.wants_binary(plain if plain is not None else orjson.loads(body))
-        url = f"{owner.endpoint}/v2/models/{urllib.parse.quote(model, safe='')}{suffix}"
-        try:
-            upstream = await app.state.passthrough.request(
-                request.method, url, content=body, headers={"content-type": content_type}
-            )
-        except httpx.HTTPError as exc:
-            down = ModelServerUnavailable(f"model server {owner.endpoint} unreachable: {exc}", service="model-server")
-            return from_exception(down)
-        if upstream.content and "json" not in upstream.headers.get("content-type", ""):
-            # a model server's own non-JSON error (a plain-text 500): a JSON error body, whatever the door
-            return ORJSONResponse(
-                {"error": f"model {model}: the model server answered {upstream.status_code} without a JSON body: "
-                          f"{upstream.text[:300]}"},
-                status_code=502 if upstream.status_code >= 500 else upstream.status_code,
-            )  # fmt: skip
-        if upstream.status_code == 200 and any(asked_binary.values()):
-            encoded = binary.binary_response(orjson.loads(upstream.content), asked_binary)
-            if encoded is not None:
-                content, header_length = encoded
-                return Response(
-                    content, media_type="application/octet-stream", headers={binary.HEADER: str(header_length)}
-                )
-        # an empty body (readiness answers) carries no content type, whatever the server says it is
-        media_type = upstream.headers.get("content-type", "application/json") if upstream.content else None
-        return Response(upstream.content, status_code=upstream.status_code, media_type=media_type)
+        plain: dict[str, Any] | None = None
+        header = request.headers.get(binary.HEADER)
+        if header is not None:  # the binary tensor data extension: the model server reads JSON only
+            try:
+                plain = binary.json_request(body, header)
+            except binary.BinaryFormatError as exc:
+                return ORJSONResponse({"error": f"model {model}: {exc.message}"}, status_code=400)
+            body = orjson.dumps(plain)
+        answer = await app.state.passthrough.infer(model, body, version=version)
+        asked = None
+        if answer.status == 200 and (plain is not None or b"binary_data" in body):  # JSON may ask binary outputs
+            asked = binary.wants_binary(plain if plain is not None else orjson.loads(body))
+        return rest_answer(answer, asked)
 
     v2_errors: dict[int | str, dict[str, Any]] = {
         **error_responses(400, 404, 422, schema=V2_ERROR),
@@ -352,15 +315,14 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:  # noqa: PLR
     @app.post("/v2/models/{model}/infer", tags=["v2"], **infer)
     async def v2_infer(model: str, request: Request) -> Response:
         """V2 inference request passed through to the model's server."""
-        return await forward(request, model, "/infer", infer=True)
+        return await rest_infer(model, request)
 
     @app.post("/v2/models/{model}/versions/{version}/infer", tags=["v2"], **infer)
     async def v2_infer_version(model: str, version: str, request: Request) -> Response:
         """V2 inference request for one version of the model, passed through to the model's server."""
-        suffix = f"/versions/{urllib.parse.quote(version, safe='')}/infer"
-        return await forward(request, model, suffix, version=version, infer=True)
+        return await rest_infer(model, request, version)
 
-    @app.get("/v2", tags=["v2"], responses={200: json_body(V2_SERVER, "server metadata")})
+    @app.get("/v2", tags=["v2"], responses={200: json_body(V2_SERVER, "server metadata"), **protected})
     async def v2_server() -> dict[str, Any]:
         """V2 server metadata: this gateway and the protocol extensions it speaks."""
         return {"name": "vatic-gateway", "version": app.version, "extensions": list(V2_EXTENSIONS)}
@@ -368,7 +330,7 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:  # noqa: PLR
     @app.get("/v2/models/{model}", tags=["v2"], responses={200: json_body(V2_METADATA, "model metadata"), **v2_errors})
     async def v2_metadata(model: str, request: Request) -> Response:
         """V2 model metadata from the model's server."""
-        return await forward(request, model, "")
+        return rest_answer(await app.state.passthrough.get(model))
 
     @app.get(
         "/v2/models/{model}/versions/{version}",
@@ -377,7 +339,7 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:  # noqa: PLR
     )
     async def v2_metadata_version(model: str, version: str, request: Request) -> Response:
         """V2 metadata of one version of the model, from the model's server."""
-        return await forward(request, model, f"/versions/{urllib.parse.quote(version, safe='')}")
+        return rest_answer(await app.state.passthrough.get(model, version=version))
 
     @app.get(
         "/v2/models/{model}/versions/{version}/ready",
@@ -387,7 +349,7 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:  # noqa: PLR
     )
     async def v2_ready_version(model: str, version: str, request: Request) -> Response:
         """V2 readiness of one version of the model, from the model's server (an empty body)."""
-        return await forward(request, model, f"/versions/{urllib.parse.quote(version, safe='')}/ready")
+        return rest_answer(await app.state.passthrough.get(model, "/ready", version=version))
 
     @app.get(
         "/v2/models/{model}/ready",
@@ -397,9 +359,8 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:  # noqa: PLR
     )
     async def v2_ready(model: str, request: Request) -> Response:
         """V2 model readiness from the model's server (an empty body)."""
-        return await forward(request, model, "/ready")
+        return rest_answer(await app.state.passthrough.get(model, "/ready"))
 
-    token = settings.auth_token.get_secret_value() if settings.auth_token else None
     plain_openapi = app.openapi
 
     def openapi() -> dict[str, Any]:

@@ -13,7 +13,8 @@ class GatewaySettings(BaseSettings):
 
     ``services`` are service folders (``service.yaml`` + environment overlays). ``endpoints`` maps a service
     name to its model server's base URL; without an entry, ``http://127.0.0.1:<serving.port>`` is used.
-    ``auth_token``: when set, every route but health, metrics and docs needs ``Authorization: Bearer <token>``.
+    ``auth_token``: when set, every route but health, metrics and docs needs ``Authorization: Bearer <token>``
+    (on gRPC: ``authorization`` metadata; ServerLive and ServerReady stay open).
     """
 
     model_config = SettingsConfigDict(env_prefix="VATIC_GATEWAY_", extra="forbid")
@@ -22,6 +23,13 @@ class GatewaySettings(BaseSettings):
     environment: str = "local"
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=1, le=65535)
+    grpc_port: int | None = Field(
+        None,
+        ge=0,
+        le=65535,
+        description="port of the gRPC door (V2 GRPCInferenceService + vatic.Gateway); 0: any free port; unset: no "
+        "gRPC door",
+    )
     endpoints: dict[str, str] = Field(default_factory=dict)
     redis_url: str | None = Field(None, description="serve features from this Redis instead of each repo's store")
     auth_token: SecretStr | None = None

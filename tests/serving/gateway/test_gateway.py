@@ -16,6 +16,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+import grpc
 import httpx
 import pytest
 import yaml
@@ -24,6 +25,7 @@ from tests.fixtures import feast_repo
 from tests.fixtures.echo import echo_model
 from tests.fixtures.model_server import REJECT, SLOW, ModelRepo, build_model_repo, free_port, model_server
 from vatic.connectors.local.mlserver import ModelServer
+from vatic.connectors.v2 import grpc as wire
 
 ROOT = Path(__file__).resolve().parents[3]
 VATIC = ROOT / ".venv" / "pipeline" / "bin" / "vatic"
@@ -88,10 +90,11 @@ def iris_service(folder: Path) -> Path:
 class Gateway:
     def __init__(self, args: list[str], log: Path) -> None:
         self.port = free_port()
+        self.grpc_port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log = log
         self.proc = subprocess.Popen(
-            [str(VATIC), "gateway", "--port", str(self.port), *args],
+            [str(VATIC), "gateway", "--port", str(self.port), "--grpc-port", str(self.grpc_port), *args],
             stdout=subprocess.DEVNULL,
             stderr=log.open("wb"),
             env={"VATIC_GATEWAY_AUTH_TOKEN": TOKEN, "VATIC_GATEWAY_MAX_BODY_BYTES": "65536", "PATH": "/usr/bin:/bin"},
@@ -366,3 +369,96 @@ def _metric(text: str, name: str) -> float:
         if line.startswith(name + " "):
             return float(line.split()[-1])
     raise AssertionError(f"{name} not in metrics")
+
+
+# --- the gRPC door ------------------------------------------------------------------------------------------
+
+
+def grpc_call(
+    gw: Gateway, method: str, request: Any, *, service: str = wire.INFERENCE_SERVICE, token: str | None = TOKEN
+) -> Any:
+    """One unary call with the V2 messages (the door's own wire module, checked against tritonclient elsewhere)."""
+    request_cls, response_cls = wire.methods(service)[method]
+    with grpc.insecure_channel(f"127.0.0.1:{gw.grpc_port}") as channel:
+        call = channel.unary_unary(
+            f"/{service}/{method}",
+            request_serializer=request_cls.SerializeToString,
+            response_deserializer=response_cls.FromString,
+        )
+        metadata = [("authorization", f"Bearer {token}")] if token else None
+        return call(request, metadata=metadata, timeout=30)
+
+
+def _code(gw: Gateway, method: str, request: Any, **options: Any) -> tuple[grpc.StatusCode, str]:
+    with pytest.raises(grpc.RpcError) as caught:
+        grpc_call(gw, method, request, **options)
+    return caught.value.code(), caught.value.details()
+
+
+def test_grpc_health_is_open_and_everything_else_needs_the_token(gateway):
+    assert grpc_call(gateway, "ServerLive", wire.message("inference.ServerLiveRequest")(), token=None).live
+    assert _code(gateway, "ServerMetadata", wire.message("inference.ServerMetadataRequest")(), token=None)[0] == (
+        grpc.StatusCode.UNAUTHENTICATED
+    )
+    meta = grpc_call(gateway, "ServerMetadata", wire.message("inference.ServerMetadataRequest")())
+    assert list(meta.extensions) == ["binary_tensor_data"]
+    code, _ = _code(gateway, "ModelMetadata", wire.message("inference.ModelMetadataRequest")(name="iris"), token=None)
+    assert code == grpc.StatusCode.UNAUTHENTICATED
+    code, _ = _code(gateway, "ModelMetadata", wire.message("inference.ModelMetadataRequest")(name="iris"), token="bad")
+    assert code == grpc.StatusCode.UNAUTHENTICATED
+    metadata = grpc_call(gateway, "ModelMetadata", wire.message("inference.ModelMetadataRequest")(name="iris"))
+    assert [(t.name, t.datatype, list(t.shape)) for t in metadata.inputs] == [("input-0", "FP64", [-1, 4])]
+    assert grpc_call(gateway, "ModelReady", wire.message("inference.ModelReadyRequest")(name="iris")).ready
+
+
+def test_grpc_infer_answers_what_rest_answers(gateway, models):
+    rows = models.expected["rows"][:5]
+    request = wire.message("inference.ModelInferRequest")(model_name="iris")
+    tensor = request.inputs.add(name="input-0", datatype="FP64", shape=[5, 4])
+    tensor.contents.fp64_contents.extend(v for row in rows for v in row)
+    answer = grpc_call(gateway, "ModelInfer", request)
+    flat = [v for row in rows for v in row]
+    rest = post(gateway, "/v2/models/iris/infer", {"inputs": [
+        {"name": "input-0", "datatype": "FP64", "shape": [5, 4], "data": flat}]})  # fmt: skip
+    (output,) = rest.json()["outputs"]
+    assert [(o.name, o.datatype, list(o.shape)) for o in answer.outputs] == [
+        (output["name"], output["datatype"], output["shape"])
+    ]
+    assert struct.unpack(f"<{len(output['data'])}q", answer.raw_output_contents[0]) == tuple(output["data"])
+
+
+def test_grpc_errors_carry_the_status_codes_rest_maps_to(gateway):
+    narrow = wire.message("inference.ModelInferRequest")(model_name="iris")
+    narrow.inputs.add(name="input-0", datatype="FP64", shape=[1, 3]).contents.fp64_contents.extend([0.0] * 3)
+    code, details = _code(gateway, "ModelInfer", narrow)
+    assert code == grpc.StatusCode.INVALID_ARGUMENT
+    assert "input-0" in details
+    unknown = wire.message("inference.ModelInferRequest")(model_name="nope")
+    assert _code(gateway, "ModelInfer", unknown)[0] == grpc.StatusCode.NOT_FOUND
+    cut = wire.message("inference.ModelInferRequest")(model_name="iris")
+    cut.inputs.add(name="input-0", datatype="FP64", shape=[1, 4])
+    cut.raw_input_contents.append(b"\x00" * 24)  # 3 doubles for 4
+    code, details = _code(gateway, "ModelInfer", cut)
+    assert code == grpc.StatusCode.INVALID_ARGUMENT
+    assert "input 'input-0'" in details
+
+
+def test_grpc_predict_is_the_enriched_prediction_with_rest_s_error_classes(gateway):
+    predict = wire.message("vatic.PredictRequest")
+    event = transaction(7, event_id=str(uuid.UUID(int=77)))
+    answer = grpc_call(gateway, "Predict", predict(service="echo", event_json=json.dumps(event).encode()),
+                       service=wire.GATEWAY_SERVICE)  # fmt: skip
+    prediction = json.loads(answer.prediction_json)
+    rest = post(gateway, "/v1/services/echo/predict", transaction(7, event_id=str(uuid.UUID(int=78)))).json()
+    assert prediction["event_id"] == event["event_id"]
+    assert prediction["outputs"] == rest["outputs"]
+    assert set(prediction["features"]) == set(rest["features"])
+
+    def code(service: str, body: dict[str, Any]) -> grpc.StatusCode:
+        request = predict(service=service, event_json=json.dumps(body).encode())
+        return _code(gateway, "Predict", request, service=wire.GATEWAY_SERVICE)[0]
+
+    assert code("nope", event) == grpc.StatusCode.NOT_FOUND
+    assert code("echo", {**event, "amount": "lots"}) == grpc.StatusCode.INVALID_ARGUMENT
+    assert code("down", transaction()) == grpc.StatusCode.UNAVAILABLE
+    assert code("slow", transaction(merchant_category=SLOW)) == grpc.StatusCode.DEADLINE_EXCEEDED

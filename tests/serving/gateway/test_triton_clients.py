@@ -11,12 +11,14 @@ from __future__ import annotations
 import subprocess
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import httpx
 import numpy as np
 import pytest
+import tritonclient.grpc as grpcclient
 import tritonclient.http as httpclient
 import yaml
 from tritonclient.utils import InferenceServerException
@@ -35,6 +37,11 @@ def _service(folder: Path, name: str, model: dict[str, Any]) -> Path:
 
 
 @pytest.fixture(scope="module")
+def gateway(doors: Doors) -> str:
+    return doors.http
+
+
+@pytest.fixture(scope="module")
 def models(tmp_path_factory: pytest.TempPathFactory) -> ModelRepo:
     return build_model_repo(tmp_path_factory.mktemp("models") / "repo")
 
@@ -47,8 +54,14 @@ def server(models: ModelRepo, tmp_path_factory: pytest.TempPathFactory) -> Itera
     srv.stop()
 
 
+@dataclass(frozen=True)
+class Doors:
+    http: str
+    grpc: str
+
+
 @pytest.fixture(scope="module")
-def gateway(server: ModelServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def doors(server: ModelServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Doors]:
     root = tmp_path_factory.mktemp("gateway")
     iris = _service(root / "iris", "iris", {
         "name": "iris",
@@ -60,9 +73,9 @@ def gateway(server: ModelServer, tmp_path_factory: pytest.TempPathFactory) -> It
         "inputs": [{"name": "tag", "datatype": "BYTES", "columns": ["tag"], "squeeze": True}],
         "outputs": [{"name": "tag"}],
     })  # fmt: skip
-    port = free_port()
-    argv = [str(GATEWAY), "gateway", "--port", str(port), "--service", str(iris), "--service", str(echo),
-            "--endpoint", f"iris={server.url}", "--endpoint", f"echo={server.url}"]  # fmt: skip
+    port, grpc_port = free_port(), free_port()
+    argv = [str(GATEWAY), "gateway", "--port", str(port), "--grpc-port", str(grpc_port), "--service", str(iris),
+            "--service", str(echo), "--endpoint", f"iris={server.url}", "--endpoint", f"echo={server.url}"]  # fmt: skip
     log = root / "gateway.log"
     proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=log.open("wb"))
     url = f"127.0.0.1:{port}"
@@ -79,7 +92,7 @@ def gateway(server: ModelServer, tmp_path_factory: pytest.TempPathFactory) -> It
             if time.monotonic() > deadline:
                 raise RuntimeError(f"gateway not ready: {log.read_text()[-2000:]}")
             time.sleep(0.2)
-        yield url
+        yield Doors(url, f"127.0.0.1:{grpc_port}")
     finally:
         proc.terminate()
         proc.wait(timeout=30)
@@ -120,3 +133,37 @@ def test_a_model_refusal_reaches_tritonclient_as_its_error(gateway: str) -> None
         client.infer("iris", [wrong])
     assert caught.value.status() == "400"
     assert "input-0" in caught.value.message()
+
+
+def test_tritonclient_grpc_with_its_defaults_gets_the_models_answer(doors: Doors, models: ModelRepo) -> None:
+    client = grpcclient.InferenceServerClient(url=doors.grpc)
+    assert client.is_server_live()
+    assert client.is_server_ready()
+    assert client.is_model_ready("iris")
+    assert "binary_tensor_data" in client.get_server_metadata().extensions
+    metadata = client.get_model_metadata("iris")
+    assert [(t.name, t.datatype, list(t.shape)) for t in metadata.inputs] == [("input-0", "FP64", [-1, 4])]
+
+    rows = np.asarray(models.expected["rows"], dtype=np.float64)
+    tensor = grpcclient.InferInput("input-0", list(rows.shape), "FP64")
+    tensor.set_data_from_numpy(rows)  # raw_input_contents, as tritonclient.grpc sends it
+    result = client.infer("iris", [tensor])
+    np.testing.assert_array_equal(result.as_numpy("predict").ravel(), models.expected["iris"]["predict"])
+
+    tags = np.asarray([b"alpha", b"", "\u00e9".encode()], dtype=np.object_)
+    text = grpcclient.InferInput("tag", [3], "BYTES")
+    text.set_data_from_numpy(tags)
+    assert [bytes(t) for t in client.infer("faulty", [text]).as_numpy("tag")] == list(tags)
+
+
+def test_a_refusal_over_grpc_is_invalid_argument_naming_the_input(doors: Doors) -> None:
+    client = grpcclient.InferenceServerClient(url=doors.grpc)
+    wrong = grpcclient.InferInput("input-0", [1, 3], "FP64")
+    wrong.set_data_from_numpy(np.zeros((1, 3)))
+    with pytest.raises(InferenceServerException) as caught:
+        client.infer("iris", [wrong])
+    assert caught.value.status() == "StatusCode.INVALID_ARGUMENT"
+    assert "input-0" in caught.value.message()
+    with pytest.raises(InferenceServerException) as missing:
+        client.get_model_metadata("no-such-model")
+    assert missing.value.status() == "StatusCode.NOT_FOUND"
