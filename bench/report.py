@@ -19,6 +19,7 @@ TITLES = {
     "features": "3. Features: vatic's FeatureClient vs Feast get_online_features",
     "batching": "4. Adaptive batching on vs off (vatic's model server)",
     "gpu": "5. GPU: product categorization runtime, GPU vs CPU",
+    "doors": "6. The gateway's doors: V2 JSON vs the binary tensor data extension vs gRPC",
 }
 
 
@@ -289,6 +290,11 @@ def _details(name: str, data: dict[str, Any]) -> list[str]:
                 )
         if data.get("settings"):
             lines += ["", f"Settings: `{json.dumps(data['settings'])}`"]
+    if name == "doors" and data.get("medians"):
+        lines += [f"One {data['shape']} FP32 tensor, echoed, c={data['concurrency']} (medians of the repeats):", "",
+                  "| door | req/s | p50 ms | p99 ms |", "|---|---|---|---|"]  # fmt: skip
+        for door, cell in data["medians"].items():
+            lines.append(f"| {door} | {cell['rps']:,.0f} | {cell['p50_ms']:.2f} | {cell['p99_ms']:.2f} |")
     if name == "features" and data.get("cells"):
         lines += [
             "| store, entities | vatic p50 us | vatic p99 us | Feast p50 us | Feast p99 us |",

@@ -7,7 +7,8 @@ Usage (from the checkout root)::
 
 Comparisons: ``streaming`` (vatic's Flink job vs a naive per-event pipeline), ``rest`` (vatic's model
 server and gateway vs stock MLServer 1.7.1 with default settings), ``features`` (vatic's FeatureClient vs
-Feast), ``batching`` (MLServer adaptive batching on/off), ``gpu`` (skipped without a GPU).
+Feast), ``batching`` (MLServer adaptive batching on/off), ``doors`` (the gateway's V2 JSON vs binary vs gRPC),
+``gpu`` (skipped without a GPU).
 
 It brings up what each comparison needs with vatic's stack code (ports and state folder from ``VATIC_STACK_*``;
 the extra servers on ``--base-port`` .. +5), prints a progress line per measurement, and stops what it started.
@@ -35,7 +36,7 @@ from bench.common import RESULTS, ROOT, BenchError, Options, build_loadgen, say
 if TYPE_CHECKING:
     from bench.stack import BenchStack
 
-COMPARISONS = ("streaming", "rest", "features", "batching", "gpu")
+COMPARISONS = ("streaming", "rest", "features", "batching", "doors", "gpu")
 
 
 def parse(argv: list[str] | None) -> Options:
@@ -123,6 +124,11 @@ def measure(options: Options, stack: BenchStack, loadgen: Path | None, results: 
         say("== 4. adaptive batching on vs off")
         assert loadgen is not None
         results["batching"] = batching(options, stack, loadgen, bodies)
+    if options.wants("doors"):
+        from bench.doors import doors
+
+        say("== 6. the gateway's doors: REST JSON vs REST binary vs gRPC")
+        results["doors"] = doors(options, stack)
     if options.wants("features"):
         from bench.features import features
 

@@ -1,0 +1,202 @@
+"""Comparison 6: the gateway's V2 doors and wire formats, side by side on one model.
+
+One ``[64, 384]`` FP32 tensor (a batch of MiniLM-sized embeddings) to an echo model (``bench/models``, MLServer
+answers it back) through a gateway of its own (``vatic gateway --grpc-port``), three ways, alternating, each a
+closed loop of ``CONCURRENCY`` asyncio clients in this process:
+
+* **REST JSON** - the V2 JSON body (what any V2 client can send);
+* **REST binary** - the binary tensor data extension both ways (what tritonclient.http sends by default);
+* **gRPC** - ``ModelInfer`` with ``raw_input_contents`` (what tritonclient.grpc sends).
+
+The model server behind the gateway speaks JSON in all three: what differs is the client <-> gateway leg and
+the gateway's conversions. Req/s and p50 per door; targets: binary >= 1.5x JSON req/s, gRPC >= 1.0x REST JSON.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import grpc
+import httpx
+import numpy as np
+import orjson
+
+from bench.common import ROOT, BenchError, Options, median, percentile, say
+from bench.stack import BenchStack
+from vatic.connectors.local.mlserver import ModelServer
+from vatic.connectors.v2 import grpc as wire
+
+SHAPE = (64, 384)
+CONCURRENCY = 8
+MODEL = "echo"
+
+
+def _repository(options: Options) -> Path:
+    repo = options.tmp / "echo-repository"
+    shutil.rmtree(repo, ignore_errors=True)
+    (repo / MODEL).mkdir(parents=True)
+    shutil.copy2(ROOT / "bench" / "models" / "echo_runtime.py", repo / MODEL / "echo_runtime.py")
+    settings = {"name": MODEL, "implementation": "echo_runtime.EchoModel"}
+    (repo / MODEL / "model-settings.json").write_text(json.dumps(settings) + "\n", encoding="utf-8")
+    return repo
+
+
+def _service(options: Options) -> Path:
+    folder = options.tmp / "echo-service"
+    folder.mkdir(parents=True, exist_ok=True)
+    # the V2 door checks requests against the model server's own metadata; this declaration serves /v1 only
+    config = {"project": "bench", "service": "echo",
+              "model": {"name": MODEL, "inputs": [{"name": "x", "datatype": "FP32", "columns": ["x"]}]}}  # fmt: skip
+    (folder / "service.yaml").write_text(json.dumps(config), encoding="utf-8")
+    return folder
+
+
+def _gateway(options: Options, model_url: str) -> tuple[subprocess.Popen[bytes], str, str]:
+    port, grpc_port = options.base_port + 6, options.base_port + 7
+    vatic = Path(sys.executable).parent / "vatic"
+    log = options.tmp / "doors-gateway.log"
+    argv = [str(vatic), "gateway", "--port", str(port), "--grpc-port", str(grpc_port), "--service",
+            str(_service(options)), "--endpoint", f"echo={model_url}"]  # fmt: skip
+    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=log.open("wb"))
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 90
+    while True:
+        if proc.poll() is not None:
+            raise BenchError(f"the doors' gateway exited ({proc.returncode}); log {log}")
+        try:
+            if httpx.get(f"{url}/v2/health/ready", timeout=1).status_code == 200:
+                return proc, url, f"127.0.0.1:{grpc_port}"
+        except httpx.HTTPError:
+            pass
+        if time.monotonic() > deadline:
+            proc.kill()
+            raise BenchError(f"the doors' gateway did not become ready in 90 s; log {log}")
+        time.sleep(0.2)
+
+
+async def _closed_loop(call: Callable[[], Awaitable[None]], seconds: float, warmup: float) -> dict[str, float]:
+    latencies: list[float] = []
+    stop = time.monotonic() + warmup + seconds
+    measure_from = time.monotonic() + warmup
+
+    async def worker() -> None:
+        while time.monotonic() < stop:
+            started = time.monotonic()
+            await call()
+            if started >= measure_from:
+                latencies.append((time.monotonic() - started) * 1000)
+
+    await asyncio.gather(*(worker() for _ in range(CONCURRENCY)))
+    return {
+        "rps": len(latencies) / seconds,
+        "p50_ms": percentile(latencies, 0.5),
+        "p99_ms": percentile(latencies, 0.99),
+    }
+
+
+def _bodies() -> dict[str, Any]:
+    data = np.random.default_rng(7).standard_normal(SHAPE).astype("<f4")
+    json_body = orjson.dumps({"inputs": [{"name": "x", "datatype": "FP32", "shape": list(SHAPE),
+                                          "data": data.ravel().tolist()}]})  # fmt: skip
+    header = orjson.dumps({"inputs": [{"name": "x", "datatype": "FP32", "shape": list(SHAPE),
+                                       "parameters": {"binary_data_size": data.nbytes}}],
+                           "parameters": {"binary_data_output": True}})  # fmt: skip
+    request = wire.message("inference.ModelInferRequest")(model_name=MODEL)
+    request.inputs.add(name="x", datatype="FP32", shape=list(SHAPE))
+    request.raw_input_contents.append(data.tobytes())
+    return {"json": json_body, "binary": header + data.tobytes(), "header": len(header), "grpc": request}
+
+
+async def _door(door: str, url: str, target: str, bodies: dict[str, Any], options: Options) -> dict[str, float]:
+    infer = f"{url}/v2/models/{MODEL}/infer"
+    async with httpx.AsyncClient(timeout=30, limits=httpx.Limits(max_connections=CONCURRENCY)) as http:
+        if door == "grpc":
+            request_cls, response_cls = wire.methods(wire.INFERENCE_SERVICE)["ModelInfer"]
+            async with grpc.aio.insecure_channel(target, options=[("grpc.max_receive_message_length", 1 << 26)]) as ch:
+                rpc = ch.unary_unary(f"/{wire.INFERENCE_SERVICE}/ModelInfer",
+                                     request_serializer=request_cls.SerializeToString,
+                                     response_deserializer=response_cls.FromString)  # fmt: skip
+
+                async def grpc_call() -> None:
+                    await rpc(bodies["grpc"], timeout=30)
+
+                return await _closed_loop(grpc_call, options.duration_s, options.warmup_s)
+        headers = {"content-type": "application/json"}
+        body = bodies["json"]
+        if door == "binary":
+            headers = {
+                "content-type": "application/octet-stream",
+                "inference-header-content-length": str(bodies["header"]),
+            }
+            body = bodies["binary"]
+
+        async def rest_call() -> None:
+            response = await http.post(infer, content=body, headers=headers)
+            if response.status_code != 200:
+                raise BenchError(f"{door}: the gateway answered {response.status_code}: {response.text[:200]}")
+
+        return await _closed_loop(rest_call, options.duration_s, options.warmup_s)
+
+
+def doors(options: Options, stack: BenchStack) -> dict[str, Any]:
+    """Comparison 6: REST JSON vs REST binary vs gRPC through the gateway; returns cells and two target rows."""
+    server = ModelServer(
+        stack.settings.model_copy(update={"start_timeout_s": 180.0}), name="bench-echo-mlserver",
+        model_repository=_repository(options), http_port=options.base_port + 8, grpc_port=options.base_port + 9,
+        metrics_port=options.base_port + 10, parallel_workers=0,
+    )  # fmt: skip
+    say("starting bench-echo-mlserver")
+    server.start()
+    gateway = None
+    try:
+        gateway, url, target = _gateway(options, str(server.url))
+        bodies = _bodies()
+        cells: dict[str, list[dict[str, float]]] = {"json": [], "binary": [], "grpc": []}
+        for repeat in range(options.repeats):
+            order = ["json", "binary", "grpc"] if repeat % 2 == 0 else ["grpc", "binary", "json"]
+            for door in order:
+                result = asyncio.run(_door(door, url, target, bodies, options))
+                cells[door].append(result)
+                say(f"doors {door:<6} {result['rps']:8.1f} req/s  p50 {result['p50_ms']:7.2f} ms")
+    finally:
+        if gateway is not None:
+            gateway.terminate()
+            gateway.wait(timeout=30)
+        server.stop()
+    med = {door: {k: median(c[k] for c in runs) for k in ("rps", "p50_ms", "p99_ms")} for door, runs in cells.items()}
+    rows = [
+        {
+            "id": "doors_binary_vs_json",
+            "comparison": "doors",
+            "metric": f"req/s at c={CONCURRENCY}, one [64, 384] FP32 tensor: binary tensor data extension vs V2 JSON "
+            f"(p50 {med['binary']['p50_ms']:.1f} vs {med['json']['p50_ms']:.1f} ms)",
+            "unit": "req/s",
+            "vatic": med["binary"]["rps"],
+            "baseline": med["json"]["rps"],
+            "ratio": med["binary"]["rps"] / med["json"]["rps"],
+            "target": ">= 1.5x",
+            "met": med["binary"]["rps"] / med["json"]["rps"] >= 1.5,
+        },
+        {
+            "id": "doors_grpc_vs_rest",
+            "comparison": "doors",
+            "metric": f"req/s at c={CONCURRENCY}, one [64, 384] FP32 tensor: gRPC (raw contents) vs REST V2 JSON "
+            f"(p50 {med['grpc']['p50_ms']:.1f} vs {med['json']['p50_ms']:.1f} ms; REST binary "
+            f"{med['binary']['rps']:.0f} req/s)",
+            "unit": "req/s",
+            "vatic": med["grpc"]["rps"],
+            "baseline": med["json"]["rps"],
+            "ratio": med["grpc"]["rps"] / med["json"]["rps"],
+            "target": ">= 1.0x",
+            "met": med["grpc"]["rps"] / med["json"]["rps"] >= 1.0,
+        },
+    ]
+    return {"cells": cells, "medians": med, "shape": list(SHAPE), "concurrency": CONCURRENCY, "rows": rows}
