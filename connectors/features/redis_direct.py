@@ -26,7 +26,7 @@ import redis
 import redis.asyncio
 from feast.infra.online_stores.helpers import _mmh3
 from feast.infra.online_stores.redis import RedisOnlineStore, RedisOnlineStoreConfig, RedisType
-from google.protobuf.timestamp_pb2 import Timestamp  # type: ignore[import-untyped]
+from google.protobuf.timestamp_pb2 import Timestamp
 
 from vatic.connectors.errors import ConfigError
 from vatic.connectors.features.codec import KeyEncoder
