@@ -26,6 +26,10 @@ from fastapi.responses import ORJSONResponse
 from vatic.connectors.errors import ConfigError, DataError, DeadlineExceeded, Retryable
 
 
+class ServiceNotFound(DataError):
+    """The request names no service behind this gateway (404 ``ServiceNotFound``; gRPC NOT_FOUND)."""
+
+
 def problem(status: int, error: str, message: str, **extra: Any) -> ORJSONResponse:
     headers = {}
     retry_after = extra.pop("retry_after", None)
@@ -36,6 +40,8 @@ def problem(status: int, error: str, message: str, **extra: Any) -> ORJSONRespon
 
 
 def from_exception(exc: Exception) -> ORJSONResponse:
+    if isinstance(exc, ServiceNotFound):
+        return problem(404, exc.error_class, exc.message)
     if isinstance(exc, DataError):
         return problem(422, exc.error_class, exc.message, stage=exc.stage)
     if isinstance(exc, DeadlineExceeded):

@@ -15,16 +15,12 @@ from collections.abc import Mapping
 from typing import Any
 
 from vatic.connectors.errors import ConfigError, Retryable
-from vatic.schemas.errors import VaticError
 from vatic.serving.core.batcher import Rejected
+from vatic.serving.gateway.errors import ServiceNotFound
 from vatic.serving.gateway.metrics import GatewayMetrics
 from vatic.serving.gateway.services import ServiceRuntime
 
 log = logging.getLogger("vatic.gateway")
-
-
-class ServiceNotFound(VaticError):
-    """No service of that name behind this gateway."""
 
 
 async def predict_event(

@@ -189,8 +189,12 @@ class _Validating:
         tensors = raw_tensors(payload)
         if not tensors or any(not t.shape or t.shape[0] != 0 for t in tensors):
             return None
-        self.decode_request(payload)  # the same checks (names, datatypes, widths) as a batch with rows
         signature = self._vatic_signature
+        if signature is not None and signature.inputs:  # the same checks (names, datatypes, widths) as any batch
+            try:
+                decode_inputs(tensors, signature.inputs)
+            except BadInput as exc:
+                raise InferenceError(f"model {self.settings.name}: {exc}") from None  # type: ignore[attr-defined]
         declared = {d.name: d for d in (signature.outputs if signature else ())}
         names = [o.name for o in payload.outputs or []] or self._wanted_outputs() or ["predict"]
         if not type(self)._answers_outputs:

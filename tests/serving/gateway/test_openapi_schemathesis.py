@@ -33,8 +33,9 @@ from vatic.serving.gateway import GatewaySettings, create_app
 TOKEN = "schemathesis-token"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 EXAMPLES = 25
-#: live, ready, services, describe, two predict routes, four V2 routes
-OPERATIONS = 10
+#: live, ready, services, describe, two predict routes, seven V2 routes (server, metadata and ready of a model and
+#: of a version, two infer routes)
+OPERATIONS = 13
 PROTECTED_STATUSES = {"401"}
 ERROR_STATUSES = {"401", "404", "413", "422", "503", "504"}
 
