@@ -26,8 +26,8 @@ import orjson
 from vatic.connectors.errors import ConfigError, DataError, DeadlineExceeded, Retryable
 from vatic.connectors.v2 import grpc as wire
 from vatic.schemas.validate import InvalidRecord
+from vatic.serving.gateway.errors import ServiceNotFound
 from vatic.serving.gateway.passthrough import Answer, V2Passthrough, grpc_code
-from vatic.serving.gateway.predict import ServiceNotFound
 
 log = logging.getLogger("vatic.gateway")
 
