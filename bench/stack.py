@@ -185,6 +185,7 @@ class BenchStack:
             metrics_port=port + 2,
             parallel_workers=int(self.defaults["parallel_workers"]),
             server_settings={"debug": bool(self.defaults["debug"])},
+            stock=True,  # plain `mlserver start`: the baseline is MLServer as users run it
         )
         self.extra["stock"] = server
         return server

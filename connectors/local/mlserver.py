@@ -92,7 +92,8 @@ class ModelServer(Component):
     side by side. ``model_repository`` defaults to ``<home>/<name>/models`` (created empty). ``server_settings``
     adds MLServer settings (e.g. ``{"debug": True}``); the keys this component owns (host, ports, workers and
     its folders) cannot be overridden there. ``ModelServer(settings)`` alone works, as for every component of
-    :data:`~vatic.connectors.local.components.COMPONENTS` (it is not registered there yet).
+    :data:`~vatic.connectors.local.components.COMPONENTS` (it is not registered there yet). It starts through
+    ``vatic.serving.runtimes.serve`` (``mlserver start`` with a request body limit) unless ``stock``.
     """
 
     name = "mlserver"
@@ -109,6 +110,7 @@ class ModelServer(Component):
         parallel_workers: int = 1,
         server_settings: Mapping[str, Any] | None = None,
         stop_timeout_s: float = 20.0,
+        stock: bool = False,
     ) -> None:
         if parallel_workers < 0:
             raise ValueError(f"parallel_workers must be >= 0, got {parallel_workers}")
@@ -126,6 +128,7 @@ class ModelServer(Component):
         self.parallel_workers = parallel_workers
         self.server_settings = dict(server_settings or {})
         self.stop_timeout_s = stop_timeout_s
+        self.stock = stock
 
     @property
     def ports(self) -> list[int]:
@@ -146,7 +149,12 @@ class ModelServer(Component):
         return self.process.dir / "serve"
 
     def argv(self) -> list[str]:
-        return [str(mlserver_executable()), "start", str(self.serve_dir)]
+        """``mlserver start`` through vatic's launcher (which adds a request body limit), or plain ``mlserver
+        start`` for a ``stock`` server (the benchmarks' baseline)."""
+        if self.stock:
+            return [str(mlserver_executable()), "start", str(self.serve_dir)]
+        python = mlserver_executable().parent / "python"
+        return [str(python), "-m", "vatic.serving.runtimes.serve", "start", str(self.serve_dir)]
 
     def server_settings_json(self) -> dict[str, Any]:
         """The content of the settings.json we write (the repository's own settings.json is the base)."""

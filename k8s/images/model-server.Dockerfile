@@ -14,4 +14,5 @@ ENV PATH=/opt/venv/bin:$PATH
 # non-root; the root filesystem can be mounted read-only (models come from a volume, state goes to /tmp)
 USER 65532:65532
 EXPOSE 8080 8081 8082
-CMD ["mlserver", "start", "/models"]
+# `mlserver start` with a request body limit (VATIC_MODEL_MAX_BODY_BYTES; MLServer has none)
+CMD ["python", "-m", "vatic.serving.runtimes.serve", "start", "/models"]

@@ -323,7 +323,7 @@ def _model_deployment(config: ServiceConfig, files: dict[str, tuple[str, str]]) 
             {"name": "grpc", "containerPort": serving.grpc_port, "protocol": "TCP"},
             {"name": "metrics", "containerPort": serving.metrics_port, "protocol": "TCP"},
         ]
-        command = ["mlserver", "start", models]
+        command = ["python", "-m", "vatic.serving.runtimes.serve", "start", models]  # mlserver start + a body limit
         env["MLSERVER_METRICS_DIR"] = "/tmp/mlserver-metrics"  # noqa: S108
         env["MLSERVER_ENVIRONMENTS_DIR"] = "/tmp/mlserver-envs"  # noqa: S108
     else:

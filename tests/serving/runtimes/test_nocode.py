@@ -6,6 +6,7 @@ boundary. Expected predictions are the fitted models' own (tests/serving/runtime
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -100,6 +101,26 @@ def test_an_empty_batch_is_answered_with_empty_outputs_as_stock_mlserver_does(se
     # an empty batch is checked as any other: the wrong width is still a 400
     narrow = {"inputs": [{"name": "input-0", "datatype": "FP32", "shape": [0, 4], "data": []}]}
     assert _infer(server, "fraud-lgb", narrow).status_code == 400
+
+
+def test_a_body_over_the_limit_is_a_413_with_a_json_body_before_the_model_reads_it(server: ModelServer) -> None:
+    """MLServer reads any body whole; vatic's model servers refuse one over 16 MiB (declared or streamed)."""
+    url = f"{server.url}/v2/models/fraud-lgb/infer"
+    big = b'{"inputs": [' + b" " * (17 * 1024 * 1024) + b"]}"
+    declared = httpx.post(url, content=big, headers={"content-type": "application/json"}, timeout=60, trust_env=False)
+    assert declared.status_code == 413
+    assert "VATIC_MODEL_MAX_BODY_BYTES" in declared.json()["error"]
+
+    def chunks() -> Iterator[bytes]:  # no Content-Length: counted as it streams in
+        yield b'{"inputs": ['
+        for _ in range(17):
+            yield b" " * 1024 * 1024
+        yield b"]}"
+
+    streamed = httpx.post(url, content=chunks(), headers={"content-type": "application/json"}, timeout=60,
+                          trust_env=False)  # fmt: skip
+    assert streamed.status_code == 413
+    assert "error" in streamed.json()
 
 
 def test_a_squeezed_column_of_several_inputs_is_joined_in_declared_order(
