@@ -83,15 +83,18 @@ test: setup lint
 	$(MAKE) --no-print-directory test-pipeline test-server
 
 # Tests of code that runs inside MLServer or needs the server env's libraries (comet_ml, mlflow, tritonclient) run there.
+# tritonclient's protos and MLServer's share the package `inference` in protobuf's default pool: a process can import
+# only one of them, so the Triton client tests run in a pytest process of their own.
 SERVER_TESTS := tests/serving/runtimes tests/connectors/registry/test_registry_comet.py \
-	tests/connectors/registry/test_registry_mlflow.py tests/connectors/registry/test_registry_comet_mlflow_config.py \
-	tests/serving/gateway/test_triton_clients.py
+	tests/connectors/registry/test_registry_mlflow.py tests/connectors/registry/test_registry_comet_mlflow_config.py
+TRITON_TESTS := tests/serving/gateway/test_triton_clients.py
 
 test-pipeline:
 	$(PIPE)/bin/pytest tests --ignore=tests/serving/runtimes --ignore=tests/serving/gateway/test_triton_clients.py $(PYTEST_ARGS)
 
 test-server:
 	$(SERVER)/bin/pytest $(SERVER_TESTS) $(PYTEST_ARGS)
+	$(SERVER)/bin/pytest $(TRITON_TESTS) $(PYTEST_ARGS)
 
 # The fault oracle: every reliability case (tests/reliability/cases.py) x 10,000 seeded events on a private stack
 # (its own Kafka, Redis, schema registry and model server on free ports under a temp folder; the default stack

@@ -97,7 +97,7 @@ def _patch_mlserver(limit: int) -> None:
         app.add_middleware(BodyLimit, max_bytes=limit)
         return app
 
-    rest_server.create_app = create_app  # type: ignore[assignment]
+    rest_server.create_app = create_app  # type: ignore[assignment,unused-ignore]
 
 
 def main() -> None:
