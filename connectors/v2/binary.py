@@ -23,6 +23,7 @@ import numpy as np
 import orjson
 
 from vatic.connectors.errors import DataError
+from vatic.connectors.v2.types import Datatype
 
 __all__ = [
     "HEADER",
@@ -37,11 +38,6 @@ __all__ = [
 #: the HTTP header carrying the JSON part's length (request and response)
 HEADER = "inference-header-content-length"
 
-#: V2 datatype -> little-endian NumPy dtype of its raw data (BYTES are length-prefixed, BF16 has no JSON form)
-_DTYPES: dict[str, str] = {
-    "BOOL": "?", "UINT8": "u1", "UINT16": "<u2", "UINT32": "<u4", "UINT64": "<u8", "INT8": "i1", "INT16": "<i2",
-    "INT32": "<i4", "INT64": "<i8", "FP16": "<f2", "FP32": "<f4", "FP64": "<f8",
-}  # fmt: skip
 _LENGTH = struct.Struct("<I")
 
 
@@ -124,7 +120,7 @@ def decode_tensor_data(raw: bytes, tensor: Mapping[str, Any], name: str, where: 
                 "cannot carry",
                 field=where,
             ) from None
-    dtype = _DTYPES.get(str(datatype))
+    dtype = _raw_dtype(datatype)
     if dtype is None:
         raise BinaryFormatError(
             f"input {name!r}: datatype {datatype!r} has no JSON form (BF16) or is not a V2 datatype", field=where
@@ -192,8 +188,16 @@ def encode_tensor_data(output: Mapping[str, Any]) -> bytes:
             data = item if isinstance(item, bytes) else str(item).encode("utf-8")
             parts.append(_LENGTH.pack(len(data)) + data)
         return b"".join(parts)
-    dtype = _DTYPES.get(str(output.get("datatype")), "<f8")
+    dtype = _raw_dtype(output.get("datatype")) or "<f8"
     return np.asarray(flat, dtype=dtype).tobytes()
+
+
+def _raw_dtype(datatype: Any) -> str | None:
+    """The raw form of a V2 datatype named on the wire; None for BYTES, BF16 or a name that is not V2's."""
+    try:
+        return Datatype(str(datatype)).raw
+    except ValueError:
+        return None
 
 
 def _flatten(data: Any) -> list[Any]:

@@ -23,6 +23,7 @@ from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
 from google.protobuf.message import Message
 
 from vatic.connectors.v2.binary import BinaryFormatError, decode_tensor_data, encode_tensor_data
+from vatic.connectors.v2.types import Datatype
 
 __all__ = [
     "GATEWAY_SERVICE",
@@ -203,10 +204,12 @@ def _set_parameters(target: Any, values: Mapping[str, Any]) -> None:
             entry.string_param = str(value)
 
 
-_CONTENTS = {
-    "BOOL": "bool_contents", "INT8": "int_contents", "INT16": "int_contents", "INT32": "int_contents",
-    "INT64": "int64_contents", "UINT8": "uint_contents", "UINT16": "uint_contents", "UINT32": "uint_contents",
-    "UINT64": "uint64_contents", "FP32": "fp32_contents", "FP64": "fp64_contents", "BYTES": "bytes_contents",
+#: the typed ``contents`` field of each datatype (FP16 has none: it travels in ``raw_input_contents`` only)
+_CONTENTS: dict[str, str] = {
+    Datatype.BOOL: "bool_contents", Datatype.INT8: "int_contents", Datatype.INT16: "int_contents",
+    Datatype.INT32: "int_contents", Datatype.INT64: "int64_contents", Datatype.UINT8: "uint_contents",
+    Datatype.UINT16: "uint_contents", Datatype.UINT32: "uint_contents", Datatype.UINT64: "uint64_contents",
+    Datatype.FP32: "fp32_contents", Datatype.FP64: "fp64_contents", Datatype.BYTES: "bytes_contents",
 }  # fmt: skip
 
 

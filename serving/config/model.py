@@ -7,8 +7,8 @@ One :class:`ServiceConfig` describes one prediction service end to end:
 * ``streaming``: the Kafka topics and the PyFlink job's batching, capacity and delivery guarantee;
 * ``replicas``, ``resources``, ``autoscaling``, ``registry``, ``env``: what the Kubernetes renderer needs.
 
-This module imports only pydantic: the model server environment, the pipeline environment and the CLI all
-read the same classes.
+This module imports only pydantic and the V2 wire types (:mod:`vatic.connectors.v2.types`, stdlib and orjson):
+the model server environment, the pipeline environment and the CLI all read the same classes.
 """
 
 from __future__ import annotations
@@ -18,12 +18,12 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from vatic.connectors.v2.types import Datatype
+
 DNS_LABEL = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
 QUANTITY = r"^[0-9]+(\.[0-9]+)?(m|k|Ki|Mi|Gi|Ti|M|G|T)?$"
 FEATURE_REF = r"^[A-Za-z_][A-Za-z0-9_]*:[A-Za-z_][A-Za-z0-9_]*$"
 TOPIC = r"^[A-Za-z0-9._-]{1,249}$"
-
-Datatype = Literal["BOOL", "INT8", "INT16", "INT32", "INT64", "UINT8", "FP16", "FP32", "FP64", "BYTES"]
 
 
 class Section(BaseModel):
@@ -41,7 +41,7 @@ class TensorSpec(Section):
     """
 
     name: str = Field(description="the V2 input name the model expects")
-    datatype: Datatype = Field("FP32", description="V2 datatype of the tensor")
+    datatype: Datatype = Field(Datatype.FP32, description="V2 datatype of the tensor")
     columns: list[str] = Field(min_length=1, description="event fields, feature refs or '<ref>#missing' flags")
     squeeze: bool = Field(False, description="shape [N] instead of [N, 1] for a single column")
     content_type: str | None = Field(None, description="MLServer content type parameter (e.g. 'str', 'np')")

@@ -34,7 +34,8 @@ from vatic.connectors.errors import (
     ModelServerUnavailable,
     Retryable,
 )
-from vatic.connectors.inference import InferenceClient, InferenceRequest, InferenceResponse
+from vatic.connectors.inference import InferenceClient
+from vatic.connectors.v2.types import InferenceRequest, InferenceResponse
 from vatic.serving.config.model import ServiceConfig
 from vatic.serving.core.retry import RetryPolicy
 from vatic.serving.core.tensors import build_inputs, output_value

@@ -10,7 +10,7 @@ import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from vatic.connectors.inference import Datatype, Tensor
+from vatic.connectors.v2.types import Datatype, Tensor
 from vatic.serving.config.model import ModelSpec, OutputSpec, TensorSpec
 
 _FLOATS = {"FP16", "FP32", "FP64"}

@@ -59,7 +59,7 @@ from typing import Any, Protocol, runtime_checkable
 from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import ORJSONResponse, Response
 
-from vatic.serving.custom import wire
+from vatic.connectors.v2 import schema as wire
 from vatic.serving.runtimes.contract import (
     Array,
     BadInput,

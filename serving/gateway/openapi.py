@@ -15,6 +15,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from vatic.connectors.v2 import schema as v2
+from vatic.connectors.v2.schema import json_schema
+from vatic.connectors.v2.types import Datatype
 from vatic.schemas import load_schema
 from vatic.schemas.jsonschema import to_json_schema
 
@@ -117,107 +120,13 @@ SERVICE_DESCRIPTION: dict[str, Any] = {
 }
 
 #: V2 (Open Inference Protocol) datatypes
-DATATYPES = [
-    "BOOL",
-    "UINT8",
-    "UINT16",
-    "UINT32",
-    "UINT64",
-    "INT8",
-    "INT16",
-    "INT32",
-    "INT64",
-    "FP16",
-    "FP32",
-    "FP64",
-    "BYTES",
-]
+DATATYPES = [datatype.value for datatype in Datatype]
 
-_PARAMETERS: dict[str, Any] = {"type": "object"}
-
-_TENSOR: dict[str, Any] = {
-    "type": "object",
-    "required": ["name", "shape", "datatype", "data"],
-    "properties": {
-        "name": {"type": "string"},
-        "shape": {"type": "array", "items": {"type": "integer", "minimum": 0}},
-        "datatype": {"type": "string", "enum": DATATYPES},
-        "parameters": _PARAMETERS,
-        "data": {"type": "array", "description": "row-major values, flat or nested"},
-    },
-}
-
-#: a V2 inference request body
-V2_REQUEST: dict[str, Any] = {
-    "title": "InferenceRequest",
-    "type": "object",
-    "required": ["inputs"],
-    "properties": {
-        "id": {"type": "string"},
-        "parameters": _PARAMETERS,
-        "inputs": {"type": "array", "items": _TENSOR},
-        "outputs": {
-            "type": "array",
-            "items": {
-                "type": "object",
-                "required": ["name"],
-                "properties": {"name": {"type": "string"}, "parameters": _PARAMETERS},
-            },
-        },
-    },
-}
-
-#: a V2 inference response body
-V2_RESPONSE: dict[str, Any] = {
-    "title": "InferenceResponse",
-    "type": "object",
-    "required": ["model_name", "outputs"],
-    "properties": {
-        "model_name": {"type": "string"},
-        "model_version": {"type": ["string", "null"]},
-        "id": {"type": ["string", "null"]},
-        "parameters": {"type": ["object", "null"]},
-        "outputs": {"type": "array", "items": _TENSOR},
-    },
-}
-
-_METADATA_TENSOR: dict[str, Any] = {
-    "type": "object",
-    "required": ["name", "datatype", "shape"],
-    "properties": {
-        "name": {"type": "string"},
-        "datatype": {"type": "string"},
-        "shape": {"type": "array", "items": {"type": "integer"}},
-        "parameters": {"type": ["object", "null"]},
-    },
-}
-
-#: a V2 model metadata body
-V2_METADATA: dict[str, Any] = {
-    "title": "ModelMetadata",
-    "type": "object",
-    "required": ["name"],
-    "properties": {
-        "name": {"type": "string"},
-        "versions": {"type": ["array", "null"], "items": {"type": "string"}},
-        "platform": {"type": ["string", "null"]},
-        "inputs": {"type": ["array", "null"], "items": _METADATA_TENSOR},
-        "outputs": {"type": ["array", "null"], "items": _METADATA_TENSOR},
-        "parameters": {"type": ["object", "null"]},
-    },
-}
-
-#: V2 server metadata (``GET /v2``)
-V2_SERVER: dict[str, Any] = {
-    "title": "ServerMetadata",
-    "type": "object",
-    "required": ["name", "version", "extensions"],
-    "properties": {
-        "name": {"type": "string"},
-        "version": {"type": "string"},
-        "extensions": {"type": "array", "items": {"type": "string"}},
-    },
-}
+#: the V2 bodies the gateway passes through, documented from the one set of V2 models
+V2_REQUEST: dict[str, Any] = json_schema(v2.InferenceRequest)
+V2_RESPONSE: dict[str, Any] = json_schema(v2.InferenceResponse)
+V2_METADATA: dict[str, Any] = json_schema(v2.MetadataModelResponse)
+V2_SERVER: dict[str, Any] = json_schema(v2.MetadataServerResponse)
 
 #: an error of a V2 route: the model server's ``{"error": ...}`` / ``{"detail": [...]}``, or a gateway problem
 V2_ERROR: dict[str, Any] = {

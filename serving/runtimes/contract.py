@@ -36,6 +36,8 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
+from vatic.connectors.v2.types import Datatype
+
 __all__ = [
     "DATATYPES",
     "Array",
@@ -58,21 +60,7 @@ __all__ = [
 ]
 
 #: V2 datatype -> NumPy dtype of the decoded array (``BYTES`` decode to Python ``str`` objects)
-DATATYPES: dict[str, str] = {
-    "BOOL": "bool",
-    "UINT8": "uint8",
-    "UINT16": "uint16",
-    "UINT32": "uint32",
-    "UINT64": "uint64",
-    "INT8": "int8",
-    "INT16": "int16",
-    "INT32": "int32",
-    "INT64": "int64",
-    "FP16": "float16",
-    "FP32": "float32",
-    "FP64": "float64",
-    "BYTES": "object",
-}
+DATATYPES: dict[str, str] = {datatype.value: datatype.numpy for datatype in Datatype}
 
 #: a NumPy array of any dtype (decoded inputs, outputs)
 Array = NDArray[Any]

@@ -25,7 +25,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from vatic.connectors.errors import InvalidModelInput
-from vatic.connectors.inference import InferenceRequest, InferenceResponse
+from vatic.connectors.v2.types import InferenceRequest, InferenceResponse
 from vatic.serving.config.model import ModelSpec
 from vatic.serving.core.tensors import build_inputs
 from vatic.serving.gateway.v2 import MalformedRequest, check_request, parse_request

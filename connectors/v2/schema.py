@@ -1,15 +1,18 @@
-"""Wire types of the V2 (Open Inference Protocol) REST API, as pydantic models (requests validated, docs shown).
+"""The V2 (Open Inference Protocol) REST bodies as pydantic models: what a FastAPI door validates and documents.
 
 The same JSON MLServer 1.7.1 speaks: a body that does not fit these models is answered 422 with FastAPI's
-``{"detail": [...]}``, as MLServer does. Tensor ``data`` is kept as a plain (flat or nested) list here; its
-checks against the model's declared inputs are :func:`vatic.serving.runtimes.contract.decode_inputs`'.
+``{"detail": [...]}``, as MLServer does. Datatypes are :class:`vatic.connectors.v2.types.Datatype`, the one
+list. Tensor ``data`` is kept as a plain (flat or nested) list here: its checks against the model's declared
+inputs belong to the model's runtime.
 """
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field
+
+from vatic.connectors.v2.types import Datatype
 
 __all__ = [
     "Datatype",
@@ -23,10 +26,7 @@ __all__ = [
     "RequestInput",
     "RequestOutput",
     "ResponseOutput",
-]
-
-Datatype = Literal[
-    "BOOL", "UINT8", "UINT16", "UINT32", "UINT64", "INT8", "INT16", "INT32", "INT64", "FP16", "FP32", "FP64", "BYTES"
+    "json_schema",
 ]
 
 
@@ -42,7 +42,9 @@ class RequestInput(BaseModel):
     """One input tensor: ``data`` holds prod(shape) values, row-major, flat or nested."""
 
     name: str
-    shape: list[int] = Field(description="the tensor's shape; the first dimension is the batch (N)")
+    shape: list[Annotated[int, Field(ge=0)]] = Field(
+        description="the tensor's shape; the first dimension is the batch (N)"
+    )
     datatype: Datatype
     parameters: Parameters | None = None
     data: list[Any] = Field(description="the values, row-major; strings for BYTES, null for a missing float")
@@ -86,11 +88,13 @@ class MetadataTensor(BaseModel):
 
 
 class MetadataModelResponse(BaseModel):
+    """Model metadata; MLServer answers ``null`` lists (and platform) while a model is loading."""
+
     name: str
-    versions: list[str] = Field(default_factory=list)
-    platform: str = ""
-    inputs: list[MetadataTensor] = Field(default_factory=list)
-    outputs: list[MetadataTensor] = Field(default_factory=list)
+    versions: list[str] | None = Field(default_factory=list)
+    platform: str | None = ""
+    inputs: list[MetadataTensor] | None = Field(default_factory=list)
+    outputs: list[MetadataTensor] | None = Field(default_factory=list)
     parameters: Parameters | None = None
 
 
@@ -104,3 +108,23 @@ class ErrorResponse(BaseModel):
     """Every error the server answers itself (400 bad input, 404 unknown model, 500 model failure)."""
 
     error: str
+
+
+def json_schema(model: type[BaseModel]) -> dict[str, Any]:
+    """The JSON Schema of one of these bodies with every ``$ref`` inlined: an OpenAPI fragment that needs no
+    components, for a door that passes bodies through rather than parsing them into these models."""
+    document = model.model_json_schema()
+    definitions = document.pop("$defs", {})
+
+    def inline(node: Any) -> Any:
+        if isinstance(node, list):
+            return [inline(item) for item in node]
+        if not isinstance(node, dict):
+            return node
+        out = {key: inline(value) for key, value in node.items() if key != "$ref"}
+        if "$ref" in node:
+            out = {**inline(definitions[node["$ref"].rsplit("/", 1)[-1]]), **out}
+        return out
+
+    result: dict[str, Any] = inline(document)
+    return result

@@ -1,0 +1,608 @@
+"""The V2 (Open Inference Protocol) wire types and their JSON codec: the one home every door and client uses.
+
+:class:`Datatype` is the one list of V2 datatypes; its properties give each one's NumPy dtype (decoded arrays)
+and its little-endian raw form (the binary tensor data extension, gRPC ``raw_*_contents``), so a datatype is
+added in one place. :class:`Tensor`, :class:`InferenceRequest`, :class:`InferenceResponse`,
+:class:`TensorMetadata` and :class:`ModelMetadata` are small frozen dataclasses of the V2 JSON: no transport
+here (the REST client is :mod:`vatic.connectors.inference`, the binary extension :mod:`.binary`, the gRPC
+conversion :mod:`.grpc`, the pydantic models that validate and document a body :mod:`.schema`).
+
+Parsing a body that is not V2 raises :class:`WireError` (a ``ValueError``) naming the part at fault.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from decimal import Decimal
+from enum import StrEnum
+from typing import Any
+
+import orjson
+
+from vatic.connectors.errors import InvalidModelInput
+
+__all__ = [
+    "Datatype",
+    "InferenceRequest",
+    "InferenceResponse",
+    "ModelMetadata",
+    "Tensor",
+    "TensorMetadata",
+    "WireError",
+]
+
+# --- wire types -------------------------------------------------------------------------------------------
+
+
+class Datatype(StrEnum):
+    """V2 tensor datatypes."""
+
+    BOOL = "BOOL"
+    UINT8 = "UINT8"
+    UINT16 = "UINT16"
+    UINT32 = "UINT32"
+    UINT64 = "UINT64"
+    INT8 = "INT8"
+    INT16 = "INT16"
+    INT32 = "INT32"
+    INT64 = "INT64"
+    FP16 = "FP16"
+    FP32 = "FP32"
+    FP64 = "FP64"
+    BYTES = "BYTES"
+
+    @property
+    def numpy(self) -> str:
+        """The NumPy dtype of a decoded array of this datatype (``object``: ``BYTES`` decode to Python ``str``)."""
+        return _NUMPY[self]
+
+    @property
+    def raw(self) -> str | None:
+        """The little-endian NumPy dtype of its raw bytes (binary extension, gRPC ``raw_*_contents``); None for
+        ``BYTES``, whose elements are length-prefixed."""
+        return _RAW.get(self)
+
+    @classmethod
+    def of_numpy(cls, name: str) -> Datatype | None:
+        """The datatype of a NumPy dtype name (``float32`` -> ``FP32``); None when V2 has none."""
+        return _OF_NUMPY.get(name)
+
+
+_NUMPY: dict[Datatype, str] = {
+    Datatype.BOOL: "bool", Datatype.UINT8: "uint8", Datatype.UINT16: "uint16", Datatype.UINT32: "uint32",
+    Datatype.UINT64: "uint64", Datatype.INT8: "int8", Datatype.INT16: "int16", Datatype.INT32: "int32",
+    Datatype.INT64: "int64", Datatype.FP16: "float16", Datatype.FP32: "float32", Datatype.FP64: "float64",
+    Datatype.BYTES: "object",
+}  # fmt: skip
+_RAW: dict[Datatype, str] = {
+    Datatype.BOOL: "?", Datatype.UINT8: "u1", Datatype.UINT16: "<u2", Datatype.UINT32: "<u4",
+    Datatype.UINT64: "<u8", Datatype.INT8: "i1", Datatype.INT16: "<i2", Datatype.INT32: "<i4",
+    Datatype.INT64: "<i8", Datatype.FP16: "<f2", Datatype.FP32: "<f4", Datatype.FP64: "<f8",
+}  # fmt: skip
+_OF_NUMPY: dict[str, Datatype] = {name: datatype for datatype, name in _NUMPY.items() if datatype is not Datatype.BYTES}
+
+
+class WireError(ValueError):
+    """A V2 body that does not have the expected form (mapped to UnexpectedModelResponse by the client)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Tensor:
+    """A V2 request input or response output.
+
+    ``data`` is row-major and normally flat (``len(data) == prod(shape)``); nested lists, as some servers send
+    them, are accepted on the way in. For ``FP*`` tensors ``NaN`` is sent as ``null`` (JSON has no NaN), which
+    MLServer's NumPy codec decodes back to NaN: a missing value for models that handle them.
+    """
+
+    name: str
+    datatype: Datatype
+    shape: tuple[int, ...]
+    data: list[Any]
+    parameters: Mapping[str, Any] | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        body: dict[str, Any] = {
+            "name": self.name,
+            "shape": list(self.shape),
+            "datatype": self.datatype.value,
+            "data": self.data,
+        }
+        if self.parameters:
+            body["parameters"] = dict(self.parameters)
+        return body
+
+    def rows(self, *, squeeze: bool = True) -> list[Any]:
+        """The tensor cut along its first (batch) dimension: ``shape[0]`` values.
+
+        A row of shape ``()`` is a scalar; with ``squeeze`` a row of shape ``(1,)`` is one too (sklearn's
+        ``predict`` answers ``[N, 1]``); other rows are nested lists of shape ``shape[1:]``.
+        Raises ``ValueError`` when the data does not hold ``prod(shape)`` values.
+        """
+        if not self.shape:
+            raise WireError(f"tensor {self.name!r} has no batch dimension (shape [])")
+        flat = _flatten(self.data) if any(isinstance(v, list) for v in self.data[:1]) else self.data
+        if len(flat) != math.prod(self.shape):
+            raise WireError(
+                f"tensor {self.name!r} has {len(flat)} values, its shape {list(self.shape)} needs "
+                f"{math.prod(self.shape)}"
+            )
+        n, row_shape = self.shape[0], self.shape[1:]
+        if not row_shape or (squeeze and row_shape == (1,)):
+            return list(flat)
+        size = math.prod(row_shape)
+        return [_unflatten(flat[i * size : (i + 1) * size], row_shape) for i in range(n)]
+
+
+@dataclass(frozen=True, slots=True)
+class InferenceRequest:
+    """A V2 inference request. ``outputs`` names the outputs to compute (the model's default when None)."""
+
+    inputs: tuple[Tensor, ...]
+    outputs: tuple[str, ...] | None = None
+    id: str | None = None
+    parameters: Mapping[str, Any] | None = None
+
+    @classmethod
+    def from_rows(
+        cls,
+        rows: Sequence[Mapping[str, Any]],
+        *,
+        names: Sequence[str] | None = None,
+        datatypes: Mapping[str, Datatype | str] | None = None,
+        parameters: Mapping[str, Any] | None = None,
+        outputs: Sequence[str] | None = None,
+        id: str | None = None,
+    ) -> InferenceRequest:
+        """ONE request for N rows (events): one tensor per input name, shape ``[N, *row_shape]``.
+
+        ``names`` are the inputs, in order (default: the first row's keys; other keys are ignored). Each value is
+        a scalar (tensor ``[N]``) or a nested list / array of one fixed shape (``[N, d1, ...]``). The datatype of
+        each input is ``datatypes[name]`` when given (e.g. ``FP32``), otherwise inferred from all its values:
+        bool -> ``BOOL``, int -> ``INT64``, int and float -> ``FP64``, str/bytes -> ``BYTES``. Decimal becomes
+        float; NumPy values and arrays are accepted.
+
+        Raises :class:`InvalidModelInput` naming every bad row (missing input, ``None``, wrong type, wrong
+        shape) and ``ValueError`` when ``rows`` is empty.
+        """
+        if not rows:
+            raise ValueError("from_rows needs at least one row")
+        keys = list(names) if names is not None else list(rows[0])
+        columns: dict[str, list[Any]] = {}
+        problems: dict[int, str] = {}
+        for name in keys:
+            try:
+                columns[name] = [row[name] for row in rows]
+            except KeyError:
+                columns[name] = [row.get(name) for row in rows]
+                for index, row in enumerate(rows):
+                    if name not in row:
+                        problems.setdefault(index, f"input {name!r} is missing")
+        return cls._encode(
+            columns,
+            n=len(rows),
+            problems=problems,
+            datatypes=datatypes,
+            parameters=parameters,
+            outputs=outputs,
+            request_id=id,
+        )
+
+    @classmethod
+    def from_columns(
+        cls,
+        columns: Mapping[str, Sequence[Any]],
+        *,
+        datatypes: Mapping[str, Datatype | str] | None = None,
+        parameters: Mapping[str, Any] | None = None,
+        outputs: Sequence[str] | None = None,
+        id: str | None = None,
+    ) -> InferenceRequest:
+        """Like :meth:`from_rows` for data already in columns: ``{input name: N values}``, all of one length."""
+        lengths = {len(values) for values in columns.values()}
+        if len(lengths) != 1 or 0 in lengths:
+            raise ValueError(f"from_columns needs columns of one non-zero length, got lengths {sorted(lengths)}")
+        return cls._encode(
+            columns,
+            n=lengths.pop(),
+            problems={},
+            datatypes=datatypes,
+            parameters=parameters,
+            outputs=outputs,
+            request_id=id,
+        )
+
+    @classmethod
+    def _encode(
+        cls,
+        columns: Mapping[str, Sequence[Any]],
+        *,
+        n: int,
+        problems: dict[int, str],
+        datatypes: Mapping[str, Datatype | str] | None,
+        parameters: Mapping[str, Any] | None,
+        outputs: Sequence[str] | None,
+        request_id: str | None,
+    ) -> InferenceRequest:
+        declared = {name: Datatype(dt) for name, dt in (datatypes or {}).items()}
+        inputs = [_encode_column(name, values, declared.get(name), problems) for name, values in columns.items()]
+        if problems:
+            first = min(problems)
+            raise InvalidModelInput(
+                f"{len(problems)} of {n} rows cannot be sent to the model; row {first}: {problems[first]}",
+                problems=dict(sorted(problems.items())),
+            )
+        return cls(
+            inputs=tuple(t for t in inputs if t is not None),
+            outputs=tuple(outputs) if outputs is not None else None,
+            id=request_id,
+            parameters=parameters,
+        )
+
+    def as_dict(self) -> dict[str, Any]:
+        body: dict[str, Any] = {"inputs": [tensor.as_dict() for tensor in self.inputs]}
+        if self.id is not None:
+            body["id"] = self.id
+        if self.parameters:
+            body["parameters"] = dict(self.parameters)
+        if self.outputs is not None:
+            body["outputs"] = [{"name": name} for name in self.outputs]
+        return body
+
+    def to_json(self) -> bytes:
+        """The request body (orjson; NumPy arrays and scalars inside ``data`` are serialised too)."""
+        return orjson.dumps(self.as_dict(), option=orjson.OPT_SERIALIZE_NUMPY)
+
+
+@dataclass(frozen=True, slots=True)
+class InferenceResponse:
+    """A V2 inference response."""
+
+    model_name: str
+    outputs: tuple[Tensor, ...]
+    model_version: str | None = None
+    id: str | None = None
+    parameters: Mapping[str, Any] | None = None
+
+    @classmethod
+    def from_json(cls, raw: bytes) -> InferenceResponse:
+        """Parse a response body; raises ``ValueError`` when it is not a V2 inference response."""
+        body = _load_object(raw)
+        outputs = body.get("outputs")
+        if not isinstance(outputs, list):
+            raise WireError("'outputs' is missing or not a list")
+        return cls(
+            model_name=_opt_str(body, "model_name") or "",
+            model_version=_opt_str(body, "model_version"),
+            id=_opt_str(body, "id"),
+            parameters=_opt_dict(body, "parameters"),
+            outputs=tuple(_parse_tensor(item) for item in outputs),
+        )
+
+    def output(self, name: str) -> Tensor:
+        """The output called ``name``; ``KeyError`` when the response has none."""
+        for tensor in self.outputs:
+            if tensor.name == name:
+                return tensor
+        raise KeyError(f"no output {name!r}; outputs: {[t.name for t in self.outputs]}")
+
+    def split(self, n: int, *, squeeze: bool = True) -> list[dict[str, Any]]:
+        """N per-row results ``{output name: row value}`` (see :meth:`Tensor.rows`).
+
+        Raises ``ValueError`` when an output's first dimension is not ``n``.
+        """
+        columns: dict[str, list[Any]] = {}
+        for tensor in self.outputs:
+            if not tensor.shape or tensor.shape[0] != n:
+                raise WireError(
+                    f"output {tensor.name!r} has shape {list(tensor.shape)}: no batch dimension of {n} rows"
+                )
+            columns[tensor.name] = tensor.rows(squeeze=squeeze)
+        return [{name: values[i] for name, values in columns.items()} for i in range(n)]
+
+
+@dataclass(frozen=True, slots=True)
+class TensorMetadata:
+    """An input or output as the model describes it (``-1`` marks a variable dimension)."""
+
+    name: str
+    datatype: Datatype
+    shape: tuple[int, ...]
+    parameters: Mapping[str, Any] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ModelMetadata:
+    """V2 model metadata. MLServer fills ``versions`` from ``model-settings.json`` (e.g. ``sklearn/1.5.2``)
+    and answers empty metadata while the model is loading."""
+
+    name: str
+    platform: str
+    versions: tuple[str, ...]
+    inputs: tuple[TensorMetadata, ...]
+    outputs: tuple[TensorMetadata, ...]
+    parameters: Mapping[str, Any] | None = None
+
+    @classmethod
+    def from_json(cls, raw: bytes) -> ModelMetadata:
+        """Parse a model metadata body; raises ``ValueError`` when it is not one."""
+        body = _load_object(raw)
+        name = body.get("name")
+        if not isinstance(name, str):
+            raise WireError("'name' is missing")
+        versions = body.get("versions") or []
+        if not isinstance(versions, list) or not all(isinstance(v, str) for v in versions):
+            raise WireError("'versions' is not a list of strings")
+        return cls(
+            name=name,
+            platform=_opt_str(body, "platform") or "",
+            versions=tuple(versions),
+            inputs=_parse_metadata_tensors(body.get("inputs")),
+            outputs=_parse_metadata_tensors(body.get("outputs")),
+            parameters=_opt_dict(body, "parameters"),
+        )
+
+
+# --- encoding rows ----------------------------------------------------------------------------------------
+
+_KIND_OF: dict[Datatype, str] = {Datatype.BOOL: "b", Datatype.BYTES: "s"}
+_KIND_OF.update({dt: "i" for dt in Datatype if dt.name.startswith(("INT", "UINT"))})
+_KIND_OF.update({dt: "n" for dt in Datatype if dt.name.startswith("FP")})
+_KIND_NAMES = {"b": "bool", "i": "int", "n": "number", "s": "str or bytes"}
+
+
+def _encode_column(
+    name: str, values: Sequence[Any], declared: Datatype | None, problems: dict[int, str]
+) -> Tensor | None:
+    """One input tensor from N row values; records bad rows in ``problems`` (and then returns None)."""
+    fast = _scalar_column(name, values, declared)
+    if fast is not None and not problems:
+        return fast
+    row_shape: tuple[int, ...] | None = None
+    flat: list[Any] = []
+    kinds: list[str | None] = []
+    for index, raw in enumerate(values):
+        kind = None
+        if index not in problems:
+            leaves, kind, problem = _row_leaves(name, raw, row_shape)
+            if problem is not None:
+                problems[index] = problem
+            else:
+                row_shape = row_shape or _shape_of(_plain(raw))
+                flat.extend(leaves)
+        kinds.append(kind)
+    datatype = declared or _infer_datatype(kinds)
+    if datatype is None or row_shape is None:
+        return None  # every row of this column is bad, and recorded
+    expected = _KIND_OF[datatype]
+    for index, kind in enumerate(kinds):
+        if kind is not None and not (kind == expected or (expected == "n" and kind == "i")):
+            problems[index] = f"input {name!r} is {_KIND_NAMES[kind]}, the tensor is {datatype.value}"
+    if problems:
+        return None
+    return Tensor(name=name, datatype=datatype, shape=(len(values), *row_shape), data=flat)
+
+
+#: Python scalar types a column may consist of entirely, with the datatype it then gets
+_SCALARS: dict[type, Datatype] = {float: Datatype.FP64, int: Datatype.INT64, bool: Datatype.BOOL, str: Datatype.BYTES}
+
+
+def _scalar_column(name: str, values: Sequence[Any], declared: Datatype | None) -> Tensor | None:
+    """The common cases, fast: every value is a plain Python scalar of one type (ints and floats: FP64), or a
+    list of such scalars of one length (shape ``[N]`` or ``[N, k]``). None when it needs the general path."""
+    first = values[0]
+    shape: tuple[int, ...] = (len(values),)
+    if type(first) is list and first:
+        width = len(first)
+        flat: list[Any] = []
+        for value in values:
+            if type(value) is not list or len(value) != width:
+                return None
+            flat.extend(value)
+        shape = (len(values), width)
+    else:
+        flat = list(values)
+    kinds = set(map(type, flat))
+    kind = float if kinds == {int, float} else kinds.pop() if len(kinds) == 1 else None
+    inferred = _SCALARS.get(kind) if kind is not None else None
+    if kind is None or inferred is None:
+        return None
+    if declared is not None and declared is not inferred:
+        compatible = _KIND_OF[declared] == _KIND_OF[inferred] or (_KIND_OF[declared] == "n" and kind is int)
+        if not compatible:
+            return None
+    return Tensor(name=name, datatype=declared or inferred, shape=shape, data=flat)
+
+
+def _row_leaves(name: str, raw: Any, row_shape: tuple[int, ...] | None) -> tuple[list[Any], str | None, str | None]:
+    """The flat values of one row's input, their kind, and what is wrong with them (None when nothing)."""
+    value = _plain(raw)
+    if value is None:
+        return [], None, f"input {name!r} is None"
+    shape = _shape_of(value)
+    expected = shape if row_shape is None else row_shape
+    leaves: list[Any] = []
+    if shape != expected or not _collect(value, expected, leaves):
+        return [], None, f"input {name!r} has shape {list(shape)}, the batch has {list(expected)}"
+    kind = _kind(leaves)
+    if kind is None:
+        return [], None, f"input {name!r} holds {_describe(leaves)}; expected numbers, bools or strings"
+    if kind == "s":
+        try:
+            leaves = [v.decode("utf-8") if isinstance(v, bytes) else v for v in leaves]
+        except UnicodeDecodeError:
+            return [], None, f"input {name!r} holds bytes that are not UTF-8"
+    elif kind == "n":
+        leaves = [float(v) if isinstance(v, Decimal) else v for v in leaves]
+    return leaves, kind, None
+
+
+def _infer_datatype(kinds: Sequence[str | None]) -> Datatype | None:
+    seen = [k for k in kinds if k is not None]
+    if not seen:
+        return None
+    first = "n" if seen[0] == "i" and "n" in seen else seen[0]
+    if first == "i":
+        return Datatype.INT64
+    return {"b": Datatype.BOOL, "n": Datatype.FP64, "s": Datatype.BYTES}[first]
+
+
+def _plain(value: Any) -> Any:
+    """NumPy arrays and scalars as Python lists and scalars; everything else unchanged."""
+    if hasattr(value, "tolist") and not isinstance(value, (str, bytes, bool, int, float)):
+        return value.tolist()
+    return value
+
+
+def _shape_of(value: Any) -> tuple[int, ...]:
+    dims: list[int] = []
+    while isinstance(value, (list, tuple)):
+        dims.append(len(value))
+        if not value:
+            break
+        value = value[0]
+    return tuple(dims)
+
+
+def _collect(value: Any, shape: tuple[int, ...], out: list[Any]) -> bool:
+    """Append the leaves of ``value`` to ``out``; False when it is ragged (does not have ``shape``)."""
+    if not shape:
+        if isinstance(value, (list, tuple)):
+            return False
+        out.append(_plain(value))
+        return True
+    if not isinstance(value, (list, tuple)) or len(value) != shape[0]:
+        return False
+    return all(_collect(item, shape[1:], out) for item in value)
+
+
+def _kind(leaves: list[Any]) -> str | None:
+    """The common kind of a row's leaves: b(ool), i(nt), n(umber), s(tring); None if mixed or unsupported."""
+    kind: str | None = None
+    for leaf in leaves:
+        if isinstance(leaf, bool):
+            this = "b"
+        elif isinstance(leaf, int):
+            this = "i"
+        elif isinstance(leaf, (float, Decimal)):
+            this = "n"
+        elif isinstance(leaf, (str, bytes)):
+            this = "s"
+        else:
+            return None
+        if kind is None or kind == this:
+            kind = this
+        elif {kind, this} == {"i", "n"}:
+            kind = "n"
+        else:
+            return None
+    return kind or "n"  # an empty row (shape with a 0) carries no values
+
+
+def _describe(leaves: list[Any]) -> str:
+    return ", ".join(sorted({type(leaf).__name__ for leaf in leaves}))
+
+
+def _flatten(data: list[Any]) -> list[Any]:
+    """The leaves of nested lists, row-major; iterative, so that no nesting depth raises a RecursionError."""
+    out: list[Any] = []
+    stack = [iter(data)]
+    while stack:
+        for item in stack[-1]:
+            if isinstance(item, list):
+                stack.append(iter(item))
+                break
+            out.append(item)
+        else:
+            stack.pop()
+    return out
+
+
+def _unflatten(flat: list[Any], shape: tuple[int, ...]) -> list[Any]:
+    if len(shape) == 1:
+        return list(flat)
+    size = math.prod(shape[1:])
+    return [_unflatten(flat[i * size : (i + 1) * size], shape[1:]) for i in range(shape[0])]
+
+
+# --- parsing ----------------------------------------------------------------------------------------------
+
+
+def _load_object(raw: bytes) -> dict[str, Any]:
+    try:
+        body = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise WireError(f"not JSON: {exc}") from None
+    if not isinstance(body, dict):
+        raise WireError(f"expected a JSON object, got {type(body).__name__}")
+    return body
+
+
+def _opt_str(body: Mapping[str, Any], key: str) -> str | None:
+    value = body.get(key)
+    if value is None:
+        return None
+    if isinstance(value, str):
+        return value
+    raise WireError(f"{key!r} is not a string")
+
+
+def _opt_dict(body: Mapping[str, Any], key: str) -> dict[str, Any] | None:
+    value = body.get(key)
+    if value is None:
+        return None
+    if isinstance(value, dict):
+        return value
+    raise WireError(f"{key!r} is not an object")
+
+
+def _parse_shape(value: Any, what: str) -> tuple[int, ...]:
+    if not isinstance(value, list) or not all(isinstance(d, int) and not isinstance(d, bool) for d in value):
+        raise WireError(f"{what}: 'shape' is not a list of integers")
+    return tuple(value)
+
+
+def _parse_datatype(value: Any, what: str) -> Datatype:
+    try:
+        return Datatype(value)
+    except ValueError:
+        raise WireError(f"{what}: unknown datatype {value!r}") from None
+
+
+def _parse_tensor(item: Any) -> Tensor:
+    if not isinstance(item, dict) or not isinstance(item.get("name"), str):
+        raise WireError("an output is not an object with a 'name'")
+    what = f"output {item['name']!r}"
+    data = item.get("data")
+    if not isinstance(data, list):
+        raise WireError(f"{what}: 'data' is not a list")
+    return Tensor(
+        name=item["name"],
+        datatype=_parse_datatype(item.get("datatype"), what),
+        shape=_parse_shape(item.get("shape"), what),
+        data=data,
+        parameters=_opt_dict(item, "parameters"),
+    )
+
+
+def _parse_metadata_tensors(value: Any) -> tuple[TensorMetadata, ...]:
+    if value is None:
+        return ()
+    if not isinstance(value, list):
+        raise WireError("tensor metadata is not a list")
+    out = []
+    for item in value:
+        if not isinstance(item, dict) or not isinstance(item.get("name"), str):
+            raise WireError("tensor metadata without a 'name'")
+        what = f"tensor {item['name']!r}"
+        out.append(
+            TensorMetadata(
+                name=item["name"],
+                datatype=_parse_datatype(item.get("datatype"), what),
+                shape=_parse_shape(item.get("shape"), what),
+                parameters=_opt_dict(item, "parameters"),
+            )
+        )
+    return tuple(out)
