@@ -462,3 +462,14 @@ def test_grpc_predict_is_the_enriched_prediction_with_rest_s_error_classes(gatew
     assert code("echo", {**event, "amount": "lots"}) == grpc.StatusCode.INVALID_ARGUMENT
     assert code("down", transaction()) == grpc.StatusCode.UNAVAILABLE
     assert code("slow", transaction(merchant_category=SLOW)) == grpc.StatusCode.DEADLINE_EXCEEDED
+
+
+def test_a_grpc_message_over_the_body_limit_is_resource_exhausted(gateway):
+    big = wire.message("inference.ModelInferRequest")(model_name="iris")
+    big.inputs.add(name="input-0", datatype="FP64", shape=[2100, 4])
+    big.raw_input_contents.append(b"\x00" * (2100 * 4 * 8))  # 67,200 bytes > VATIC_GATEWAY_MAX_BODY_BYTES=65536
+    code, _ = _code(gateway, "ModelInfer", big)
+    assert code == grpc.StatusCode.RESOURCE_EXHAUSTED
+    small = wire.message("inference.ModelInferRequest")(model_name="iris")
+    small.inputs.add(name="input-0", datatype="FP64", shape=[1, 4]).contents.fp64_contents.extend([5.1, 3.5, 1.4, 0.2])
+    assert grpc_call(gateway, "ModelInfer", small).outputs[0].shape == [1]  # the door still answers after it
