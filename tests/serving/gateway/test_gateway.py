@@ -472,4 +472,4 @@ def test_a_grpc_message_over_the_body_limit_is_resource_exhausted(gateway):
     assert code == grpc.StatusCode.RESOURCE_EXHAUSTED
     small = wire.message("inference.ModelInferRequest")(model_name="iris")
     small.inputs.add(name="input-0", datatype="FP64", shape=[1, 4]).contents.fp64_contents.extend([5.1, 3.5, 1.4, 0.2])
-    assert grpc_call(gateway, "ModelInfer", small).outputs[0].shape == [1]  # the door still answers after it
+    assert grpc_call(gateway, "ModelInfer", small).outputs[0].shape[0] == 1  # the door still answers after it
