@@ -23,7 +23,7 @@ import numpy as np
 import orjson
 
 from vatic.connectors.errors import DataError
-from vatic.connectors.v2.types import Datatype
+from vatic.connectors.v2.types import Datatype, flatten
 
 __all__ = [
     "HEADER",
@@ -181,7 +181,8 @@ def binary_response(response: dict[str, Any], asked: Mapping[str, bool]) -> tupl
 
 def encode_tensor_data(output: Mapping[str, Any]) -> bytes:
     """The raw data of one JSON tensor (its nested ``data`` flattened row-major)."""
-    flat = _flatten(output.get("data"))
+    data = output.get("data")
+    flat = flatten(data) if data is not None else []
     if output.get("datatype") == "BYTES":
         parts = []
         for item in flat:
@@ -198,9 +199,3 @@ def _raw_dtype(datatype: Any) -> str | None:
         return Datatype(str(datatype)).raw
     except ValueError:
         return None
-
-
-def _flatten(data: Any) -> list[Any]:
-    if isinstance(data, list | tuple):
-        return [leaf for item in data for leaf in _flatten(item)]
-    return [] if data is None else [data]

@@ -31,6 +31,7 @@ __all__ = [
     "Tensor",
     "TensorMetadata",
     "WireError",
+    "flatten",
 ]
 
 # --- wire types -------------------------------------------------------------------------------------------
@@ -123,7 +124,7 @@ class Tensor:
         """
         if not self.shape:
             raise WireError(f"tensor {self.name!r} has no batch dimension (shape [])")
-        flat = _flatten(self.data) if any(isinstance(v, list) for v in self.data[:1]) else self.data
+        flat = flatten(self.data)
         if len(flat) != math.prod(self.shape):
             raise WireError(
                 f"tensor {self.name!r} has {len(flat)} values, its shape {list(self.shape)} needs "
@@ -505,13 +506,18 @@ def _describe(leaves: list[Any]) -> str:
     return ", ".join(sorted({type(leaf).__name__ for leaf in leaves}))
 
 
-def _flatten(data: list[Any]) -> list[Any]:
-    """The leaves of nested lists, row-major; iterative, so that no nesting depth raises a RecursionError."""
+def flatten(data: Any) -> list[Any]:
+    """The leaves of nested lists (or tuples), row-major; a scalar is one leaf. Iterative: a body nested a
+    thousand levels deep (JSON parsers accept about 1000) is refused by a size check, not by a RecursionError."""
+    if not isinstance(data, list | tuple):
+        return [data]
+    if not any(isinstance(item, list | tuple) for item in data):
+        return list(data)
     out: list[Any] = []
     stack = [iter(data)]
     while stack:
         for item in stack[-1]:
-            if isinstance(item, list):
+            if isinstance(item, list | tuple):
                 stack.append(iter(item))
                 break
             out.append(item)

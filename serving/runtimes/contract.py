@@ -36,7 +36,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from vatic.connectors.v2.types import Datatype
+from vatic.connectors.v2.types import Datatype, flatten
 
 __all__ = [
     "DATATYPES",
@@ -179,26 +179,6 @@ class RawTensor:
 # --- decoding and validating requests ---------------------------------------------------------------------
 
 
-def _flatten(data: Any) -> list[Any]:
-    """The leaves of nested lists, row-major. Iterative: a request nested a thousand levels deep (JSON parsers
-    accept about 1000) is refused by the size check, not by a RecursionError (a 500)."""
-    if not isinstance(data, list | tuple):
-        return [data]
-    if not any(isinstance(item, list | tuple) for item in data):
-        return list(data)
-    flat: list[Any] = []
-    stack = [iter(data)]
-    while stack:
-        for item in stack[-1]:
-            if isinstance(item, list | tuple):
-                stack.append(iter(item))
-                break
-            flat.append(item)
-        else:
-            stack.pop()
-    return flat
-
-
 def _strings(flat: list[Any], where: str) -> Array:
     out = np.empty(len(flat), dtype=object)
     for i, value in enumerate(flat):
@@ -262,7 +242,7 @@ def decode_tensor(raw: RawTensor, decl: TensorDecl) -> Array:
         raise BadInput(f"{where} has shape {list(shape)}; sizes must be integers >= 0")
     if len(shape) != len(decl.shape) or any(want not in (-1, got) for want, got in zip(decl.shape, shape, strict=True)):
         raise BadInput(f"{where} has shape {list(shape)}; the model expects {decl.describe()}")
-    flat = _flatten(raw.data)
+    flat = flatten(raw.data)
     size = math.prod(shape)
     if len(flat) != size:
         raise BadInput(f"{where} has {len(flat)} values but shape {list(shape)} holds {size}")
