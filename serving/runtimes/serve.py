@@ -8,6 +8,12 @@ and behaviour are ``mlserver start``'s. A body over the limit (``Content-Length`
 is answered 413 ``{"error": "..."}`` (MLServer's error form) before the model sees it. The limit is
 ``VATIC_MODEL_MAX_BODY_BYTES`` (default :data:`DEFAULT_MAX_BODY_BYTES`); gRPC has its own
 (``grpc_max_message_length`` in ``settings.json``).
+
+One more difference, for the same image run anywhere: MLServer reads its ``MLSERVER_*`` environment only when the
+folder has no ``settings.json``, and vatic's settings writer always writes one. Here the listening address
+(:data:`ENV_OVERRIDES`: ``MLSERVER_HOST``, ``MLSERVER_HTTP_PORT``, ``MLSERVER_GRPC_PORT``,
+``MLSERVER_METRICS_PORT``) set in the environment wins over the file, as a container platform or a process
+supervisor assigning ports expects.
 """
 
 from __future__ import annotations
@@ -81,6 +87,29 @@ class BodyLimit:
         await send({"type": "http.response.body", "body": body})
 
 
+#: settings the environment overrides over ``settings.json``: MLServer's variable -> its setting, type
+ENV_OVERRIDES: dict[str, tuple[str, type]] = {
+    "MLSERVER_HOST": ("host", str),
+    "MLSERVER_HTTP_PORT": ("http_port", int),
+    "MLSERVER_GRPC_PORT": ("grpc_port", int),
+    "MLSERVER_METRICS_PORT": ("metrics_port", int),
+}
+
+
+def environment_overrides(environ: MutableMapping[str, str] | None = None) -> dict[str, Any]:
+    """The settings :data:`ENV_OVERRIDES` names that are set (``ValueError`` naming a port that is no number)."""
+    environ = os.environ if environ is None else environ
+    out: dict[str, Any] = {}
+    for variable, (setting, kind) in ENV_OVERRIDES.items():
+        value = environ.get(variable)
+        if value:
+            try:
+                out[setting] = kind(value)
+            except ValueError:
+                raise ValueError(f"{variable}={value!r} is not a port number") from None
+    return out
+
+
 def max_body_bytes() -> int:
     value = os.environ.get(MAX_BODY_ENV, "")
     return int(value) if value.isdigit() and int(value) > 0 else DEFAULT_MAX_BODY_BYTES
@@ -100,8 +129,30 @@ def _patch_mlserver(limit: int) -> None:
     rest_server.create_app = create_app  # type: ignore[assignment,unused-ignore]
 
 
+def _patch_settings(overrides: dict[str, Any]) -> None:
+    """Apply ``overrides`` to the server settings ``mlserver start`` loads (the name ``mlserver.cli.main``
+    imported ``load_settings`` under)."""
+    import mlserver.cli.main as cli
+
+    load = cli.load_settings
+
+    async def load_settings(*args: Any, **kwargs: Any) -> Any:
+        settings, models = await load(*args, **kwargs)
+        for name, value in overrides.items():
+            setattr(settings, name, value)
+        return settings, models
+
+    cli.load_settings = load_settings  # type: ignore[assignment,unused-ignore]
+
+
 def main() -> None:
     _patch_mlserver(max_body_bytes())
+    try:
+        overrides = environment_overrides()
+    except ValueError as exc:
+        raise SystemExit(f"vatic: {exc}") from None
+    if overrides:
+        _patch_settings(overrides)
     from mlserver.cli.main import main as mlserver_main
 
     mlserver_main()
