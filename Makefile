@@ -53,7 +53,8 @@ $(SERVER)/.synced: uv.lock pyproject.toml | $(UV)
 	@touch $@
 
 # Debian packages the local stack runs: redis-server (Feast's online store), Java 17 and Maven (Kafka broker,
-# Flink, schema registry). Installed only when absent.
+# Flink, schema registry); docker-compose (optional, no engine needed) lets the tests run `docker-compose config` on
+# docker-compose.yml. Installed only when absent.
 system-deps:
 	@missing=""; \
 	command -v redis-server >/dev/null || missing="$$missing redis-server"; \
@@ -64,6 +65,11 @@ system-deps:
 	  command -v apt-get >/dev/null || { echo "setup: missing$$missing and no apt-get: install them by hand"; exit 1; }; \
 	  echo "setup: installing$$missing (Debian)"; \
 	  $$sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$sudo apt-get install -y -qq $$missing >/dev/null; \
+	fi; \
+	if ! command -v docker-compose >/dev/null && ! docker compose version >/dev/null 2>&1 && command -v apt-get >/dev/null; then \
+	  sudo=""; [ "$$(id -u)" = 0 ] || sudo="sudo"; \
+	  { $$sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$sudo apt-get install -y -qq docker-compose; } >/dev/null 2>&1 \
+	    || echo "setup: docker-compose not installed (optional: \`docker-compose config\` checks docker-compose.yml)"; \
 	fi
 
 artifacts: envs
