@@ -54,19 +54,25 @@ class BodyLimit:
             await self._refuse(send, int(length))
             return
         seen = 0
-        started = False
+        started = exceeded = False
 
         async def counting_receive() -> Message:
-            nonlocal seen
+            nonlocal seen, exceeded
             message = await receive()
             if message["type"] == "http.request":
                 seen += len(message.get("body", b""))
                 if seen > self.max_bytes:
+                    exceeded = True
                     raise _TooLarge
             return message
 
         async def watching_send(message: Message) -> None:
             nonlocal started
+            if exceeded:  # the app turned the interrupted read into an answer of its own (FastAPI: a 400)
+                if message["type"] == "http.response.start" and not started:
+                    started = True
+                    await self._refuse(send, seen)
+                return
             started = started or message["type"] == "http.response.start"
             await send(message)
 
