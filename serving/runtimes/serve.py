@@ -138,8 +138,9 @@ def _patch_mlserver(limit: int) -> None:
 def _patch_settings(overrides: dict[str, Any]) -> None:
     """Apply ``overrides`` to the server settings ``mlserver start`` loads (the name ``mlserver.cli.main``
     imported ``load_settings`` under)."""
-    import mlserver.cli.main as cli
+    import importlib
 
+    cli = importlib.import_module("mlserver.cli.main")  # `mlserver.cli.main` the attribute is the click command
     load = cli.load_settings
 
     async def load_settings(*args: Any, **kwargs: Any) -> Any:
