@@ -9,35 +9,12 @@ import struct
 import orjson
 import pytest
 from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
 
+from tests.fixtures.v2_strategies import binary_bodies, infer_requests
 from vatic.connectors.v2 import grpc as wire
 from vatic.connectors.v2.binary import BinaryFormatError, json_request
 
-DATATYPES = ["BOOL", "UINT8", "UINT16", "UINT32", "UINT64", "INT8", "INT16", "INT32", "INT64", "FP16", "FP32",
-             "FP64", "BYTES", "BF16", "NOPE", ""]  # fmt: skip
-shapes = st.lists(st.integers(min_value=-2, max_value=6), max_size=3)
 SETTINGS = settings(max_examples=400, deadline=None, suppress_health_check=list(HealthCheck))
-
-
-@st.composite
-def binary_bodies(draw: st.DrawFn) -> tuple[bytes, str]:
-    tensors = []
-    for i in range(draw(st.integers(0, 3))):
-        tensor: dict[str, object] = {
-            "name": f"t{i}",
-            "datatype": draw(st.sampled_from(DATATYPES)),
-            "shape": draw(shapes),
-        }
-        if draw(st.booleans()):
-            tensor["parameters"] = {"binary_data_size": draw(st.one_of(st.integers(-4, 64), st.text(max_size=3)))}
-        else:
-            tensor["data"] = draw(st.lists(st.integers(0, 3), max_size=4))
-        tensors.append(tensor)
-    header = orjson.dumps({"inputs": tensors}) if draw(st.booleans()) else draw(st.binary(max_size=40))
-    tail = draw(st.binary(max_size=80))
-    length = draw(st.one_of(st.just(str(len(header))), st.integers(-5, 200).map(str), st.text(max_size=4)))
-    return header + tail, length
 
 
 @SETTINGS
@@ -55,28 +32,6 @@ def test_any_binary_body_is_read_or_refused_naming_the_part(body: tuple[bytes, s
         return
     assert refused.field  # either outcome is fine, each with its own checks
     assert refused.message
-
-
-@st.composite
-def infer_requests(draw: st.DrawFn) -> object:
-    request = wire.message("inference.ModelInferRequest")(model_name="m")
-    raw = draw(st.booleans())
-    for i in range(draw(st.integers(0, 3))):
-        datatype = draw(st.sampled_from(DATATYPES))
-        tensor = request.inputs.add(
-            name=f"t{i}", datatype=datatype, shape=draw(shapes.map(lambda s: [abs(d) for d in s]))
-        )
-        if raw:
-            request.raw_input_contents.append(draw(st.binary(max_size=48)))
-        elif datatype in ("FP32",):
-            tensor.contents.fp32_contents.extend(draw(st.lists(st.floats(width=32), max_size=4)))
-        elif datatype == "BYTES":
-            tensor.contents.bytes_contents.extend(draw(st.lists(st.binary(max_size=4), max_size=4)))
-        elif datatype == "INT64":
-            tensor.contents.int64_contents.extend(draw(st.lists(st.integers(-(2**63), 2**63 - 1), max_size=4)))
-    if raw and draw(st.booleans()):
-        request.raw_input_contents.append(b"extra")  # one entry too many
-    return request
 
 
 @SETTINGS

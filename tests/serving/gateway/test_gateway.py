@@ -20,10 +20,13 @@ import grpc
 import httpx
 import pytest
 import yaml
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from tests.fixtures import feast_repo
 from tests.fixtures.echo import echo_model
 from tests.fixtures.model_server import REJECT, SLOW, ModelRepo, build_model_repo, free_port, model_server
+from tests.fixtures.v2_strategies import binary_bodies, infer_requests
 from vatic.connectors.local.mlserver import ModelServer
 from vatic.connectors.v2 import grpc as wire
 
@@ -473,3 +476,41 @@ def test_a_grpc_message_over_the_body_limit_is_resource_exhausted(gateway):
     small = wire.message("inference.ModelInferRequest")(model_name="iris")
     small.inputs.add(name="input-0", datatype="FP64", shape=[1, 4]).contents.fp64_contents.extend([5.1, 3.5, 1.4, 0.2])
     assert grpc_call(gateway, "ModelInfer", small).outputs[0].shape[0] == 1  # the door still answers after it
+
+
+GRPC_REFUSALS = {
+    grpc.StatusCode.INVALID_ARGUMENT,
+    grpc.StatusCode.NOT_FOUND,
+    grpc.StatusCode.RESOURCE_EXHAUSTED,
+    grpc.StatusCode.FAILED_PRECONDITION,
+}
+
+
+@settings(max_examples=80, deadline=None, suppress_health_check=list(HealthCheck))
+@given(request=infer_requests(models=st.sampled_from(["iris", "nope"])))
+def test_any_grpc_infer_request_is_answered_or_refused_never_internal(gateway, request):
+    """The live gRPC door on untrusted ModelInfer requests: an answer, or a refusal code with details."""
+    try:
+        answer = grpc_call(gateway, "ModelInfer", request)
+    except grpc.RpcError as exc:
+        assert exc.code() in GRPC_REFUSALS, (exc.code(), exc.details())
+        assert exc.details()
+    else:
+        assert answer.model_name == "iris"
+
+
+@settings(max_examples=80, deadline=None, suppress_health_check=list(HealthCheck))
+@given(body=binary_bodies())
+def test_any_binary_request_at_the_v2_door_is_answered_or_a_json_4xx(gateway, body):
+    """The live REST V2 door on untrusted bodies in the binary extension: never a 5xx, always a JSON error."""
+    content, length = body
+    response = httpx.post(
+        f"{gateway.url}/v2/models/iris/infer",
+        content=content,
+        headers={**AUTH, "inference-header-content-length": length},
+        timeout=30,
+    )
+    assert response.status_code < 500, response.text
+    if response.status_code >= 400:
+        assert response.headers["content-type"].startswith("application/json")
+        assert response.json()
