@@ -140,7 +140,7 @@ def _patch_settings(overrides: dict[str, Any]) -> None:
     imported ``load_settings`` under)."""
     import importlib
 
-    cli = importlib.import_module("mlserver.cli.main")  # `mlserver.cli.main` the attribute is the click command
+    cli: Any = importlib.import_module("mlserver.cli.main")  # `mlserver.cli.main` the attribute is the click command
     load = cli.load_settings
 
     async def load_settings(*args: Any, **kwargs: Any) -> Any:
@@ -149,7 +149,7 @@ def _patch_settings(overrides: dict[str, Any]) -> None:
             setattr(settings, name, value)
         return settings, models
 
-    cli.load_settings = load_settings  # type: ignore[assignment,unused-ignore]
+    cli.load_settings = load_settings
 
 
 def main() -> None:
