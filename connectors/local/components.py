@@ -196,7 +196,7 @@ class KafkaBroker(Component):
         self.config_file.write_text(self.server_properties(), encoding="utf-8")
         if (self.data_dir / "meta.properties").is_file():
             return
-        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        cluster_id = new_cluster_id()
         java = _java(self.settings)
         libs = self.artifacts.require_kafka()
         done = subprocess.run(
@@ -312,6 +312,15 @@ COMPONENTS: dict[str, type[Component]] = {
     "redis": Redis,
     "registry": SchemaRegistry,
 }
+
+
+def new_cluster_id() -> str:
+    """A KRaft cluster id as Kafka's ``Uuid.randomUuid`` makes one: 16 random bytes, URL-safe base64 without padding,
+    never starting with ``-`` (a command line would read it as an option: 1 id in 64 otherwise)."""
+    while True:
+        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        if not cluster_id.startswith("-"):
+            return cluster_id
 
 
 def _port_frees(host: str, port: int, timeout_s: float = 2.0) -> bool:

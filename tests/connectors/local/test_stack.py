@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import signal
 import socket
+import string
 import subprocess
 from pathlib import Path
 
 import pytest
 
 from vatic.connectors.local.artifacts import MissingArtifact
-from vatic.connectors.local.components import KafkaBroker, MissingDependency, Redis, SchemaRegistry
+from vatic.connectors.local.components import KafkaBroker, MissingDependency, Redis, SchemaRegistry, new_cluster_id
 from vatic.connectors.local.process import PortInUse
 from vatic.connectors.local.settings import StackSettings
 from vatic.connectors.local.stack import Stack
@@ -47,6 +48,13 @@ def test_redis_starts_answers_and_stops(spare):
     finally:
         assert redis.stop() is True
     assert redis.health().state == "down"
+
+
+def test_cluster_ids_are_kafkas_form_and_never_read_as_an_option():
+    ids = [new_cluster_id() for _ in range(2000)]  # about 31 of them would start with "-" without the check
+    assert not [i for i in ids if i.startswith("-")]
+    assert all(len(i) == 22 and set(i) <= set(string.ascii_letters + string.digits + "-_") for i in ids)
+    assert len(set(ids)) == len(ids)
 
 
 def test_kafka_formats_storage_once_and_serves(spare):
