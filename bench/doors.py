@@ -54,7 +54,8 @@ def _service(options: Options) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     # the V2 door checks requests against the model server's own metadata; this declaration serves /v1 only
     config = {"project": "bench", "service": "echo",
-              "model": {"name": MODEL, "inputs": [{"name": "x", "datatype": "FP32", "columns": ["x"]}]}}  # fmt: skip
+              "model": {"name": MODEL, "inputs": [{"name": "x", "datatype": "FP32", "columns": ["x"]}],
+                        "outputs": [{"name": "x"}]}}  # fmt: skip
     (folder / "service.yaml").write_text(json.dumps(config), encoding="utf-8")
     return folder
 
