@@ -157,7 +157,9 @@ class GrpcDoor:
         except wire.BinaryFormatError as exc:
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"model {request.model_name}: {exc.message}")
         answer = self._run(
-            self.passthrough.infer(request.model_name, orjson.dumps(plain), version=request.model_version or None)
+            self.passthrough.infer(
+                request.model_name, orjson.dumps(plain), version=request.model_version or None, payload=plain
+            )
         )
         if answer.status != 200:
             self._abort(context, answer)

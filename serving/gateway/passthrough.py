@@ -93,13 +93,16 @@ class V2Passthrough:
             self._signatures[(model, version)] = (time.monotonic() + SIGNATURE_TTL_S, declared)
         return declared
 
-    async def infer(self, model: str, body: bytes, *, version: str | None = None) -> Answer:
-        """Check a V2 JSON inference request and forward it; the model server's answer (or the refusal)."""
+    async def infer(
+        self, model: str, body: bytes, *, version: str | None = None, payload: dict[str, Any] | None = None
+    ) -> Answer:
+        """Check a V2 JSON inference request and forward it; the model server's answer (or the refusal).
+        ``payload``: ``body`` already parsed, when the door built it (binary extension, gRPC)."""
         owner = self.owner(model)
         if owner is None:
             return Answer.refusal(404, "not_found", f"no model {model!r} behind this gateway")
         try:
-            tensors = parse_request(body)
+            tensors = parse_request(body, payload)
         except MalformedRequest as exc:
             return Answer.refusal(422, "malformed", exc.message, field=exc.field)
         try:

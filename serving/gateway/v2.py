@@ -38,12 +38,14 @@ class MalformedRequest(ValueError):
         self.field = field
 
 
-def parse_request(body: bytes) -> list[RawTensor]:
-    """The inputs of a V2 inference request body (unchecked data); :class:`MalformedRequest` when it is not one."""
-    try:
-        payload = orjson.loads(body)
-    except orjson.JSONDecodeError as exc:
-        raise MalformedRequest(f"body is not JSON: {exc}") from None
+def parse_request(body: bytes, payload: Any = None) -> list[RawTensor]:
+    """The inputs of a V2 inference request body (unchecked data); :class:`MalformedRequest` when it is not one.
+    ``payload``: the body already parsed (a door that built the JSON itself), so that it is not parsed again."""
+    if payload is None:
+        try:
+            payload = orjson.loads(body)
+        except orjson.JSONDecodeError as exc:
+            raise MalformedRequest(f"body is not JSON: {exc}") from None
     if not isinstance(payload, dict):
         raise MalformedRequest("body must be a JSON object with an 'inputs' list (a V2 inference request)")
     inputs = payload.get("inputs")

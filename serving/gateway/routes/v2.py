@@ -75,7 +75,7 @@ async def _infer(model: str, request: Request, version: str | None = None) -> Re
         except binary.BinaryFormatError as exc:
             return ORJSONResponse({"error": f"model {model}: {exc.message}"}, status_code=400)
         body = orjson.dumps(plain)
-    answer = await state_of(request).passthrough.infer(model, body, version=version)
+    answer = await state_of(request).passthrough.infer(model, body, version=version, payload=plain)
     asked = None
     if answer.status == 200 and (plain is not None or b"binary_data" in body):  # JSON may ask binary outputs
         asked = binary.wants_binary(plain if plain is not None else orjson.loads(body))
