@@ -237,6 +237,14 @@ def write(
         f"Machine: {m['cores']} cores, {m['cpu_model']}, {m['memory_gb']} GB; load average at start "
         f"{m['load_avg_1m_at_start']}. Other processes shared the CPU unless the load average says otherwise.",
         "Versions: " + ", ".join(f"{k} {v}" for k, v in summary["versions"].items()) + ".",
+        *(
+            [
+                f"Measured in this run: {', '.join(options.only)} (`--only`); the other comparisons are kept from an "
+                "earlier run on this machine, whose date and load this header no longer shows."
+            ]
+            if options.only
+            else []
+        ),
         "",
         "| comparison | metric | vatic | baseline | ratio | target | met |",
         "|---|---|---|---|---|---|---|",
