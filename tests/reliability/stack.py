@@ -20,6 +20,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from tests.fixtures.model_server import free_ports
 from vatic.connectors.local.components import KafkaBroker, Redis, SchemaRegistry
 from vatic.connectors.local.mlserver import ModelServer
 from vatic.connectors.local.settings import StackSettings, checkout_root
@@ -27,20 +28,6 @@ from vatic.connectors.local.settings import StackSettings, checkout_root
 HERE = Path(__file__).resolve().parent
 RUNTIME = HERE / "fault_runtime.py"
 MODEL = "faulty"
-#: ports of the default stack and services: never handed out here
-_RESERVED = frozenset({6379, 8000, 8080, 8081, 8082, 8083, 8088, 8090, 8091, 8092, 8095, 8096, 8097, 9092, 9093})
-
-
-def free_ports(n: int) -> list[int]:
-    """``n`` distinct loopback ports that nothing listens on now (and none of the default stack's)."""
-    ports: list[int] = []
-    while len(ports) < n:
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-            sock.bind(("127.0.0.1", 0))
-            port = int(sock.getsockname()[1])
-        if port not in _RESERVED and port not in ports:
-            ports.append(port)
-    return ports
 
 
 class LatencyProxy:

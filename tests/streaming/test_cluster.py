@@ -13,17 +13,12 @@ import re
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
-
-from tests.fixtures import feast_repo
-from tests.fixtures.model_server import build_model_repo, free_port, model_server
+from tests.fixtures.model_server import free_port, free_ports
 from tests.serving.gateway.test_gateway import echo_service
 from tests.streaming.test_job import check_oracle, drain, make_run, produce
 from vatic.connectors.local.flink import FlinkJobManager, FlinkTaskManager, processes_with_token
-from vatic.connectors.local.mlserver import ModelServer
 from vatic.connectors.local.process import port_accepts
 from vatic.connectors.local.settings import StackSettings
 
@@ -32,27 +27,9 @@ VATIC = ROOT / ".venv" / "pipeline" / "bin" / "vatic"
 EVENTS = 2_000
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ModelServer]:
-    models = build_model_repo(tmp_path_factory.mktemp("models") / "repo", iris=False)
-    srv = model_server(tmp_path_factory.mktemp("home"), models.root, name="cluster-mlserver", parallel_workers=0)
-    srv.start()
-    yield srv
-    srv.stop()
-
-
-@pytest.fixture(scope="module")
-def features(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return feast_repo.build_repo(tmp_path_factory.mktemp("feast"))
-
-
 def cluster_settings(home: Path) -> StackSettings:
     """A private cluster: own home, three distinct free ports, the shared download cache."""
-    ports: list[int] = []
-    while len(ports) < 3:
-        port = free_port()
-        if port not in ports:
-            ports.append(port)
+    ports = free_ports(3)
     return StackSettings(
         home=home,
         flink_rest_port=ports[0],

@@ -27,7 +27,7 @@ from confluent_kafka.schema_registry.avro import AvroDeserializer, AvroSerialize
 from confluent_kafka.serialization import MessageField, SerializationContext
 
 from tests.serving.gateway.test_gateway import transaction
-from tests.streaming.test_job import VATIC, make_run
+from tests.streaming.test_job import VATIC, make_run, start_job
 from vatic.connectors.local.mlserver import ModelServer
 from vatic.schemas import load_schema, topic_subject
 
@@ -87,11 +87,7 @@ def test_confluent_serializers_are_the_outside_party_of_the_stream(
     producer.flush(30)
 
     log = tmp_path / "job.log"
-    argv = [
-        str(VATIC), "stream", "run", str(run.folder), "--model-url", server.url, "--schema-registry-url", registry_url,
-        "--checkpoint-dir", str(tmp_path / "checkpoints"), "--no-create-topics", "--bounded",
-    ]  # fmt: skip
-    job = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=log.open("wb"), start_new_session=True)
+    job = start_job(run, server, tmp_path / "checkpoints", bounded=True, log=log)
     try:
         assert job.wait(timeout=300) == 0, log.read_text()[-3000:]
     finally:
