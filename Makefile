@@ -113,13 +113,15 @@ RELIABILITY_ARGS ?=
 test-reliability: setup
 	$(PIPE)/bin/python -m tests.reliability $(RELIABILITY_ARGS)
 
-# mypy cannot follow setuptools' package-dir mapping (streaming/ -> vatic.streaming): give it a link tree.
+# mypy and lint-imports (the layer contracts in pyproject.toml) cannot follow setuptools' package-dir mapping
+# (streaming/ -> vatic.streaming): give them a link tree.
 lint: envs
 	@mkdir -p $(CACHE)/typecheck/vatic
-	@for p in connectors schemas serving streaming; do ln -sfn ../../../$$p $(CACHE)/typecheck/vatic/$$p; done
+	@for p in cli connectors examples schemas serving streaming; do ln -sfn ../../../$$p $(CACHE)/typecheck/vatic/$$p; done
 	$(PIPE)/bin/ruff check .
 	$(PIPE)/bin/ruff format --check .
-	$(PIPE)/bin/mypy -p vatic.connectors -p vatic.schemas -p vatic.serving -p vatic.streaming
+	PYTHONPATH=$(CACHE)/typecheck $(PIPE)/bin/lint-imports
+	$(PIPE)/bin/mypy -p vatic.cli -p vatic.connectors -p vatic.examples -p vatic.schemas -p vatic.serving -p vatic.streaming
 
 fmt: envs
 	$(PIPE)/bin/ruff format .

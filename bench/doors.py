@@ -33,7 +33,7 @@ import orjson
 
 from bench.common import ROOT, BenchError, Options, median, percentile, say
 from bench.stack import BenchStack
-from vatic.connectors.local.mlserver import ModelServer
+from vatic.cli.stack.mlserver import ModelServer
 from vatic.connectors.v2 import grpc as wire
 
 SHAPE = (64, 384)

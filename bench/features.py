@@ -39,7 +39,7 @@ def _time_calls(call: Callable[[], Any], budget_s: float) -> list[float]:
 
 def _materialize_redis(stack: BenchStack) -> Any:
     """The Redis ``RepoConfig`` of the fraud features, materialized into the stack's Redis."""
-    from vatic.serving.usecases import feast_repo, layout
+    from vatic.examples import feast_repo, layout
 
     home = stack.settings.home
     state = json.loads((layout.case_home(CASE, home) / "prepare.json").read_text())
@@ -53,7 +53,7 @@ def _materialize_redis(stack: BenchStack) -> Any:
 def features(options: Options, stack: BenchStack) -> dict[str, Any]:
     """Measure; returns the cells and the four target rows (1 entity and per-entity at 100, per store)."""
     from vatic.connectors.features import FeatureClient
-    from vatic.serving.usecases import feast_repo
+    from vatic.examples import feast_repo
 
     stack.need("redis")
     refs = feature_refs()

@@ -70,7 +70,7 @@ def _row(gpu_rps: float | None, cpu_rps: float | None, skipped: str | None) -> d
 
 
 def _worker(seconds: float) -> None:  # runs in the server environment
-    from vatic.serving.usecases.product_categorization.embedding import embed, load_encoder
+    from vatic.examples.product_categorization.embedding import embed, load_encoder
 
     texts = [f"stainless steel water bottle {i} with insulated lid, 750 ml" for i in range(256)]
     cells = []

@@ -19,7 +19,7 @@ import httpx
 from confluent_kafka import Consumer, Producer
 
 from bench.workload import MODEL, feast_store, feature_refs, model_row, v2_body
-from vatic.connectors.local.settings import StackSettings
+from vatic.cli.stack.settings import StackSettings
 from vatic.connectors.schema_registry import schema_source
 from vatic.schemas import AvroCodec, load_schema, topic_subject
 

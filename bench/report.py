@@ -73,7 +73,7 @@ def versions() -> dict[str, str]:
     out.update({"flink (apache-flink)": pipeline["apache-flink"], "feast": pipeline["feast"]})
     out["confluent-kafka"] = pipeline["confluent-kafka"]
     try:
-        from vatic.connectors.local import artifacts
+        from vatic.cli.stack import artifacts
 
         kafka = next((str(getattr(artifacts, n)) for n in dir(artifacts) if n.upper().startswith("KAFKA_VERSION")), "")
         out["kafka"] = kafka or "4.1.1"

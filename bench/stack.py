@@ -25,10 +25,10 @@ from pathlib import Path
 from typing import Any
 
 from bench.common import ROOT, SERVER_PY, BenchError, Options, say
-from vatic.connectors.local.components import Component
-from vatic.connectors.local.mlserver import ModelServer
-from vatic.connectors.local.settings import StackSettings
-from vatic.connectors.local.stack import Stack
+from vatic.cli.stack.components import Component
+from vatic.cli.stack.mlserver import ModelServer
+from vatic.cli.stack.settings import StackSettings
+from vatic.cli.stack.stack import Stack
 
 FRAUD_MODEL = "fraud-detector"
 BATCH_SIZE = 32

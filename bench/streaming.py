@@ -42,10 +42,10 @@ from bench.common import (
 )
 from bench.stack import BenchStack
 from bench.workload import FEATURE_REPO, SERVICE_DIR, events
+from vatic.cli.commands.schema import registry_url
 from vatic.connectors.kafka import KafkaSettings, ensure_topics
 from vatic.connectors.schema_registry import schema_source
 from vatic.schemas import AvroCodec, load_schema, topic_subject
-from vatic.serving.cli.schema import registry_url
 
 VATIC = PIPELINE_PY.parent / "vatic"
 PARTITIONS = 2
@@ -516,7 +516,7 @@ def streaming(options: Options, stack: BenchStack) -> dict[str, Any]:
         say(f"streaming {repeat + 1}/{repeats} naive: {result['eps']:8.0f} events/s ({n_naive} events)")
         for p in parallelisms:
             if p == 1 and repeat > 0 and len(parallelisms) > 1:
-                continue  # parallelism 1 is measured once (it has never been the best on 2 cores): saves ~80 s
+                continue  # parallelism 1 is measured once (docs/decisions/0004-vectorized-default.md): saves ~80 s
             result = vatic_max(options, stack, n_vatic, parallelism=p)
             vatic_runs[p].append(result)
             say(f"streaming {repeat + 1}/{repeats} vatic p={p}: {result['eps']:8.0f} events/s ({n_vatic} events)")

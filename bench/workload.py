@@ -17,8 +17,8 @@ from typing import Any
 
 from bench.common import ROOT
 
-SERVICE_DIR = ROOT / "serving" / "usecases" / "fraud_detection" / "service"
-FEATURE_REPO = ROOT / "serving" / "usecases" / "fraud_detection" / "features"
+SERVICE_DIR = ROOT / "examples" / "fraud_detection" / "service"
+FEATURE_REPO = ROOT / "examples" / "fraud_detection" / "features"
 MODEL = "fraud-detector"
 INPUT = "input-0"
 
@@ -41,7 +41,7 @@ def feature_refs() -> list[str]:
 
 def events(n: int, *, seed: int = 7) -> list[dict[str, Any]]:
     """``n`` payment events (Avro ``transaction`` records) of the prepared world, event_time = now."""
-    from vatic.serving.usecases.fraud_detection.events import make_world, transactions
+    from vatic.examples.fraud_detection.events import make_world, transactions
 
     now = time.time_ns() // 1_000_000
     out = [event for event, _ in transactions(make_world(seed=seed), n, start_ms=now)]
@@ -89,7 +89,7 @@ def feast_store() -> Any:
 
     from feast import FeatureStore
 
-    from vatic.connectors.local.settings import StackSettings
+    from vatic.cli.stack.settings import StackSettings
 
     os.environ.setdefault("VATIC_STACK_HOME", str(StackSettings().home))
     return FeatureStore(repo_path=str(FEATURE_REPO))

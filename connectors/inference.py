@@ -16,14 +16,14 @@ Batching - what the streaming job does once per micro-batch of events::
 :meth:`InferenceRequest.from_rows` (or :meth:`~InferenceRequest.from_columns`) builds ONE request whose tensors
 have the batch dimension N first; :meth:`InferenceResponse.split` cuts every output back into N per-row values.
 
-Errors, sorted by what the caller does (all from :mod:`vatic.connectors.errors`):
+Errors, sorted by what the caller does (all from :mod:`vatic.schemas.errors`):
 
 =====================================================  ===========================  ============================
 what happened                                          raised                       root
 =====================================================  ===========================  ============================
 connect refused/reset, protocol error, 5xx, 408, 429   ``ModelServerUnavailable``   ``Retryable`` (Retry-After)
 400 ``{"error": "Model m is not ready yet."}``          ``ModelNotReady``            ``Retryable``
-the call's deadline passed (all attempts included)     ``DeadlineExceeded``         ``Retryable``
+the call's deadline passed                            ``DeadlineExceeded``         ``Retryable``
 404 on a model endpoint (unknown model or version)     ``ModelNotFound``            ``ConfigError``
 401/403, 404/405 on a server endpoint, 1xx/3xx,        ``UnexpectedModelResponse``  ``ConfigError``
 a 2xx body that is not V2, outputs without N rows
@@ -43,13 +43,11 @@ a 500 may bisect the batch to find a poisoned row. Model and server readiness: 2
 Decisions:
 
 * Deadlines are overall, as in gRPC: ``deadline_s`` bounds the whole call - waiting for a concurrency slot and
-  a pooled connection, every attempt and every backoff sleep. No httpx per-phase timeouts are used.
-* Retries are off by default: callers own them (the stream retries a batch within its budget, the REST path
-  answers 503 at once). Pass a :class:`RetryPolicy` to retry ``ModelServerUnavailable``/``ModelNotReady``
-  with exponential backoff and full jitter inside the deadline; a Retry-After longer than the time left ends
-  the call with the server's error rather than a ``DeadlineExceeded``.
+  a pooled connection and the answer. No httpx per-phase timeouts are used.
+* The client never retries: callers own retries (:class:`vatic.serving.core.retry.RetryPolicy`; the stream
+  retries a batch within its budget, the REST path answers 503 at once).
 * ``max_concurrency`` (an ``asyncio.Semaphore``) caps requests in flight; further calls wait for a slot, which
-  is the backpressure a streaming operator needs. The slot is released during backoff sleeps.
+  is the backpressure a streaming operator needs.
 * A 2xx that does not parse is a ``ConfigError``, not an outage: a truncated transfer already fails as a
   transport error, so a complete but wrong body means a wrong endpoint or a model whose contract differs.
 * The client asks for uncompressed responses (``accept-encoding: identity``; MLServer gzips bodies over 500 B
@@ -60,30 +58,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import email.utils
 import logging
 import math
-import random
-import time
 import urllib.parse
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
-from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Self, TypeVar
 
 import httpx
 import orjson
 
-from vatic.connectors.errors import (
-    ConfigError,
-    DeadlineExceeded,
-    ModelNotFound,
-    ModelNotReady,
-    ModelRejected,
-    ModelServerUnavailable,
-    Retryable,
-    UnexpectedModelResponse,
-)
+from vatic.connectors.http import retry_after
 from vatic.connectors.v2.types import (
     Datatype,
     InferenceRequest,
@@ -92,6 +77,15 @@ from vatic.connectors.v2.types import (
     Tensor,
     TensorMetadata,
 )
+from vatic.schemas.errors import (
+    ConfigError,
+    DeadlineExceeded,
+    ModelNotFound,
+    ModelNotReady,
+    ModelRejected,
+    ModelServerUnavailable,
+    UnexpectedModelResponse,
+)
 
 __all__ = [
     "Datatype",
@@ -99,7 +93,6 @@ __all__ = [
     "InferenceRequest",
     "InferenceResponse",
     "ModelMetadata",
-    "RetryPolicy",
     "Tensor",
     "TensorMetadata",
 ]
@@ -112,34 +105,6 @@ _BODY_LIMIT = 8192  # characters of an error body kept on the exception (dead-le
 _NOT_READY = "is not ready yet"  # MLServer's ModelNotReady message: "Model m[ with version v] is not ready yet."
 
 
-# --- retries ----------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class RetryPolicy:
-    """Built-in retries of ``ModelServerUnavailable`` and ``ModelNotReady`` within the call's deadline.
-
-    Attempt ``k`` (from 1) that fails is followed by a sleep drawn uniformly from
-    ``[0, min(max_backoff_s, initial_backoff_s * multiplier ** (k - 1))]`` ("full jitter"), or the server's
-    Retry-After when that is longer. No retry is started when the sleep would reach the deadline; the last
-    error is raised instead. ``max_attempts`` counts the first try.
-    """
-
-    max_attempts: int = 5
-    initial_backoff_s: float = 0.05
-    max_backoff_s: float = 2.0
-    multiplier: float = 2.0
-
-    def __post_init__(self) -> None:
-        if self.max_attempts < 1 or self.initial_backoff_s < 0 or self.max_backoff_s < 0 or self.multiplier < 1:
-            raise ValueError(f"invalid retry policy {self}")
-
-    def delay(self, attempt: int, retry_after: float | None = None) -> float:
-        """Seconds to sleep after failed attempt number ``attempt`` (1-based)."""
-        cap = min(self.max_backoff_s, self.initial_backoff_s * self.multiplier ** (attempt - 1))
-        return max(random.uniform(0.0, cap), retry_after or 0.0)  # noqa: S311 (jitter, not crypto)
-
-
 # --- the client -------------------------------------------------------------------------------------------
 
 
@@ -148,7 +113,7 @@ class InferenceClient:
 
     ``base_url`` is the server's root (``http://host:8080``, or a prefix behind a gateway). ``deadline_s`` is
     the default deadline of every call; ``max_concurrency`` caps calls in flight (None: only the connection
-    pool limits them); ``retry`` turns on built-in retries (off by default). The pool keeps at most
+    pool limits them). The pool keeps at most
     ``max_keepalive_connections`` idle connections for ``keepalive_expiry_s`` (below uvicorn's 5 s, so that a
     connection the server is closing is not reused). ``headers`` are sent with every request. ``transport``
     replaces httpx's pooled transport (the pool limits then are the transport's own). Use it as
@@ -161,7 +126,6 @@ class InferenceClient:
         *,
         deadline_s: float = 5.0,
         max_concurrency: int | None = None,
-        retry: RetryPolicy | None = None,
         max_connections: int = 100,
         max_keepalive_connections: int = 20,
         keepalive_expiry_s: float = 4.0,
@@ -176,7 +140,6 @@ class InferenceClient:
             raise ValueError(f"max_concurrency must be >= 1, got {max_concurrency}")
         self.base_url = str(url).rstrip("/")
         self.deadline_s = deadline_s
-        self.retry = retry
         self.max_concurrency = max_concurrency
         self._slots = asyncio.Semaphore(max_concurrency) if max_concurrency else None
         self._http = httpx.AsyncClient(
@@ -302,44 +265,20 @@ class InferenceClient:
         deadline_s: float | None = None,
         flag: bool = False,
     ) -> httpx.Response:
-        """One call under one overall deadline, retried per :attr:`retry`. ``flag``: 400/503 are answers."""
+        """One attempt under one overall deadline. ``flag``: 400/503 are answers."""
         budget = self.deadline_s if deadline_s is None else _check_deadline(deadline_s)
-        loop = asyncio.get_running_loop()
-        deadline_at = loop.time() + budget
-        last: Retryable | None = None
-        attempt = 0
-        timeout = asyncio.timeout_at(deadline_at)
+        timeout = asyncio.timeout(budget)
         try:
-            async with timeout:
-                while True:
-                    attempt += 1
-                    try:
-                        async with self._slot():
-                            return await self._attempt(method, path, body=body, model=model, version=version, flag=flag)
-                    except (ModelServerUnavailable, ModelNotReady) as exc:
-                        last = exc
-                        pause = self._pause(attempt, exc, deadline_at - loop.time())
-                        if pause is None:
-                            raise
-                        log.debug("%s %s: attempt %d failed (%s); retrying in %.3fs", method, path, attempt, exc, pause)
-                        await asyncio.sleep(pause)
+            async with timeout, self._slot():
+                return await self._attempt(method, path, body=body, model=model, version=version, flag=flag)
         except TimeoutError as exc:
             if not timeout.expired():
                 raise
-            detail = f"; last error: {last}" if last is not None else ""
             error = DeadlineExceeded(
-                f"{method} {self.base_url}{path} did not finish within its deadline of {budget:g}s "
-                f"({attempt} attempt{'s' if attempt != 1 else ''}){detail}",
-                deadline_s=budget,
+                f"{method} {self.base_url}{path} did not finish within its deadline of {budget:g}s", deadline_s=budget
             )
             error.stage = "infer"
-            raise error from (last or exc)
-
-    def _pause(self, attempt: int, exc: Retryable, time_left: float) -> float | None:
-        if self.retry is None or attempt >= self.retry.max_attempts:
-            return None
-        pause = self.retry.delay(attempt, exc.retry_after)
-        return pause if pause < time_left else None
+            raise error from exc
 
     @contextlib.asynccontextmanager
     async def _slot(self) -> AsyncIterator[None]:
@@ -369,17 +308,17 @@ class InferenceClient:
         status, text = response.status_code, response.text[:_BODY_LIMIT]
         reason = _error_text(response) or response.reason_phrase
         where = f"{response.request.method} {response.request.url}"
-        retry_after = _retry_after(response.headers.get("retry-after"))
+        wait = retry_after(response.headers.get("retry-after"))
         if status >= 500 or status in (408, 429):
             return ModelServerUnavailable(
                 f"model server failed ({status}) on {where}: {reason}",
                 service=_SERVICE,
-                retry_after=retry_after,
+                retry_after=wait,
                 status=status,
                 body=reason,
             )
         if status == 400 and model is not None and _NOT_READY in reason:
-            return ModelNotReady(f"model {model!r} is not ready: {reason}", model=model, retry_after=retry_after)
+            return ModelNotReady(f"model {model!r} is not ready: {reason}", model=model, retry_after=wait)
         if status == 404 and model is not None:
             named = f"model {model!r}" + (f" version {version!r}" if version is not None else "")
             return ModelNotFound(
@@ -435,19 +374,3 @@ def _error_text(response: httpx.Response) -> str:
                 value = body[key]
                 return value if isinstance(value, str) else orjson.dumps(value).decode()[:1000]
     return response.text[:300].strip()
-
-
-def _retry_after(value: str | None) -> float | None:
-    """Seconds from a Retry-After header (delta-seconds or an HTTP date); None when absent or unreadable."""
-    if not value:
-        return None
-    value = value.strip()
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    return max(0.0, when.timestamp() - time.time())

@@ -1,7 +1,9 @@
 """Kafka clients that cannot lose data: an idempotent producer that raises every delivery failure, and a
 consumer that stores an offset only after the output for that record (and every record before it) is confirmed.
 
-Defaults overridden on purpose (librdkafka's defaults lose or duplicate data, see ../shared reliability notes):
+Defaults overridden on purpose, because librdkafka's defaults can lose or duplicate data (retries without
+idempotence duplicate or reorder records, ``auto.offset.reset=latest`` skips records, offsets stored at poll time
+commit records whose output was never confirmed):
 
 * producer: ``enable.idempotence=true`` (implies ``acks=all``, in-flight <= 5, no reordering on retry);
   a delivery report with an error is raised from :meth:`Producer.flush`, never logged and dropped.
@@ -28,7 +30,7 @@ from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-def
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from vatic.connectors.errors import (
+from vatic.schemas.errors import (
     ConfigError,
     DeliveryFailed,
     RecordTooLarge,
@@ -437,7 +439,7 @@ class Codec(Protocol):
 class AvroSerde:
     """Avro values in the Confluent wire format on top of the byte-level clients.
 
-    ``deserialize`` raises :class:`vatic.connectors.errors.DecodeError` carrying the raw bytes for anything
+    ``deserialize`` raises :class:`vatic.schemas.errors.DecodeError` carrying the raw bytes for anything
     that is not a valid record (bad magic byte, truncated, unknown schema id): dead-letter material.
     """
 
@@ -447,7 +449,7 @@ class AvroSerde:
         return self.codec.encode(record)
 
     def deserialize(self, data: bytes | None) -> dict[str, Any]:
-        from vatic.connectors.errors import DecodeError
+        from vatic.schemas.errors import DecodeError
 
         if data is None:
             raise DecodeError("record has no value (tombstone)", b"")

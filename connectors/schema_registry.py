@@ -28,8 +28,6 @@ from __future__ import annotations
 import json
 import threading
 from collections.abc import Mapping
-from datetime import UTC, datetime
-from email.utils import parsedate_to_datetime
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
@@ -37,6 +35,7 @@ from urllib.parse import quote
 
 import httpx
 
+from vatic.connectors.http import retry_after
 from vatic.schemas.canonical import AvroSchema, canonical_json, validate
 from vatic.schemas.compat import CompatibilityLevel
 from vatic.schemas.errors import (
@@ -254,7 +253,7 @@ class ConfluentSchemaRegistry:
         detail = f"{method} {path}: HTTP {status}" + (f" ({code}) {message}" if message else "")
         if status >= 500 or status in (408, 429):
             unavailable = SchemaSourceUnavailable(f"schema registry {self.url} failed {detail}")
-            unavailable.retry_after = _retry_after(response)
+            unavailable.retry_after = retry_after(response.headers.get("Retry-After"))
             raise unavailable
         if status == 404 and code in _NOT_FOUND_CODES:
             raise SchemaNotFound(f"{what} not found in {self.url}: {message}")
@@ -325,21 +324,6 @@ def _json_or_none(response: httpx.Response) -> Any:
         return response.json()
     except ValueError:
         return None
-
-
-def _retry_after(response: httpx.Response) -> float | None:
-    value = response.headers.get("Retry-After")
-    if not value:
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        when = parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    return max(0.0, (when - datetime.now(UTC)).total_seconds())
 
 
 def schema_source(url: str | None, store: Path | None) -> SchemaSource:

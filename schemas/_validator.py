@@ -2,8 +2,8 @@
 
 fastavro's writer coerces instead of refusing: it writes ``None`` or ``"no"`` as a boolean, truncates ``1.5``
 into a long and parses ``"129.99"`` into a double. The codec must never put a value on a topic that is not
-the value it was given, so :class:`~vatic.schemas.codec.AvroCodec` runs this check first (about the cost of
-the encoding itself; fastavro's own validator costs twice as much).
+the value it was given, so :class:`~vatic.schemas.codec.AvroCodec` runs this check first (why not fastavro's own
+validator: docs/decisions/0008-avro-type-check.md).
 
 Accepted Python values, per Avro type: null ``None``; boolean ``bool``; int/long ``int`` (not ``bool``, in
 range); float/double ``int`` or ``float`` (not ``bool``); bytes ``bytes``/``bytearray``; string ``str``;

@@ -1,20 +1,107 @@
-"""vatic's error taxonomy: every error says what the caller should do next.
+"""vatic's one error tree: every error vatic raises on purpose, sorted by what the caller does next.
 
-Callers never parse messages; they catch one of three classes:
+Callers never parse messages; they catch one of the three roots. ``stage`` says where an error happened
+(``decode``, ``enrich``, ``infer``, ``encode``, ``produce``, ``load``) and ``error_class`` (the class name) is what
+dead-letter records and REST/gRPC error bodies carry, so the names below are part of vatic's wire contract::
 
-* :class:`Retryable` - an outage, a timeout, a model that is not ready. Retry with backoff within a budget;
-  when the budget is spent, fail (the Flink task restarts from its checkpoint; REST answers 503/504).
-  An outage is never dead-lettered.
-* :class:`DataError` - this event or request is bad and will stay bad: dead-letter it on the stream, answer
-  4xx on REST. Retrying cannot help.
-* :class:`ConfigError` - the deployment is wrong (missing topic, bad endpoint, unknown model). Stop with a
-  message that says what to fix.
+    VaticError
+    |
+    +-- Retryable                  an outage, a timeout, a model not ready: retry with backoff within a budget,
+    |   |                          then fail (the Flink task restarts from its checkpoint; REST 503 + Retry-After)
+    |   +-- ServiceUnavailable
+    |   |   +-- ModelServerUnavailable
+    |   |   +-- FeatureStoreUnavailable
+    |   +-- DeadlineExceeded       (REST 504, gRPC DEADLINE_EXCEEDED)
+    |   +-- ModelNotReady
+    |   +-- DeliveryFailed
+    |   +-- SchemaSourceUnavailable
+    |
+    +-- DataError                  this event or request is bad and stays bad: dead-letter it (stream),
+    |   |                          answer 4xx with a JSON body (REST), INVALID_ARGUMENT (gRPC). Never retried.
+    |   +-- SchemaError
+    |   |   +-- DecodeError
+    |   |   |   +-- UnknownSchemaError
+    |   |   +-- EncodeError
+    |   |       +-- InvalidRecord
+    |   +-- BinaryFormatError
+    |   +-- InvalidEntityKey
+    |   +-- MissingEntityKey
+    |   +-- MissingFeatures
+    |   +-- InputProblem
+    |   +-- InvalidModelInput
+    |   +-- ModelRejected
+    |   +-- ModelFailedOnInput
+    |   +-- OutputProblem
+    |   +-- RecordTooLarge
+    |   +-- ServiceNotFound        (REST 404, gRPC NOT_FOUND)
+    |
+    +-- ConfigError                the deployment is wrong: stop with a message that says what to fix
+        +-- ConfigFileError
+        +-- InvalidSchemaError
+        +-- IncompatibleSchemaError
+        +-- SchemaNotFound
+        +-- ModelNotFound
+        +-- UnexpectedModelResponse
+        +-- TopicNotFound
+        +-- ArtifactRejected
+        +-- ArtifactsMissing
+        +-- ManifestInvalid
+        +-- MissingArtifact        (local stack: a jar or distribution not downloaded)
+        +-- MissingDependency      (local stack: java, redis-server not installed)
+        +-- PortInUse              (local stack)
+        +-- StartFailed            (local stack)
 
-The taxonomy lives here, in the bottom layer that imports nothing else of vatic, so that every layer (the
-codec included) can raise it. :mod:`vatic.connectors.errors` re-exports it for clients of outside systems.
+An outage is never dead-lettered and a bad event never fails the job. The tree lives in the bottom layer, which
+imports nothing else of vatic, so every layer (the Avro codec included) raises from it. Parse errors that never
+leave their module (the V2 wire's ``WireError``, the model contract's ``BadInput``) are turned into one of these
+at the door that meets them.
 """
 
 from __future__ import annotations
+
+__all__ = [
+    "ArtifactRejected",
+    "ArtifactsMissing",
+    "BinaryFormatError",
+    "ConfigError",
+    "ConfigFileError",
+    "DataError",
+    "DeadlineExceeded",
+    "DecodeError",
+    "DeliveryFailed",
+    "EncodeError",
+    "FeatureStoreUnavailable",
+    "IncompatibleSchemaError",
+    "InputProblem",
+    "InvalidEntityKey",
+    "InvalidModelInput",
+    "InvalidRecord",
+    "InvalidSchemaError",
+    "ManifestInvalid",
+    "MissingArtifact",
+    "MissingDependency",
+    "MissingEntityKey",
+    "MissingFeatures",
+    "ModelFailedOnInput",
+    "ModelNotFound",
+    "ModelNotReady",
+    "ModelRejected",
+    "ModelServerUnavailable",
+    "OutputProblem",
+    "PortInUse",
+    "RecordTooLarge",
+    "Retryable",
+    "SchemaError",
+    "SchemaNotFound",
+    "SchemaSourceUnavailable",
+    "ServiceNotFound",
+    "ServiceUnavailable",
+    "StartFailed",
+    "TopicNotFound",
+    "UnexpectedModelResponse",
+    "UnknownSchemaError",
+    "VaticError",
+]
 
 
 class VaticError(Exception):
@@ -38,6 +125,9 @@ class VaticError(Exception):
         return type(self).__name__
 
 
+# --- Retryable: retry within a budget, then fail ------------------------------------------------------------------
+
+
 class Retryable(VaticError):
     """Transient: retry with backoff, then fail loudly. Never dead-letter."""
 
@@ -45,12 +135,83 @@ class Retryable(VaticError):
     retry_after: float | None = None
 
 
+class ServiceUnavailable(Retryable):
+    """An outside service is down, refusing connections or answering 5xx."""
+
+    def __init__(self, message: str, *, service: str, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.service = service
+        self.retry_after = retry_after
+
+
+class ModelServerUnavailable(ServiceUnavailable):
+    """Connect error, reset connection or a 5xx from the model server.
+
+    ``status`` and ``body`` are set when the server answered (a 5xx), None when it could not be reached: a
+    server that answers 500 to one input while it is otherwise healthy may have been handed a poison input.
+    """
+
+    stage = "infer"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        service: str,
+        retry_after: float | None = None,
+        status: int | None = None,
+        body: str | None = None,
+    ) -> None:
+        super().__init__(message, service=service, retry_after=retry_after)
+        self.status = status
+        self.body = body
+
+
+class FeatureStoreUnavailable(ServiceUnavailable):
+    """The online store (Redis, SQLite) failed or timed out: an outage, never a feature miss."""
+
+    stage = "enrich"
+
+
+class DeadlineExceeded(Retryable):
+    """The call did not finish within its deadline (REST maps this to 504)."""
+
+    def __init__(self, message: str, *, deadline_s: float) -> None:
+        super().__init__(message)
+        self.deadline_s = deadline_s
+
+
+class ModelNotReady(Retryable):
+    """The model exists but is loading or reloading (MLServer answers 400 ``ModelNotReady``; KServe 503)."""
+
+    stage = "infer"
+
+    def __init__(self, message: str, *, model: str, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.model = model
+        self.retry_after = retry_after
+
+
+class DeliveryFailed(Retryable):
+    """A produced record was not acknowledged (broker down, timeout). Nothing may be committed past it."""
+
+    stage = "produce"
+
+    def __init__(self, message: str, *, topic: str, code: str) -> None:
+        super().__init__(message)
+        self.topic = topic
+        self.code = code
+
+
+class SchemaSourceUnavailable(Retryable):
+    """The schema registry cannot be reached right now (registry outages are transient, never data errors)."""
+
+
+# --- DataError: dead-letter the event (stream) or answer 4xx (REST) -----------------------------------------------
+
+
 class DataError(VaticError):
     """This input is bad and retrying cannot fix it: dead-letter it (stream) or answer 4xx (REST)."""
-
-
-class ConfigError(VaticError):
-    """The deployment is misconfigured: stop and tell the operator what to fix."""
 
 
 class SchemaError(DataError):
@@ -81,16 +242,138 @@ class EncodeError(SchemaError):
     stage = "encode"
 
 
-class IncompatibleSchemaError(ConfigError):
-    """A new schema version breaks the subject's compatibility rule; registration is refused."""
+class InvalidRecord(EncodeError):
+    """A record that does not match its schema. ``field`` is the path of the first bad value
+    (``amount``, ``attributes['k']``); ``problem`` says what is wrong with it."""
 
-    def __init__(self, message: str, *, problems: list[str] | None = None) -> None:
+    def __init__(self, message: str, *, field: str, problem: str) -> None:
         super().__init__(message)
-        self.problems = problems or []
+        self.field = field
+        self.problem = problem
 
 
-class SchemaSourceUnavailable(Retryable):
-    """The schema registry cannot be reached right now (registry outages are transient, never data errors)."""
+class BinaryFormatError(DataError):
+    """A request in the binary extension that cannot be read: a bad header length, sizes that do not add up, a
+    datatype the JSON protocol cannot carry. ``field`` names the header or the input at fault."""
+
+    def __init__(self, message: str, *, field: str) -> None:
+        super().__init__(message)
+        self.field = field
+
+
+class InvalidEntityKey(DataError):
+    """Entity keys that cannot be looked up (a join key missing, ``None`` or of the wrong type).
+
+    ``problems`` maps the index of each bad entity in the request batch to what is wrong with it, so that a
+    micro-batch can dead-letter exactly those events and look the others up again.
+    """
+
+    stage = "enrich"
+
+    def __init__(self, message: str, *, problems: dict[int, str]) -> None:
+        super().__init__(message)
+        self.problems = problems
+
+
+class MissingEntityKey(DataError):
+    """An event without one of the entity keys its features are looked up by."""
+
+    stage = "enrich"
+
+
+class MissingFeatures(DataError):
+    """A required feature is missing or stale for an entity and its policy is ``reject``."""
+
+    stage = "enrich"
+
+    def __init__(self, message: str, *, missing: dict[str, str]) -> None:
+        super().__init__(message)
+        #: feature reference -> Feast status (``NOT_FOUND``, ``OUTSIDE_MAX_AGE``, ``NULL_VALUE``)
+        self.missing = missing
+
+
+class InputProblem(DataError):
+    """An event that cannot be turned into model inputs (absent field, unknown category, wrong type)."""
+
+    stage = "infer"
+
+
+class InvalidModelInput(DataError):
+    """Rows that cannot be encoded into the V2 request's tensors (an input missing or ``None``, a value of the
+    wrong type, a ragged list). Raised before anything is sent.
+
+    ``problems`` maps the index of each bad row in the batch to what is wrong with it, so that a micro-batch can
+    dead-letter exactly those events and send the others again.
+    """
+
+    stage = "infer"
+
+    def __init__(self, message: str, *, problems: dict[int, str]) -> None:
+        super().__init__(message)
+        self.problems = problems
+
+
+class ModelRejected(DataError):
+    """The model server refused this input (4xx other than not-ready): dead-letter it.
+
+    ``status`` and ``body`` keep the server's answer for the dead-letter record.
+    """
+
+    stage = "infer"
+
+    def __init__(self, message: str, *, status: int, body: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.body = body
+
+
+class ModelFailedOnInput(DataError):
+    """The model server failed (5xx) on this one input, again and again, while it answered other inputs and its
+    health checks: a poison input. Dead-letter it with ``attempts`` and the server's last answer."""
+
+    stage = "infer"
+
+    def __init__(self, message: str, *, attempts: int, status: int | None, body: str | None) -> None:
+        super().__init__(message)
+        self.attempts = attempts
+        self.status = status
+        self.body = body
+
+
+class OutputProblem(DataError):
+    """The model's answer for this event does not fit the configured outputs (e.g. a class out of range)."""
+
+    stage = "infer"
+
+
+class RecordTooLarge(DataError):
+    """The record exceeds the broker's or topic's size limit: dead-letter a truncated copy instead."""
+
+    stage = "produce"
+
+    def __init__(self, message: str, *, topic: str, size: int) -> None:
+        super().__init__(message)
+        self.topic = topic
+        self.size = size
+
+
+class ServiceNotFound(DataError):
+    """The request names no service behind this gateway (REST 404 ``ServiceNotFound``; gRPC NOT_FOUND)."""
+
+
+# --- ConfigError: stop and tell the operator what to fix ----------------------------------------------------------
+
+
+class ConfigError(VaticError):
+    """The deployment is misconfigured: stop and tell the operator what to fix."""
+
+
+class ConfigFileError(ConfigError):
+    """A service config that does not validate; ``lines`` has one ``file:line: problem; fix`` per problem."""
+
+    def __init__(self, lines: list[str]) -> None:
+        super().__init__("\n".join(lines))
+        self.lines = lines
 
 
 class InvalidSchemaError(ConfigError):
@@ -99,6 +382,14 @@ class InvalidSchemaError(ConfigError):
     Raised when parsing, registering or checking such a schema; the schema was written by someone, not sent by
     the stream, so this is a deployment problem.
     """
+
+
+class IncompatibleSchemaError(ConfigError):
+    """A new schema version breaks the subject's compatibility rule; registration is refused."""
+
+    def __init__(self, message: str, *, problems: list[str] | None = None) -> None:
+        super().__init__(message)
+        self.problems = problems or []
 
 
 class SchemaNotFound(ConfigError):
@@ -120,3 +411,90 @@ class SchemaNotFound(ConfigError):
         self.subject = subject
         self.version = version
         self.schema_id = schema_id
+
+
+class ModelNotFound(ConfigError):
+    """No such model (or version) on the model server: the service config points at the wrong model."""
+
+    stage = "infer"
+
+    def __init__(self, message: str, *, model: str, version: str | None = None) -> None:
+        super().__init__(message)
+        self.model = model
+        self.version = version
+
+
+class UnexpectedModelResponse(ConfigError):
+    """The model server gave an answer that a V2 server does not give to a well-formed call: a 2xx body that is
+    not a V2 response, outputs that do not split into the request's rows, 401/403 (credentials), or 404/405 on
+    a server endpoint (the URL is not a V2 server). Retrying cannot fix it and the event is not at fault: the
+    endpoint, the credentials or the model's contract is wrong. ``status`` and ``body`` keep the answer.
+    """
+
+    stage = "infer"
+
+    def __init__(self, message: str, *, status: int, body: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.body = body
+
+
+class TopicNotFound(ConfigError):
+    """The topic does not exist (and auto-creation is off) or we are not authorised to write it."""
+
+    stage = "produce"
+
+    def __init__(self, message: str, *, topic: str) -> None:
+        super().__init__(message)
+        self.topic = topic
+
+
+class ArtifactRejected(ConfigError):
+    """A model artifact failed a safety check before anything was loaded from it.
+
+    ``reason`` is one of ``digest_mismatch`` (a sha256 pin does not match), ``missing_file`` (a pinned file is
+    not in the artifact), ``unpinned_pickle`` (a pickle or joblib file without a pin), ``path_escape`` (a path
+    or symlink leaving the registry root) or ``unsupported_file`` (a symlinked folder, a device, a pipe).
+    ``expected``/``actual`` hold the digests involved.
+    """
+
+    stage = "load"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        path: str,
+        reason: str,
+        expected: str | None = None,
+        actual: str | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.path = path
+        self.reason = reason
+        self.expected = expected
+        self.actual = actual
+
+
+class ArtifactsMissing(ConfigError):
+    """The registry has no artifacts for the service's model yet (run ``vatic usecases prepare`` locally)."""
+
+
+class ManifestInvalid(ConfigError):
+    """A rendered manifest does not validate (a bug of the renderer or a value the config let through)."""
+
+
+class MissingArtifact(ConfigError):
+    """A jar or distribution the local stack needs is not in the cache (or a tool to fetch it is missing)."""
+
+
+class MissingDependency(ConfigError):
+    """A program the local stack needs (java, redis-server) is not installed."""
+
+
+class PortInUse(ConfigError):
+    """A port the local stack needs is already bound by a process that is not ours."""
+
+
+class StartFailed(ConfigError):
+    """A local stack component exited or did not become ready in time; the message quotes its log."""

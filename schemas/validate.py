@@ -12,17 +12,7 @@ from typing import Any
 
 from vatic.schemas._validator import Invalid, compile_validator
 from vatic.schemas.canonical import AvroSchema, normalize
-from vatic.schemas.errors import EncodeError
-
-
-class InvalidRecord(EncodeError):
-    """A record that does not match its schema. ``field`` is the path of the first bad value
-    (``amount``, ``attributes['k']``); ``problem`` says what is wrong with it."""
-
-    def __init__(self, message: str, *, field: str, problem: str) -> None:
-        super().__init__(message)
-        self.field = field
-        self.problem = problem
+from vatic.schemas.errors import InvalidRecord
 
 
 def record_validator(schema: AvroSchema, *, allow_extra_fields: bool = False) -> Callable[[Mapping[str, Any]], None]:

@@ -25,10 +25,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from vatic.connectors.errors import ConfigError, DecodeError, Retryable, SchemaSourceUnavailable
-from vatic.connectors.inference import InferenceClient
 from vatic.schemas import AvroCodec, load_schema, topic_subject
-from vatic.schemas.validate import InvalidRecord, record_validator
+from vatic.schemas.errors import ConfigError, DecodeError, InvalidRecord, Retryable, SchemaSourceUnavailable
+from vatic.schemas.validate import record_validator
 from vatic.serving.config import ServiceConfig, load_service
 from vatic.serving.core import Predictor, RetryPolicy, SourceRecord, dead_letter
 from vatic.streaming.settings import JobSettings
@@ -51,12 +50,9 @@ def schema_source(settings: JobSettings) -> Any:
     """The schema source the job's codecs use: the Confluent-compatible registry, or the embedded store."""
     from vatic.connectors.schema_registry import schema_source as open_source
 
-    store = settings.schema_store
-    if store is None and not settings.schema_registry_url:
-        from vatic.connectors.local.settings import StackSettings
-
-        store = StackSettings().home / "schemas"
-    return open_source(settings.schema_registry_url, store)
+    if settings.schema_store is None and not settings.schema_registry_url:
+        raise ConfigError("the job needs --schema-registry-url or --schema-store (`vatic stream run` passes one)")
+    return open_source(settings.schema_registry_url, settings.schema_store)
 
 
 class BatchProcessor:
@@ -78,29 +74,26 @@ class BatchProcessor:
         self.config: ServiceConfig = load_service(self.settings.service_dir, self.settings.environment)
         spec = self.config.streaming
         if spec is None:
-            from vatic.schemas.errors import ConfigError
-
             raise ConfigError(f"service {self.config.service} has no streaming section")
         source = schema_source(self.settings)
         input_schema = load_schema(spec.input_schema)
         self.input = AvroCodec(source, topic_subject(spec.input_topic), input_schema)
         # Avro decoding checks types, not logical formats (a uuid is any string): check the decoded record as
-        # the gateway checks a request, so the stream refuses exactly what REST refuses (~3 us a record)
+        # the gateway checks a request, so the stream refuses exactly what REST refuses (cost:
+        # docs/decisions/0008-avro-type-check.md)
         self.validate = record_validator(input_schema)
         self.prediction = AvroCodec(source, topic_subject(spec.output_topic), load_schema("prediction"))
         self.dead = AvroCodec(source, topic_subject(spec.dead_letter_topic), load_schema("dead_letter"))
         # registered (or looked up) now: a registry outage fails the worker's start, not an encode mid-batch
         _ = self.prediction.schema_id, self.dead.schema_id
-        self.client = InferenceClient(self.settings.model_url, deadline_s=self.config.timeout_s)
-        self.enricher = None
-        if self.config.features is not None:
-            from vatic.serving.core.enrich import Enricher
-
-            self.enricher = Enricher.from_spec(
-                self.config.features, Path(self.settings.service_dir), redis_url=self.settings.redis_url
-            )
         self.retry = RetryPolicy.from_spec(spec.retry)
-        self.predictor = Predictor(self.config, inference=self.client, features=self.enricher, retry=self.retry)
+        self.predictor = Predictor.from_config(
+            self.config,
+            service_dir=Path(self.settings.service_dir),
+            model_url=self.settings.model_url,
+            redis_url=self.settings.redis_url,
+            retry=self.retry,
+        )
         self.max_bytes = spec.max_record_bytes
 
     async def process(self, records: Sequence[SourceRecord]) -> list[Output]:
@@ -186,9 +179,7 @@ class BatchProcessor:
         return Output(DEAD_LETTER, record.key, self.dead.encode(value), headers)
 
     async def aclose(self) -> None:
-        await self.client.close()
-        if self.enricher is not None:
-            await self.enricher.aclose()
+        await self.predictor.aclose()
 
 
 def epoch_ms(ts: Any) -> int | None:

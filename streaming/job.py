@@ -21,10 +21,9 @@ encode; exactly one output per input record), so they produce the same records.
       -> async inference   [uid vatic-<service>-infer]   unordered, capacity C batches in flight (backpressure)
       -> route             [uid vatic-<service>-route]   predictions | dead letters (side output)
 
-Why vectorized is the default: PyFlink moves DataStream records between the JVM and Python one by one, a
-vectorized function gets Arrow batches. Measured on the 2-core box (fraud service, 60k events): async 1.9k
-events/s at parallelism 1, vectorized 4.5k at parallelism 1 and 5.8k at parallelism 2. The async topology
-overlaps model calls (``capacity``), which matters when the model server is slow and remote.
+Records cross between the JVM and Python one by one in the DataStream operators and as Arrow batches in the
+vectorized function; the async topology overlaps model calls (``capacity``), for a model server that is slow and
+remote (why vectorized is the default: docs/decisions/0004-vectorized-default.md).
 
 In both, predictions go to a Kafka sink (EXACTLY_ONCE transactions, or AT_LEAST_ONCE) and dead letters to
 another with the same guarantee; a failed dead-letter write fails the checkpoint (never dropped).
@@ -52,20 +51,12 @@ timeout: a broker that stays away fails the task before the checkpoint expires).
 pre-committed by a completed checkpoint is still there to commit when the job comes back, and below the
 broker's ``transaction.max.timeout.ms``.
 
-Latency settings (process mode): PyFlink's defaults (100,000 records / 1 s bundles, 100 ms buffer timeout)
-add ~160 ms per Python hop and up to a second at low rates. vatic sets ``execution.buffer-timeout`` to 5 ms
-(``buffer_timeout_ms``) and, in async mode, bundles of 1000 records / 20 ms; in vectorized mode the Arrow
-batch size is the service's ``batch_size`` and the bundle time its ``batch_wait_ms`` (default 10 ms), so a
-partial batch waits at most that long. A bundle always ends before a checkpoint barrier passes a Python
-operator (every record in it answered), which is what makes both topologies' checkpoints consistent.
-
-Why 10 ms and not less (measured on the 2-core box, fraud service, parallelism 2, paired runs alternating): a
-3 ms bundle time (with a 1 ms buffer timeout, which changes nothing here: the vectorized job is one chain)
-lowered event-to-prediction p50 by 16-66% and p99 by 17-46% at 1,000-2,000 events/s (five pairs), but cost
-~12% of the max events/s (three pairs: 2,261 / 2,147 / 2,525 against 2,653 / 2,572 / 2,554): the JVM waits for
-every bundle's answers before it sends the next, so short bundles leave the Python worker idle between them
-even with a backlog. 5 ms kept the max but not the latency gain (three pairs, p50 higher in all three). A
-service that needs latency more than peak throughput sets ``batch_wait_ms`` lower.
+Latency settings (process mode; why: docs/decisions/0005-bundle-time.md): ``execution.buffer-timeout`` is
+``buffer_timeout_ms`` (default 5 ms) and, in async mode, bundles of ``bundle_size`` / ``bundle_time_ms``
+(default 1000 records / 20 ms); in vectorized mode the Arrow batch size is the service's ``batch_size`` and the
+bundle time its ``batch_wait_ms`` (default 10 ms), so a partial batch waits at most that long. A bundle always
+ends before a checkpoint barrier passes a Python operator (every record in it answered), which is what makes
+both topologies' checkpoints consistent.
 """
 
 from __future__ import annotations
@@ -81,8 +72,6 @@ from pyflink.datastream.checkpoint_config import ExternalizedCheckpointRetention
 from pyflink.table import StreamTableEnvironment
 from pyflink.table.udf import udf
 
-from vatic.connectors.local.artifacts import Artifacts
-from vatic.connectors.local.settings import StackSettings
 from vatic.schemas.errors import ConfigError
 from vatic.serving.config import ServiceConfig, load_service
 from vatic.streaming.operators import (
@@ -105,11 +94,15 @@ def flink_configuration(config: ServiceConfig, settings: JobSettings, *, local: 
     import sys
 
     conf = Configuration()
-    artifacts = Artifacts(StackSettings().cache)
-    if local or artifacts.flink_kafka_connector.is_file():
-        # the client ships the pinned connector with the job; a cluster image may have it in flink/lib instead
-        jar = artifacts.require_flink_kafka_connector()
+    jar = settings.kafka_connector_jar
+    if jar is not None:
+        if not jar.is_file():
+            raise ConfigError(f"the Flink Kafka connector jar {jar} does not exist: run `vatic stack fetch`")
         conf.set_string("pipeline.jars", jar.resolve().as_uri())
+    elif local:
+        raise ConfigError(
+            "a local job needs the Flink Kafka connector jar: pass --kafka-connector-jar (`vatic stream run` does)"
+        )
     conf.set_string("python.executable", sys.executable)
     conf.set_string("python.client.executable", sys.executable)
     if spec.mode == "vectorized":
@@ -330,14 +323,3 @@ def _async(
 def local_environment(config: ServiceConfig, settings: JobSettings) -> StreamExecutionEnvironment:
     """A mini-cluster environment configured for the job."""
     return StreamExecutionEnvironment.get_execution_environment(flink_configuration(config, settings))
-
-
-def run_local(settings: JobSettings, *, detached: bool = False) -> Any:
-    """Run the job in the embedded mini-cluster; blocks until it ends (bounded input) unless ``detached``."""
-    config = load_service(settings.service_dir, settings.environment)
-    env = local_environment(config, settings)
-    build(env, settings)
-    name = settings.job_name or f"vatic-{config.service}"
-    if detached:
-        return env.execute_async(name)
-    return env.execute(name)

@@ -1,6 +1,6 @@
 """Entry point of a vatic streaming job, for the local mini-cluster and for Flink's own tooling alike.
 
-    python -m vatic.streaming.main --service-dir serving/usecases/fraud_detection/service --env local \
+    python -m vatic.streaming.main --service-dir examples/fraud_detection/service --env local \
         --model-url http://127.0.0.1:8090
     flink run --python .../vatic/streaming/main.py --service-dir /opt/vatic/service --env production ...
     flink run -pym vatic.streaming.main --service-dir ...
@@ -8,8 +8,8 @@
 One option per setting (``--help`` lists them; :mod:`vatic.streaming.settings`); options left out come from
 ``VATIC_STREAM_*`` environment variables. ``--resume-from`` (a checkpoint or savepoint folder) restores state
 and source offsets. Outside ``flink run`` the job runs in an embedded mini-cluster, whose TaskManager the
-process watches: it exits with :data:`~vatic.streaming.local.EXIT_CLUSTER_LOST` when it is lost (see
-:mod:`vatic.streaming.local`, which restarts it).
+process watches: it exits with :data:`~vatic.streaming.minicluster.EXIT_CLUSTER_LOST` when it is lost (see
+:mod:`vatic.streaming.minicluster`, which restarts it).
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from pyflink.datastream import StreamExecutionEnvironment
 from vatic.schemas.errors import VaticError
 from vatic.serving.config import load_service
 from vatic.streaming.job import build, flink_configuration
-from vatic.streaming.local import exit_cluster_lost, watch_task_managers
+from vatic.streaming.minicluster import exit_cluster_lost, watch_task_managers
 from vatic.streaming.settings import JobSettings, parse_job_arguments
 
 

@@ -8,7 +8,7 @@
   encode), several batches in flight up to the operator's capacity.
 * :class:`RouteFunction` - predictions to the main output, dead-letter records to a side output.
 
-One async call per *record* costs ~400 µs of framework CPU in PyFlink; one per batch amortises it.
+One async call per micro-batch, never per record (why: docs/decisions/0004-vectorized-default.md).
 """
 
 from __future__ import annotations

@@ -33,6 +33,9 @@ class JobSettings(BaseSettings):
     redis_url: str | None = Field(None, description="read features from this Redis instead of the repo's store")
     schema_registry_url: str | None = Field(None, description="Confluent-compatible registry; None: local store")
     schema_store: Path | None = Field(None, description="folder of the embedded local schema store")
+    kafka_connector_jar: Path | None = Field(
+        None, description="Flink Kafka SQL connector jar to ship with the job; None: the cluster has it in flink/lib"
+    )
     checkpoint_dir: Path | None = Field(None, description="durable checkpoint storage (file://...); None: a temp dir")
     parallelism: int | None = Field(None, ge=1, description="override the service config's parallelism")
     job_name: str | None = None

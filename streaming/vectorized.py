@@ -6,10 +6,7 @@ once per batch of up to ``python.fn-execution.arrow.batch.size`` records (the se
 at latest every ``python.fn-execution.bundle.time`` ms (``batch_wait_ms``), and returns exactly one
 ``(kind, key, value, headers)`` row per record through :class:`~vatic.streaming.batch.BatchProcessor`
 (decode, one feature lookup, one V2 request, encode). Two SQL inserts then route ``kind`` to the
-predictions and dead-letter sinks.
-
-Measured on the 2-core box (fraud service, 60k events, same model server and features): 1.9k events/s for the
-DataStream async topology at parallelism 1 against 4.5k for this one, and 5.8k at parallelism 2.
+predictions and dead-letter sinks. The job's default topology (why: docs/decisions/0004-vectorized-default.md).
 
 Each subtask processes one batch at a time (the function blocks on its batch's model call), which is the
 backpressure; parallelism adds batches in flight. Checkpoints stay consistent because a bundle is finished

@@ -6,13 +6,17 @@ stops at the end of the session only what it started itself. Tests never mock Ka
 
 from __future__ import annotations
 
+import os
 import uuid
 from collections.abc import Callable, Iterator
 
 import pytest
 
-from vatic.connectors.local.settings import StackSettings
-from vatic.connectors.local.stack import Stack
+from vatic.cli.stack.settings import StackSettings
+from vatic.cli.stack.stack import Stack
+
+# the examples' Feast repositories expand ${VATIC_STACK_HOME}, as under the `vatic` command
+os.environ.setdefault("VATIC_STACK_HOME", str(StackSettings().home))
 
 
 @pytest.fixture(scope="session")

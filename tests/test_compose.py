@@ -17,7 +17,7 @@ import pytest
 import yaml
 
 from tests.fixtures.compose import LocalCompose, running
-from vatic.connectors.local.artifacts import APICURIO_VERSION, FLINK_KAFKA_CONNECTOR_VERSION, KAFKA_VERSION
+from vatic.cli.stack.artifacts import APICURIO_VERSION, FLINK_KAFKA_CONNECTOR_VERSION, KAFKA_VERSION
 
 ROOT = Path(__file__).resolve().parents[1]
 COMPOSE = ROOT / "docker-compose.yml"
@@ -78,7 +78,7 @@ def test_named_volumes_are_declared(compose):
 
 
 def test_host_ports_match_the_local_stack_defaults(compose):
-    from vatic.connectors.local.settings import StackSettings
+    from vatic.cli.stack.settings import StackSettings
 
     defaults = StackSettings()
     host_ports = {
@@ -122,8 +122,8 @@ def local_compose(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCom
 
 
 def _event(schema: str) -> dict[str, Any]:
-    from vatic.serving.usecases.fraud_detection.events import make_world, transactions
-    from vatic.serving.usecases.product_categorization.events import products
+    from vatic.examples.fraud_detection.events import make_world, transactions
+    from vatic.examples.product_categorization.events import products
 
     event = next(transactions(make_world(), 1))[0] if schema == "transaction" else next(products(1))[0]
     event["event_id"] = str(uuid.uuid4())
@@ -151,7 +151,7 @@ def test_the_stack_answers_end_to_end_on_both_paths(local_compose: LocalCompose)
     wanted: dict[str, str] = {}  # event id -> output topic
     outputs = []
     for folder in ("fraud_detection", "product_categorization"):
-        config = load_service(ROOT / "serving" / "usecases" / folder / "service")
+        config = load_service(ROOT / "examples" / folder / "service")
         assert config.streaming is not None
         event = _event(config.streaming.input_schema)
         answer = httpx.post(

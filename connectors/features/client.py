@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import time
 import weakref
 from collections.abc import Mapping, Sequence
@@ -17,7 +18,6 @@ from feast.infra.online_stores.sqlite import SqliteOnlineStore, SqliteOnlineStor
 from feast.protos.feast.types.Value_pb2 import Value as ValueProto
 from feast.repo_config import load_repo_config
 
-from vatic.connectors.errors import ConfigError
 from vatic.connectors.features.codec import NULL, decode_value, python_value
 from vatic.connectors.features.feast_sdk import FeastSdkReader
 from vatic.connectors.features.model import EntityFeatures, FeatureLookup, FeatureStatus
@@ -31,6 +31,7 @@ from vatic.connectors.features.reader import (
 )
 from vatic.connectors.features.redis_direct import RedisReader
 from vatic.connectors.features.sqlite_direct import SqliteReader
+from vatic.schemas.errors import ConfigError
 
 __all__ = ["FeatureClient", "ReadPath"]
 
@@ -209,11 +210,10 @@ class FeatureClient:
         yaml_file = Path(fs_yaml_file) if fs_yaml_file is not None else repo / "feature_store.yaml"
         if not yaml_file.is_file():
             raise ConfigError(f"Feast config {yaml_file} not found", stage="enrich")
-        if "${VATIC_STACK_HOME}" in yaml_file.read_text(encoding="utf-8") and "VATIC_STACK_HOME" not in os.environ:
-            # the use cases keep generated Feast state under the local stack's home; Feast expands the variable
-            from vatic.connectors.local.settings import StackSettings
-
-            os.environ["VATIC_STACK_HOME"] = str(StackSettings().home)
+        unset = sorted(set(re.findall(r"\$\{(\w+)\}", yaml_file.read_text(encoding="utf-8"))) - set(os.environ))
+        if unset:  # Feast expands ${VAR} when it reads the file; an unset one would become a wrong path
+            message = f"Feast config {yaml_file} uses ${{{unset[0]}}}, which is not set: export it"
+            raise ConfigError(message, stage="enrich")
         try:
             config = load_repo_config(repo, yaml_file)
         except Exception as exc:  # Feast raises pydantic, YAML and its own errors here

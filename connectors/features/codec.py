@@ -1,8 +1,7 @@
 """Fast paths for the two byte formats the direct readers handle: Feast's entity keys and stored ``Value`` protos.
 
-Both are exact re-encodings of what Feast itself writes and reads, kept because they are most of a direct
-read's CPU time (measured by ``make bench``: Feast's ``serialize_entity_key`` builds a proto per key, and a
-``Value.FromString`` + ``WhichOneof`` + ``getattr`` per stored feature cost ~1 us each):
+Both are exact re-encodings of what Feast itself writes and reads, in place of Feast's functions on the direct
+read path (why: docs/decisions/0007-direct-feature-reads.md):
 
 * :class:`KeyEncoder` - Feast's ``serialize_entity_key`` (version 3) for one entity-key group, with the join-key
   part precomputed; anything it does not cover (versions < 3, value types other than STRING / INT64 / INT32 /

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, Literal, overload
 
-from vatic.connectors.errors import ConfigError, MissingFeatures
+from vatic.schemas.errors import ConfigError, MissingFeatures
 
 __all__ = [
     "EntityFeatures",
@@ -22,7 +22,7 @@ class FeatureStatus(StrEnum):
     """Status of one feature of one entity; the names are Feast's ``FieldStatus`` names.
 
     A status other than ``PRESENT`` is a *miss*, never an outage: outages raise
-    :class:`~vatic.connectors.errors.FeatureStoreUnavailable` instead.
+    :class:`~vatic.schemas.errors.FeatureStoreUnavailable` instead.
 
     * ``PRESENT`` - a value was stored and is within the feature view's TTL.
     * ``NOT_FOUND`` - nothing is stored for this entity (or this feature of it).
@@ -116,12 +116,12 @@ class MissingFeaturePolicy:
 
     * ``action`` - the default for every feature: ``"default"`` fills in ``defaults.get(ref)`` (``None``
       when no default is given) and keeps the entity's ``missing`` flag; ``"reject"`` raises
-      :class:`~vatic.connectors.errors.MissingFeatures` (a ``DataError``: dead-letter the event, 4xx on REST).
+      :class:`~vatic.schemas.errors.MissingFeatures` (a ``DataError``: dead-letter the event, 4xx on REST).
     * ``per_feature`` - overrides ``action`` for single references.
     * ``defaults`` - default value per reference.
 
     Apply it per entity (:meth:`apply`) so that one incomplete entity does not fail a whole micro-batch.
-    Invalid settings raise :class:`~vatic.connectors.errors.ConfigError` at construction.
+    Invalid settings raise :class:`~vatic.schemas.errors.ConfigError` at construction.
     """
 
     action: MissingAction = "default"

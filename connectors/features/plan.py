@@ -18,7 +18,7 @@ from feast.errors import FeastObjectNotFoundException
 from feast.infra.registry.base_registry import BaseRegistry
 from feast.value_type import ValueType
 
-from vatic.connectors.errors import ConfigError, InvalidEntityKey
+from vatic.schemas.errors import ConfigError, InvalidEntityKey
 
 __all__ = ["KeyedBatch", "LookupPlan", "ViewPlan", "build_plan", "key_entities", "parse_refs"]
 

@@ -26,14 +26,14 @@ import redis.exceptions
 from feast.protos.feast.types.Value_pb2 import Value as ValueProto
 from feast.value_type import ValueType
 
-from vatic.connectors.errors import (
+from vatic.connectors.features.codec import KeyEncoder
+from vatic.connectors.features.plan import LookupPlan
+from vatic.schemas.errors import (
     ConfigError,
     DeadlineExceeded,
     FeatureStoreUnavailable,
     VaticError,
 )
-from vatic.connectors.features.codec import KeyEncoder
-from vatic.connectors.features.plan import LookupPlan
 
 __all__ = [
     "OnlineReader",

@@ -28,10 +28,10 @@ from feast.infra.online_stores.helpers import _mmh3
 from feast.infra.online_stores.redis import RedisOnlineStore, RedisOnlineStoreConfig, RedisType
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from vatic.connectors.errors import ConfigError
 from vatic.connectors.features.codec import KeyEncoder
 from vatic.connectors.features.plan import LookupPlan
 from vatic.connectors.features.reader import Keys, OnlineReader, RawRow, RawRows
+from vatic.schemas.errors import ConfigError
 
 __all__ = ["RedisReader", "redis_connection_kwargs"]
 

@@ -21,8 +21,8 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from vatic.connectors.errors import ArtifactRejected, ConfigError
 from vatic.connectors.registry.digest import folder_manifest, is_pickle, manifest_digest
+from vatic.schemas.errors import ArtifactRejected, ConfigError, ModelNotFound
 
 __all__ = [
     "ArtifactPin",
@@ -31,6 +31,7 @@ __all__ = [
     "ModelRegistry",
     "ResolvedModel",
     "available_backends",
+    "model_not_found",
     "open_registry",
     "register_backend",
     "verify_artifact",
@@ -39,6 +40,13 @@ __all__ = [
 #: model names, versions and stages: one path component, no leading dot
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
+
+
+def model_not_found(message: str, *, model: str, version: str | None = None) -> ModelNotFound:
+    """The error every backend raises for a model, version or alias it does not have (stage ``load``)."""
+    err = ModelNotFound(message, model=model, version=version)
+    err.stage = "load"
+    return err
 
 
 def _check_name(kind: str, value: str) -> str:

@@ -44,9 +44,10 @@ from urllib.parse import urlsplit
 
 from pydantic import SecretStr
 
-from vatic.connectors.errors import ArtifactRejected, ConfigError, ModelNotFound, ServiceUnavailable, VaticError
-from vatic.connectors.registry.base import ModelRef, ModelRegistry, ResolvedModel, _check_name
+from vatic.connectors.http import retry_after
+from vatic.connectors.registry.base import ModelRef, ModelRegistry, ResolvedModel, _check_name, model_not_found
 from vatic.connectors.registry.spec import version_key
+from vatic.schemas.errors import ArtifactRejected, ConfigError, ServiceUnavailable, VaticError
 
 __all__ = ["API_KEY_ENV", "IMPORT_DEFAULTS", "URL_ENV", "CometRegistry"]
 
@@ -72,12 +73,6 @@ def _comet_ml() -> Any:
         raise ConfigError(f"the comet registry backend needs comet-ml: {exc}", stage="load") from exc
 
 
-def _not_found(message: str, *, model: str, version: str | None = None) -> ModelNotFound:
-    err = ModelNotFound(message, model=model, version=version)
-    err.stage = "load"
-    return err
-
-
 def _unavailable(message: str, *, retry_after: float | None = None) -> ServiceUnavailable:
     err = ServiceUnavailable(message, service="comet", retry_after=retry_after)
     err.stage = "load"
@@ -91,13 +86,6 @@ def _chain(exc: BaseException) -> Iterator[BaseException]:
         seen.add(id(current))
         yield current
         current = current.__cause__ or current.__context__
-
-
-def _retry_after(response: Any) -> float | None:
-    try:
-        return max(0.0, float(response.headers.get("Retry-After")))
-    except (TypeError, ValueError):
-        return None
 
 
 class CometRegistry(ModelRegistry):
@@ -177,9 +165,9 @@ class CometRegistry(ModelRegistry):
                 if status in (408, 429) or status >= 500:
                     raise _unavailable(
                         f"{self._where()} answered HTTP {status} for {what}: {detail}",
-                        retry_after=_retry_after(response),
+                        retry_after=retry_after(response.headers.get("Retry-After")),
                     ) from exc
-                raise _not_found(
+                raise model_not_found(
                     f"{what} not found in {self._where()} (HTTP {status}: {detail})", model=model, version=version
                 ) from exc
             if isinstance(error, requests.ConnectionError | requests.Timeout):
@@ -233,19 +221,19 @@ class CometRegistry(ModelRegistry):
             what = f"version {version!r} of model {ref.name!r} in workspace {self.workspace!r}"
             details = self._call(what, ref.name, version, lambda model: model.get_details(version))
             if not isinstance(details, dict) or str(details.get("version", version)) != version:
-                raise _not_found(f"model {ref.name!r} has no version {version!r} in {where}", model=ref.name)
+                raise model_not_found(f"model {ref.name!r} has no version {version!r} in {where}", model=ref.name)
         elif ref.stage is not None:
             stage = ref.stage
             candidates = set(self._find(ref.name, status=stage)) | set(self._find(ref.name, tag=stage))
             if not candidates:
-                raise _not_found(
+                raise model_not_found(
                     f"model {ref.name!r} has no version with status or tag {stage!r} in {where}", model=ref.name
                 )
             version = max(candidates, key=version_key)
         else:
             candidates = set(self._find(ref.name))
             if not candidates:
-                raise _not_found(f"model {ref.name!r} has no versions in {where}", model=ref.name)
+                raise model_not_found(f"model {ref.name!r} has no versions in {where}", model=ref.name)
             version = max(candidates, key=version_key)
         return ResolvedModel(
             name=ref.name,

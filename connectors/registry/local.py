@@ -27,19 +27,13 @@ from typing import Any
 
 import yaml
 
-from vatic.connectors.errors import ArtifactRejected, ConfigError, ModelNotFound
-from vatic.connectors.registry.base import ModelRef, ModelRegistry, ResolvedModel, _check_name
+from vatic.connectors.registry.base import ModelRef, ModelRegistry, ResolvedModel, _check_name, model_not_found
+from vatic.schemas.errors import ArtifactRejected, ConfigError
 
 __all__ = ["STAGE_FILES", "LocalFolderRegistry"]
 
 #: names of the stage alias file of a model folder (at most one may exist)
 STAGE_FILES = ("stages.json", "stages.yaml", "stages.yml")
-
-
-def _not_found(message: str, *, model: str, version: str | None = None) -> ModelNotFound:
-    err = ModelNotFound(message, model=model, version=version)
-    err.stage = "load"
-    return err
 
 
 def _version_order(version: str) -> tuple[int, int, str]:
@@ -83,10 +77,10 @@ class LocalFolderRegistry(ModelRegistry):
     def _model_dir(self, name: str) -> Path:
         model_dir = self.root / _check_name("name", name)
         if not model_dir.is_symlink() and not model_dir.exists():
-            raise _not_found(f"model {name!r} not found in {self.root}", model=name)
+            raise model_not_found(f"model {name!r} not found in {self.root}", model=name)
         real = self._inside(model_dir)
         if not real.is_dir():
-            raise _not_found(f"model {name!r} in {self.root} is not a folder", model=name)
+            raise model_not_found(f"model {name!r} in {self.root} is not a folder", model=name)
         return real
 
     def stages(self, name: str) -> dict[str, str]:
@@ -134,23 +128,25 @@ class LocalFolderRegistry(ModelRegistry):
         if ref.stage is not None:
             version = self.stages(ref.name).get(ref.stage)
             if version is None:
-                raise _not_found(f"model {ref.name!r} has no stage {ref.stage!r}", model=ref.name)
+                raise model_not_found(f"model {ref.name!r} has no stage {ref.stage!r}", model=ref.name)
         elif ref.version is not None:
             version = ref.version
         else:
             numeric = [v for v in self.versions(ref.name) if v.isdigit()]
             if not numeric:
-                raise _not_found(
+                raise model_not_found(
                     f"model {ref.name!r} has no numeric version to take as the latest; name a version or stage",
                     model=ref.name,
                 )
             version = numeric[-1]
         version_dir = model_dir / version
         if not version_dir.is_symlink() and not version_dir.exists():
-            raise _not_found(f"model {ref.name!r} has no version {version!r}", model=ref.name, version=version)
+            raise model_not_found(f"model {ref.name!r} has no version {version!r}", model=ref.name, version=version)
         real = self._inside(version_dir)
         if not real.is_dir():
-            raise _not_found(f"model {ref.name!r} version {version!r} is not a folder", model=ref.name, version=version)
+            raise model_not_found(
+                f"model {ref.name!r} version {version!r} is not a folder", model=ref.name, version=version
+            )
         return ResolvedModel(name=ref.name, version=version, stage=ref.stage, location=str(real))
 
     def _download(self, model: ResolvedModel, staging: Path) -> None:

@@ -40,8 +40,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, NoReturn, TypeVar
 
-from vatic.connectors.errors import ArtifactRejected, ConfigError, ModelNotFound, ServiceUnavailable, VaticError
-from vatic.connectors.registry.base import ModelRef, ModelRegistry, ResolvedModel, _check_name
+from vatic.connectors.registry.base import ModelRef, ModelRegistry, ResolvedModel, _check_name, model_not_found
+from vatic.schemas.errors import ArtifactRejected, ConfigError, ServiceUnavailable, VaticError
 
 __all__ = ["MlflowRegistry"]
 
@@ -67,12 +67,6 @@ _TRANSIENT = {
 def _mlflow(module: str) -> Any:
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
     return importlib.import_module(module)
-
-
-def _not_found(message: str, *, model: str, version: str | None = None) -> ModelNotFound:
-    err = ModelNotFound(message, model=model, version=version)
-    err.stage = "load"
-    return err
 
 
 def _unavailable(message: str) -> ServiceUnavailable:
@@ -128,7 +122,9 @@ class MlflowRegistry(ModelRegistry):
         if isinstance(exc, exceptions.MlflowException):
             code = str(getattr(exc, "error_code", "INTERNAL_ERROR"))
             if code in _NOT_FOUND:
-                raise _not_found(f"{what} not found in {where}: {exc.message}", model=model, version=version) from exc
+                raise model_not_found(
+                    f"{what} not found in {where}: {exc.message}", model=model, version=version
+                ) from exc
             if code in _TRANSIENT:
                 raise _unavailable(f"{where} failed on {what} ({code}): {exc.message}") from exc
             raise ConfigError(f"{where} refused {what} ({code}): {exc.message}", stage="load") from exc
@@ -181,12 +177,12 @@ class MlflowRegistry(ModelRegistry):
                 # an unknown alias of an existing model is INVALID_PARAMETER_VALUE: look at the model first
                 if getattr(exc, "error_code", None) == "INVALID_PARAMETER_VALUE":
                     self._call(f"model {name!r}", name, None, lambda client: client.get_registered_model(name))
-                    raise _not_found(f"model {name!r} has no alias {alias!r} in MLflow", model=name) from exc
+                    raise model_not_found(f"model {name!r} has no alias {alias!r} in MLflow", model=name) from exc
                 self._raise(exc, what=what, model=name)
         else:
             ready = [v for v in self._all_versions(name) if str(v.status) == "READY"]
             if not ready:
-                raise _not_found(f"model {name!r} has no version whose registration finished", model=name)
+                raise model_not_found(f"model {name!r} has no version whose registration finished", model=name)
             found = max(ready, key=lambda v: int(v.version))
         version = str(found.version)
         status = str(found.status)

@@ -36,7 +36,6 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Protocol
 
-from vatic.connectors.errors import ArtifactRejected, ConfigError, ModelNotFound
 from vatic.connectors.registry.base import (
     ArtifactPin,
     MaterializedModel,
@@ -46,6 +45,7 @@ from vatic.connectors.registry.base import (
     open_registry,
 )
 from vatic.connectors.registry.digest import is_pickle
+from vatic.schemas.errors import ArtifactRejected, ConfigError, ModelNotFound
 
 __all__ = [
     "PinLike",

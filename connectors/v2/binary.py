@@ -22,8 +22,8 @@ from typing import Any
 import numpy as np
 import orjson
 
-from vatic.connectors.errors import DataError
 from vatic.connectors.v2.types import Datatype, flatten
+from vatic.schemas.errors import BinaryFormatError
 
 __all__ = [
     "HEADER",
@@ -39,15 +39,6 @@ __all__ = [
 HEADER = "inference-header-content-length"
 
 _LENGTH = struct.Struct("<I")
-
-
-class BinaryFormatError(DataError):
-    """A request in the binary extension that cannot be read: a bad header length, sizes that do not add up, a
-    datatype the JSON protocol cannot carry. ``field`` names the header or the input at fault."""
-
-    def __init__(self, message: str, *, field: str) -> None:
-        super().__init__(message)
-        self.field = field
 
 
 def json_request(body: bytes, header_length: str) -> dict[str, Any]:

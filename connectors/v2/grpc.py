@@ -22,8 +22,9 @@ from typing import Any
 from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
 from google.protobuf.message import Message
 
-from vatic.connectors.v2.binary import BinaryFormatError, decode_tensor_data, encode_tensor_data
+from vatic.connectors.v2.binary import decode_tensor_data, encode_tensor_data
 from vatic.connectors.v2.types import Datatype
+from vatic.schemas.errors import BinaryFormatError
 
 __all__ = [
     "GATEWAY_SERVICE",

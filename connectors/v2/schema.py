@@ -17,8 +17,8 @@ from vatic.connectors.v2.types import Datatype
 __all__ = [
     "Datatype",
     "ErrorResponse",
-    "InferenceRequest",
-    "InferenceResponse",
+    "InferenceRequestBody",
+    "InferenceResponseBody",
     "MetadataModelResponse",
     "MetadataServerResponse",
     "MetadataTensor",
@@ -57,7 +57,11 @@ class RequestOutput(BaseModel):
     parameters: Parameters | None = None
 
 
-class InferenceRequest(BaseModel):
+# The JSON bodies of an infer call and its answer, as a door validates them; the wire types are
+# vatic.connectors.v2.types.InferenceRequest / InferenceResponse. Documented under the protocol's names.
+class InferenceRequestBody(BaseModel):
+    model_config = ConfigDict(title="InferenceRequest")
+
     id: str | None = None
     parameters: Parameters | None = None
     inputs: list[RequestInput] = Field(min_length=1)
@@ -72,7 +76,9 @@ class ResponseOutput(BaseModel):
     data: list[Any]
 
 
-class InferenceResponse(BaseModel):
+class InferenceResponseBody(BaseModel):
+    model_config = ConfigDict(title="InferenceResponse", protected_namespaces=())
+
     model_name: str
     model_version: str | None = None
     id: str | None = None

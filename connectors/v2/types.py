@@ -21,7 +21,7 @@ from typing import Any
 
 import orjson
 
-from vatic.connectors.errors import InvalidModelInput
+from vatic.schemas.errors import InvalidModelInput
 
 __all__ = [
     "Datatype",

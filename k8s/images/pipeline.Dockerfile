@@ -12,12 +12,14 @@ COPY --from=flink --chown=flink:flink /opt/flink /opt/flink
 COPY --from=flink /docker-entrypoint.sh /docker-entrypoint.sh
 # Python jobs need the flink-python jar on the cluster's classpath (the distribution keeps it in opt/)
 RUN cp /opt/flink/opt/flink-python-*.jar /opt/flink/lib/
-# the same pinned connector as vatic.connectors.local.artifacts.FLINK_KAFKA_CONNECTOR_VERSION
+# the same pinned connector as vatic.cli.stack.artifacts.FLINK_KAFKA_CONNECTOR_VERSION
 RUN curl -fsSL -o /opt/flink/lib/flink-sql-connector-kafka-5.0.0-2.2.jar \
     https://repo1.maven.org/maven2/org/apache/flink/flink-sql-connector-kafka/5.0.0-2.2/flink-sql-connector-kafka-5.0.0-2.2.jar
 WORKDIR /opt/vatic
 COPY pyproject.toml uv.lock README.md LICENSE ./
+COPY cli cli
 COPY connectors connectors
+COPY examples examples
 COPY schemas schemas
 COPY serving serving
 COPY streaming streaming

@@ -6,7 +6,9 @@ ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 UV_LINK_MODE=copy
 RUN pip install --no-cache-dir uv==0.13.8
 WORKDIR /opt/vatic
 COPY pyproject.toml uv.lock README.md LICENSE ./
+COPY cli cli
 COPY connectors connectors
+COPY examples examples
 COPY schemas schemas
 COPY serving serving
 COPY streaming streaming

@@ -5,7 +5,7 @@ A service lives in a folder: ``service.yaml`` holds the shared defaults, ``stagi
 result with :class:`ServiceConfig` and reports every problem as one line naming file, line and fix.
 """
 
-from vatic.serving.config.loader import ConfigFileError, load_service, load_yaml_with_lines
+from vatic.serving.config.loader import load_service, load_yaml_with_lines
 from vatic.serving.config.model import (
     AutoscalingSpec,
     FeatureSpec,
@@ -21,7 +21,6 @@ from vatic.serving.config.model import (
 
 __all__ = [
     "AutoscalingSpec",
-    "ConfigFileError",
     "FeatureSpec",
     "GpuSpec",
     "ModelSpec",

@@ -17,7 +17,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ValidationError
 
-from vatic.schemas.errors import ConfigError
+from vatic.schemas.errors import ConfigFileError
 from vatic.serving.config.model import ServiceConfig
 
 BASE_FILE = "service.yaml"
@@ -28,14 +28,6 @@ Loc = tuple[str | int, ...]
 class Where:
     file: Path
     line: int  # 1-based
-
-
-class ConfigFileError(ConfigError):
-    """A service config that does not validate; ``lines`` has one ``file:line: problem; fix`` per problem."""
-
-    def __init__(self, lines: list[str]) -> None:
-        super().__init__("\n".join(lines))
-        self.lines = lines
 
 
 def load_yaml_with_lines(path: Path) -> tuple[Any, dict[Loc, Where]]:

@@ -106,7 +106,7 @@ class ServingSpec(Section):
         0,
         ge=0,
         description="MLServer inference worker processes; 0 runs predict in the server process "
-        "(measured faster for light models, see serving docs)",
+        "(why 0 by default: docs/decisions/0006-parallel-workers.md)",
     )
     max_batch_size: int = Field(1, ge=1, description="MLServer adaptive batching: largest batch (1 = off)")
     max_batch_time_ms: int = Field(0, ge=0, description="MLServer adaptive batching: longest wait")
@@ -275,8 +275,8 @@ class StreamingSpec(Section):
     mode: Literal["vectorized", "async"] = Field(
         "vectorized",
         description="vectorized: a vectorized (Arrow) Table-API function per micro-batch, one batch in flight per "
-        "subtask (measured 2.4x the events/s of async at parallelism 1); async: DataStream keyed micro-batches "
-        "and AsyncDataStream, up to `capacity` batches in flight per subtask",
+        "subtask; async: DataStream keyed micro-batches and AsyncDataStream, up to `capacity` batches in flight per "
+        "subtask (why vectorized by default: docs/decisions/0004-vectorized-default.md)",
     )
     consumer_group: str | None = Field(None, description="Kafka group id (default: vatic-<service>)")
     batch_size: int = Field(128, ge=1, le=8192, description="events per micro-batch (one Feast read, one V2 call)")

@@ -6,8 +6,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from vatic.connectors.errors import DataError, InvalidEntityKey, MissingFeatures
 from vatic.connectors.features import FeatureClient, MissingFeaturePolicy
+from vatic.schemas.errors import DataError, InvalidEntityKey, MissingFeatures
 from vatic.serving.config.model import FeatureSpec
 
 

@@ -20,22 +20,25 @@ Contract of :meth:`Predictor.predict` for a batch of N events:
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Protocol
 
-from vatic.connectors.errors import (
+from vatic.connectors.inference import InferenceClient
+from vatic.connectors.v2.types import InferenceRequest, InferenceResponse
+from vatic.schemas.errors import (
     DataError,
+    InputProblem,
     InvalidModelInput,
+    MissingEntityKey,
     ModelFailedOnInput,
     ModelRejected,
     ModelServerUnavailable,
+    OutputProblem,
     Retryable,
 )
-from vatic.connectors.inference import InferenceClient
-from vatic.connectors.v2.types import InferenceRequest, InferenceResponse
 from vatic.serving.config.model import ServiceConfig
 from vatic.serving.core.retry import RetryPolicy
 from vatic.serving.core.tensors import build_inputs, output_value
@@ -43,24 +46,6 @@ from vatic.serving.core.tensors import build_inputs, output_value
 #: 5xx answers that say the server (or what is behind it) is unavailable, whatever the input: retried as an
 #: outage and never counted towards a poison verdict (an overloaded or degraded server is often still "ready")
 OUTAGE_STATUSES = frozenset({502, 503, 504})
-
-
-class InputProblem(DataError):
-    """An event that cannot be turned into model inputs (absent field, unknown category, wrong type)."""
-
-    stage = "infer"
-
-
-class MissingEntityKey(DataError):
-    """An event without one of the entity keys its features are looked up by."""
-
-    stage = "enrich"
-
-
-class OutputProblem(DataError):
-    """The model's answer for this event does not fit the configured outputs (e.g. a class out of range)."""
-
-    stage = "infer"
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,6 +81,8 @@ class FeatureReader(Protocol):
         self, events: Sequence[Mapping[str, Any]]
     ) -> tuple[list[dict[str, Any]], list[dict[str, str]], dict[int, DataError]]: ...
 
+    async def aclose(self) -> None: ...
+
 
 def now_ms() -> int:
     return time.time_ns() // 1_000_000
@@ -126,6 +113,34 @@ class Predictor:
         self.retry = retry or RetryPolicy()
         self.poison_attempts = poison_attempts
         self._entity_fields = list(config.features.entities.items()) if config.features else []
+
+    @classmethod
+    def from_config(
+        cls,
+        config: ServiceConfig,
+        *,
+        service_dir: Path,
+        model_url: str,
+        redis_url: str | None = None,
+        retry: RetryPolicy | None = None,
+    ) -> Predictor:
+        """The core of one service, built the same way for every door (the streaming job, the gateway): a V2
+        client of ``model_url`` with the service's deadline, the reader of the service's Feast features (its
+        repository is found from ``service_dir``; ``redis_url`` replaces the repository's online store) and
+        ``retry``. The predictor owns both clients: release them with :meth:`aclose`."""
+        from vatic.serving.core.enrich import Enricher  # Feast: imported only by a service that reads features
+
+        client = InferenceClient(model_url, deadline_s=config.timeout_s)
+        features = None
+        if config.features is not None:
+            features = Enricher.from_spec(config.features, service_dir, redis_url=redis_url)
+        return cls(config, inference=client, features=features, retry=retry)
+
+    async def aclose(self) -> None:
+        """Close the model client and the feature reader."""
+        await self.inference.close()
+        if self.features is not None:
+            await self.features.aclose()
 
     async def predict(
         self, events: Sequence[Mapping[str, Any]], *, origin: str = "STREAM", received_ms: int | None = None
@@ -228,7 +243,7 @@ class Predictor:
         try:
             rows = response.split(len(clean), squeeze=True)
         except ValueError as exc:
-            from vatic.connectors.errors import UnexpectedModelResponse
+            from vatic.schemas.errors import UnexpectedModelResponse
 
             raise UnexpectedModelResponse(str(exc), status=200, body="") from exc
         version = response.model_version or self.config.model.version
@@ -322,14 +337,3 @@ def _feature_value(value: Any) -> Any:
     if hasattr(value, "item"):  # NumPy scalar
         return value.item()
     return str(value)
-
-
-async def gather_bounded(calls: Sequence[Any], limit: int) -> list[Any]:
-    """Run coroutines with at most ``limit`` in flight (helper for callers that fan out batches)."""
-    semaphore = asyncio.Semaphore(limit)
-
-    async def run(call: Any) -> Any:
-        async with semaphore:
-            return await call
-
-    return list(await asyncio.gather(*(run(c) for c in calls)))

@@ -23,11 +23,7 @@ from typing import Any
 
 from fastapi.responses import ORJSONResponse
 
-from vatic.connectors.errors import ConfigError, DataError, DeadlineExceeded, Retryable
-
-
-class ServiceNotFound(DataError):
-    """The request names no service behind this gateway (404 ``ServiceNotFound``; gRPC NOT_FOUND)."""
+from vatic.schemas.errors import ConfigError, DataError, DeadlineExceeded, Retryable, ServiceNotFound
 
 
 def problem(status: int, error: str, message: str, **extra: Any) -> ORJSONResponse:

@@ -23,10 +23,8 @@ from typing import Any
 import grpc
 import orjson
 
-from vatic.connectors.errors import ConfigError, DataError, DeadlineExceeded, Retryable
 from vatic.connectors.v2 import grpc as wire
-from vatic.schemas.validate import InvalidRecord
-from vatic.serving.gateway.errors import ServiceNotFound
+from vatic.schemas.errors import ConfigError, DataError, DeadlineExceeded, InvalidRecord, Retryable, ServiceNotFound
 from vatic.serving.gateway.passthrough import Answer, V2Passthrough, grpc_code
 
 log = logging.getLogger("vatic.gateway")

@@ -20,10 +20,10 @@ from typing import Any
 import httpx
 import orjson
 
-from vatic.connectors.errors import ConfigError, ModelNotFound, ModelServerUnavailable, Retryable
+from vatic.schemas.errors import ConfigError, ModelNotFound, ModelServerUnavailable, Retryable
+from vatic.serving.core.contract import BadInput, TensorDecl
 from vatic.serving.gateway.services import ServiceRuntime
 from vatic.serving.gateway.v2 import MalformedRequest, check_request, parse_request
-from vatic.serving.runtimes.contract import BadInput, TensorDecl
 
 log = logging.getLogger("vatic.gateway")
 
@@ -82,7 +82,7 @@ class V2Passthrough:
         if cached is not None and cached[0] > time.monotonic():
             return cached[1]
         try:
-            metadata = await owner.client.metadata(model, version=version)
+            metadata = await owner.predictor.inference.metadata(model, version=version)
             declared = [TensorDecl.from_dict(tensor) for tensor in metadata.inputs]  # type: ignore[arg-type]
         except (ModelNotFound, ValueError):
             return []

@@ -14,9 +14,8 @@ import logging
 from collections.abc import Mapping
 from typing import Any
 
-from vatic.connectors.errors import ConfigError, Retryable
+from vatic.schemas.errors import ConfigError, Retryable, ServiceNotFound
 from vatic.serving.core.batcher import Rejected
-from vatic.serving.gateway.errors import ServiceNotFound
 from vatic.serving.gateway.metrics import GatewayMetrics
 from vatic.serving.gateway.services import ServiceRuntime
 

@@ -9,14 +9,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from vatic.connectors.inference import InferenceClient
 from vatic.schemas import load_schema
+from vatic.schemas.errors import InvalidRecord
 from vatic.schemas.jsonschema import to_json_schema
-from vatic.schemas.validate import InvalidRecord, record_validator
+from vatic.schemas.validate import record_validator
 from vatic.serving.config import ServiceConfig
 from vatic.serving.core import Predictor, RetryPolicy
 from vatic.serving.core.batcher import MicroBatcher
-from vatic.serving.core.enrich import Enricher
 from vatic.serving.gateway.metrics import GatewayMetrics
 from vatic.serving.gateway.settings import GatewaySettings
 
@@ -31,8 +30,7 @@ class ServiceRuntime:
     config: ServiceConfig
     folder: Path
     endpoint: str
-    client: InferenceClient
-    enricher: Enricher | None
+    predictor: Predictor
     batcher: MicroBatcher
     request_schema: dict[str, Any]
     _validate: Any = field(repr=False, default=None)
@@ -42,12 +40,12 @@ class ServiceRuntime:
         cls, config: ServiceConfig, folder: Path, settings: GatewaySettings, metrics: GatewayMetrics
     ) -> ServiceRuntime:
         endpoint = settings.endpoints.get(config.service, f"http://127.0.0.1:{config.serving.port}")
-        client = InferenceClient(endpoint, deadline_s=config.timeout_s)
-        enricher = None
-        if config.features is not None:
-            enricher = Enricher.from_spec(config.features, folder, redis_url=settings.redis_url)
-        predictor = Predictor(
-            config, inference=client, features=enricher, retry=RetryPolicy(budget_s=settings.retry_budget_s)
+        predictor = Predictor.from_config(
+            config,
+            service_dir=folder,
+            model_url=endpoint,
+            redis_url=settings.redis_url,
+            retry=RetryPolicy(budget_s=settings.retry_budget_s),
         )
         batcher = MicroBatcher(
             predictor,
@@ -59,7 +57,7 @@ class ServiceRuntime:
         validate = None
         if config.streaming is not None:
             validate = record_validator(load_schema(config.streaming.input_schema))
-        return cls(config, folder, endpoint, client, enricher, batcher, request_schema(config), validate)
+        return cls(config, folder, endpoint, predictor, batcher, request_schema(config), validate)
 
     def event_from(self, body: Mapping[str, Any]) -> dict[str, Any]:
         """The input event for a request body: generated fields filled in, then validated like a Kafka event.
@@ -82,9 +80,7 @@ class ServiceRuntime:
 
     async def close(self) -> None:
         await self.batcher.close()
-        await self.client.close()
-        if self.enricher is not None:
-            await self.enricher.aclose()
+        await self.predictor.aclose()
 
 
 def request_schema(config: ServiceConfig) -> dict[str, Any]:

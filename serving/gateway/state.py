@@ -19,7 +19,7 @@ from typing import Any
 
 import httpx
 
-from vatic.connectors.errors import ConfigError, Retryable
+from vatic.schemas.errors import ConfigError, Retryable
 from vatic.serving.config import ServiceConfig, load_service
 from vatic.serving.gateway.grpc_door import GrpcDoor
 from vatic.serving.gateway.metrics import GatewayMetrics
@@ -78,7 +78,7 @@ class GatewayState:
         states = {}
         for name, runtime in self.services.items():
             try:
-                states[name] = await runtime.client.ready(
+                states[name] = await runtime.predictor.inference.ready(
                     runtime.config.model.name, version=runtime.config.model.version, deadline_s=1.0
                 )
             except (Retryable, ConfigError):
@@ -96,8 +96,8 @@ class GatewayState:
         """Open every service's runtime, the pass-through's HTTP client and, when configured, the gRPC door."""
         for folder, config in self.configs:
             self.services[config.service] = ServiceRuntime.open(config, folder, self.settings, self.metrics)
-        # identity: MLServer gzips any answer over 500 B otherwise, ~50 ms of its one event loop for a [64, 384]
-        # FP32 answer, which the gateway would only decompress again (the model client asks the same)
+        # identity: MLServer gzips any answer over 500 B otherwise, which the gateway would only decompress again
+        # (the model client asks the same; cost: docs/decisions/0003-gateway-doors.md)
         self._client = httpx.AsyncClient(timeout=30.0, trust_env=False, headers={"accept-encoding": "identity"})
         self._passthrough = V2Passthrough(self.services, self._client)
         if self.settings.grpc_port is not None:

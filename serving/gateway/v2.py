@@ -5,7 +5,7 @@ requests.
 Why: MLServer handles some malformed requests outside the runtime's own checks and fails with a 500 - e.g. an
 input of shape ``[]`` (no batch dimension) sent to a model with adaptive batching crashes MLServer's batcher
 (``IndexError`` in ``mlserver/batching/shape.py``). The gateway refuses such requests itself, with the same rules
-and messages as vatic's runtimes (:func:`vatic.serving.runtimes.contract.decode_inputs`).
+and messages as vatic's runtimes (:func:`vatic.serving.core.contract.decode_inputs`).
 
 * :func:`parse_request` - the body's structure: :class:`MalformedRequest` (the gateway answers 422 with the
   ``field`` at fault) for a body that is not JSON, not an object, without an ``inputs`` list, or with a tensor
@@ -24,7 +24,7 @@ from typing import Any
 
 import orjson
 
-from vatic.serving.runtimes.contract import DATATYPES, BadInput, RawTensor, TensorDecl, decode_inputs
+from vatic.serving.core.contract import DATATYPES, BadInput, RawTensor, TensorDecl, decode_inputs
 
 __all__ = ["BadInput", "MalformedRequest", "check_request", "parse_request"]
 

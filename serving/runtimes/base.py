@@ -15,7 +15,7 @@ A subclass implements two hooks (and optionally a third)::
                              outputs=(TensorDecl("score", "FP32", (-1,)),))
 
 and is named in ``model-settings.json`` (``implementation``), which
-:mod:`vatic.serving.runtimes.settings` writes from the service config (``serving.tier: low-code``,
+:mod:`vatic.serving.runtimes.repository` writes from the service config (``serving.tier: low-code``,
 ``serving.implementation``).
 
 What the base class does, so that the subclass does not:
@@ -24,18 +24,18 @@ What the base class does, so that the subclass does not:
   URI names a file) and calls ``load_artifacts`` in a thread (the event loop keeps answering health checks);
   then fixes the signature: the runtime's own ``signature()`` checked against the inputs/outputs of the
   model settings (written from the service config) - a contradiction fails the load with
-  :class:`~vatic.serving.runtimes.contract.SignatureMismatch`, naming both sides. The model metadata
+  :class:`~vatic.serving.core.contract.SignatureMismatch`, naming both sides. The model metadata
   (``GET /v2/models/<m>``) then lists exactly these inputs and outputs.
 * **device**: ``parameters.extra.device`` (``auto`` | ``cpu`` | ``cuda`` | ``cuda:<i>``, from
   ``serving.device``). :attr:`VaticModel.device` is the resolved torch device: ``auto`` is ``cuda`` when a GPU
   is visible, else ``cpu`` (torch is imported only when the subclass reads ``device``); ``cuda`` without a
-  visible GPU fails the load with :class:`~vatic.serving.runtimes.contract.DeviceUnavailable`. Same code on
+  visible GPU fails the load with :class:`~vatic.serving.core.contract.DeviceUnavailable`. Same code on
   both: only the device string differs.
 * **predict** (:meth:`VaticModel.predict`): decodes the V2 request with
-  :func:`~vatic.serving.runtimes.contract.decode_inputs` (``BYTES`` -> ``str``, numbers -> NumPy arrays of the
+  :func:`~vatic.serving.core.contract.decode_inputs` (``BYTES`` -> ``str``, numbers -> NumPy arrays of the
   datatype, JSON ``null`` in floats -> NaN), after checking names, datatypes, shapes, sizes and the batch
   dimension against the declared inputs. Anything wrong - and any
-  :class:`~vatic.serving.runtimes.contract.BadInput` that ``predict_batch`` raises itself - becomes MLServer's
+  :class:`~vatic.serving.core.contract.BadInput` that ``predict_batch`` raises itself - becomes MLServer's
   ``InferenceError``: HTTP **400** ``{"error": "..."}``, gRPC ``INVALID_ARGUMENT``. A malformed body
   (unknown datatype, a shape that is not a list) never reaches the runtime: MLServer's FastAPI answers
   **422** ``{"detail": [...]}``. Other exceptions of ``predict_batch`` are the model's fault: 500.
@@ -47,7 +47,7 @@ What the base class does, so that the subclass does not:
   so that one long batch does not stall the server's event loop. Light models keep it False: a thread hop
   costs more than their prediction.
 
-A subclass can also be served without an MLServer process (:mod:`vatic.serving.custom`): ``Scorer()`` builds
+A subclass can also be served without an MLServer process (:mod:`vatic.serving.runtimes.custom`): ``Scorer()`` builds
 default settings, and the FastAPI tier calls the same hooks.
 
 Server environment only (imports ``mlserver``).
@@ -66,7 +66,7 @@ from mlserver.settings import ModelSettings
 from mlserver.types import InferenceRequest, InferenceResponse, MetadataTensor, Parameters, ResponseOutput
 from mlserver.utils import get_model_uri
 
-from vatic.serving.runtimes.contract import (
+from vatic.serving.core.contract import (
     Array,
     BadInput,
     RawTensor,
@@ -158,7 +158,7 @@ class VaticModel(MLModel):  # type: ignore[misc]  # MLModel is untyped where myp
         """Predict one batch: ``inputs`` holds every declared input, decoded and checked, all with N rows.
 
         Return ``{output name: array with N rows}`` (NumPy arrays or lists; strings for BYTES outputs).
-        Raise :class:`~vatic.serving.runtimes.contract.BadInput` for input the model refuses (400).
+        Raise :class:`~vatic.serving.core.contract.BadInput` for input the model refuses (400).
         """
         raise NotImplementedError(f"{type(self).__name__} must implement predict_batch(inputs)")
 

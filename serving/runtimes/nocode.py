@@ -5,7 +5,7 @@
 encoding are MLServer's. What they add (the settings writer names them unless ``validate_inputs=False``):
 
 * **Input checks** before the model sees anything: the declared inputs of ``model-settings.json`` (written from
-  ``model.inputs``) are enforced with :func:`vatic.serving.runtimes.contract.decode_inputs`, so a wrong name,
+  ``model.inputs``) are enforced with :func:`vatic.serving.core.contract.decode_inputs`, so a wrong name,
   datatype, width or size is a **400** ``{"error": ...}`` - MLServer's own runtimes hand it to the library and
   answer 500 (``X has 3 features, but LogisticRegression is expecting 4``).
 * **Several inputs, one matrix**: the inputs are joined column-wise in declared order (``[N]`` inputs count as
@@ -20,7 +20,7 @@ encoding are MLServer's. What they add (the settings writer names them unless ``
 * **Threads** (LightGBM, XGBoost): one prediction thread per request unless ``parameters.extra.threads`` says
   otherwise. The libraries default to every core through OpenMP, which for the single rows and small batches a
   streaming job sends costs far more in thread wake-ups than it gains - and with several inference workers the
-  thread pools oversubscribe the cores (measured: see :mod:`vatic.serving.runtimes.settings`).
+  thread pools oversubscribe the cores (why: docs/decisions/0006-parallel-workers.md).
 * **skops** (sklearn): a ``.skops`` file is loaded with ``skops.io`` - no pickle, so no ``allow_pickle``. Types
   skops does not trust by default are refused unless listed in ``parameters.extra.skops_trusted``.
 * **pickles** (sklearn ``.joblib``/``.pkl``/``.pickle``): unpickling runs code, so the file's sha256 is checked
@@ -45,10 +45,9 @@ from mlserver.types import InferenceRequest, InferenceResponse, RequestOutput, R
 from mlserver.utils import get_model_uri
 from mlserver_sklearn.sklearn import WELLKNOWN_MODEL_FILENAMES as SKLEARN_FILES
 
-from vatic.connectors.errors import ArtifactRejected
 from vatic.connectors.registry.digest import file_sha256, is_pickle
-from vatic.serving.runtimes.base import raw_tensors, to_metadata
-from vatic.serving.runtimes.contract import (
+from vatic.schemas.errors import ArtifactRejected
+from vatic.serving.core.contract import (
     Array,
     BadInput,
     Signature,
@@ -56,6 +55,7 @@ from vatic.serving.runtimes.contract import (
     TensorDecl,
     decode_inputs,
 )
+from vatic.serving.runtimes.base import raw_tensors, to_metadata
 
 __all__ = ["LightGBMModel", "SKLearnModel", "XGBoostModel", "feature_matrix"]
 

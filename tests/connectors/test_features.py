@@ -31,7 +31,8 @@ from feast import Entity, FeatureStore, FeatureView, Field, FileSource, RepoConf
 from feast.repo_config import RegistryConfig
 from feast.types import Bool, Float32, Float64, Int64, String
 
-from vatic.connectors.errors import (
+from vatic.connectors.features import FeatureClient, FeatureStatus, MissingFeaturePolicy
+from vatic.schemas.errors import (
     ConfigError,
     DataError,
     DeadlineExceeded,
@@ -40,7 +41,6 @@ from vatic.connectors.errors import (
     MissingFeatures,
     Retryable,
 )
-from vatic.connectors.features import FeatureClient, FeatureStatus, MissingFeaturePolicy
 
 PRESENT = FeatureStatus.PRESENT
 NOT_FOUND = FeatureStatus.NOT_FOUND

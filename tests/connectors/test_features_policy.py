@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from vatic.connectors.errors import ConfigError, DataError, MissingFeatures
 from vatic.connectors.features import EntityFeatures, FeatureStatus, MissingFeaturePolicy
+from vatic.schemas.errors import ConfigError, DataError, MissingFeatures
 
 REFS = ("v:a", "v:b", "w:c")
 

@@ -30,7 +30,16 @@ from tests.fixtures.model_server import (
     build_model_repo,
     model_server,
 )
-from vatic.connectors.errors import (
+from vatic.cli.stack.mlserver import ModelServer
+from vatic.connectors.inference import (
+    Datatype,
+    InferenceClient,
+    InferenceRequest,
+    InferenceResponse,
+    Tensor,
+    TensorMetadata,
+)
+from vatic.schemas.errors import (
     ConfigError,
     DataError,
     DeadlineExceeded,
@@ -42,17 +51,7 @@ from vatic.connectors.errors import (
     Retryable,
     UnexpectedModelResponse,
 )
-from vatic.connectors.inference import (
-    Datatype,
-    InferenceClient,
-    InferenceRequest,
-    InferenceResponse,
-    RetryPolicy,
-    Tensor,
-    TensorMetadata,
-    _retry_after,
-)
-from vatic.connectors.local.mlserver import ModelServer
+from vatic.serving.core.retry import RetryPolicy
 
 
 @pytest.fixture(scope="module")
@@ -360,9 +359,7 @@ def test_a_loading_model_is_not_ready_and_retries_wait_for_it(server: ModelServe
     async def scenario(client: InferenceClient) -> None:
         async with (
             httpx.AsyncClient(base_url=server.url, timeout=180) as admin,
-            InferenceClient(
-                server.url, transport=counting, retry=RetryPolicy(max_attempts=10_000, max_backoff_s=0.1)
-            ) as retrying,
+            InferenceClient(server.url, transport=counting) as retrying,
         ):
             assert (await admin.post("/v2/repository/models/gated/unload")).status_code == 200
             with pytest.raises(ModelNotFound):  # unloaded: MLServer forgets the model (404), it is not "not ready"
@@ -375,11 +372,14 @@ def test_a_loading_model_is_not_ready_and_retries_wait_for_it(server: ModelServe
             assert await client.ready("gated") is False
             assert await client.server_ready() is False
 
-            waiting = asyncio.create_task(retrying.infer_batch("gated", [{"t": "x"}], deadline_s=120))
+            policy = RetryPolicy(budget_s=120, max_backoff_s=0.1)  # the caller's retries (the core's policy)
+            waiting = asyncio.create_task(policy.run(lambda: retrying.infer_batch("gated", [{"t": "x"}])))
             await counting.not_ready_seen.wait()  # the retrying call has met the not-ready model
             repo.hold_file.unlink()
             assert (await load).status_code == 200
-            assert await waiting == [{"t": "x"}]
+            answer, attempts = await waiting
+            assert answer == [{"t": "x"}]
+            assert attempts > 1
             assert counting.statuses[-1] == 200
             assert await client.ready("gated") is True
 
@@ -401,20 +401,19 @@ async def _first_not_ready(client: InferenceClient) -> ModelNotReady:
     raise AssertionError("the gated model never answered 'not ready'")
 
 
-def test_retries_stop_after_max_attempts_and_never_repeat_data_errors(server: ModelServer) -> None:
+def test_the_client_never_retries_one_call_is_one_request(server: ModelServer) -> None:
     counting = CountingTransport()
-    policy = RetryPolicy(max_attempts=3, initial_backoff_s=0.01)
 
     async def scenario(client: InferenceClient) -> None:
         with pytest.raises(ModelServerUnavailable):
             await client.infer_batch("faulty", [{"t": CRASH}])
-        assert counting.statuses == [500, 500, 500]
+        assert counting.statuses == [500]
         counting.statuses.clear()
         with pytest.raises(ModelRejected):
             await client.infer_batch("faulty", [{"t": REJECT}])
         assert counting.statuses == [400]
 
-    with_client(server.url, scenario, transport=counting, retry=policy, deadline_s=30)
+    with_client(server.url, scenario, transport=counting, deadline_s=30)
 
 
 def test_the_concurrency_cap_bounds_requests_in_flight(server: ModelServer) -> None:
@@ -482,20 +481,8 @@ def test_answers_that_are_not_v2_are_refused_by_the_parser() -> None:
     assert Tensor("e", Datatype.INT64, (2, 1), [1, 2]).rows(squeeze=False) == [[1], [2]]
 
 
-def test_retry_after_is_read_as_seconds_or_a_date() -> None:
-    assert _retry_after("3") == 3.0
-    assert _retry_after("-1") == 0.0
-    assert _retry_after(None) is None
-    assert _retry_after("soon") is None
-    in_a_minute = _retry_after(time.strftime("%a, %d %b %Y %H:%M:%S GMT", time.gmtime(time.time() + 60)))
-    assert in_a_minute is not None
-    assert 0 < in_a_minute <= 61
-
-
 def test_bad_client_configuration_fails_at_once() -> None:
     with pytest.raises(ConfigError):
         InferenceClient("localhost:8080")
     with pytest.raises(ValueError, match="deadline_s"):
         InferenceClient("http://127.0.0.1:1", deadline_s=0)
-    with pytest.raises(ValueError, match="invalid retry policy"):
-        RetryPolicy(max_attempts=0)

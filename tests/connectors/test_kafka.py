@@ -6,8 +6,8 @@ import uuid
 
 import pytest
 
-from vatic.connectors.errors import DeliveryFailed, RecordTooLarge, TopicNotFound
 from vatic.connectors.kafka import Consumer, KafkaSettings, Producer, Record, check_topics, ensure_topics
+from vatic.schemas.errors import DeliveryFailed, RecordTooLarge, TopicNotFound
 
 
 def _drain(consumer: Consumer, expected: int, rounds: int = 60) -> list[Record]:
@@ -160,7 +160,7 @@ def test_ensure_topics_creates_only_missing(kafka_bootstrap, new_topic):
 
 
 def test_consumer_requires_a_group():
-    from vatic.connectors.errors import ConfigError
+    from vatic.schemas.errors import ConfigError
 
     with pytest.raises(ConfigError, match="group id"):
         Consumer(["t"], "")
@@ -216,9 +216,9 @@ def test_ten_thousand_avro_events_round_trip_none_lost_none_duplicated(kafka_boo
 
 
 def test_malformed_bytes_raise_a_typed_error_carrying_the_raw_bytes(kafka_bootstrap, new_topic, tmp_path):
-    from vatic.connectors.errors import DataError, DecodeError
     from vatic.connectors.kafka import AvroSerde
     from vatic.schemas import AvroCodec, InMemorySchemaStore, load_schema, topic_subject
+    from vatic.schemas.errors import DataError, DecodeError
 
     topic = new_topic("bad")
     settings = KafkaSettings(bootstrap_servers=kafka_bootstrap)

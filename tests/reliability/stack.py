@@ -3,7 +3,7 @@
 The suite kills and pauses processes, so it never touches the default stack (``vatic stack up``) that
 developers and the other tests use: everything lives under a temporary ``VATIC_STACK_HOME`` and binds free
 loopback ports picked at start. Every process it signals is one this module started (PIDs from our own
-:class:`~vatic.connectors.local.process.ManagedProcess` records).
+:class:`~vatic.cli.stack.process.ManagedProcess` records).
 """
 
 from __future__ import annotations
@@ -21,9 +21,9 @@ import time
 from pathlib import Path
 
 from tests.fixtures.model_server import free_ports
-from vatic.connectors.local.components import KafkaBroker, Redis, SchemaRegistry
-from vatic.connectors.local.mlserver import ModelServer
-from vatic.connectors.local.settings import StackSettings, checkout_root
+from vatic.cli.stack.components import KafkaBroker, Redis, SchemaRegistry
+from vatic.cli.stack.mlserver import ModelServer
+from vatic.cli.stack.settings import StackSettings, checkout_root
 
 HERE = Path(__file__).resolve().parent
 RUNTIME = HERE / "fault_runtime.py"

@@ -9,8 +9,8 @@ from collections.abc import Callable
 from confluent_kafka import Producer
 
 from tests.reliability import forensics
-from vatic.connectors.local.artifacts import Artifacts
-from vatic.connectors.local.settings import StackSettings
+from vatic.cli.stack.artifacts import Artifacts
+from vatic.cli.stack.settings import StackSettings
 
 
 def test_an_open_transaction_shows_as_blocked_offsets_and_in_kafkas_own_listing(

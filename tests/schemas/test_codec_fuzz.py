@@ -22,8 +22,8 @@ from hypothesis import strategies as st
 from vatic.connectors.schema_registry import ConfluentSchemaRegistry
 from vatic.schemas import AvroCodec, InMemorySchemaStore, frame, load_schema, schema_names
 from vatic.schemas.canonical import normalize
-from vatic.schemas.errors import DecodeError, EncodeError, SchemaSourceUnavailable, UnknownSchemaError
-from vatic.schemas.validate import InvalidRecord, record_validator
+from vatic.schemas.errors import DecodeError, EncodeError, InvalidRecord, SchemaSourceUnavailable, UnknownSchemaError
+from vatic.schemas.validate import record_validator
 
 EXAMPLES = 150
 FUZZ = settings(

@@ -9,7 +9,7 @@ import pytest
 
 from tests.fixtures import feast_repo
 from tests.fixtures.model_server import ModelRepo, build_model_repo, model_server
-from vatic.connectors.local.mlserver import ModelServer
+from vatic.cli.stack.mlserver import ModelServer
 
 
 @pytest.fixture(scope="module")

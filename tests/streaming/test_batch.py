@@ -14,8 +14,8 @@ import yaml
 from tests.fixtures import feast_repo
 from tests.reliability.events import older_transaction_schema
 from tests.serving.gateway.test_gateway import echo_service, transaction
-from vatic.connectors.local.components import SchemaRegistry
-from vatic.connectors.local.settings import StackSettings
+from vatic.cli.stack.components import SchemaRegistry
+from vatic.cli.stack.settings import StackSettings
 from vatic.connectors.schema_registry import ConfluentSchemaRegistry
 from vatic.schemas import AvroCodec, LocalSchemaStore, load_schema, topic_subject
 from vatic.schemas.errors import SchemaSourceUnavailable

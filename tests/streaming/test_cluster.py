@@ -18,9 +18,9 @@ from pathlib import Path
 from tests.fixtures.model_server import free_port, free_ports
 from tests.serving.gateway.test_gateway import echo_service
 from tests.streaming.test_job import check_oracle, drain, make_run, produce
-from vatic.connectors.local.flink import FlinkJobManager, FlinkTaskManager, processes_with_token
-from vatic.connectors.local.process import port_accepts
-from vatic.connectors.local.settings import StackSettings
+from vatic.cli.stack.flink import FlinkJobManager, FlinkTaskManager
+from vatic.cli.stack.process import port_accepts, processes_with_token
+from vatic.cli.stack.settings import StackSettings
 
 ROOT = Path(__file__).resolve().parents[2]
 VATIC = ROOT / ".venv" / "pipeline" / "bin" / "vatic"
@@ -153,7 +153,7 @@ def _flink_run(settings: StackSettings, *args: str) -> subprocess.CompletedProce
 
     import pyflink
 
-    from vatic.connectors.local.flink import java_home
+    from vatic.cli.stack.flink import java_home
 
     flink = Path(pyflink.__file__).parent / "bin" / "flink"
     env = {**os.environ, "JAVA_HOME": str(java_home(settings)), "FLINK_LOG_DIR": str(settings.home / "flink-run")}

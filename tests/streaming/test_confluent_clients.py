@@ -28,7 +28,7 @@ from confluent_kafka.serialization import MessageField, SerializationContext
 
 from tests.serving.gateway.test_gateway import transaction
 from tests.streaming.test_job import VATIC, make_run, start_job
-from vatic.connectors.local.mlserver import ModelServer
+from vatic.cli.stack.mlserver import ModelServer
 from vatic.schemas import load_schema, topic_subject
 
 

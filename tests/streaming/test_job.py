@@ -23,8 +23,8 @@ import yaml
 from tests.fixtures import feast_repo
 from tests.fixtures.model_server import REJECT
 from tests.serving.gateway.test_gateway import echo_service, transaction
+from vatic.cli.stack.mlserver import ModelServer
 from vatic.connectors.kafka import Consumer, KafkaSettings, Producer, ensure_topics
-from vatic.connectors.local.mlserver import ModelServer
 from vatic.connectors.schema_registry import ConfluentSchemaRegistry
 from vatic.schemas import AvroCodec, SchemaSource, load_schema, topic_subject
 

@@ -9,12 +9,14 @@ from typing import Any
 import pytest
 import yaml
 
+from vatic.cli.stack.artifacts import Artifacts
+from vatic.cli.stack.settings import StackSettings
 from vatic.serving.config import load_service
 from vatic.streaming import job
 from vatic.streaming.settings import JobSettings
 
 ROOT = Path(__file__).resolve().parents[2]
-FRAUD = ROOT / "serving" / "usecases" / "fraud_detection" / "service"
+FRAUD = ROOT / "examples" / "fraud_detection" / "service"
 
 
 def _service(tmp_path: Path, **streaming: Any) -> Path:
@@ -36,6 +38,8 @@ def _explain(settings: JobSettings, monkeypatch: pytest.MonkeyPatch) -> tuple[st
 
     captured: dict[str, Any] = {}
     monkeypatch.setattr(StatementSet, "attach_as_datastream", lambda self: captured.setdefault("set", self))
+    jar = Artifacts(StackSettings().cache).require_flink_kafka_connector()
+    settings = settings.model_copy(update={"kafka_connector_jar": jar})
     config = load_service(settings.service_dir, settings.environment)
     env = job.local_environment(config, settings)
     job.build(env, settings)

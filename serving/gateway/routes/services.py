@@ -14,7 +14,7 @@ import orjson
 from fastapi import APIRouter, Request
 from fastapi.responses import ORJSONResponse, Response
 
-from vatic.schemas.validate import InvalidRecord
+from vatic.schemas.errors import InvalidRecord
 from vatic.serving.config import ServiceConfig
 from vatic.serving.gateway.errors import from_exception, problem
 from vatic.serving.gateway.openapi import (

@@ -36,9 +36,9 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
-from vatic.connectors.errors import ArtifactRejected, ConfigError, ModelNotFound, Retryable, ServiceUnavailable
 from vatic.connectors.registry import ArtifactPin, CometRegistry, fetch_from_spec, open_registry, registry_from_spec
 from vatic.connectors.registry.comet import IMPORT_DEFAULTS
+from vatic.schemas.errors import ArtifactRejected, ConfigError, ModelNotFound, Retryable, ServiceUnavailable
 from vatic.serving.config.model import RegistrySpec
 
 # As the backend does before comet_ml's first import, and this module imports it first (at collection): without

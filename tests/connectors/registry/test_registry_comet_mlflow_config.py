@@ -16,7 +16,6 @@ from pathlib import Path
 
 import pytest
 
-from vatic.connectors.errors import ArtifactRejected, ConfigError, ModelNotFound
 from vatic.connectors.registry import (
     LocalFolderRegistry,
     ModelRef,
@@ -29,6 +28,7 @@ from vatic.connectors.registry import (
     resolve_from_spec,
     version_key,
 )
+from vatic.schemas.errors import ArtifactRejected, ConfigError, ModelNotFound
 from vatic.serving.config.model import RegistrySpec
 
 HAVE_COMET = importlib.util.find_spec("comet_ml") is not None

@@ -11,7 +11,6 @@ from pathlib import Path
 
 import pytest
 
-from vatic.connectors.errors import ArtifactRejected, ConfigError, ModelNotFound
 from vatic.connectors.registry import (
     ArtifactPin,
     LocalFolderRegistry,
@@ -26,6 +25,7 @@ from vatic.connectors.registry import (
     open_registry,
     register_backend,
 )
+from vatic.schemas.errors import ArtifactRejected, ConfigError, ModelNotFound
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
 

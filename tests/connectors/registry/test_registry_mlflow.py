@@ -35,13 +35,6 @@ np = pytest.importorskip("numpy")
 
 from mlflow import MlflowClient  # noqa: E402
 
-from vatic.connectors.errors import (  # noqa: E402
-    ArtifactRejected,
-    ConfigError,
-    ModelNotFound,
-    Retryable,
-    ServiceUnavailable,
-)
 from vatic.connectors.registry import (  # noqa: E402
     ArtifactPin,
     MlflowRegistry,
@@ -49,6 +42,13 @@ from vatic.connectors.registry import (  # noqa: E402
     open_registry,
     registry_from_spec,
     resolve_from_spec,
+)
+from vatic.schemas.errors import (  # noqa: E402
+    ArtifactRejected,
+    ConfigError,
+    ModelNotFound,
+    Retryable,
+    ServiceUnavailable,
 )
 from vatic.serving.config.model import RegistrySpec  # noqa: E402
 

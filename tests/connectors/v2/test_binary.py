@@ -9,7 +9,8 @@ import numpy as np
 import orjson
 import pytest
 
-from vatic.connectors.v2.binary import BinaryFormatError, binary_response, json_request, wants_binary
+from vatic.connectors.v2.binary import binary_response, json_request, wants_binary
+from vatic.schemas.errors import BinaryFormatError
 
 
 def _request(inputs: list[tuple[dict, bytes]], **parameters: object) -> tuple[bytes, str]:

@@ -12,7 +12,8 @@ from hypothesis import HealthCheck, given, settings
 
 from tests.fixtures.v2_strategies import binary_bodies, infer_requests
 from vatic.connectors.v2 import grpc as wire
-from vatic.connectors.v2.binary import BinaryFormatError, json_request
+from vatic.connectors.v2.binary import json_request
+from vatic.schemas.errors import BinaryFormatError
 
 SETTINGS = settings(max_examples=400, deadline=None, suppress_health_check=list(HealthCheck))
 

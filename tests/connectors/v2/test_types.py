@@ -15,8 +15,8 @@ from vatic.connectors.v2 import grpc as grpc_wire
 from vatic.connectors.v2 import schema, types
 from vatic.connectors.v2.types import Datatype, InferenceResponse, WireError
 from vatic.serving.config.model import TensorSpec
+from vatic.serving.core import contract
 from vatic.serving.gateway import openapi
-from vatic.serving.runtimes import contract
 
 ROOT = Path(__file__).resolve().parents[3]
 ALL = [datatype.value for datatype in Datatype]
@@ -82,7 +82,7 @@ def test_a_datatype_that_is_not_v2s_is_refused_everywhere() -> None:
 def test_no_other_module_spells_out_the_datatypes() -> None:
     """A second list drifts (the service config once lacked UINT16..UINT64): only types.py may name them all."""
     offenders = []
-    for folder in ("connectors", "serving", "streaming", "schemas"):
+    for folder in ("cli", "connectors", "examples", "serving", "streaming", "schemas"):
         for path in sorted((ROOT / folder).rglob("*.py")):
             if path == ROOT / "connectors" / "v2" / "types.py":
                 continue

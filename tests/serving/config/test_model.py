@@ -1,4 +1,5 @@
-"""The service config model: what the issue asks it to cover, the Kubernetes section, and its validators."""
+"""The service config model: every field the example service config shows, the Kubernetes section, and its
+validators."""
 
 from __future__ import annotations
 
@@ -7,7 +8,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from vatic.serving.config import ConfigFileError, load_service
+from vatic.schemas.errors import ConfigFileError
+from vatic.serving.config import load_service
 from vatic.serving.config.model import ServiceConfig
 
 MINIMAL = {

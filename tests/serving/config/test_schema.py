@@ -12,8 +12,8 @@ import jsonschema
 import pytest
 import yaml
 
-from vatic.serving.cli.schema import SCHEMA_FILE, schema_text
-from vatic.serving.usecases.layout import CASES, service_dir
+from vatic.cli.commands.schema import SCHEMA_FILE, schema_text
+from vatic.examples.layout import CASES, service_dir
 
 VATIC = str(Path(sys.executable).parent / "vatic")
 

@@ -17,20 +17,21 @@ import pytest
 
 from tests.fixtures import feast_repo
 from tests.fixtures.model_server import CRASH, REJECT, UNAVAILABLE, ModelRepo, build_model_repo, model_server
-from vatic.connectors.errors import (
+from vatic.cli.stack.mlserver import ModelServer
+from vatic.connectors.features import FeatureClient
+from vatic.connectors.inference import InferenceClient
+from vatic.schemas.errors import (
+    InputProblem,
+    MissingEntityKey,
     MissingFeatures,
     ModelFailedOnInput,
     ModelNotFound,
     ModelRejected,
     ModelServerUnavailable,
 )
-from vatic.connectors.features import FeatureClient
-from vatic.connectors.inference import InferenceClient
-from vatic.connectors.local.mlserver import ModelServer
 from vatic.serving.config import ServiceConfig
 from vatic.serving.core import Predictor, RetryPolicy
 from vatic.serving.core.enrich import Enricher
-from vatic.serving.core.predictor import InputProblem, MissingEntityKey
 
 LABELS = ["setosa", "versicolor", "virginica"]
 

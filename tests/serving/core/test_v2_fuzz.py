@@ -4,7 +4,7 @@ would become a 500 at the gateway or a crashed task in the stream.
 
 * the gateway's pass-through check (:mod:`vatic.serving.gateway.v2`): any body -> ``MalformedRequest`` (422) or
   ``BadInput`` (400) or accepted;
-* the runtimes' decoder (:func:`vatic.serving.runtimes.contract.decode_inputs`): any tensors (names, datatypes,
+* the runtimes' decoder (:func:`vatic.serving.core.contract.decode_inputs`): any tensors (names, datatypes,
   huge or negative shapes, data of any JSON shape and depth) -> decoded arrays of the given shape, or ``BadInput``;
 * the core's tensor builder (:func:`vatic.serving.core.tensors.build_inputs`): any event values -> tensors for
   the clean events and a problem for each other event, never an exception;
@@ -24,12 +24,12 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from vatic.connectors.errors import InvalidModelInput
 from vatic.connectors.v2.types import InferenceRequest, InferenceResponse
+from vatic.schemas.errors import InvalidModelInput
 from vatic.serving.config.model import ModelSpec
+from vatic.serving.core.contract import DATATYPES, BadInput, RawTensor, TensorDecl, decode_inputs
 from vatic.serving.core.tensors import build_inputs
 from vatic.serving.gateway.v2 import MalformedRequest, check_request, parse_request
-from vatic.serving.runtimes.contract import DATATYPES, BadInput, RawTensor, TensorDecl, decode_inputs
 
 FUZZ = settings(
     max_examples=200, deadline=None, database=None, derandomize=True, suppress_health_check=list(HealthCheck)

@@ -20,7 +20,7 @@ from vatic.serving.gateway.openapi import PROBLEM
 MODULES = [
     "vatic.schemas.errors",
     "vatic.schemas.validate",
-    "vatic.connectors.errors",
+    "vatic.schemas.errors",
     "vatic.connectors.inference",
     "vatic.connectors.features",
     "vatic.connectors.kafka",
@@ -29,7 +29,7 @@ MODULES = [
     "vatic.serving.core.predictor",
     "vatic.serving.core.batcher",
     "vatic.serving.core.enrich",
-    "vatic.serving.runtimes.settings",
+    "vatic.serving.runtimes.repository",
 ]
 
 

@@ -27,7 +27,7 @@ from tests.fixtures import feast_repo
 from tests.fixtures.echo import echo_model
 from tests.fixtures.model_server import REJECT, SLOW, ModelRepo, build_model_repo, free_port, model_server
 from tests.fixtures.v2_strategies import binary_bodies, infer_requests
-from vatic.connectors.local.mlserver import ModelServer
+from vatic.cli.stack.mlserver import ModelServer
 from vatic.connectors.v2 import grpc as wire
 
 ROOT = Path(__file__).resolve().parents[3]

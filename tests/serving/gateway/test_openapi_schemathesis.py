@@ -26,8 +26,8 @@ from schemathesis import GenerationMode
 from schemathesis.specs.openapi.checks import positive_data_acceptance
 
 from tests.conftest import _ensure
-from vatic.connectors.local.gateway import GatewayProcess
-from vatic.connectors.local.stack import Stack
+from vatic.cli.stack.gateway import GatewayProcess
+from vatic.cli.stack.stack import Stack
 from vatic.serving.gateway import GatewaySettings, create_app
 
 TOKEN = "schemathesis-token"

@@ -24,7 +24,7 @@ import yaml
 from tritonclient.utils import InferenceServerException
 
 from tests.fixtures.model_server import ModelRepo, build_model_repo, free_port, model_server
-from vatic.connectors.local.mlserver import ModelServer
+from vatic.cli.stack.mlserver import ModelServer
 
 ROOT = Path(__file__).resolve().parents[3]
 GATEWAY = ROOT / ".venv" / "pipeline" / "bin" / "vatic"

@@ -27,7 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[3]))
 from tests.fixtures.model_server import model_server
 from tests.serving.runtimes import builders
 from vatic.serving.config import load_service
-from vatic.serving.runtimes.settings import write_repository
+from vatic.serving.runtimes.repository import write_repository
 
 LUA = """wrk.method = "POST"
 wrk.body = [[{body}]]

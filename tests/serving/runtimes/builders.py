@@ -167,7 +167,7 @@ def categorizer_service(name: str, *, registry_model: str = "categorizer", **ser
         "serving": {
             "tier": "low-code",
             "library": "torch",
-            "implementation": "vatic.serving.usecases.product_categorization.runtime.ProductCategorizer",
+            "implementation": "vatic.examples.product_categorization.runtime.ProductCategorizer",
             **serving,
         },
         "model": {

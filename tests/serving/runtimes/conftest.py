@@ -1,5 +1,5 @@
 """Fixtures of the serving-layer tests (server environment): a registry of small real models, MiniLM, and
-real MLServer processes serving repositories written by :mod:`vatic.serving.runtimes.settings`."""
+real MLServer processes serving repositories written by :mod:`vatic.serving.runtimes.repository`."""
 
 from __future__ import annotations
 
@@ -13,9 +13,9 @@ import pytest
 
 from tests.fixtures.model_server import model_server
 from tests.serving.runtimes import builders
-from vatic.connectors.local.mlserver import ModelServer
+from vatic.cli.stack.mlserver import ModelServer
 from vatic.serving.config import load_service
-from vatic.serving.runtimes.settings import WrittenRepository, write_repository
+from vatic.serving.runtimes.repository import WrittenRepository, write_repository
 
 #: texts the separating head tells apart, one per category of builders.CATEGORIES
 SEPARATED = {
@@ -33,7 +33,7 @@ class Registry:
 
 @pytest.fixture(scope="session")
 def encoder() -> Any:
-    from vatic.serving.usecases.product_categorization.embedding import load_encoder
+    from vatic.examples.product_categorization.embedding import load_encoder
 
     return load_encoder("cpu")
 
@@ -42,7 +42,7 @@ def encoder() -> Any:
 def registry(tmp_path_factory: pytest.TempPathFactory, encoder: Any) -> Registry:
     """A local registry: fraud-lgb (LightGBM), iris-sk (sklearn, skops), categorizer (random head, the training
     code's model.json) and categorizer-sep (a head that separates SEPARATED's texts, the flat model.json)."""
-    from vatic.serving.usecases.product_categorization.embedding import embed, text_of
+    from vatic.examples.product_categorization.embedding import embed, text_of
 
     root = tmp_path_factory.mktemp("registry")
     expected = {

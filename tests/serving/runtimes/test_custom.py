@@ -21,9 +21,9 @@ from fastapi import APIRouter
 from tests.fixtures.model_server import free_port
 from tests.serving.runtimes import builders
 from tests.serving.runtimes.conftest import SEPARATED, Registry, write_service
-from vatic.serving.custom import ModelFailed, ServedModel, create_app
-from vatic.serving.runtimes.contract import BadInput, Signature, TensorDecl
-from vatic.serving.usecases.product_categorization.runtime import ProductCategorizer
+from vatic.examples.product_categorization.runtime import ProductCategorizer
+from vatic.serving.core.contract import BadInput, Signature, TensorDecl
+from vatic.serving.runtimes.custom import ModelFailed, ServedModel, create_app
 
 
 class Scaler:

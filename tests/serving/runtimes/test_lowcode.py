@@ -19,11 +19,11 @@ from mlserver.settings import ModelParameters, ModelSettings
 
 from tests.serving.runtimes import builders, triton_grpc
 from tests.serving.runtimes.conftest import SEPARATED, Registry, write_service
-from vatic.connectors.local.mlserver import ModelServer
-from vatic.connectors.local.process import StartFailed
-from vatic.serving.runtimes.contract import SignatureMismatch
-from vatic.serving.usecases.product_categorization.embedding import embed, text_of
-from vatic.serving.usecases.product_categorization.runtime import ProductCategorizer, softmax
+from vatic.cli.stack.mlserver import ModelServer
+from vatic.examples.product_categorization.embedding import embed, text_of
+from vatic.examples.product_categorization.runtime import ProductCategorizer, softmax
+from vatic.schemas.errors import StartFailed
+from vatic.serving.core.contract import SignatureMismatch
 
 PRODUCTS = [
     ["USB-C charging cable", "braided, 2 m"],
@@ -81,7 +81,7 @@ def _infer(server: ModelServer, model: str, body: dict[str, Any]) -> httpx.Respo
 
 def test_the_settings_name_the_runtime_the_device_and_adaptive_batching(repository: Path) -> None:
     settings = json.loads((repository / "categorizer" / "categorizer" / "model-settings.json").read_text())
-    assert settings["implementation"] == "vatic.serving.usecases.product_categorization.runtime.ProductCategorizer"
+    assert settings["implementation"] == "vatic.examples.product_categorization.runtime.ProductCategorizer"
     assert settings["parameters"]["uri"] == "."
     assert settings["parameters"]["extra"]["device"] == "auto"
     assert (settings["max_batch_size"], settings["max_batch_time"]) == (32, 0.005)

@@ -16,8 +16,8 @@ import tritonclient.http as httpclient
 
 from tests.serving.runtimes import builders, triton_grpc
 from tests.serving.runtimes.conftest import Registry, write_service
-from vatic.connectors.local.mlserver import ModelServer
-from vatic.connectors.local.process import StartFailed
+from vatic.cli.stack.mlserver import ModelServer
+from vatic.schemas.errors import StartFailed
 
 FRAUD = builders.tabular_service("fraud-lgb", "lightgbm", ["predict"], parallel_workers=1)
 IRIS = builders.tabular_service("iris-sk", "sklearn", ["predict", "predict_proba"])

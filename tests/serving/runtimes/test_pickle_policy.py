@@ -21,11 +21,11 @@ from mlserver.settings import ModelSettings
 from mlserver.types import InferenceRequest, RequestInput
 
 from tests.serving.runtimes import builders
-from vatic.connectors.errors import ArtifactRejected
 from vatic.connectors.registry import file_sha256
+from vatic.schemas.errors import ArtifactRejected
 from vatic.serving.config import load_service
 from vatic.serving.runtimes.nocode import SKLearnModel
-from vatic.serving.runtimes.settings import write_repository
+from vatic.serving.runtimes.repository import write_repository
 
 NAME = "legacy-sk"
 

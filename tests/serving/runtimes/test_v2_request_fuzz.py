@@ -4,7 +4,7 @@ exception, which MLServer would answer with a 500.
 
 The path is the one every vatic runtime runs: ``mlserver.types.InferenceRequest`` (MLServer's REST layer; what
 it refuses is its 422) -> :func:`vatic.serving.runtimes.base.raw_tensors` ->
-:func:`vatic.serving.runtimes.contract.decode_inputs` against declared inputs like the demo models'.
+:func:`vatic.serving.core.contract.decode_inputs` against declared inputs like the demo models'.
 """
 
 from __future__ import annotations
@@ -18,8 +18,8 @@ from hypothesis import strategies as st
 from mlserver.types import InferenceRequest
 from pydantic import ValidationError
 
+from vatic.serving.core.contract import DATATYPES, BadInput, TensorDecl, decode_inputs
 from vatic.serving.runtimes.base import raw_tensors
-from vatic.serving.runtimes.contract import DATATYPES, BadInput, TensorDecl, decode_inputs
 
 FUZZ = settings(
     max_examples=300, deadline=None, database=None, derandomize=True, suppress_health_check=list(HealthCheck)

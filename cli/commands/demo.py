@@ -1,0 +1,312 @@
+"""``vatic demo``: both use cases end to end on the running local stack, on both paths.
+
+1. starts the streaming job (one job, a pipeline per service) against the stack's model servers;
+2. produces sample events of both use cases, with a progress bar, plus a few deliberately bad ones
+   (undecodable bytes, a schema-incompatible record, unknown category codes the model cannot encode);
+3. reports predictions as they arrive (count, event-to-prediction latency p50/p99);
+4. makes a few REST calls to the gateway (same enrichment, same models);
+5. shows the dead-letter records, stops the job and ends with exactly one line::
+
+       demo: <in> events in, <out> predictions, <dlq> dead-lettered, <lost> lost
+
+Latency is reported twice: *processed* (the prediction's ``emit_time`` minus the event's ``event_time``) and
+*visible* (when a ``read_committed`` consumer received it): with EXACTLY_ONCE the predictions become visible
+when the job's Kafka transaction commits at the next checkpoint, so *visible* includes up to one checkpoint
+interval.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Annotated, Any
+
+import httpx
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from vatic.cli.commands.schema import registry_url
+from vatic.cli.stack.services import MODEL_SERVERS
+from vatic.cli.stack.settings import StackSettings
+from vatic.cli.stack.stack import Stack
+from vatic.connectors.kafka import LIBRDKAFKA_LOG, Consumer, KafkaSettings, Producer, ensure_topics
+from vatic.connectors.schema_registry import schema_source
+from vatic.examples.fraud_detection.events import make_world, transactions
+from vatic.examples.product_categorization.events import products
+from vatic.schemas import AvroCodec, SchemaSource, load_schema, topic_subject
+from vatic.schemas.errors import ConfigError
+from vatic.serving.config import ServiceConfig, load_service
+
+
+@dataclass
+class Service:
+    """One demo service: its config, folder, model server URL, codecs and what this run sent to it."""
+
+    config: ServiceConfig
+    folder: Path
+    model_url: str
+    sent: dict[str, int] = field(default_factory=dict)  # event_id -> event_time (ms)
+    bad_bytes: set[bytes] = field(default_factory=set)  # payloads without a readable event id
+
+    @property
+    def topics(self) -> tuple[str, str, str]:
+        spec = self.config.streaming
+        assert spec is not None
+        return spec.input_topic, spec.output_topic, spec.dead_letter_topic
+
+
+def _progress(console: Console) -> Progress:
+    return Progress(
+        TextColumn("{task.description:<34}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=console
+    )
+
+
+def _services(stack: Stack) -> list[Service]:
+    services = []
+    for name in MODEL_SERVERS:
+        component: Any = stack.components[name]
+        health = component.health()
+        if health.state != "up":
+            hint = "run `vatic usecases prepare` then `vatic stack up`" if health.state == "skipped" else ""
+            raise ConfigError(f"{name} is {health.state} {health.detail}: start the stack (`vatic stack up`) {hint}")
+        folder = component.service_dir
+        services.append(Service(load_service(folder), folder, component.url))
+    return services
+
+
+def _start_job(services: list[Service], log: Path, registry: str | None) -> subprocess.Popen[bytes]:
+    vatic = str(Path(sys.executable).parent / "vatic")
+    argv = [vatic, "stream", "run", *(str(s.folder) for s in services)]
+    for service in services:
+        argv += ["--model-url", service.model_url]
+    if registry:
+        argv += ["--schema-registry-url", registry]
+    argv += ["--checkpoint-dir", str(log.parent / "checkpoints"), "--no-resume"]
+    return subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=log.open("wb"), start_new_session=True)
+
+
+def _produce(
+    console: Console, services: list[Service], store: SchemaSource, events: int, kafka: KafkaSettings, rate: float
+) -> int:
+    """Produce ``events`` per service (``rate`` events/s each) plus the bad ones; returns how many records went in."""
+    producer = Producer(kafka)
+    run = uuid.uuid4().hex[:8]
+    total = 0
+    with _progress(console) as progress:
+        for service in services:
+            input_topic, _, _ = service.topics
+            schema = service.config.streaming.input_schema if service.config.streaming else ""
+            codec = AvroCodec(store, topic_subject(input_topic), load_schema(schema))
+            now = time.time_ns() // 1_000_000
+            if schema == "transaction":
+                generated: Any = (e for e, _ in transactions(make_world(), events, start_ms=now))
+            else:
+                generated = (e for e, _ in products(events, start_ms=now))
+            task = progress.add_task(f"produce {input_topic}", total=events)
+            for i, event in enumerate(generated):
+                # the generators are seeded: ids of their own would repeat those of an earlier run, whose records a
+                # restarted job may still replay from its last committed offsets
+                event["event_id"] = str(uuid.uuid4())
+                event["event_time"] = time.time_ns() // 1_000_000
+                if i % 500 == 250 and schema == "transaction":
+                    event["merchant_category"] = "0000"  # no such category code: the model cannot encode it
+                key = str(event.get("customer_id") or event.get("product_id")).encode()
+                producer.produce(input_topic, codec.encode(event), key)
+                service.sent[str(event["event_id"])] = int(event["event_time"])
+                progress.advance(task)
+                if i % 50 == 49:
+                    producer.poll(0)
+                    time.sleep(50 / rate)  # a stream at a steady rate, not a dump
+            # deliberately bad records (unique to this run): undecodable bytes, a payload shorter than the
+            # wire-format header, and a record written with another (incompatible) schema
+            for payload in (f"demo {run}: not Avro at all".encode(), b"\x00" + run[:3].encode()):
+                service.bad_bytes.add(payload)
+                producer.produce(input_topic, payload, b"bad")
+            other = "product_created" if schema == "transaction" else "transaction"
+            foreign = AvroCodec(store, topic_subject(f"{input_topic}.foreign"), load_schema(other))
+            sample = next(transactions(make_world(), 1))[0] if other == "transaction" else next(products(1))[0]
+            sample["event_id"] = str(uuid.uuid4())
+            payload = foreign.encode(sample)
+            service.bad_bytes.add(payload)
+            producer.produce(input_topic, payload, b"foreign")
+            total += len(service.sent) + 3
+        producer.flush()
+    return total
+
+
+def _warm_up(
+    console: Console, services: list[Service], store: SchemaSource, consumer: Consumer, kafka: KafkaSettings,
+    job: subprocess.Popen[bytes], log: Path,
+) -> None:  # fmt: skip
+    """One probe event per service, waited for: the job is up (mini-cluster, Python workers, models) when their
+    predictions come back. Probes are not counted in the demo's totals."""
+    producer = Producer(kafka)
+    pending: dict[str, Service] = {}
+    for service in services:
+        input_topic, _, _ = service.topics
+        schema = service.config.streaming.input_schema if service.config.streaming else ""
+        codec = AvroCodec(store, topic_subject(input_topic), load_schema(schema))
+        event = next(transactions(make_world(), 1))[0] if schema == "transaction" else next(products(1))[0]
+        event_id = str(uuid.uuid4())
+        event["event_id"], event["event_time"] = event_id, time.time_ns() // 1_000_000
+        producer.produce(input_topic, codec.encode(event), b"warm-up")
+        pending[event_id] = service
+    producer.flush()
+    started = time.monotonic()
+    with console.status("starting the streaming job (mini-cluster, Python workers, first batches)..."):
+        while pending and time.monotonic() - started < 180:
+            if job.poll() is not None:
+                raise ConfigError(f"the streaming job exited ({job.returncode}); log: {log}")
+            for record in consumer.poll_batch(100, timeout=0.5):
+                for event_id in list(pending):
+                    if event_id.encode() in (record.value or b""):
+                        del pending[event_id]
+    if pending:
+        raise ConfigError(f"the streaming job did not answer within 180 s; log: {log}")
+    console.print(f"  job up in {time.monotonic() - started:.1f}s (one probe event per service answered)")
+
+
+def _percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else float("nan")
+
+
+def _output_consumer(services: list[Service], kafka: KafkaSettings) -> Consumer:
+    """A consumer positioned at the current end of every output topic, before anything of this run is written."""
+    topics = [t for service in services for t in service.topics[1:]]
+    consumer = Consumer(topics, f"vatic-demo-{uuid.uuid4().hex[:8]}", kafka, config={"auto.offset.reset": "latest"})
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and not consumer.assignment():
+        consumer.poll_batch(1, timeout=0.2)
+    return consumer
+
+
+def _collect(
+    console: Console, services: list[Service], store: SchemaSource, consumer: Consumer, total: int,
+    timeout_s: float, job: subprocess.Popen[bytes], log: Path,
+) -> tuple[dict[str, dict[str, Any]], list[dict[str, Any]], list[float], list[float]]:  # fmt: skip
+    """Read predictions and dead letters of this run until every input is accounted for (or time runs out)."""
+    codecs, owner = {}, {}
+    for service in services:
+        _, output, dead = service.topics
+        codecs[output] = AvroCodec(store, topic_subject(output), load_schema("prediction"))
+        codecs[dead] = AvroCodec(store, topic_subject(dead), load_schema("dead_letter"))
+        owner[output] = owner[dead] = service
+    predictions: dict[str, dict[str, Any]] = {}
+    dead_letters: list[dict[str, Any]] = []
+    dead_sources: set[tuple[Any, ...]] = set()
+    processed, visible = [], []
+    deadline = time.monotonic() + timeout_s
+    with _progress(console) as progress:
+        task = progress.add_task("predictions + dead letters", total=total)
+        while len(predictions) + len(dead_letters) < total and time.monotonic() < deadline:
+            if job.poll() is not None:
+                raise ConfigError(f"the streaming job exited ({job.returncode}); log: {log}")
+            for record in consumer.poll_batch(1000, timeout=0.5):
+                service = owner[record.topic]
+                value = codecs[record.topic].decode(record.value or b"")
+                if record.topic == service.topics[1]:
+                    event_id = value["event_id"]
+                    if event_id in service.sent and event_id not in predictions:
+                        predictions[event_id] = value
+                        processed.append(value["timings"]["emit_time"] - value["timings"]["event_time"])
+                        visible.append(time.time_ns() / 1e6 - value["timings"]["event_time"])
+                        progress.advance(task)
+                elif value["event_id"] in service.sent or value["value"] in service.bad_bytes:
+                    source = (value["topic"], value["partition"], value["offset"])
+                    if source not in dead_sources:  # a record replayed after a restart is dead-lettered again
+                        dead_sources.add(source)
+                        dead_letters.append(value)
+                        progress.advance(task)
+    consumer.close()
+    return predictions, dead_letters, processed, visible
+
+
+def _rest_calls(console: Console, services: list[Service], stack: StackSettings) -> None:
+    url = f"http://{stack.host}:{stack.gateway_port}"
+    samples = {
+        "transaction": [e for e, _ in transactions(make_world(), 2)],
+        "product_created": [e for e, _ in products(2)],
+    }
+    for service in services:
+        schema = service.config.streaming.input_schema if service.config.streaming else ""
+        for event in samples.get(schema, []):
+            body = {k: v for k, v in event.items() if k not in ("event_id", "event_time")}
+            started = time.perf_counter()
+            response = httpx.post(f"{url}/v1/services/{service.config.service}/predict", json=body, timeout=10)
+            took = (time.perf_counter() - started) * 1000
+            answer = response.json()
+            outputs = answer.get("outputs", answer)
+            shown = {k: (round(v, 4) if isinstance(v, float) else v) for k, v in outputs.items() if k != "scores"}
+            console.print(f"  REST {service.config.service}: {response.status_code} in {took:.1f} ms -> {shown}")
+
+
+def demo(
+    events: Annotated[int, typer.Option(help="events per use case", min=1)] = 2000,
+    rate: Annotated[float, typer.Option(help="events per second per use case", min=1)] = 200.0,
+    timeout_s: Annotated[float, typer.Option(help="give up waiting for outputs after this long")] = 300.0,
+) -> None:
+    """Both use cases end to end: stream (Kafka -> Flink -> Kafka) and REST, on the running local stack."""
+    console = Console(soft_wrap=True)
+    settings = StackSettings()
+    stack = Stack(settings)
+    services = _services(stack)
+    kafka = KafkaSettings(bootstrap_servers=settings.kafka_bootstrap)
+    for service in services:
+        ensure_topics(service.topics, partitions=2, settings=kafka)
+    # one source of schema ids for the producers, the job and the readers: the stack's registry when it runs
+    url = registry_url(None)
+    store = schema_source(url, settings.home / "schemas")
+    workdir = Path(tempfile.mkdtemp(prefix="vatic-demo-", dir=settings.home))
+    log = workdir / "job.log"
+    # librdkafka's own lines (a broker not up yet, a coordinator loading) go to a file, not into the demo's output
+    LIBRDKAFKA_LOG.addHandler(logging.FileHandler(workdir / "kafka-clients.log", encoding="utf-8"))
+    LIBRDKAFKA_LOG.propagate = False
+    console.print(f"[bold]vatic demo[/]: {', '.join(s.config.service for s in services)}; job log {log}")
+    console.print(f"  schemas: {f'schema registry {url}' if url else 'embedded schema store'}")
+    consumer = _output_consumer(services, kafka)
+    job = _start_job(services, log, url)
+    try:
+        _warm_up(console, services, store, consumer, kafka, job, log)
+        total = _produce(console, services, store, events, kafka, rate)
+        predictions, dead, processed, visible = _collect(console, services, store, consumer, total, timeout_s, job, log)
+        console.print(
+            f"  {len(predictions)} predictions: processed p50 {_percentile(processed, 0.5):.0f} ms, "
+            f"p99 {_percentile(processed, 0.99):.0f} ms; visible (read_committed) p50 "
+            f"{_percentile(visible, 0.5):.0f} ms, p99 {_percentile(visible, 0.99):.0f} ms"
+        )
+        _rest_calls(console, services, settings)
+        table = Table(title="dead-lettered records", show_lines=False)
+        for column in ("service", "stage", "error", "message", "source"):
+            table.add_column(column)
+        for record in dead[:12]:
+            table.add_row(
+                record["service"],
+                record["stage"],
+                record["error_class"],
+                record["error_message"][:70],
+                f"{record['topic']}/{record['partition']}/{record['offset']}",
+            )
+        console.print(table)
+    finally:
+        if job.poll() is None:
+            os.killpg(job.pid, signal.SIGTERM)
+            try:
+                job.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                os.killpg(job.pid, signal.SIGKILL)
+                job.wait()
+    lost = total - len(predictions) - len(dead)
+    typer.echo(f"demo: {total} events in, {len(predictions)} predictions, {len(dead)} dead-lettered, {lost} lost")
+    if lost:
+        raise typer.Exit(1)

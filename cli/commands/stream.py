@@ -1,0 +1,383 @@
+"""``vatic stream run | submit | jobs | cancel | tail``: the job on a mini-cluster or a Flink cluster; its outputs."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+
+from vatic.cli.commands.schema import RegistryUrl, open_source, registry_url
+from vatic.cli.stack.artifacts import Artifacts
+from vatic.cli.stack.settings import StackSettings
+from vatic.schemas.errors import ConfigError
+from vatic.serving.config import load_service
+
+if TYPE_CHECKING:
+    from vatic.cli.stack.flink import FlinkRest
+
+app = typer.Typer(
+    rich_markup_mode=None, help="Run the streaming job (local mini-cluster or a Flink cluster) and read its topics."
+)
+
+ServiceDir = Annotated[Path, typer.Argument(help="service folder (service.yaml + environment overlays)")]
+Env = Annotated[str, typer.Option("--env", help="environment overlay: local, staging, production")]
+ModelUrl = Annotated[
+    str | None, typer.Option(help="model server base URL (default: the local stack's server for the service)")
+]
+
+
+def _model_url(service_dir: Path, explicit: str | None) -> str:
+    if explicit:
+        return explicit
+    if os.environ.get("VATIC_STREAM_MODEL_URL"):
+        return os.environ["VATIC_STREAM_MODEL_URL"]
+    try:
+        from vatic.cli.stack.services import MODEL_SERVERS
+
+        stack = StackSettings()
+        for component in MODEL_SERVERS.values():
+            server = component(stack)
+            if server.service_dir.resolve() == service_dir.resolve():
+                return str(server.url)
+    except (ImportError, AttributeError):
+        pass
+    raise ConfigError(f"no model server known for {service_dir}: pass --model-url http://host:port")
+
+
+def _settings(
+    service_dir: Path,
+    env: str,
+    model_url: str | None,
+    *,
+    bounded: bool,
+    parallelism: int | None,
+    checkpoint_dir: Path | None,
+    schema_registry_url: str | None,
+    local: bool,
+) -> dict[str, Any]:
+    stack = StackSettings()
+    artifacts = Artifacts(stack.cache)
+    # the mini-cluster needs the pinned connector; a cluster may have it in flink/lib instead
+    jar = artifacts.require_flink_kafka_connector() if local else artifacts.flink_kafka_connector
+    config = load_service(service_dir, env)
+    return {
+        "service_dir": str(service_dir.resolve()),
+        "environment": env,
+        "bootstrap_servers": os.environ.get("VATIC_STREAM_BOOTSTRAP_SERVERS", stack.kafka_bootstrap),
+        "model_url": _model_url(service_dir, model_url),
+        "redis_url": os.environ.get("VATIC_STREAM_REDIS_URL"),
+        "schema_registry_url": registry_url(schema_registry_url),
+        "schema_store": str(stack.home / "schemas"),
+        "kafka_connector_jar": str(jar.resolve()) if jar.is_file() else None,
+        "checkpoint_dir": str((checkpoint_dir or stack.home / "checkpoints" / config.service).resolve()),
+        "parallelism": parallelism,
+        "bounded": bounded,
+    }
+
+
+def _create_topics(service_dir: Path, env: str, bootstrap: str) -> None:
+    from vatic.connectors.kafka import KafkaSettings, ensure_topics
+
+    config = load_service(service_dir, env)
+    assert config.streaming is not None
+    spec = config.streaming
+    topics = [spec.input_topic, spec.output_topic, spec.dead_letter_topic]
+    created = ensure_topics(
+        topics, partitions=max(2, spec.parallelism), settings=KafkaSettings(bootstrap_servers=bootstrap)
+    )
+    if created:
+        typer.echo(f"created topics: {', '.join(created)}", err=True)
+
+
+@app.command()
+def run(
+    service_dirs: Annotated[
+        list[Path], typer.Argument(help="service folder(s); several services run as one job, one pipeline each")
+    ],
+    env: Env = "local",
+    model_url: Annotated[
+        list[str] | None,
+        typer.Option(help="model server base URL, one per service in order (default: the local stack's servers)"),
+    ] = None,
+    bounded: Annotated[bool, typer.Option(help="stop at the input topic's end offsets (backfills, tests)")] = False,
+    parallelism: Annotated[int | None, typer.Option(min=1, help="override streaming.parallelism")] = None,
+    checkpoint_dir: Annotated[Path | None, typer.Option(help="default: .vatic/checkpoints/<services>")] = None,
+    resume: Annotated[bool, typer.Option(help="restore from the newest retained checkpoint")] = True,
+    schema_registry_url: RegistryUrl = None,
+    create_topics: Annotated[bool, typer.Option(help="create the services' topics when missing")] = True,
+) -> None:
+    """Run the job in the embedded local mini-cluster (blocks until it ends or Ctrl-C).
+
+    The job runs in a child process; if the mini-cluster loses its TaskManager it is restarted from the newest
+    checkpoint (a few times in a row at most), as a cluster would start a new TaskManager.
+    """
+    from vatic.streaming.main import latest_checkpoint
+    from vatic.streaming.minicluster import run_supervised
+    from vatic.streaming.settings import JobSettings
+
+    urls = list(model_url or [])
+    if urls and len(urls) != len(service_dirs):
+        raise ConfigError(f"--model-url given {len(urls)} time(s) for {len(service_dirs)} service(s): give one each")
+    names = "+".join(load_service(d, env).service for d in service_dirs)
+    checkpoints = checkpoint_dir or StackSettings().home / "checkpoints" / names
+    services = []
+    for index, service_dir in enumerate(service_dirs):
+        payload = _settings(
+            service_dir, env, urls[index] if urls else None, bounded=bounded, parallelism=parallelism,
+            checkpoint_dir=checkpoints, schema_registry_url=schema_registry_url, local=True,
+        )  # fmt: skip
+        if create_topics:
+            _create_topics(service_dir, env, payload["bootstrap_servers"])
+        services.append(JobSettings(**payload))
+    # the mini-cluster's log (task failures, restarts) goes next to the job's checkpoints, not into PyFlink's
+    # install folder where every job on the machine would overwrite it
+    logs = Path(os.environ.setdefault("FLINK_LOG_DIR", str(checkpoints.with_name(checkpoints.name + ".logs"))))
+    logs.mkdir(parents=True, exist_ok=True)
+    typer.echo(f"flink log: {logs}", err=True)
+    url = services[0].schema_registry_url
+    typer.echo(f"schemas: {f'schema registry {url}' if url else f'embedded schema store {services[0].schema_store}'}",
+               err=True)  # fmt: skip
+    for one in services:
+        typer.echo(f"running {one.service_dir.name} (model {one.model_url})", err=True)
+    code = run_supervised(
+        services,
+        lambda: latest_checkpoint(checkpoints),
+        resume=resume,
+        announce=lambda line: typer.echo(line, err=True),
+    )
+    if code != 0:
+        raise typer.Exit(code)
+
+
+@app.command()
+def submit(
+    service_dir: ServiceDir,
+    env: Env = "local",
+    model_url: ModelUrl = None,
+    jobmanager: Annotated[
+        str | None, typer.Option(help="REST address host:port of the JobManager (default: the local stack's, :8088)")
+    ] = None,
+    parallelism: Annotated[int | None, typer.Option(min=1, help="override streaming.parallelism")] = None,
+    checkpoint_dir: Annotated[Path | None, typer.Option(help="checkpoint folder the cluster can write")] = None,
+    bounded: Annotated[bool, typer.Option(help="stop at the input topic's end offsets")] = False,
+    detached: Annotated[bool, typer.Option(help="return once the cluster accepted the job")] = False,
+    create_topics: Annotated[bool, typer.Option(help="create the service's topics when missing")] = True,
+    schema_registry_url: RegistryUrl = None,
+) -> None:
+    """Submit the job to a standalone (session) Flink cluster with the distribution's `flink run --python`.
+
+    Prints the JobID on stdout as soon as the cluster has accepted the job. With --detached it returns then;
+    otherwise it waits until the job ends and exits non-zero unless the job FINISHED. Before submitting it checks
+    that the JobManager answers and has a free slot per parallel subtask (a job short of slots would wait).
+    The Python workers run with this interpreter (the pipeline environment); the Kafka connector jar travels with
+    the job (``pipeline.jars``); the cluster needs PyFlink's flink-python jar in its lib/ (``vatic stack up flink``).
+    """
+    import pyflink
+
+    from vatic.cli.stack.flink import FlinkRest, java_home
+    from vatic.streaming import main as entry
+    from vatic.streaming.settings import JobSettings, job_arguments
+
+    stack = StackSettings()
+    address = jobmanager or stack.flink_jobmanager
+    rest = FlinkRest(address)
+    config = load_service(service_dir, env)
+    if config.streaming is None:
+        raise ConfigError(f"service {config.service} has no streaming section: nothing to submit")
+    wanted = parallelism or config.streaming.parallelism
+    _check_slots(rest, wanted)
+    settings = JobSettings(**_settings(
+        service_dir, env, model_url, bounded=bounded, parallelism=wanted, checkpoint_dir=checkpoint_dir,
+        schema_registry_url=schema_registry_url, local=False,
+    ))  # fmt: skip
+    if create_topics:
+        _create_topics(service_dir, env, settings.bootstrap_servers)
+    logs = stack.home / "flink" / "client"
+    logs.mkdir(parents=True, exist_ok=True)
+    argv = [
+        str(Path(pyflink.__file__).parent / "bin" / "flink"), "run", "--jobmanager", address,
+        "--python", str(Path(entry.__file__).resolve()),
+        "--pyExecutable", sys.executable, "--pyClientExecutable", sys.executable,
+        "--parallelism", str(wanted),
+    ]  # fmt: skip
+    if detached:
+        argv.append("--detached")
+    argv += job_arguments([settings], local=False)  # the program's own arguments, as a person would type them
+    child_env = {**os.environ, "JAVA_HOME": str(java_home(stack)), "FLINK_LOG_DIR": str(logs)}
+    child_env.pop("PYFLINK_GATEWAY_DISABLED", None)  # set by an earlier local run in this process: we are a client
+    transcript = logs / f"submit-{config.service}.out"  # the whole `flink run` output of the last submit
+
+    def announce(job_id: str) -> None:
+        typer.echo(job_id)
+        typer.echo(f"submitted {config.service} to {rest.url} as job {job_id} (parallelism {wanted})", err=True)
+
+    code, job_id = _flink_run(argv, child_env, transcript, announce)
+    if code != 0:
+        raise ConfigError(f"flink run failed ({code}): {_flink_failure(transcript.read_text())} (output: {transcript})")
+    if job_id is None:
+        raise ConfigError(f"flink run printed no JobID (output: {transcript})")
+    if not detached:
+        state = rest.job(job_id).get("state")
+        typer.echo(f"job {job_id} {state}", err=True)
+        if state != "FINISHED":
+            raise typer.Exit(1)
+
+
+def _check_slots(rest: FlinkRest, wanted: int) -> None:
+    """One line when the JobManager does not answer or has fewer free slots than the job's parallelism."""
+    overview = rest.overview()
+    if int(overview.get("slots-available", 0)) < wanted:
+        raise ConfigError(
+            f"the Flink cluster at {rest.url} has {overview.get('slots-available')} free slot(s) of "
+            f"{overview.get('slots-total')} ({overview.get('taskmanagers')} TaskManager(s)); the job needs {wanted} "
+            "(its parallelism): cancel a job (vatic stream cancel), add slots or pass a lower --parallelism"
+        )
+
+
+def _flink_run(
+    argv: list[str], env: dict[str, str], transcript: Path, announce: Callable[[str], None]
+) -> tuple[int, str | None]:
+    """Run ``flink run`` with its output copied to ``transcript``; ``announce`` the JobID as soon as it is
+    printed. Returns (exit code, JobID or None). Ctrl-C stops waiting (the job keeps running) with exit 130."""
+    job_id = None
+    with transcript.open("w", encoding="utf-8") as out:
+        proc = subprocess.Popen(
+            argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, text=True, env=env
+        )
+        assert proc.stdout is not None
+        try:
+            for line in proc.stdout:
+                out.write(line)
+                found = _JOB_ID.search(line) if job_id is None else None
+                if found:
+                    job_id = found.group(1)
+                    announce(job_id)
+            return proc.wait(), job_id
+        except KeyboardInterrupt:
+            proc.terminate()
+            proc.wait()
+            if job_id is not None:
+                typer.echo(f"stopped waiting; job {job_id} still runs: vatic stream cancel {job_id}", err=True)
+            raise typer.Exit(130) from None
+
+
+_JOB_ID = re.compile(r"JobID ([0-9a-f]{32})")
+
+#: wrappers around the cause that `flink run` prints for a failed Python program
+_WRAPPERS = ("ProgramAbortException", "Python process exits with code", "ProgramInvocationException")
+
+
+def _flink_failure(output: str) -> str:
+    """The most specific error line of `flink run`'s output: the innermost Java cause or the Python exception."""
+    lines = [line.strip() for line in output.splitlines()]
+    errors = [
+        line.removeprefix("Caused by: ")
+        for line in lines
+        if re.match(r"^(Caused by: )?[\w.$]*(Error|Exception)\b", line) and not any(w in line for w in _WRAPPERS)
+    ]
+    if errors:
+        return errors[-1][:400]
+    meaningful = [line for line in lines if line and not line.startswith(("at ", "..."))]
+    return meaningful[-1][:400] if meaningful else "no output"
+
+
+JobManager = Annotated[
+    str | None, typer.Option(help="REST address host:port of the JobManager (default: the local stack's, :8088)")
+]
+
+
+@app.command()
+def jobs(
+    jobmanager: JobManager = None,
+    all_jobs: Annotated[bool, typer.Option("--all", help="also finished, cancelled and failed jobs")] = False,
+) -> None:
+    """List the jobs of a Flink cluster (REST): job id, state, tasks, name."""
+    from vatic.cli.stack.flink import FlinkRest
+
+    rest = FlinkRest(jobmanager or StackSettings().flink_jobmanager)
+    done = {"FINISHED", "CANCELED", "FAILED"}
+    for job in sorted(rest.jobs(), key=lambda j: int(j.get("start-time", 0))):
+        if all_jobs or job.get("state") not in done:
+            tasks = job.get("tasks", {})
+            typer.echo(
+                f"{job.get('jid')}  {job.get('state'):<11} {tasks.get('total', '?'):>3} tasks  {job.get('name')}"
+            )
+
+
+@app.command()
+def cancel(
+    job_id: Annotated[str, typer.Argument(help="the JobID `vatic stream submit` printed")],
+    jobmanager: JobManager = None,
+    wait_s: Annotated[float, typer.Option(min=0, help="wait this long for CANCELED (0: do not wait)")] = 60.0,
+) -> None:
+    """Cancel a job on a Flink cluster (REST ``PATCH /jobs/<id>?mode=cancel``); waits until it is CANCELED.
+    Its retained checkpoints stay (RETAIN_ON_CANCELLATION)."""
+    from vatic.cli.stack.flink import FlinkRest
+
+    rest = FlinkRest(jobmanager or StackSettings().flink_jobmanager)
+    rest.cancel(job_id)
+    if wait_s > 0:
+        state = rest.wait_job(job_id, {"CANCELED", "FAILED", "FINISHED"}, wait_s).get("state")
+        typer.echo(f"job {job_id} {state}", err=True)
+    else:
+        typer.echo(f"job {job_id} cancelling", err=True)
+
+
+@app.command()
+def tail(
+    service_dir: ServiceDir,
+    env: Env = "local",
+    dead_letters: Annotated[bool, typer.Option("--dead-letters", help="read the dead-letter topic")] = False,
+    from_beginning: Annotated[bool, typer.Option(help="start at the earliest offset")] = False,
+    limit: Annotated[int | None, typer.Option(min=1, help="stop after this many records")] = None,
+    timeout_s: Annotated[float | None, typer.Option(help="stop after this long without records")] = None,
+    schema_registry_url: RegistryUrl = None,
+) -> None:
+    """Print prediction (or dead-letter) records of a service as JSON lines, as they arrive (read_committed)."""
+    from vatic.connectors.kafka import Consumer, KafkaSettings
+    from vatic.schemas import AvroCodec, load_schema, topic_subject
+
+    config = load_service(service_dir, env)
+    if config.streaming is None:
+        raise ConfigError(f"service {config.service} has no streaming section")
+    stack = StackSettings()
+    topic = config.streaming.dead_letter_topic if dead_letters else config.streaming.output_topic
+    schema = "dead_letter" if dead_letters else "prediction"
+    source, _ = open_source(schema_registry_url)
+    codec = AvroCodec(source, topic_subject(topic), load_schema(schema))
+    settings = KafkaSettings(bootstrap_servers=os.environ.get("VATIC_STREAM_BOOTSTRAP_SERVERS", stack.kafka_bootstrap))
+    reset = "earliest" if from_beginning else "latest"
+    consumer = Consumer([topic], f"vatic-tail-{uuid.uuid4().hex[:8]}", settings, config={"auto.offset.reset": reset})
+    seen = 0
+    idle_since = time.monotonic()
+    try:
+        while limit is None or seen < limit:
+            records = consumer.poll_batch(100, timeout=0.5)
+            if not records:
+                if timeout_s is not None and time.monotonic() - idle_since > timeout_s:
+                    break
+                continue
+            idle_since = time.monotonic()
+            for record in records:
+                value = codec.decode(record.value or b"")
+                typer.echo(json.dumps(value, default=_bytes_repr))
+                seen += 1
+                if limit is not None and seen >= limit:
+                    break
+    finally:
+        consumer.close()
+
+
+def _bytes_repr(value: Any) -> Any:
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "backslashreplace")
+    return str(value)

@@ -1,0 +1,47 @@
+"""``vatic``: the command line of the platform. Each command group lives in a module of its own."""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import typer
+
+from vatic.cli.commands import demo, gateway, init, plan, predict, render, schema, stack, stream, usecases, workspace
+from vatic.cli.stack.settings import StackSettings
+from vatic.schemas.errors import VaticError
+
+app = typer.Typer(
+    rich_markup_mode=None,
+    name="vatic",
+    help="Real-time ML predictions: one service definition, served from Kafka and REST.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+app.add_typer(stack.app, name="stack")
+app.add_typer(stream.app, name="stream")
+app.add_typer(usecases.app, name="usecases")
+app.command(name="demo")(demo.demo)
+app.command(name="gateway")(gateway.gateway)
+app.command(name="init")(init.init)
+app.add_typer(workspace.app, name="workspace")
+app.command(name="render")(render.render)
+app.command(name="plan")(plan.plan)
+app.command(name="predict")(predict.predict)
+app.add_typer(schema.app, name="schema")
+
+
+def main() -> None:
+    """Console entry point: vatic errors become one line on stderr and exit code 2, never a traceback."""
+    # the examples' Feast repositories keep their state under the local stack's home (${VATIC_STACK_HOME}); every
+    # process the CLI starts (job, gateway, model servers) inherits it
+    os.environ.setdefault("VATIC_STACK_HOME", str(StackSettings().home))
+    try:
+        app()
+    except VaticError as exc:
+        print(f"vatic: {exc}", file=sys.stderr)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,331 @@
+"""The components of the local stack: a Kafka broker (KRaft), Redis and a Confluent-compatible schema registry.
+
+Each component knows how to check its prerequisites (one clear line when something is missing), start its
+real process through :class:`~vatic.cli.stack.process.ManagedProcess`, tell when it is ready and report
+its health. The model servers and the gateway are components of their own (:mod:`vatic.cli.stack.services`,
+:mod:`vatic.cli.stack.gateway`), assembled with these in :data:`vatic.cli.stack.stack.STACK`.
+"""
+
+from __future__ import annotations
+
+import base64
+import shutil
+import socket
+import subprocess
+import time
+import urllib.request
+import uuid
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+
+from vatic.cli.stack.artifacts import APICURIO_VERSION, KAFKA_VERSION, Artifacts
+from vatic.cli.stack.process import ManagedProcess, port_accepts, port_is_free
+from vatic.cli.stack.settings import StackSettings
+from vatic.schemas.errors import ConfigError, MissingDependency, PortInUse
+
+
+@dataclass(frozen=True)
+class Health:
+    """What ``vatic stack status`` prints for one component."""
+
+    name: str
+    state: str  # "up", "down", "starting", "foreign" (port held by a process that is not ours)
+    port: int
+    pid: int | None
+    detail: str = ""
+
+
+class Component(ABC):
+    """One real server process of the stack."""
+
+    name: str
+
+    def __init__(self, settings: StackSettings) -> None:
+        self.settings = settings
+        self.process = ManagedProcess(self.name, settings.home)
+        self.artifacts = Artifacts(settings.cache)
+
+    @property
+    @abstractmethod
+    def ports(self) -> list[int]:
+        """Every port the component binds; the first is the one clients use."""
+
+    @abstractmethod
+    def argv(self) -> list[str]:
+        """The command line; raises :class:`ConfigError` when a prerequisite is missing."""
+
+    @abstractmethod
+    def ready(self) -> bool:
+        """True when the component answers its own protocol (not just an open port)."""
+
+    def prepare(self) -> None:  # noqa: B027 - optional hook, most components need none
+        """One-time preparation before the first start (formatting storage, writing configs)."""
+
+    def env(self) -> dict[str, str]:
+        return {}
+
+    def start(self) -> bool:
+        """Start unless already running; wait until ready. Returns True if this call started it."""
+        if self.process.pid() is not None:
+            self.process.wait_ready(self.ready, self.settings.start_timeout_s)
+            return False
+        argv = self.argv()
+        for port in self.ports:
+            if not _port_frees(self.settings.host, port):
+                raise PortInUse(
+                    f"{self.name}: port {port} on {self.settings.host} is taken by another process; stop it or "
+                    f"move vatic's {self.name} with VATIC_STACK_{self.name.upper()}_PORT=<free port>"
+                )
+        self.prepare()
+        self.process.start(argv, env=self.env())
+        try:
+            self.process.wait_ready(self.ready, self.settings.start_timeout_s)
+        except ConfigError:
+            self.process.stop(timeout_s=5)
+            raise
+        return True
+
+    def stop(self) -> bool:
+        """Stop our process if it runs; True when one was stopped."""
+        return self.process.stop()
+
+    def health(self) -> Health:
+        pid = self.process.pid()
+        port = self.ports[0]
+        if pid is None:
+            if port_accepts(self.settings.host, port):
+                return Health(self.name, "foreign", port, None, "port held by a process vatic did not start")
+            return Health(self.name, "down", port, None)
+        try:
+            ok = self.ready()
+        except Exception as exc:  # health reports, it does not raise
+            return Health(self.name, "starting", port, pid, f"{type(exc).__name__}: {exc}")
+        return Health(self.name, "up" if ok else "starting", port, pid, self.describe())
+
+    def describe(self) -> str:
+        return ""
+
+
+def _java(settings: StackSettings) -> str:
+    java = shutil.which(settings.java)
+    if java is None:
+        raise MissingDependency(
+            f"java not found ({settings.java!r}): install Java 17+ (`apt-get install -y openjdk-17-jre-headless`) "
+            "or point VATIC_STACK_JAVA at it"
+        )
+    return java
+
+
+class KafkaBroker(Component):
+    """A single-node Apache Kafka broker in KRaft mode (combined broker + controller).
+
+    Settings chosen for a local stack that must not lose data and must allow Flink's EXACTLY_ONCE sink:
+    transaction logs with replication 1 / min ISR 1 (one node), ``transaction.max.timeout.ms`` raised to 1 h so
+    that Flink's transaction timeout (checkpoint + restart time, well above the broker default of 15 min's
+    needs) is accepted, and topic auto-creation off so that a missing topic is an error, not a silent new topic.
+    """
+
+    name = "kafka"
+
+    @property
+    def ports(self) -> list[int]:
+        return [self.settings.kafka_port, self.settings.kafka_controller_port]
+
+    @property
+    def config_file(self) -> Path:
+        return self.process.dir / "server.properties"
+
+    @property
+    def data_dir(self) -> Path:
+        return self.process.dir / "data"
+
+    def argv(self) -> list[str]:
+        java = _java(self.settings)
+        libs = self.artifacts.require_kafka()
+        log4j = resources.files("vatic.cli.stack") / "conf" / "log4j2.properties"
+        return [
+            java,
+            f"-Xmx{self.settings.kafka_heap}",
+            "-Xms128m",
+            "-XX:+UseG1GC",
+            f"-Dlog4j2.configurationFile={log4j}",
+            f"-Dvatic.component={self.name}",
+            "-cp",
+            f"{libs}/*",
+            "kafka.Kafka",
+            str(self.config_file),
+        ]
+
+    def server_properties(self) -> str:
+        s = self.settings
+        return "\n".join(
+            [
+                "# written by vatic (cli/stack/components.py); regenerated at each start",
+                "process.roles=broker,controller",
+                "node.id=1",
+                f"controller.quorum.voters=1@{s.host}:{s.kafka_controller_port}",
+                f"listeners=PLAINTEXT://{s.host}:{s.kafka_port},CONTROLLER://{s.host}:{s.kafka_controller_port}",
+                f"advertised.listeners=PLAINTEXT://{s.host}:{s.kafka_port}",
+                "controller.listener.names=CONTROLLER",
+                "inter.broker.listener.name=PLAINTEXT",
+                "listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT",
+                f"log.dirs={self.data_dir}",
+                "num.partitions=1",
+                "auto.create.topics.enable=false",
+                "offsets.topic.replication.factor=1",
+                "offsets.topic.num.partitions=5",
+                "transaction.state.log.replication.factor=1",
+                "transaction.state.log.min.isr=1",
+                "transaction.state.log.num.partitions=5",
+                "transaction.max.timeout.ms=3600000",
+                "group.initial.rebalance.delay.ms=0",
+                "share.coordinator.state.topic.replication.factor=1",
+                "share.coordinator.state.topic.min.isr=1",
+                "log.flush.interval.messages=9223372036854775807",
+                "",
+            ]
+        )
+
+    def prepare(self) -> None:
+        self.process.dir.mkdir(parents=True, exist_ok=True)
+        self.config_file.write_text(self.server_properties(), encoding="utf-8")
+        if (self.data_dir / "meta.properties").is_file():
+            return
+        cluster_id = new_cluster_id()
+        java = _java(self.settings)
+        libs = self.artifacts.require_kafka()
+        done = subprocess.run(
+            [java, "-cp", f"{libs}/*", "kafka.tools.StorageTool", "format",
+             "-t", cluster_id, "-c", str(self.config_file)],
+            capture_output=True, text=True, check=False,
+        )  # fmt: skip
+        if done.returncode != 0:
+            raise ConfigError(f"kafka: formatting KRaft storage in {self.data_dir} failed: {done.stderr.strip()}")
+
+    def ready(self) -> bool:
+        # Ready means the broker answers a metadata request and lists itself, not just an open port.
+        if not port_accepts(self.settings.host, self.settings.kafka_port):
+            return False
+        from confluent_kafka.admin import AdminClient
+
+        admin = AdminClient({"bootstrap.servers": self.settings.kafka_bootstrap, "socket.timeout.ms": 1000})
+        meta = admin.list_topics(timeout=2)
+        return bool(meta.brokers)
+
+    def describe(self) -> str:
+        return f"Kafka {KAFKA_VERSION} (KRaft) bootstrap {self.settings.kafka_bootstrap}"
+
+
+class Redis(Component):
+    """Debian's redis-server: Feast's online store for async reads. Persistence off: it is a cache of the
+    offline store, rebuilt by ``feast materialize``."""
+
+    name = "redis"
+
+    @property
+    def ports(self) -> list[int]:
+        return [self.settings.redis_port]
+
+    def argv(self) -> list[str]:
+        server = shutil.which("redis-server")
+        if server is None:
+            raise MissingDependency(
+                "redis-server not found: run `make setup` (installs Debian's redis-server) "
+                "or `apt-get install -y redis-server`"
+            )
+        return [
+            server,
+            "--bind", self.settings.host,
+            "--port", str(self.settings.redis_port),
+            "--save", "",
+            "--appendonly", "no",
+            "--protected-mode", "yes",
+            "--dir", str(self.process.dir),
+            "--daemonize", "no",
+        ]  # fmt: skip
+
+    def ready(self) -> bool:
+        with socket.create_connection((self.settings.host, self.settings.redis_port), timeout=1) as sock:
+            sock.sendall(b"*1\r\n$4\r\nPING\r\n")
+            return sock.recv(16).startswith(b"+PONG")
+
+    def describe(self) -> str:
+        return f"redis {self.settings.redis_url}"
+
+
+class SchemaRegistry(Component):
+    """Apicurio Registry serving the Confluent Schema Registry REST API (ccompat v7), its schemas kept in an
+    H2 database file under the component's folder (``data/registry.mv.db``).
+
+    Durable: a restart, clean or killed, keeps every subject, version and global id, as the records already
+    in Kafka name those ids. (Apicurio's default storage is an in-memory H2 database, which forgets them.)
+    H2 is told to write each commit at once (``WRITE_DELAY=0``), so a registration that was answered
+    survives a SIGKILL.
+    """
+
+    name = "registry"
+
+    @property
+    def ports(self) -> list[int]:
+        return [self.settings.registry_port]
+
+    def argv(self) -> list[str]:
+        java = _java(self.settings)
+        jar = self.artifacts.require_apicurio()
+        return [
+            java,
+            f"-Xmx{self.settings.registry_heap}",
+            f"-Dquarkus.http.port={self.settings.registry_port}",
+            f"-Dquarkus.http.host={self.settings.host}",
+            f"-Dapicurio.datasource.url=jdbc:h2:file:{self.data_dir / 'registry'};WRITE_DELAY=0",
+            "-Dquarkus.log.console.json=false",
+            f"-Dvatic.component={self.name}",
+            "-jar",
+            str(jar),
+        ]
+
+    @property
+    def data_dir(self) -> Path:
+        return self.process.dir / "data"
+
+    def prepare(self) -> None:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+
+    def ready(self) -> bool:
+        url = f"http://{self.settings.host}:{self.settings.registry_port}/apis/ccompat/v7/subjects"
+        with urllib.request.urlopen(url, timeout=2) as response:
+            return bool(response.status == 200)
+
+    def describe(self) -> str:
+        return f"Apicurio Registry {APICURIO_VERSION} {self.settings.registry_url}"
+
+
+#: The infrastructure components, in start order. The whole stack (with the model servers and the gateway)
+#: is assembled in :data:`vatic.cli.stack.stack.STACK`.
+COMPONENTS: dict[str, type[Component]] = {
+    "kafka": KafkaBroker,
+    "redis": Redis,
+    "registry": SchemaRegistry,
+}
+
+
+def new_cluster_id() -> str:
+    """A KRaft cluster id as Kafka's ``Uuid.randomUuid`` makes one: 16 random bytes, URL-safe base64 without padding,
+    never starting with ``-`` (a command line would read it as an option: 1 id in 64 otherwise)."""
+    while True:
+        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        if not cluster_id.startswith("-"):
+            return cluster_id
+
+
+def _port_frees(host: str, port: int, timeout_s: float = 2.0) -> bool:
+    """True when ``port`` is free now or within ``timeout_s`` (a process killed a moment ago releases its ports
+    while it exits)."""
+    deadline = time.monotonic() + timeout_s
+    while not port_is_free(host, port):
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.05)
+    return True

@@ -1,0 +1,396 @@
+"""A standalone Flink cluster on loopback: a JobManager and a TaskManager from the Flink distribution that PyFlink
+ships (``site-packages/pyflink``), for jobs submitted with ``vatic stream submit``.
+
+Optional components of the local stack (about 1.5 GB of memory while idle, more with a job's Python workers):
+``vatic stack up flink`` (or ``flink-jobmanager flink-taskmanager``) starts them, ``vatic stack up`` alone does
+not. ``vatic stack down`` stops them with the rest.
+
+Contract:
+
+* Each process is the distribution's own launch script in foreground mode (``bin/jobmanager.sh
+  start-foreground``, ``bin/taskmanager.sh start-foreground``); the scripts compute the JVM memory options and
+  ``exec`` into ``java``, so the PID (and the ownership token in its environment) is the JVM's. Nothing is
+  written into the distribution: each component gets, under ``<home>/<component>/``,
+
+  - ``conf/`` (``FLINK_CONF_DIR``): our ``config.yaml`` (written at every start from :class:`StackSettings`) and
+    a console-only ``log4j-console.properties``, so that the whole log is ``<home>/<component>/<component>.log``;
+  - ``lib/`` (``FLINK_LIB_DIR``): links to the distribution's ``lib/*.jar`` plus ``opt/flink-python-*.jar``.
+    PyFlink's operators (``ExternalPythonProcessOperator``...) live in that jar, which the distribution keeps
+    in ``opt/``; ``flink run --python`` puts it on the client's classpath only, so the cluster must have it.
+    The Kafka connector is *not* added: each job ships it (``pipeline.jars``), and a second copy in ``lib/``
+    would load its classes twice (child-first user class loader);
+  - ``tmp/`` (``io.tmp.dirs``: blobs, Python worker folders).
+
+* ``config.yaml``: every address is ``StackSettings.host`` (loopback); REST on ``flink_rest_port`` (8088), RPC on
+  ``flink_jobmanager_rpc_port`` (6123) and ``flink_taskmanager_rpc_port`` (6122); data port, blob server and
+  metrics query service on ephemeral ports; ``flink_task_slots`` (2) slots; process sizes
+  ``flink_jobmanager_memory`` / ``flink_taskmanager_memory``; ``python.executable`` = this interpreter (the
+  pipeline environment, where vatic and PyFlink are installed), so Python UDF workers import vatic; default
+  checkpoint and savepoint folders ``<home>/flink/checkpoints`` and ``<home>/flink/savepoints``; ``env.java.home``
+  from ``StackSettings.java``; the JVM options the distribution's own config carries (Java 17 ``--add-opens``).
+* Ready: the JobManager answers ``GET /overview`` on its REST port; the TaskManager is ready when the JobManager
+  lists it (``GET /taskmanagers``, by its resource id ``vatic-<component>``) with all its slots. Starting the
+  TaskManager without a JobManager answering is one :class:`StartFailed` line, as are a taken port
+  (:class:`PortInUse`, naming the ``VATIC_STACK_*`` variable that moves it) and a missing ``java``
+  (:class:`MissingDependency`).
+* :meth:`stop` signals the process group (the JVM and the Python workers it launched), waits, SIGKILLs what
+  remains; then any process still in the session we created that carries our token (a Python worker that
+  outlived its JVM) is SIGKILLed through a pidfd. :func:`processes_with_token` of the component's
+  :meth:`~_FlinkProcess.token` (read before stopping) is empty after :meth:`stop`.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import re
+import shutil
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import yaml
+
+from vatic.cli.stack.components import Component, _java
+from vatic.cli.stack.process import kill_session, port_is_free
+from vatic.cli.stack.settings import StackSettings
+from vatic.schemas.errors import ConfigError, MissingDependency, PortInUse, StartFailed
+
+__all__ = [
+    "FLINK",
+    "FlinkJobManager",
+    "FlinkRest",
+    "FlinkTaskManager",
+    "flink_home",
+    "java_home",
+]
+
+#: what a REST call may take before the cluster counts as not answering
+_REST_TIMEOUT_S = 5.0
+
+#: console-only logging: the component's log file is the whole log (the distribution also writes a rolling file)
+_LOG4J = """\
+# written by vatic (cli/stack/flink.py): console only, captured in <home>/<component>/<component>.log
+monitorInterval = 30
+rootLogger.level = ${env:ROOT_LOG_LEVEL:-INFO}
+rootLogger.appenderRef.console.ref = ConsoleAppender
+logger.pekko.name = org.apache.pekko
+logger.pekko.level = WARN
+logger.kafka.name = org.apache.kafka
+logger.kafka.level = WARN
+logger.shaded_kafka.name = org.apache.flink.kafka.shaded.org.apache.kafka
+logger.shaded_kafka.level = WARN
+logger.netty.name = org.jboss.netty.channel.DefaultChannelPipeline
+logger.netty.level = OFF
+appender.console.name = ConsoleAppender
+appender.console.type = CONSOLE
+appender.console.layout.type = PatternLayout
+appender.console.layout.pattern = %d{yyyy-MM-dd HH:mm:ss,SSS} %-5p %-60c %x - %m%n
+"""
+
+
+def flink_home() -> Path:
+    """The Flink distribution inside the installed ``pyflink`` package; :class:`MissingDependency` when absent."""
+    spec = importlib.util.find_spec("pyflink")
+    if spec is None or spec.origin is None:
+        raise MissingDependency(
+            f"PyFlink is not installed in this environment ({sys.executable}): run `make setup` and use the "
+            "pipeline environment (.venv/pipeline)"
+        )
+    home = Path(spec.origin).resolve().parent
+    missing = [p for p in ("bin/jobmanager.sh", "bin/taskmanager.sh", "opt") if not (home / p).exists()]
+    if missing or not list((home / "lib").glob("flink-dist-*.jar")):
+        raise MissingDependency(f"the Flink distribution in {home} is incomplete ({', '.join(missing) or 'lib'})")
+    return home
+
+
+def java_home(settings: StackSettings) -> Path:
+    """JAVA_HOME of ``StackSettings.java`` (symlinks resolved); :class:`MissingDependency` when java is absent."""
+    return Path(os.path.realpath(_java(settings))).parent.parent
+
+
+def _distribution_java_opts(home: Path) -> str:
+    """``env.java.opts.all`` of the distribution's own config (the ``--add-opens`` Flink needs on Java 17)."""
+    try:
+        loaded = yaml.safe_load((home / "conf" / "config.yaml").read_text(encoding="utf-8")) or {}
+    except (OSError, yaml.YAMLError):
+        return ""
+    node: Any = loaded
+    for key in ("env", "java", "opts", "all"):
+        node = node.get(key) if isinstance(node, dict) else None
+    if node is None:
+        node = loaded.get("env.java.opts.all", "") if isinstance(loaded, dict) else ""
+    return str(node or "")
+
+
+class FlinkRest:
+    """The few calls of Flink's REST API vatic needs (overview, task managers, jobs, cancel).
+
+    ``address`` is ``host:port`` or a URL. Every method raises :class:`ConfigError` with one line when the
+    JobManager does not answer or answers an error.
+    """
+
+    def __init__(self, address: str, timeout_s: float = _REST_TIMEOUT_S) -> None:
+        self.url = (address if "://" in address else f"http://{address}").rstrip("/")
+        self.timeout_s = timeout_s
+
+    def _call(self, method: str, path: str) -> Any:
+        try:
+            response = httpx.request(method, f"{self.url}{path}", timeout=self.timeout_s, trust_env=False)
+        except httpx.HTTPError as exc:
+            raise ConfigError(f"no Flink JobManager answers at {self.url} ({type(exc).__name__}: {exc})") from None
+        if response.status_code >= 400:
+            errors = _errors(response)
+            raise ConfigError(f"Flink REST {method} {path}: HTTP {response.status_code} {errors}".strip())
+        return response.json() if response.content else None
+
+    def overview(self) -> dict[str, Any]:
+        """``GET /overview``: task managers, slots (total, available), jobs by state, Flink version."""
+        return dict(self._call("GET", "/overview"))
+
+    def taskmanagers(self) -> list[dict[str, Any]]:
+        """``GET /taskmanagers``: id, slotsNumber, freeSlots... of every registered TaskManager."""
+        return list(self._call("GET", "/taskmanagers").get("taskmanagers", []))
+
+    def jobs(self) -> list[dict[str, Any]]:
+        """``GET /jobs/overview``: jid, name, state, start-time, tasks... of every job the cluster knows."""
+        return list(self._call("GET", "/jobs/overview").get("jobs", []))
+
+    def job(self, job_id: str) -> dict[str, Any]:
+        """``GET /jobs/<id>``: state and vertices (name, parallelism, status) of one job."""
+        return dict(self._call("GET", f"/jobs/{_job_id(job_id)}"))
+
+    def exceptions(self, job_id: str) -> list[dict[str, Any]]:
+        """``GET /jobs/<id>/exceptions``: the failures the job restarted from (empty for a healthy job)."""
+        history = self._call("GET", f"/jobs/{_job_id(job_id)}/exceptions").get("exceptionHistory", {})
+        return list(history.get("entries", []))
+
+    def cancel(self, job_id: str) -> None:
+        """``PATCH /jobs/<id>?mode=cancel``: ask the cluster to cancel a job (it answers 202 at once)."""
+        self._call("PATCH", f"/jobs/{_job_id(job_id)}?mode=cancel")
+
+    def wait_job(self, job_id: str, states: set[str], timeout_s: float) -> dict[str, Any]:
+        """Poll the job until its state is one of ``states``; :class:`ConfigError` when time runs out."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            detail = self.job(job_id)
+            if detail.get("state") in states:
+                return detail
+            if time.monotonic() > deadline:
+                raise ConfigError(
+                    f"job {job_id} is {detail.get('state')} after {timeout_s:.0f}s, not {' or '.join(sorted(states))}"
+                )
+            time.sleep(0.2)
+
+
+def _job_id(job_id: str) -> str:
+    if not re.fullmatch(r"[0-9a-f]{32}", job_id):
+        raise ConfigError(f"{job_id!r} is not a Flink job id (32 hex digits)")
+    return job_id
+
+
+def _errors(response: httpx.Response) -> str:
+    try:
+        errors = response.json().get("errors", [])
+    except (ValueError, AttributeError):
+        return " ".join(response.text.split())[:200]
+    # the first error's first line, without the Java exception class (the rest is the server's stack trace)
+    first = str(errors[0]).strip().splitlines()[0] if errors and str(errors[0]).strip() else ""
+    return re.sub(r"^[\w.$]+(Exception|Error): ", "", first)[:300]
+
+
+class _FlinkProcess(Component):
+    """A Flink JVM started by the distribution's launch script in foreground mode."""
+
+    script: str  # bin/<script> start-foreground
+    #: (port, name of the setting that moves it) for every port the process binds
+    _port_settings: tuple[tuple[str, str], ...]
+
+    @property
+    def ports(self) -> list[int]:
+        return [int(getattr(self.settings, field)) for field, _ in self._port_settings]
+
+    @property
+    def rest(self) -> FlinkRest:
+        """The REST API of the cluster's JobManager."""
+        return FlinkRest(f"{self.settings.host}:{self.settings.flink_rest_port}")
+
+    @property
+    def conf_dir(self) -> Path:
+        return self.process.dir / "conf"
+
+    @property
+    def lib_dir(self) -> Path:
+        return self.process.dir / "lib"
+
+    @property
+    def tmp_dir(self) -> Path:
+        return self.process.dir / "tmp"
+
+    @property
+    def resource_id(self) -> str:
+        return f"vatic-{self.name}"
+
+    def argv(self) -> list[str]:
+        _java(self.settings)  # one line when java is missing, before anything starts
+        return ["bash", str(flink_home() / "bin" / self.script), "start-foreground"]
+
+    def env(self) -> dict[str, str]:
+        return {
+            "FLINK_CONF_DIR": str(self.conf_dir),
+            "FLINK_LIB_DIR": str(self.lib_dir),
+            "FLINK_LOG_DIR": str(self.process.dir),
+            "FLINK_PID_DIR": str(self.process.dir),
+            "FLINK_IDENT_STRING": "vatic",
+            "JAVA_HOME": str(java_home(self.settings)),
+            "_FLINK_HOME_DETERMINED": "",  # an inherited value would point the scripts at another distribution
+        }
+
+    def flink_config(self) -> dict[str, Any]:
+        """The flat ``config.yaml`` keys both processes share (the JobManager's address is in both)."""
+        s = self.settings
+        home = flink_home()
+        flink_dir = s.home / "flink"
+        return {
+            "env.java.home": str(java_home(s)),
+            "env.java.opts.all": _distribution_java_opts(home),
+            "jobmanager.bind-host": s.host,
+            "jobmanager.rpc.address": s.host,
+            "jobmanager.rpc.port": s.flink_jobmanager_rpc_port,
+            "jobmanager.memory.process.size": s.flink_jobmanager_memory,
+            "jobmanager.execution.failover-strategy": "region",
+            "taskmanager.bind-host": s.host,
+            "taskmanager.host": s.host,
+            "taskmanager.rpc.port": s.flink_taskmanager_rpc_port,
+            "taskmanager.resource-id": f"vatic-{FlinkTaskManager.name}",
+            "taskmanager.numberOfTaskSlots": s.flink_task_slots,
+            "taskmanager.memory.process.size": s.flink_taskmanager_memory,
+            "parallelism.default": s.flink_task_slots,
+            "rest.address": s.host,
+            "rest.bind-address": s.host,
+            "rest.port": s.flink_rest_port,
+            "io.tmp.dirs": str(self.tmp_dir),
+            "web.tmpdir": str(self.tmp_dir / "web"),
+            "python.executable": sys.executable,
+            "python.client.executable": sys.executable,
+            "execution.checkpointing.dir": (flink_dir / "checkpoints").resolve().as_uri(),
+            "execution.checkpointing.savepoint-dir": (flink_dir / "savepoints").resolve().as_uri(),
+        }
+
+    def prepare(self) -> None:
+        home = flink_home()
+        for folder in (self.conf_dir, self.lib_dir, self.tmp_dir, self.settings.home / "flink"):
+            folder.mkdir(parents=True, exist_ok=True)
+        header = "# written by vatic (cli/stack/flink.py) from VATIC_STACK_* settings at each start\n"
+        body = yaml.safe_dump(self.flink_config(), sort_keys=False, default_flow_style=False, width=1 << 16)
+        (self.conf_dir / "config.yaml").write_text(header + body, encoding="utf-8")
+        (self.conf_dir / "log4j-console.properties").write_text(_LOG4J, encoding="utf-8")
+        for entry in self.lib_dir.iterdir():
+            if not entry.is_symlink():
+                raise ConfigError(f"{self.name}: {entry} is not one of vatic's links; remove it")
+            entry.unlink()
+        python_jars = sorted((home / "opt").glob("flink-python-*.jar"))
+        if not python_jars:
+            raise MissingDependency(f"flink-python jar not found in {home / 'opt'}: reinstall apache-flink")
+        for jar in [*sorted((home / "lib").glob("*.jar")), python_jars[-1]]:
+            (self.lib_dir / jar.name).symlink_to(jar)
+        # blobs and Python worker folders of an earlier run
+        for entry in self.tmp_dir.iterdir():
+            if entry.is_dir() and not entry.is_symlink():
+                shutil.rmtree(entry, ignore_errors=True)
+            else:
+                entry.unlink(missing_ok=True)
+
+    def start(self) -> bool:
+        """Start unless running and wait until ready; True if this call started it. One-line errors."""
+        if self.process.pid() is None:
+            for (field, variable), port in zip(self._port_settings, self.ports, strict=True):
+                if not port_is_free(self.settings.host, port):
+                    raise PortInUse(
+                        f"{self.name}: port {port} on {self.settings.host} ({field}) is taken by another process; "
+                        f"stop it or move vatic's {self.name} with {variable}=<free port>"
+                    )
+        return super().start()
+
+    def stop(self) -> bool:
+        """Stop the JVM and every process it launched (Python workers); True when it was running."""
+        recorded = self.process.recorded() or {}
+        leader, token = recorded.get("pid"), recorded.get("token")
+        stopped = self.process.stop()
+        if isinstance(leader, int) and isinstance(token, str) and token:
+            kill_session(leader, token)
+        return stopped
+
+    def token(self) -> str | None:
+        """The ownership token of the running process (every process it launches inherits it), or None."""
+        token = (self.process.recorded() or {}).get("token")
+        return token if isinstance(token, str) and token else None
+
+
+class FlinkJobManager(_FlinkProcess):
+    """The standalone session cluster's JobManager (``StandaloneSessionClusterEntrypoint``): REST + RPC."""
+
+    name = "flink-jobmanager"
+    script = "jobmanager.sh"
+    _port_settings = (
+        ("flink_rest_port", "VATIC_STACK_FLINK_REST_PORT"),
+        ("flink_jobmanager_rpc_port", "VATIC_STACK_FLINK_JOBMANAGER_RPC_PORT"),
+    )
+
+    def ready(self) -> bool:
+        return "flink-version" in self.rest.overview()
+
+    def describe(self) -> str:
+        try:
+            o = self.rest.overview()
+        except ConfigError:
+            return f"Flink JobManager http://{self.settings.host}:{self.settings.flink_rest_port}"
+        return (
+            f"Flink {o.get('flink-version')} JobManager {self.rest.url}: {o.get('taskmanagers')} TaskManager(s), "
+            f"{o.get('slots-available')}/{o.get('slots-total')} slots free, {o.get('jobs-running')} job(s) running"
+        )
+
+
+class FlinkTaskManager(_FlinkProcess):
+    """The cluster's TaskManager (``TaskManagerRunner``) with ``flink_task_slots`` slots; needs the JobManager."""
+
+    name = "flink-taskmanager"
+    script = "taskmanager.sh"
+    _port_settings = (("flink_taskmanager_rpc_port", "VATIC_STACK_FLINK_TASKMANAGER_RPC_PORT"),)
+
+    def start(self) -> bool:
+        if self.process.pid() is None:
+            try:
+                self.rest.overview()
+            except ConfigError:
+                raise StartFailed(
+                    f"{self.name}: no Flink JobManager answers at {self.rest.url}; start it first "
+                    "(`vatic stack up flink` starts both)"
+                ) from None
+        return super().start()
+
+    def registered(self) -> dict[str, Any] | None:
+        """This TaskManager as the JobManager lists it, or None."""
+        return next((tm for tm in self.rest.taskmanagers() if tm.get("id") == self.resource_id), None)
+
+    def ready(self) -> bool:
+        me = self.registered()
+        return me is not None and me.get("slotsNumber") == self.settings.flink_task_slots
+
+    def describe(self) -> str:
+        try:
+            me = self.registered()
+        except ConfigError:
+            me = None
+        if me is None:
+            return f"Flink TaskManager (not registered at {self.rest.url})"
+        return f"Flink TaskManager {me.get('freeSlots')}/{me.get('slotsNumber')} slots free, JobManager {self.rest.url}"
+
+
+#: the cluster's components in start order (optional stack components: not started by a plain `vatic stack up`)
+FLINK: dict[str, type[Component]] = {FlinkJobManager.name: FlinkJobManager, FlinkTaskManager.name: FlinkTaskManager}
+
+
+# --- the session sweep ------------------------------------------------------------------------------------

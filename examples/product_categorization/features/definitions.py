@@ -1,0 +1,12 @@
+"""Feast definitions of the product_categorization use case, for the ``feast`` CLI run in this folder.
+
+The objects are those :func:`vatic.examples.feast_repo.definitions` builds (what ``prepare`` applies),
+over the Parquet files under ``$VATIC_STACK_HOME/usecases/product_categorization/data``.
+"""
+
+from vatic.examples.feast_repo import definitions
+from vatic.examples.layout import case_home
+
+for _object in definitions("product_categorization", case_home("product_categorization") / "data"):
+    globals()[_object.name] = _object
+del _object

@@ -1,0 +1,471 @@
+"""The no-code and low-code tiers' model repository: MLServer settings written from the service config.
+
+:func:`write_repository` turns one :class:`~vatic.serving.config.model.ServiceConfig` into a folder that
+``mlserver start <folder>`` serves::
+
+    <repository>/
+      .vatic-repository            marker: vatic wrote this folder and may rewrite it
+      settings.json                MLServer server settings (ports, workers, metrics)
+      <model.name>/
+        model-settings.json        MLServer model settings (name, implementation, uri, version, metadata)
+        <artifact files>           the verified copy of one registry version (e.g. model.skops, head.safetensors)
+        registry-model-settings.json   only when the artifact carried a model-settings.json (renamed: see below)
+
+Steps, in order; nothing is replaced in ``repository`` unless all of them succeed:
+
+1. **Artifacts** come from the registry of ``registry:`` (``local``: a folder tree; ``comet``/``mlflow`` when their
+   backends are installed) through :func:`vatic.connectors.registry.spec.fetch_from_spec`, the one verified
+   path: the version is resolved (``version``, else the newest of ``stages``, else the latest), copied, hashed,
+   checked against the sha256 pins of ``registry.artifacts``; a ``.pkl``/``.pickle``/``.joblib`` file is refused
+   unless ``allow_pickle: true`` **and** a pin covers it (``ArtifactRejected``). There is no other way in.
+2. A ``model-settings.json`` shipped inside the artifact (the training code may write one) is read as the base of
+   ours (``platform``, ``versions``, ``outputs`` metadata) and renamed ``registry-model-settings.json``, so that
+   MLServer, which loads every ``**/model-settings.json``, does not load it as a second model.
+3. ``model-settings.json``: ``implementation`` per tier and library (below); ``parameters.uri`` (no-code: the
+   model file, e.g. ``./model.skops``; low-code: the model folder ``.``); ``parameters.version``
+   (``model.version``, else the registry version); ``inputs`` from ``model.inputs`` (shape ``[-1, K]`` for K
+   columns, ``[-1]`` with ``squeeze``; ``content_type`` as given); ``outputs`` metadata when the artifact
+   declares it (else the runtime fills it in at load); ``parameters.extra``: ``device`` (``serving.device``),
+   ``outputs`` (the output names the service reads - runtimes check at load that they produce them) and
+   ``artifact`` (registry, model, version, sha256 manifest digest: provenance); adaptive batching
+   (``max_batch_size``, ``max_batch_time`` in seconds) when ``serving.max_batch_size`` > 1.
+4. ``settings.json``: ``http_port``/``grpc_port``/``metrics_port`` and ``parallel_workers`` from ``serving``,
+   ``host 0.0.0.0`` (a container; the local stack's :class:`~vatic.cli.stack.mlserver.ModelServer`
+   overrides host, ports and workers), metrics on.
+
+Implementations (``implementation``):
+
+=========  ==========  ==================================================  =====================================
+tier       library     with ``validate_inputs`` (default)                  without
+=========  ==========  ==================================================  =====================================
+no-code    sklearn     ``vatic.serving.runtimes.nocode.SKLearnModel``      ``mlserver_sklearn.SKLearnModel``
+no-code    xgboost     ``vatic.serving.runtimes.nocode.XGBoostModel``      ``mlserver_xgboost.XGBoostModel``
+no-code    lightgbm    ``vatic.serving.runtimes.nocode.LightGBMModel``     ``mlserver_lightgbm.LightGBMModel``
+low-code   any         ``serving.implementation`` (a ``VaticModel``)        same
+=========  ==========  ==================================================  =====================================
+
+The ``vatic`` no-code runtimes *are* MLServer's (subclasses): they add the input checks of
+:mod:`vatic.serving.core.contract` (a bad request is a 400, not MLServer's 500 from inside sklearn), load
+``.skops`` files (sklearn without pickle), concatenate several declared inputs into the one feature matrix
+the model was trained on (in declared order), and answer every output the service config reads by default.
+The full-custom tier (``layer: fastapi``) gets the same artifact folder and a ``vatic-model.json`` (the model
+settings without ``implementation``) instead of MLServer files.
+
+Defaults for light models: ``serving.parallel_workers: 0`` (predict runs in the server process) and, in the tree
+runtimes, one predict thread per request (``parameters.extra.threads``); why: docs/decisions/0006-parallel-workers.md.
+
+Runs in both environments (it imports pydantic and the registry client, never MLServer). Command line, used by
+the local stack (``cli/stack/services.py``)::
+
+    python -m vatic.serving.runtimes.repository SERVICE_DIR REPOSITORY [--environment ENV] [--registry-root DIR]
+
+prints one JSON line describing what it wrote; exit code 2 with one ``vatic: ...`` line for a configuration
+problem, 3 when the artifacts are not in the registry yet (``vatic usecases prepare`` writes them).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import sys
+import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from vatic.connectors.registry import ModelRegistry, is_pickle, open_registry
+from vatic.connectors.registry.spec import fetch_from_spec, registry_from_spec
+from vatic.schemas.errors import ArtifactsMissing, ConfigError, ModelNotFound, VaticError
+from vatic.serving.config.loader import load_service
+from vatic.serving.config.model import ServiceConfig, TensorSpec
+
+__all__ = [
+    "MARKER",
+    "MODEL_FILES",
+    "NOCODE_OUTPUTS",
+    "ArtifactsMissing",
+    "WrittenModel",
+    "WrittenRepository",
+    "implementation_for",
+    "input_metadata",
+    "main",
+    "model_settings",
+    "server_settings",
+    "write_repository",
+]
+
+MARKER = ".vatic-repository"
+MODEL_SETTINGS = "model-settings.json"
+SHIPPED_SETTINGS = "registry-model-settings.json"
+CUSTOM_SETTINGS = "vatic-model.json"
+
+#: model file names each no-code library loads, by preference (then any single file with one of the suffixes)
+MODEL_FILES: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
+    "sklearn": (("model.skops", "model.joblib", "model.pkl", "model.pickle"), (".skops", ".joblib", ".pkl", ".pickle")),
+    "xgboost": (("model.json", "model.ubj", "model.bst"), (".ubj", ".bst", ".json")),
+    "lightgbm": (("model.txt", "model.bst", "model.lgb"), (".txt", ".bst", ".lgb")),
+}
+
+#: outputs MLServer's no-code runtimes can answer
+NOCODE_OUTPUTS: dict[str, tuple[str, ...]] = {
+    "sklearn": ("predict", "predict_proba", "transform"),
+    "xgboost": ("predict", "predict_proba"),
+    "lightgbm": ("predict",),
+}
+
+_NOCODE_CLASSES = {"sklearn": "SKLearnModel", "xgboost": "XGBoostModel", "lightgbm": "LightGBMModel"}
+
+
+@dataclass(frozen=True)
+class WrittenModel:
+    """One model folder written: where, what runs it, and which registry version it holds."""
+
+    name: str
+    folder: Path
+    implementation: str | None
+    uri: str
+    version: str
+    registry_model: str
+    registry_version: str
+    digest: str
+    files: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class WrittenRepository:
+    """What :func:`write_repository` wrote; ``server`` is the content of ``settings.json`` (empty: full-custom)."""
+
+    root: Path
+    server: dict[str, Any]
+    models: tuple[WrittenModel, ...]
+
+    def summary(self) -> dict[str, Any]:
+        """A JSON-able description (what the command line prints)."""
+        return {
+            "repository": str(self.root),
+            "parallel_workers": self.server.get("parallel_workers"),
+            "models": [
+                {
+                    "name": m.name,
+                    "version": m.version,
+                    "implementation": m.implementation,
+                    "uri": m.uri,
+                    "registry_model": m.registry_model,
+                    "registry_version": m.registry_version,
+                    "digest": m.digest,
+                }
+                for m in self.models
+            ],
+        }
+
+
+# --- pure builders ----------------------------------------------------------------------------------------
+
+
+def input_metadata(spec: TensorSpec) -> dict[str, Any]:
+    """V2 metadata of one configured input: ``[-1, K]`` for K columns, ``[-1]`` when squeezed."""
+    shape = [-1] if spec.squeeze else [-1, len(spec.columns)]
+    body: dict[str, Any] = {"name": spec.name, "datatype": spec.datatype, "shape": shape}
+    if spec.content_type:
+        body["parameters"] = {"content_type": spec.content_type}
+    return body
+
+
+def implementation_for(config: ServiceConfig, *, validate_inputs: bool = True) -> str | None:
+    """The ``implementation`` of the model settings (None for the full-custom tier); see the module table."""
+    serving = config.serving
+    if serving.tier == "full-custom":
+        return None
+    if serving.tier == "low-code":
+        if not serving.implementation or "." not in serving.implementation:
+            raise ConfigError(
+                f"service {config.service}: serving.implementation must be 'module.Class' (a VaticModel subclass)"
+            )
+        return serving.implementation
+    cls = _NOCODE_CLASSES[serving.library]
+    return f"vatic.serving.runtimes.nocode.{cls}" if validate_inputs else f"mlserver_{serving.library}.{cls}"
+
+
+def server_settings(config: ServiceConfig) -> dict[str, Any]:
+    """MLServer's ``settings.json`` for the service (see the module docstring)."""
+    serving = config.serving
+    return {
+        "debug": False,
+        "host": "0.0.0.0",  # noqa: S104 - a container's server; the local stack binds loopback
+        "http_port": serving.port,
+        "grpc_port": serving.grpc_port,
+        "metrics_port": serving.metrics_port,
+        "parallel_workers": serving.parallel_workers,
+        "load_models_at_startup": True,
+        "metrics_endpoint": "/metrics",
+    }
+
+
+def model_settings(
+    config: ServiceConfig,
+    *,
+    uri: str,
+    registry_version: str,
+    digest: str,
+    registry_model: str | None = None,
+    files: dict[str, str] | None = None,
+    base: dict[str, Any] | None = None,
+    validate_inputs: bool = True,
+) -> dict[str, Any]:
+    """MLServer's ``model-settings.json`` for the service's model (see the module docstring).
+
+    ``base`` is a ``model-settings.json`` that came with the artifact: its ``platform``, ``versions`` and
+    ``outputs`` are kept; everything the service config decides is overwritten.
+    """
+    base = dict(base or {})
+    serving, model = config.serving, config.model
+    settings: dict[str, Any] = {"name": model.name}
+    implementation = implementation_for(config, validate_inputs=validate_inputs)
+    if implementation is not None:
+        settings["implementation"] = implementation
+    settings["platform"] = str(base.get("platform") or serving.library)
+    if isinstance(base.get("versions"), list):
+        settings["versions"] = [str(v) for v in base["versions"]]
+    settings["inputs"] = [input_metadata(spec) for spec in model.inputs]
+    if isinstance(base.get("outputs"), list) and base["outputs"]:
+        settings["outputs"] = base["outputs"]
+    base_extra = (base.get("parameters") or {}).get("extra") if isinstance(base.get("parameters"), dict) else None
+    extra: dict[str, Any] = dict(base_extra) if isinstance(base_extra, dict) else {}
+    extra.update(
+        {
+            "device": serving.device,
+            "outputs": [output.name for output in model.outputs],
+            "service": config.service,
+            "artifact": {
+                "registry": config.registry.backend,
+                "model": registry_model or config.registry.model or model.name,
+                "version": registry_version,
+                "digest": digest,
+                **_pickle_pins(files),
+            },
+        }
+    )
+    settings["parameters"] = {"uri": uri, "version": model.version or registry_version, "extra": extra}
+    if serving.max_batch_size > 1:
+        settings["max_batch_size"] = serving.max_batch_size
+        settings["max_batch_time"] = serving.max_batch_time_ms / 1000.0
+    return settings
+
+
+def _pickle_pins(files: dict[str, str] | None) -> dict[str, Any]:
+    """``{"pickles": {path: sha256}}`` for the verified pickle/joblib files of an artifact (none: nothing): vatic's
+    runtimes check a pickle against it again right before unpickling it."""
+    pickles = {path: sha for path, sha in (files or {}).items() if is_pickle(path)}
+    return {"pickles": pickles} if pickles else {}
+
+
+def _check_nocode_outputs(config: ServiceConfig) -> None:
+    if config.serving.tier != "no-code":
+        return
+    library = config.serving.library
+    allowed = NOCODE_OUTPUTS[library]
+    unknown = [o.name for o in config.model.outputs if o.name not in allowed]
+    if unknown:
+        raise ConfigError(
+            f"service {config.service}: the no-code {library} runtime answers {', '.join(allowed)}, not {unknown}; "
+            "rename model.outputs (use index to pick a predict_proba column) or use tier: low-code"
+        )
+
+
+def _model_file(config: ServiceConfig, files: Sequence[str], where: str) -> str:
+    """The no-code model file among the artifact's top-level ``files``: preferred names, else one by suffix."""
+    library = config.serving.library
+    names, suffixes = MODEL_FILES[library]
+    top = [f for f in files if "/" not in f and f not in (MODEL_SETTINGS, SHIPPED_SETTINGS)]
+    for name in names:
+        if name in top:
+            return name
+    candidates = [f for f in top if f.endswith(suffixes)]
+    if len(candidates) == 1:
+        return candidates[0]
+    if not candidates:
+        raise ConfigError(
+            f"{where}: no {library} model file in the artifact (looked for {', '.join(names)} or "
+            f"*{', *'.join(suffixes)}); it holds {', '.join(sorted(files)) or 'nothing'}"
+        )
+    raise ConfigError(f"{where}: several {library} model files {sorted(candidates)}; keep one, or name it {names[0]}")
+
+
+# --- the writer -------------------------------------------------------------------------------------------
+
+
+def _registry(config: ServiceConfig, service_dir: Path, registry_root: Path | None) -> ModelRegistry:
+    if registry_root is not None:
+        if not registry_root.is_dir():
+            raise ArtifactsMissing(
+                f"service {config.service}: the model registry folder {registry_root} does not exist",
+                stage="load",
+            )
+        return open_registry("local", root=registry_root)
+    spec = config.registry
+    if spec.backend == "local" and spec.uri:
+        root = Path(spec.uri).expanduser()
+        root = root if root.is_absolute() else service_dir / root
+        if not root.is_dir():
+            raise ArtifactsMissing(
+                f"service {config.service}: the model registry folder {root} does not exist", stage="load"
+            )
+    return registry_from_spec(spec, service_dir=service_dir)
+
+
+def _claim(repository: Path) -> None:
+    """Create ``repository`` or make sure vatic wrote it (its content will be replaced)."""
+    if repository.is_symlink() or (repository.exists() and not repository.is_dir()):
+        raise ConfigError(f"model repository {repository} is not a folder")
+    if repository.is_dir() and any(repository.iterdir()) and not (repository / MARKER).is_file():
+        raise ConfigError(
+            f"model repository {repository} is not empty and was not written by vatic; refusing to overwrite it "
+            "(empty it or choose another folder)"
+        )
+    repository.mkdir(parents=True, exist_ok=True)
+
+
+def _write_json(path: Path, body: dict[str, Any]) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(body, indent=2) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def _adopt_shipped_settings(folder: Path) -> dict[str, Any] | None:
+    """Rename every ``model-settings.json`` of the artifact; return the top-level one's content (the base)."""
+    base: dict[str, Any] | None = None
+    for shipped in sorted(folder.rglob(MODEL_SETTINGS)):
+        if shipped.parent == folder:
+            try:
+                loaded = json.loads(shipped.read_text(encoding="utf-8"))
+            except ValueError as exc:
+                raise ConfigError(f"{shipped}: the artifact's model-settings.json is not valid JSON: {exc}") from exc
+            base = loaded if isinstance(loaded, dict) else None
+        os.replace(shipped, shipped.with_name(SHIPPED_SETTINGS))
+    return base
+
+
+def write_repository(
+    config: ServiceConfig,
+    repository: str | os.PathLike[str] | None = None,
+    *,
+    service_dir: str | os.PathLike[str] = ".",
+    registry_root: str | os.PathLike[str] | None = None,
+    registry: ModelRegistry | None = None,
+    validate_inputs: bool = True,
+) -> WrittenRepository:
+    """Materialise the service's model from its registry and write the MLServer repository (module docstring).
+
+    ``repository`` defaults to ``registry.dest_path`` (relative to the working directory, as in the image).
+    ``service_dir`` anchors a relative ``registry.uri``. ``registry_root`` overrides the registry with a
+    ``local`` one rooted there (the local stack's ``<home>/registry``); ``registry`` passes a backend object.
+
+    Raises :class:`ArtifactsMissing` when the registry (folder) or the model is not there,
+    ``ArtifactRejected`` for a pin mismatch or a refused pickle, ``ConfigError`` for everything else that the
+    config gets wrong. On any error the repository is left as it was.
+    """
+    target = Path(repository if repository is not None else config.registry.dest_path)
+    service_path = Path(service_dir)
+    _check_nocode_outputs(config)
+    implementation = implementation_for(config, validate_inputs=validate_inputs)
+    if registry is None:
+        registry = _registry(config, service_path, Path(registry_root) if registry_root is not None else None)
+    _claim(target)
+    name = config.model.name
+    holder = Path(tempfile.mkdtemp(prefix=f".{name}.incoming-", dir=target))
+    try:
+        incoming = holder / name
+        try:
+            fetched = fetch_from_spec(
+                config.registry, incoming, service_dir=service_path, default_name=name, registry=registry
+            )
+        except ModelNotFound as exc:
+            raise ArtifactsMissing(f"service {config.service}: {exc}", stage="load") from exc
+        where = f"model {fetched.name}:{fetched.version}"
+        base = _adopt_shipped_settings(incoming)
+        uri = "./" + _model_file(config, list(fetched.files), where) if config.serving.tier == "no-code" else "."
+        settings = model_settings(
+            config,
+            uri=uri,
+            registry_version=fetched.version,
+            digest=fetched.digest,
+            registry_model=fetched.name,
+            files=dict(fetched.files),
+            base=base,
+            validate_inputs=validate_inputs,
+        )
+        full_custom = implementation is None
+        _write_json(incoming / (CUSTOM_SETTINGS if full_custom else MODEL_SETTINGS), settings)
+        server = {} if full_custom else server_settings(config)
+        # swap: the old model folder out, the new one in; other folders vatic wrote earlier go too
+        (target / MARKER).write_text(json.dumps({"service": config.service}) + "\n", encoding="utf-8")
+        for stale in list(target.iterdir()):
+            if stale == holder or stale.name == MARKER:
+                continue
+            if stale.name.startswith("."):  # leftovers of an interrupted run
+                if ".incoming-" in stale.name and stale.is_dir():
+                    shutil.rmtree(stale, ignore_errors=True)
+                continue
+            os.replace(stale, holder / f"old-{stale.name}")
+        os.replace(incoming, target / name)
+        if server:
+            _write_json(target / "settings.json", server)
+    finally:
+        shutil.rmtree(holder, ignore_errors=True)
+    written = WrittenModel(
+        name=name,
+        folder=target / name,
+        implementation=implementation,
+        uri=uri,
+        version=settings["parameters"]["version"],
+        registry_model=fetched.name,
+        registry_version=fetched.version,
+        digest=fetched.digest,
+        files=dict(fetched.files),
+    )
+    return WrittenRepository(root=target, server=server, models=(written,))
+
+
+# --- command line -----------------------------------------------------------------------------------------
+
+
+#: the command's exit status when the registry has no artifacts for the model yet
+EXIT_NOT_PREPARED = 3
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m vatic.serving.runtimes.repository SERVICE_DIR REPOSITORY`` (see the module docstring)."""
+    parser = argparse.ArgumentParser(
+        prog="python -m vatic.serving.runtimes.repository",
+        description="Write an MLServer model repository (settings, verified artifacts) from a service folder.",
+    )
+    parser.add_argument("service_dir", type=Path, help="the service folder (service.yaml)")
+    parser.add_argument("repository", type=Path, help="the model repository folder to write")
+    parser.add_argument("--environment", default=None, help="environment overlay (<env>.yaml)")
+    parser.add_argument("--registry-root", type=Path, default=None, help="serve from this local registry folder")
+    parser.add_argument("--no-validate-inputs", action="store_true", help="no-code: MLServer's runtimes as they are")
+    args = parser.parse_args(argv)
+    try:
+        config = load_service(args.service_dir, args.environment)
+        written = write_repository(
+            config,
+            args.repository,
+            service_dir=args.service_dir,
+            registry_root=args.registry_root,
+            validate_inputs=not args.no_validate_inputs,
+        )
+    except ArtifactsMissing as exc:
+        print(f"vatic: {exc}".replace("\n", " "), file=sys.stderr)
+        return EXIT_NOT_PREPARED
+    except (VaticError, OSError) as exc:
+        print(f"vatic: {exc}".replace("\n", "; "), file=sys.stderr)
+        return 2
+    print(json.dumps(written.summary()))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
