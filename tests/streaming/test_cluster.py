@@ -18,6 +18,7 @@ from pathlib import Path
 from tests.fixtures.model_server import free_port, free_ports
 from tests.serving.gateway.test_gateway import echo_service
 from tests.streaming.test_job import check_oracle, drain, make_run, produce
+from vatic.cli.stack.artifacts import Artifacts
 from vatic.cli.stack.flink import FlinkJobManager, FlinkTaskManager
 from vatic.cli.stack.process import port_accepts, processes_with_token
 from vatic.cli.stack.settings import StackSettings
@@ -131,6 +132,7 @@ def test_the_job_runs_on_a_standalone_cluster_with_parallelism_2(
             "--pyClientExecutable", sys.executable, "--parallelism", "2", "--detached",
             "--service-dir", str(run.folder), "--model-url", server.url, "--bootstrap-servers", kafka_bootstrap,
             "--schema-registry-url", registry_url, "--checkpoint-dir", str(tmp_path / "checkpoints-plain"),
+            "--kafka-connector-jar", str(Artifacts(settings.cache).require_flink_kafka_connector()),
         )  # fmt: skip
         assert plain.returncode == 0, plain.stdout[-3000:]
         plain_id = re.search(r"JobID ([0-9a-f]{32})", plain.stdout)
