@@ -2,7 +2,7 @@
 #
 #   make demo    install, start the local stack, run the end-to-end demo, stop the stack
 #   make test    install, start what the tests need, run every test (both environments), stop it again
-#   make lint    ruff + mypy
+#   make lint    ruff + the layer contracts (lint-imports) + mypy
 #   make setup   only install (two Python environments, jars, redis-server)
 #
 # Two Python environments, as production uses two images (see pyproject.toml for why they cannot be one):

@@ -17,8 +17,8 @@ from vatic.connectors.v2.types import Datatype
 __all__ = [
     "Datatype",
     "ErrorResponse",
-    "InferenceRequestBody",
-    "InferenceResponseBody",
+    "InferenceRequest",
+    "InferenceResponse",
     "MetadataModelResponse",
     "MetadataServerResponse",
     "MetadataTensor",
@@ -57,11 +57,10 @@ class RequestOutput(BaseModel):
     parameters: Parameters | None = None
 
 
-# The JSON bodies of an infer call and its answer, as a door validates them; the wire types are
-# vatic.connectors.v2.types.InferenceRequest / InferenceResponse. Documented under the protocol's names.
-class InferenceRequestBody(BaseModel):
-    model_config = ConfigDict(title="InferenceRequest")
-
+# The JSON bodies of an infer call and its answer as a door validates and documents them: the same protocol
+# messages as vatic.connectors.v2.types.InferenceRequest / InferenceResponse (the client's wire values), and named
+# as the protocol names them, because the names are OpenAPI component names clients are generated from.
+class InferenceRequest(BaseModel):
     id: str | None = None
     parameters: Parameters | None = None
     inputs: list[RequestInput] = Field(min_length=1)
@@ -76,9 +75,7 @@ class ResponseOutput(BaseModel):
     data: list[Any]
 
 
-class InferenceResponseBody(BaseModel):
-    model_config = ConfigDict(title="InferenceResponse", protected_namespaces=())
-
+class InferenceResponse(BaseModel):
     model_name: str
     model_version: str | None = None
     id: str | None = None

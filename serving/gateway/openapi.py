@@ -123,8 +123,8 @@ SERVICE_DESCRIPTION: dict[str, Any] = {
 DATATYPES = [datatype.value for datatype in Datatype]
 
 #: the V2 bodies the gateway passes through, documented from the one set of V2 models
-V2_REQUEST: dict[str, Any] = json_schema(v2.InferenceRequestBody)
-V2_RESPONSE: dict[str, Any] = json_schema(v2.InferenceResponseBody)
+V2_REQUEST: dict[str, Any] = json_schema(v2.InferenceRequest)
+V2_RESPONSE: dict[str, Any] = json_schema(v2.InferenceResponse)
 V2_METADATA: dict[str, Any] = json_schema(v2.MetadataModelResponse)
 V2_SERVER: dict[str, Any] = json_schema(v2.MetadataServerResponse)
 

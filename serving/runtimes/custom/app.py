@@ -264,7 +264,7 @@ class _V2Routes:
     async def model_ready(self, name: str, model_version: str | None) -> Response:
         return Response(status_code=200 if self.find(name, model_version).ready else 400)
 
-    async def infer(self, name: str, model_version: str | None, request: wire.InferenceRequestBody) -> ORJSONResponse:
+    async def infer(self, name: str, model_version: str | None, request: wire.InferenceRequest) -> ORJSONResponse:
         model = self.find(name, model_version)
         signature = model.signature
         if signature is None:
@@ -333,7 +333,7 @@ class _V2Routes:
                 _bind_infer(self.infer, versioned),
                 methods=["POST"],
                 summary="Inference" + suffix,
-                response_model=wire.InferenceResponseBody,
+                response_model=wire.InferenceResponse,
                 responses=_ERRORS,
             )
         return v2
@@ -357,12 +357,12 @@ def _bind(handler: Any, versioned: bool) -> Any:
 def _bind_infer(handler: Any, versioned: bool) -> Any:
     if versioned:
 
-        async def infer_version(name: str, model_version: str, request: wire.InferenceRequestBody) -> Any:
+        async def infer_version(name: str, model_version: str, request: wire.InferenceRequest) -> Any:
             return await handler(name, model_version, request)
 
         return infer_version
 
-    async def infer_model(name: str, request: wire.InferenceRequestBody) -> Any:
+    async def infer_model(name: str, request: wire.InferenceRequest) -> Any:
         return await handler(name, None, request)
 
     return infer_model
