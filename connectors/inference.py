@@ -7,14 +7,14 @@ environment, where MLServer cannot be installed. The wire types it speaks (:clas
 :mod:`vatic.connectors.v2.types`, apart from the transport as MLServer keeps its ``types`` apart from its
 servers, and are re-exported here.
 
-Batching - what the streaming job does once per micro-batch of events::
+One call per micro-batch of events: the caller builds ONE request whose tensors have the batch dimension N first
+(the core does, from the service config: :mod:`vatic.serving.core.tensors`) and cuts every output back into N
+per-row values with :meth:`InferenceResponse.split`::
 
     async with InferenceClient("http://127.0.0.1:8080", deadline_s=2.0, max_concurrency=8) as client:
-        results = await client.infer_batch("fraud", [{"amount": 12.5, "country": "FR"}, ...])
-        # one V2 request: inputs "amount" FP64 [N] and "country" BYTES [N]; results[i] == {"predict": ...}
-
-:meth:`InferenceRequest.from_rows` (or :meth:`~InferenceRequest.from_columns`) builds ONE request whose tensors
-have the batch dimension N first; :meth:`InferenceResponse.split` cuts every output back into N per-row values.
+        amount = Tensor("amount", Datatype.FP64, (2,), [12.5, 80.0])
+        response = await client.infer("fraud", InferenceRequest(inputs=(amount,)))
+        rows = response.split(2)  # [{"predict": ...}, {"predict": ...}]
 
 Errors, sorted by what the caller does (all from :mod:`vatic.schemas.errors`):
 
@@ -28,7 +28,6 @@ the call's deadline passed                            ``DeadlineExceeded``      
 401/403, 404/405 on a server endpoint, 1xx/3xx,        ``UnexpectedModelResponse``  ``ConfigError``
 a 2xx body that is not V2, outputs without N rows
 any other 4xx (400 bad input, 413, 422 ...)            ``ModelRejected``            ``DataError`` (dead-letter)
-a row that cannot be encoded (before sending)          ``InvalidModelInput``        ``DataError`` (per row)
 =====================================================  ===========================  ============================
 
 What MLServer 1.7.1 answers (checked against a real server): unknown model -> 404 ``{"error": "Model m not
@@ -61,9 +60,9 @@ import contextlib
 import logging
 import math
 import urllib.parse
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping
 from types import TracebackType
-from typing import Any, Self, TypeVar
+from typing import Self, TypeVar
 
 import httpx
 import orjson
@@ -184,40 +183,7 @@ class InferenceClient:
         )
         return self._parse(response, InferenceResponse.from_json)
 
-    async def infer_batch(
-        self,
-        model: str,
-        rows: Sequence[Mapping[str, Any]],
-        *,
-        version: str | None = None,
-        deadline_s: float | None = None,
-        names: Sequence[str] | None = None,
-        datatypes: Mapping[str, Datatype | str] | None = None,
-        parameters: Mapping[str, Any] | None = None,
-        outputs: Sequence[str] | None = None,
-        squeeze: bool = True,
-    ) -> list[dict[str, Any]]:
-        """N rows in ONE request, N results back: ``results[i]`` is ``{output name: value}`` for ``rows[i]``.
-
-        See :meth:`InferenceRequest.from_rows` (encoding; :class:`InvalidModelInput` before sending) and
-        :meth:`InferenceResponse.split` (an answer without N rows per output is
-        :class:`UnexpectedModelResponse`). MLServer's sklearn runtime wants ``parameters={"content_type": "pd"}``
-        when a model takes several named inputs (one column each).
-        """
-        request = InferenceRequest.from_rows(
-            rows, names=names, datatypes=datatypes, parameters=parameters, outputs=outputs
-        )
-        path = f"{_model_path(model, version)}/infer"
-        response = await self._call(
-            "POST", path, body=request.to_json(), model=model, version=version, deadline_s=deadline_s
-        )
-        return self._parse(response, lambda raw: InferenceResponse.from_json(raw).split(len(rows), squeeze=squeeze))
-
     # -- health and metadata ----------------------------------------------------------------------------
-
-    async def server_live(self, *, deadline_s: float | None = None) -> bool:
-        """``GET /v2/health/live``: True on 200, False on 400/503. Unreachable: ``ModelServerUnavailable``."""
-        return await self._flag("/v2/health/live", None, None, deadline_s)
 
     async def server_ready(self, *, deadline_s: float | None = None) -> bool:
         """``GET /v2/health/ready``: True when every model is ready (MLServer: 200, else 400)."""

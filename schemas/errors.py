@@ -28,7 +28,6 @@ dead-letter records and REST/gRPC error bodies carry, so the names below are par
     |   +-- MissingEntityKey
     |   +-- MissingFeatures
     |   +-- InputProblem
-    |   +-- InvalidModelInput
     |   +-- ModelRejected
     |   +-- ModelFailedOnInput
     |   +-- OutputProblem
@@ -74,7 +73,6 @@ __all__ = [
     "IncompatibleSchemaError",
     "InputProblem",
     "InvalidEntityKey",
-    "InvalidModelInput",
     "InvalidRecord",
     "InvalidSchemaError",
     "ManifestInvalid",
@@ -296,21 +294,6 @@ class InputProblem(DataError):
     """An event that cannot be turned into model inputs (absent field, unknown category, wrong type)."""
 
     stage = "infer"
-
-
-class InvalidModelInput(DataError):
-    """Rows that cannot be encoded into the V2 request's tensors (an input missing or ``None``, a value of the
-    wrong type, a ragged list). Raised before anything is sent.
-
-    ``problems`` maps the index of each bad row in the batch to what is wrong with it, so that a micro-batch can
-    dead-letter exactly those events and send the others again.
-    """
-
-    stage = "infer"
-
-    def __init__(self, message: str, *, problems: dict[int, str]) -> None:
-        super().__init__(message)
-        self.problems = problems
 
 
 class ModelRejected(DataError):

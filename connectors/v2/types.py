@@ -13,15 +13,12 @@ Parsing a body that is not V2 raises :class:`WireError` (a ``ValueError``) namin
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
-from decimal import Decimal
 from enum import StrEnum
 from typing import Any
 
 import orjson
-
-from vatic.schemas.errors import InvalidModelInput
 
 __all__ = [
     "Datatype",
@@ -146,102 +143,6 @@ class InferenceRequest:
     id: str | None = None
     parameters: Mapping[str, Any] | None = None
 
-    @classmethod
-    def from_rows(
-        cls,
-        rows: Sequence[Mapping[str, Any]],
-        *,
-        names: Sequence[str] | None = None,
-        datatypes: Mapping[str, Datatype | str] | None = None,
-        parameters: Mapping[str, Any] | None = None,
-        outputs: Sequence[str] | None = None,
-        id: str | None = None,
-    ) -> InferenceRequest:
-        """ONE request for N rows (events): one tensor per input name, shape ``[N, *row_shape]``.
-
-        ``names`` are the inputs, in order (default: the first row's keys; other keys are ignored). Each value is
-        a scalar (tensor ``[N]``) or a nested list / array of one fixed shape (``[N, d1, ...]``). The datatype of
-        each input is ``datatypes[name]`` when given (e.g. ``FP32``), otherwise inferred from all its values:
-        bool -> ``BOOL``, int -> ``INT64``, int and float -> ``FP64``, str/bytes -> ``BYTES``. Decimal becomes
-        float; NumPy values and arrays are accepted.
-
-        Raises :class:`InvalidModelInput` naming every bad row (missing input, ``None``, wrong type, wrong
-        shape) and ``ValueError`` when ``rows`` is empty.
-        """
-        if not rows:
-            raise ValueError("from_rows needs at least one row")
-        keys = list(names) if names is not None else list(rows[0])
-        columns: dict[str, list[Any]] = {}
-        problems: dict[int, str] = {}
-        for name in keys:
-            try:
-                columns[name] = [row[name] for row in rows]
-            except KeyError:
-                columns[name] = [row.get(name) for row in rows]
-                for index, row in enumerate(rows):
-                    if name not in row:
-                        problems.setdefault(index, f"input {name!r} is missing")
-        return cls._encode(
-            columns,
-            n=len(rows),
-            problems=problems,
-            datatypes=datatypes,
-            parameters=parameters,
-            outputs=outputs,
-            request_id=id,
-        )
-
-    @classmethod
-    def from_columns(
-        cls,
-        columns: Mapping[str, Sequence[Any]],
-        *,
-        datatypes: Mapping[str, Datatype | str] | None = None,
-        parameters: Mapping[str, Any] | None = None,
-        outputs: Sequence[str] | None = None,
-        id: str | None = None,
-    ) -> InferenceRequest:
-        """Like :meth:`from_rows` for data already in columns: ``{input name: N values}``, all of one length."""
-        lengths = {len(values) for values in columns.values()}
-        if len(lengths) != 1 or 0 in lengths:
-            raise ValueError(f"from_columns needs columns of one non-zero length, got lengths {sorted(lengths)}")
-        return cls._encode(
-            columns,
-            n=lengths.pop(),
-            problems={},
-            datatypes=datatypes,
-            parameters=parameters,
-            outputs=outputs,
-            request_id=id,
-        )
-
-    @classmethod
-    def _encode(
-        cls,
-        columns: Mapping[str, Sequence[Any]],
-        *,
-        n: int,
-        problems: dict[int, str],
-        datatypes: Mapping[str, Datatype | str] | None,
-        parameters: Mapping[str, Any] | None,
-        outputs: Sequence[str] | None,
-        request_id: str | None,
-    ) -> InferenceRequest:
-        declared = {name: Datatype(dt) for name, dt in (datatypes or {}).items()}
-        inputs = [_encode_column(name, values, declared.get(name), problems) for name, values in columns.items()]
-        if problems:
-            first = min(problems)
-            raise InvalidModelInput(
-                f"{len(problems)} of {n} rows cannot be sent to the model; row {first}: {problems[first]}",
-                problems=dict(sorted(problems.items())),
-            )
-        return cls(
-            inputs=tuple(t for t in inputs if t is not None),
-            outputs=tuple(outputs) if outputs is not None else None,
-            id=request_id,
-            parameters=parameters,
-        )
-
     def as_dict(self) -> dict[str, Any]:
         body: dict[str, Any] = {"inputs": [tensor.as_dict() for tensor in self.inputs]}
         if self.id is not None:
@@ -351,159 +252,8 @@ class ModelMetadata:
 _KIND_OF: dict[Datatype, str] = {Datatype.BOOL: "b", Datatype.BYTES: "s"}
 _KIND_OF.update({dt: "i" for dt in Datatype if dt.name.startswith(("INT", "UINT"))})
 _KIND_OF.update({dt: "n" for dt in Datatype if dt.name.startswith("FP")})
-_KIND_NAMES = {"b": "bool", "i": "int", "n": "number", "s": "str or bytes"}
-
-
-def _encode_column(
-    name: str, values: Sequence[Any], declared: Datatype | None, problems: dict[int, str]
-) -> Tensor | None:
-    """One input tensor from N row values; records bad rows in ``problems`` (and then returns None)."""
-    fast = _scalar_column(name, values, declared)
-    if fast is not None and not problems:
-        return fast
-    row_shape: tuple[int, ...] | None = None
-    flat: list[Any] = []
-    kinds: list[str | None] = []
-    for index, raw in enumerate(values):
-        kind = None
-        if index not in problems:
-            leaves, kind, problem = _row_leaves(name, raw, row_shape)
-            if problem is not None:
-                problems[index] = problem
-            else:
-                row_shape = row_shape or _shape_of(_plain(raw))
-                flat.extend(leaves)
-        kinds.append(kind)
-    datatype = declared or _infer_datatype(kinds)
-    if datatype is None or row_shape is None:
-        return None  # every row of this column is bad, and recorded
-    expected = _KIND_OF[datatype]
-    for index, kind in enumerate(kinds):
-        if kind is not None and not (kind == expected or (expected == "n" and kind == "i")):
-            problems[index] = f"input {name!r} is {_KIND_NAMES[kind]}, the tensor is {datatype.value}"
-    if problems:
-        return None
-    return Tensor(name=name, datatype=datatype, shape=(len(values), *row_shape), data=flat)
-
-
 #: Python scalar types a column may consist of entirely, with the datatype it then gets
 _SCALARS: dict[type, Datatype] = {float: Datatype.FP64, int: Datatype.INT64, bool: Datatype.BOOL, str: Datatype.BYTES}
-
-
-def _scalar_column(name: str, values: Sequence[Any], declared: Datatype | None) -> Tensor | None:
-    """The common cases, fast: every value is a plain Python scalar of one type (ints and floats: FP64), or a
-    list of such scalars of one length (shape ``[N]`` or ``[N, k]``). None when it needs the general path."""
-    first = values[0]
-    shape: tuple[int, ...] = (len(values),)
-    if type(first) is list and first:
-        width = len(first)
-        flat: list[Any] = []
-        for value in values:
-            if type(value) is not list or len(value) != width:
-                return None
-            flat.extend(value)
-        shape = (len(values), width)
-    else:
-        flat = list(values)
-    kinds = set(map(type, flat))
-    kind = float if kinds == {int, float} else kinds.pop() if len(kinds) == 1 else None
-    inferred = _SCALARS.get(kind) if kind is not None else None
-    if kind is None or inferred is None:
-        return None
-    if declared is not None and declared is not inferred:
-        compatible = _KIND_OF[declared] == _KIND_OF[inferred] or (_KIND_OF[declared] == "n" and kind is int)
-        if not compatible:
-            return None
-    return Tensor(name=name, datatype=declared or inferred, shape=shape, data=flat)
-
-
-def _row_leaves(name: str, raw: Any, row_shape: tuple[int, ...] | None) -> tuple[list[Any], str | None, str | None]:
-    """The flat values of one row's input, their kind, and what is wrong with them (None when nothing)."""
-    value = _plain(raw)
-    if value is None:
-        return [], None, f"input {name!r} is None"
-    shape = _shape_of(value)
-    expected = shape if row_shape is None else row_shape
-    leaves: list[Any] = []
-    if shape != expected or not _collect(value, expected, leaves):
-        return [], None, f"input {name!r} has shape {list(shape)}, the batch has {list(expected)}"
-    kind = _kind(leaves)
-    if kind is None:
-        return [], None, f"input {name!r} holds {_describe(leaves)}; expected numbers, bools or strings"
-    if kind == "s":
-        try:
-            leaves = [v.decode("utf-8") if isinstance(v, bytes) else v for v in leaves]
-        except UnicodeDecodeError:
-            return [], None, f"input {name!r} holds bytes that are not UTF-8"
-    elif kind == "n":
-        leaves = [float(v) if isinstance(v, Decimal) else v for v in leaves]
-    return leaves, kind, None
-
-
-def _infer_datatype(kinds: Sequence[str | None]) -> Datatype | None:
-    seen = [k for k in kinds if k is not None]
-    if not seen:
-        return None
-    first = "n" if seen[0] == "i" and "n" in seen else seen[0]
-    if first == "i":
-        return Datatype.INT64
-    return {"b": Datatype.BOOL, "n": Datatype.FP64, "s": Datatype.BYTES}[first]
-
-
-def _plain(value: Any) -> Any:
-    """NumPy arrays and scalars as Python lists and scalars; everything else unchanged."""
-    if hasattr(value, "tolist") and not isinstance(value, (str, bytes, bool, int, float)):
-        return value.tolist()
-    return value
-
-
-def _shape_of(value: Any) -> tuple[int, ...]:
-    dims: list[int] = []
-    while isinstance(value, (list, tuple)):
-        dims.append(len(value))
-        if not value:
-            break
-        value = value[0]
-    return tuple(dims)
-
-
-def _collect(value: Any, shape: tuple[int, ...], out: list[Any]) -> bool:
-    """Append the leaves of ``value`` to ``out``; False when it is ragged (does not have ``shape``)."""
-    if not shape:
-        if isinstance(value, (list, tuple)):
-            return False
-        out.append(_plain(value))
-        return True
-    if not isinstance(value, (list, tuple)) or len(value) != shape[0]:
-        return False
-    return all(_collect(item, shape[1:], out) for item in value)
-
-
-def _kind(leaves: list[Any]) -> str | None:
-    """The common kind of a row's leaves: b(ool), i(nt), n(umber), s(tring); None if mixed or unsupported."""
-    kind: str | None = None
-    for leaf in leaves:
-        if isinstance(leaf, bool):
-            this = "b"
-        elif isinstance(leaf, int):
-            this = "i"
-        elif isinstance(leaf, (float, Decimal)):
-            this = "n"
-        elif isinstance(leaf, (str, bytes)):
-            this = "s"
-        else:
-            return None
-        if kind is None or kind == this:
-            kind = this
-        elif {kind, this} == {"i", "n"}:
-            kind = "n"
-        else:
-            return None
-    return kind or "n"  # an empty row (shape with a 0) carries no values
-
-
-def _describe(leaves: list[Any]) -> str:
-    return ", ".join(sorted({type(leaf).__name__ for leaf in leaves}))
 
 
 def flatten(data: Any) -> list[Any]:

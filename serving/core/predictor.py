@@ -31,7 +31,6 @@ from vatic.connectors.v2.types import InferenceRequest, InferenceResponse
 from vatic.schemas.errors import (
     DataError,
     InputProblem,
-    InvalidModelInput,
     MissingEntityKey,
     ModelFailedOnInput,
     ModelRejected,
@@ -223,7 +222,7 @@ class Predictor:
         request = InferenceRequest(inputs=tuple(tensors), outputs=tuple(o.name for o in self.config.model.outputs))
         try:
             response, attempts = await self._call(request, single=len(clean) == 1)
-        except (ModelRejected, InvalidModelInput, ModelFailedOnInput) as exc:
+        except (ModelRejected, ModelFailedOnInput) as exc:
             if len(clean) == 1:
                 body = getattr(exc, "body", None)
                 result.failures.append(

@@ -12,10 +12,10 @@ import asyncio
 import math
 import time
 from collections.abc import Awaitable, Callable, Iterator
-from decimal import Decimal
 from typing import Any
 
 import httpx
+import numpy as np
 import pytest
 
 from tests.fixtures.model_server import (
@@ -39,11 +39,11 @@ from vatic.connectors.inference import (
     Tensor,
     TensorMetadata,
 )
+from vatic.connectors.v2.types import flatten
 from vatic.schemas.errors import (
     ConfigError,
     DataError,
     DeadlineExceeded,
-    InvalidModelInput,
     ModelNotFound,
     ModelNotReady,
     ModelRejected,
@@ -97,12 +97,46 @@ def rows_of(repo: ModelRepo, n: int | None = None) -> list[dict[str, Any]]:
     return [{"input-0": row} for row in repo.expected["rows"][:n]]
 
 
+def request_of(
+    rows: list[dict[str, Any]],
+    *,
+    datatypes: dict[str, str] | None = None,
+    parameters: dict[str, Any] | None = None,
+    outputs: list[str] | None = None,
+) -> InferenceRequest:
+    """ONE request for N rows, one tensor ``[N, ...]`` per key, built with NumPy as a client user builds it."""
+    tensors = []
+    for name in rows[0]:
+        values = [row[name] for row in rows]
+        array = np.asarray(values)
+        if array.dtype.kind in "USO":
+            data = [v.decode() if isinstance(v, bytes) else v for v in flatten(values)]
+            tensors.append(Tensor(name, Datatype.BYTES, array.shape, data))
+            continue
+        datatype = Datatype((datatypes or {}).get(name) or Datatype.of_numpy(array.dtype.name))
+        tensors.append(Tensor(name, datatype, array.shape, flatten(array.tolist())))
+    return InferenceRequest(inputs=tuple(tensors), outputs=tuple(outputs) if outputs else None, parameters=parameters)
+
+
+async def infer_rows(
+    client: InferenceClient,
+    model: str,
+    rows: list[dict[str, Any]],
+    *,
+    version: str | None = None,
+    deadline_s: float | None = None,
+    **options: Any,
+) -> list[dict[str, Any]]:
+    """N rows in one call, N results back (``{output: value}`` per row)."""
+    response = await client.infer(model, request_of(rows, **options), version=version, deadline_s=deadline_s)
+    return response.split(len(rows))
+
+
 # --- health and metadata ----------------------------------------------------------------------------------
 
 
 def test_health_readiness_and_metadata(server: ModelServer) -> None:
     async def scenario(client: InferenceClient) -> None:
-        assert await client.server_live() is True
         assert await client.server_ready() is True
         assert await client.ready("iris") is True
         assert await client.ready("iris", version="1") is True
@@ -126,7 +160,7 @@ def test_a_url_that_is_not_a_v2_server_is_a_config_error(server: ModelServer) ->
 
     async def scenario(client: InferenceClient) -> None:
         with pytest.raises(UnexpectedModelResponse) as info:
-            await client.server_live()
+            await client.server_ready()
         assert info.value.status == 404
         assert isinstance(info.value, ConfigError)
 
@@ -140,11 +174,11 @@ def test_one_request_carries_the_whole_batch_and_predicts_what_the_model_predict
     server: ModelServer, repo: ModelRepo
 ) -> None:
     rows = rows_of(repo)
-    request = InferenceRequest.from_rows(rows)
+    request = request_of(rows)
     assert [(t.name, t.datatype, t.shape) for t in request.inputs] == [("input-0", Datatype.FP64, (150, 4))]
 
     async def scenario(client: InferenceClient) -> tuple[InferenceResponse, list[dict[str, Any]]]:
-        return await client.infer("iris", request), await client.infer_batch("iris", rows)
+        return await client.infer("iris", request), await infer_rows(client, "iris", rows)
 
     response, results = with_client(server.url, scenario)
     assert response.model_name == "iris"
@@ -156,7 +190,7 @@ def test_one_request_carries_the_whole_batch_and_predicts_what_the_model_predict
 
 def test_probabilities_come_back_one_row_each(server: ModelServer, repo: ModelRepo) -> None:
     rows = rows_of(repo)
-    results = with_client(server.url, lambda c: c.infer_batch("iris", rows, outputs=["predict_proba"]))
+    results = with_client(server.url, lambda c: infer_rows(c, "iris", rows, outputs=["predict_proba"]))
     assert len(results) == 150
     for got, want in zip(results, repo.expected["iris"]["predict_proba"], strict=True):
         assert list(got) == ["predict_proba"]
@@ -166,18 +200,11 @@ def test_probabilities_come_back_one_row_each(server: ModelServer, repo: ModelRe
 def test_named_inputs_become_one_column_tensor_each(server: ModelServer, repo: ModelRepo) -> None:
     features = repo.expected["features"]
     rows = [dict(zip(features, values, strict=True)) for values in repo.expected["rows"]]
-    request = InferenceRequest.from_rows(rows, parameters={"content_type": "pd"})
+    request = request_of(rows, parameters={"content_type": "pd"})
     assert [(t.name, t.datatype, t.shape) for t in request.inputs] == [(f, Datatype.FP64, (150,)) for f in features]
 
-    results = with_client(server.url, lambda c: c.infer_batch("iris-named", rows, parameters={"content_type": "pd"}))
+    results = with_client(server.url, lambda c: infer_rows(c, "iris-named", rows, parameters={"content_type": "pd"}))
     assert [r["predict"] for r in results] == repo.expected["iris-named"]["predict"]
-
-
-def test_columns_build_the_same_request_as_rows(repo: ModelRepo) -> None:
-    features = repo.expected["features"]
-    rows = [dict(zip(features, values, strict=True)) for values in repo.expected["rows"][:5]]
-    columns = {name: [row[name] for row in rows] for name in features}
-    assert InferenceRequest.from_columns(columns) == InferenceRequest.from_rows(rows)
 
 
 def test_every_datatype_and_shape_survives_the_round_trip(server: ModelServer) -> None:
@@ -202,7 +229,7 @@ def test_every_datatype_and_shape_survives_the_round_trip(server: ModelServer) -
             "grid": [[9, 0], [1, 2]],
         },
     ]
-    request = InferenceRequest.from_rows(rows, datatypes={"f32": "FP32"})
+    request = request_of(rows, datatypes={"f32": "FP32"})
     assert {t.name: (t.datatype, t.shape) for t in request.inputs} == {
         "f64": (Datatype.FP64, (3,)),
         "f32": (Datatype.FP32, (3, 2)),
@@ -220,7 +247,7 @@ def test_every_datatype_and_shape_survives_the_round_trip(server: ModelServer) -
 
 
 def test_nan_travels_as_null_and_comes_back_as_a_missing_value(server: ModelServer) -> None:
-    results = with_client(server.url, lambda c: c.infer_batch("faulty", [{"x": math.nan}, {"x": 1.0}]))
+    results = with_client(server.url, lambda c: infer_rows(c, "faulty", [{"x": math.nan}, {"x": 1.0}]))
     assert results == [{"x": None}, {"x": 1.0}]  # JSON null; MLServer's NumPy codec reads it as NaN
 
 
@@ -228,63 +255,14 @@ def test_a_version_can_be_named(server: ModelServer, repo: ModelRepo) -> None:
     rows = rows_of(repo, 3)
 
     async def scenario(client: InferenceClient) -> None:
-        results = await client.infer_batch("iris", rows, version="1")
+        results = await infer_rows(client, "iris", rows, version="1")
         assert [r["predict"] for r in results] == repo.expected["iris"]["predict"][:3]
         with pytest.raises(ModelNotFound) as info:
-            await client.infer_batch("iris", rows, version="7")
+            await infer_rows(client, "iris", rows, version="7")
         assert (info.value.model, info.value.version) == ("iris", "7")
         assert "Model iris with version 7 not found" in str(info.value)
 
     with_client(server.url, scenario)
-
-
-def test_numpy_values_and_decimals_are_encoded_as_plain_json() -> None:
-    np = pytest.importorskip("numpy")
-    rows = [
-        {"v": np.array([1.0, 2.0], dtype=np.float32), "k": np.int64(3), "d": Decimal("1.5"), "b": np.bool_(True)},
-        {"v": np.array([3.0, 4.0], dtype=np.float32), "k": np.int64(4), "d": 2, "b": np.bool_(False)},
-    ]
-    request = InferenceRequest.from_rows(rows, datatypes={"v": "FP32"})
-    assert {t.name: (t.datatype, t.shape, t.data) for t in request.inputs} == {
-        "v": (Datatype.FP32, (2, 2), [1.0, 2.0, 3.0, 4.0]),
-        "k": (Datatype.INT64, (2,), [3, 4]),
-        "d": (Datatype.FP64, (2,), [1.5, 2]),
-        "b": (Datatype.BOOL, (2,), [True, False]),
-    }
-    assert b'"data":[1.5,2]' in request.to_json()
-
-
-def test_rows_that_cannot_be_encoded_are_named_before_anything_is_sent() -> None:
-    rows: list[dict[str, Any]] = [
-        {"x": 1.0, "v": [1, 2], "s": "a"},
-        {"x": None, "v": [1, 2], "s": "b"},  # None
-        {"v": [1, 2], "s": "c"},  # missing
-        {"x": 2.0, "v": [1, 2, 3], "s": "d"},  # ragged
-        {"x": "3.0", "v": [1, 2], "s": "e"},  # str in a number column
-        {"x": 4.0, "v": [1, 2], "s": b"\xff"},  # not UTF-8
-        {"x": 5.0, "v": [1, {"a": 1}], "s": "g"},  # unsupported type
-        {"x": 6, "v": [3, 4], "s": "h"},
-    ]
-    with pytest.raises(InvalidModelInput) as info:
-        InferenceRequest.from_rows(rows)
-    assert sorted(info.value.problems) == [1, 2, 3, 4, 5, 6]
-    assert "None" in info.value.problems[1]
-    assert "missing" in info.value.problems[2]
-    assert isinstance(info.value, DataError)
-
-    good = [row for i, row in enumerate(rows) if i not in info.value.problems]
-    request = InferenceRequest.from_rows(good)
-    assert {t.name: t.datatype for t in request.inputs} == {
-        "x": Datatype.FP64,  # ints and floats: FP64
-        "v": Datatype.INT64,
-        "s": Datatype.BYTES,
-    }
-
-    with pytest.raises(InvalidModelInput) as declared:
-        InferenceRequest.from_rows([{"n": 1}, {"n": 2.5}], datatypes={"n": Datatype.INT64})
-    assert list(declared.value.problems) == [1]
-    with pytest.raises(ValueError, match="at least one row"):
-        InferenceRequest.from_rows([])
 
 
 # --- errors from the real server --------------------------------------------------------------------------
@@ -293,7 +271,7 @@ def test_rows_that_cannot_be_encoded_are_named_before_anything_is_sent() -> None
 def test_unknown_model_is_model_not_found(server: ModelServer) -> None:
     async def scenario(client: InferenceClient) -> None:
         with pytest.raises(ModelNotFound) as info:
-            await client.infer_batch("no-such-model", [{"x": 1.0}])
+            await infer_rows(client, "no-such-model", [{"x": 1.0}])
         assert isinstance(info.value, ConfigError)
         assert info.value.model == "no-such-model"
         assert "Model no-such-model not found" in str(info.value)
@@ -304,7 +282,7 @@ def test_unknown_model_is_model_not_found(server: ModelServer) -> None:
 def test_input_the_runtime_refuses_is_rejected_with_the_servers_answer(server: ModelServer) -> None:
     async def scenario(client: InferenceClient) -> None:
         with pytest.raises(ModelRejected) as info:
-            await client.infer_batch("faulty", [{"t": "fine"}, {"t": REJECT}])
+            await infer_rows(client, "faulty", [{"t": "fine"}, {"t": REJECT}])
         assert info.value.status == 400
         assert REJECT in info.value.body
         assert '"error"' in info.value.body
@@ -312,7 +290,7 @@ def test_input_the_runtime_refuses_is_rejected_with_the_servers_answer(server: M
         assert not isinstance(info.value, Retryable)
 
         with pytest.raises(ModelRejected) as info422:
-            await client.infer_batch("faulty", [{"t": REJECT_422}])
+            await infer_rows(client, "faulty", [{"t": REJECT_422}])
         assert info422.value.status == 422
 
     with_client(server.url, scenario)
@@ -321,10 +299,10 @@ def test_input_the_runtime_refuses_is_rejected_with_the_servers_answer(server: M
 def test_a_failing_model_is_unavailable(server: ModelServer) -> None:
     async def scenario(client: InferenceClient) -> None:
         with pytest.raises(ModelServerUnavailable, match="500") as crash:
-            await client.infer_batch("faulty", [{"t": CRASH}])
+            await infer_rows(client, "faulty", [{"t": CRASH}])
         assert isinstance(crash.value, Retryable)
         with pytest.raises(ModelServerUnavailable, match="503"):
-            await client.infer_batch("faulty", [{"t": UNAVAILABLE}])
+            await infer_rows(client, "faulty", [{"t": UNAVAILABLE}])
 
     with_client(server.url, scenario)
 
@@ -333,12 +311,12 @@ def test_input_the_model_cannot_use_is_a_500_on_mlserver(server: ModelServer) ->
     # MLServer 1.7.1 answers 500 when sklearn refuses the input (3 features instead of 4): it cannot be told
     # from an outage, so it is Retryable. The streaming job bisects a batch whose retries run out on a 500.
     with pytest.raises(ModelServerUnavailable, match="expecting 4 features"):
-        with_client(server.url, lambda c: c.infer_batch("iris", [{"input-0": [5.1, 3.5, 1.4]}]))
+        with_client(server.url, lambda c: infer_rows(c, "iris", [{"input-0": [5.1, 3.5, 1.4]}]))
 
 
 def test_a_slow_model_exceeds_the_deadline(server: ModelServer) -> None:
     async def scenario(client: InferenceClient) -> None:
-        slow = InferenceRequest.from_rows([{"t": SLOW}], parameters={"sleep_s": 2})
+        slow = request_of([{"t": SLOW}], parameters={"sleep_s": 2})
         with pytest.raises(DeadlineExceeded) as per_call:
             await client.infer("faulty", slow, deadline_s=0.3)
         assert per_call.value.deadline_s == 0.3
@@ -347,7 +325,7 @@ def test_a_slow_model_exceeds_the_deadline(server: ModelServer) -> None:
             await client.infer("faulty", slow)  # the client's default deadline
         assert default.value.deadline_s == 0.5
         # the pool survives a cancelled request
-        assert await client.infer_batch("faulty", [{"t": "after"}], deadline_s=30) == [{"t": "after"}]
+        assert await infer_rows(client, "faulty", [{"t": "after"}], deadline_s=30) == [{"t": "after"}]
 
     with_client(server.url, scenario, deadline_s=0.5)
 
@@ -363,7 +341,7 @@ def test_a_loading_model_is_not_ready_and_retries_wait_for_it(server: ModelServe
         ):
             assert (await admin.post("/v2/repository/models/gated/unload")).status_code == 200
             with pytest.raises(ModelNotFound):  # unloaded: MLServer forgets the model (404), it is not "not ready"
-                await client.infer_batch("gated", [{"t": "x"}])
+                await infer_rows(client, "gated", [{"t": "x"}])
 
             load = asyncio.create_task(admin.post("/v2/repository/models/gated/load"))
             not_ready = await _first_not_ready(client)
@@ -373,7 +351,7 @@ def test_a_loading_model_is_not_ready_and_retries_wait_for_it(server: ModelServe
             assert await client.server_ready() is False
 
             policy = RetryPolicy(budget_s=120, max_backoff_s=0.1)  # the caller's retries (the core's policy)
-            waiting = asyncio.create_task(policy.run(lambda: retrying.infer_batch("gated", [{"t": "x"}])))
+            waiting = asyncio.create_task(policy.run(lambda: infer_rows(retrying, "gated", [{"t": "x"}])))
             await counting.not_ready_seen.wait()  # the retrying call has met the not-ready model
             repo.hold_file.unlink()
             assert (await load).status_code == 200
@@ -393,7 +371,7 @@ async def _first_not_ready(client: InferenceClient) -> ModelNotReady:
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         try:
-            await client.infer_batch("gated", [{"t": "x"}])
+            await infer_rows(client, "gated", [{"t": "x"}])
         except ModelNotReady as exc:
             return exc
         except ModelNotFound:  # the load request has not registered the model yet
@@ -406,11 +384,11 @@ def test_the_client_never_retries_one_call_is_one_request(server: ModelServer) -
 
     async def scenario(client: InferenceClient) -> None:
         with pytest.raises(ModelServerUnavailable):
-            await client.infer_batch("faulty", [{"t": CRASH}])
+            await infer_rows(client, "faulty", [{"t": CRASH}])
         assert counting.statuses == [500]
         counting.statuses.clear()
         with pytest.raises(ModelRejected):
-            await client.infer_batch("faulty", [{"t": REJECT}])
+            await infer_rows(client, "faulty", [{"t": REJECT}])
         assert counting.statuses == [400]
 
     with_client(server.url, scenario, transport=counting, deadline_s=30)
@@ -418,11 +396,11 @@ def test_the_client_never_retries_one_call_is_one_request(server: ModelServer) -
 
 def test_the_concurrency_cap_bounds_requests_in_flight(server: ModelServer) -> None:
     async def scenario(client: InferenceClient) -> None:
-        await client.infer_batch("faulty", [{"t": STATS}])  # reset the server's gauge
-        probes = [client.infer_batch("faulty", [{"t": PROBE, "i": i}], parameters={"sleep_s": 0.2}) for i in range(8)]
+        await infer_rows(client, "faulty", [{"t": STATS}])  # reset the server's gauge
+        probes = [infer_rows(client, "faulty", [{"t": PROBE, "i": i}], parameters={"sleep_s": 0.2}) for i in range(8)]
         results = await asyncio.gather(*probes)
         assert [r[0]["i"] for r in results] == list(range(8))
-        stats = await client.infer_batch("faulty", [{"t": STATS}])
+        stats = await infer_rows(client, "faulty", [{"t": STATS}])
         assert 1 <= stats[0]["max_in_flight"] <= 2
 
     with_client(server.url, scenario, max_concurrency=2, deadline_s=60)
@@ -436,12 +414,12 @@ def test_a_stopped_server_is_unavailable(tmp_path_factory: pytest.TempPathFactor
 
     async def scenario(client: InferenceClient) -> None:
         try:
-            assert await client.infer_batch("faulty", [{"t": "x"}]) == [{"t": "x"}]
+            assert await infer_rows(client, "faulty", [{"t": "x"}]) == [{"t": "x"}]
             in_flight = asyncio.create_task(
-                client.infer_batch("faulty", [{"t": PROBE}], parameters={"sleep_s": 60}, deadline_s=120)
+                infer_rows(client, "faulty", [{"t": PROBE}], parameters={"sleep_s": 60}, deadline_s=120)
             )
             for _ in range(3000):  # until the probe is inside the model
-                if (await client.infer_batch("faulty", [{"t": STATS}]))[0]["max_in_flight"] >= 1:
+                if (await infer_rows(client, "faulty", [{"t": STATS}]))[0]["max_in_flight"] >= 1:
                     break
                 await asyncio.sleep(0.02)
             await asyncio.to_thread(srv.stop)
@@ -450,10 +428,10 @@ def test_a_stopped_server_is_unavailable(tmp_path_factory: pytest.TempPathFactor
         finally:
             srv.stop()
         with pytest.raises(ModelServerUnavailable) as refused:  # nobody listens any more
-            await client.infer_batch("faulty", [{"t": "x"}])
+            await infer_rows(client, "faulty", [{"t": "x"}])
         assert isinstance(refused.value.__cause__, httpx.ConnectError)
         with pytest.raises(ModelServerUnavailable):
-            await client.server_live()
+            await client.server_ready()
 
     with_client(srv.url, scenario, deadline_s=30)
 

@@ -31,7 +31,6 @@ def test_exported_members_are_pinned() -> None:
         "IncompatibleSchemaError",
         "InputProblem",
         "InvalidEntityKey",
-        "InvalidModelInput",
         "InvalidRecord",
         "InvalidSchemaError",
         "ManifestInvalid",

@@ -8,9 +8,8 @@ would become a 500 at the gateway or a crashed task in the stream.
   huge or negative shapes, data of any JSON shape and depth) -> decoded arrays of the given shape, or ``BadInput``;
 * the core's tensor builder (:func:`vatic.serving.core.tensors.build_inputs`): any event values -> tensors for
   the clean events and a problem for each other event, never an exception;
-* the client's wire types (:mod:`vatic.connectors.inference`): ``InferenceRequest.from_rows`` -> a request or
-  ``InvalidModelInput``; any response body -> an ``InferenceResponse`` or ``ValueError`` (the client reports it as
-  ``UnexpectedModelResponse``), and ``split`` -> rows or ``ValueError``.
+* the client's wire types (:mod:`vatic.connectors.v2.types`): any response body -> an ``InferenceResponse`` or
+  ``ValueError`` (the client reports it as ``UnexpectedModelResponse``), and ``split`` -> rows or ``ValueError``.
 """
 
 from __future__ import annotations
@@ -25,7 +24,6 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from vatic.connectors.v2.types import InferenceRequest, InferenceResponse
-from vatic.schemas.errors import InvalidModelInput
 from vatic.serving.config.model import ModelSpec
 from vatic.serving.core.contract import DATATYPES, BadInput, RawTensor, TensorDecl, decode_inputs
 from vatic.serving.core.tensors import build_inputs
@@ -189,20 +187,6 @@ def test_build_inputs_isolates_every_bad_event_and_never_raises(events: list[dic
 
 
 # --- the client's wire types ------------------------------------------------------------------------------------
-
-
-@FUZZ
-@given(rows=st.lists(st.dictionaries(st.sampled_from(["a", "b"]), JSON, max_size=2), min_size=1, max_size=4))
-def test_from_rows_builds_a_request_or_names_the_bad_rows(rows: list[dict[str, Any]]) -> None:
-    request, error = _outcome(lambda: InferenceRequest.from_rows(rows, names=["a", "b"]), InvalidModelInput)
-    if isinstance(error, InvalidModelInput):
-        assert error.problems
-        assert set(error.problems) <= set(range(len(rows)))
-        return
-    for tensor in request.inputs:
-        assert tensor.shape[0] == len(rows)
-        assert len(tensor.data) == math.prod(tensor.shape)
-    assert request.to_json()
 
 
 @st.composite
