@@ -183,9 +183,9 @@ def run(options: Options) -> dict[str, Any]:
 def main(argv: list[str] | None = None) -> int:
     options = parse(argv)
     os.chdir(ROOT)
-    from vatic.cli.stack.settings import StackSettings
+    from vatic.cli.stack.settings import export_home
 
-    os.environ.setdefault("VATIC_STACK_HOME", str(StackSettings().home))  # the examples' Feast repositories use it
+    export_home()
     began = time.monotonic()
     try:
         summary = run(options)

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import os
 import sys
 
 import typer
 
 from vatic.cli.commands import demo, gateway, init, plan, predict, render, schema, stack, stream, usecases, workspace
-from vatic.cli.stack.settings import StackSettings
+from vatic.cli.stack.settings import export_home
 from vatic.schemas.errors import VaticError
 
 app = typer.Typer(
@@ -33,9 +32,7 @@ app.add_typer(schema.app, name="schema")
 
 def main() -> None:
     """Console entry point: vatic errors become one line on stderr and exit code 2, never a traceback."""
-    # the examples' Feast repositories keep their state under the local stack's home (${VATIC_STACK_HOME}); every
-    # process the CLI starts (job, gateway, model servers) inherits it
-    os.environ.setdefault("VATIC_STACK_HOME", str(StackSettings().home))
+    export_home()
     try:
         app()
     except VaticError as exc:

@@ -6,17 +6,15 @@ stops at the end of the session only what it started itself. Tests never mock Ka
 
 from __future__ import annotations
 
-import os
 import uuid
 from collections.abc import Callable, Iterator
 
 import pytest
 
-from vatic.cli.stack.settings import StackSettings
+from vatic.cli.stack.settings import StackSettings, export_home
 from vatic.cli.stack.stack import Stack
 
-# the examples' Feast repositories expand ${VATIC_STACK_HOME}, as under the `vatic` command
-os.environ.setdefault("VATIC_STACK_HOME", str(StackSettings().home))
+export_home()  # as the `vatic` command does
 
 
 @pytest.fixture(scope="session")

@@ -8,6 +8,7 @@ to ``~/.vatic`` otherwise.
 
 from __future__ import annotations
 
+import os
 from functools import cache
 from pathlib import Path
 
@@ -100,3 +101,10 @@ class StackSettings(BaseSettings):
     def registry_url(self) -> str:
         """Base URL of the Confluent-compatible REST API (Apicurio's ``ccompat`` v7)."""
         return f"http://{self.host}:{self.registry_port}/apis/ccompat/v7"
+
+
+def export_home() -> None:
+    """Put the stack's home in ``VATIC_STACK_HOME`` unless it is set already. The examples' Feast repositories
+    keep their state under it (Feast expands ``${VATIC_STACK_HOME}`` in their ``feature_store.yaml``), and every
+    process started afterwards (job, gateway, model servers) inherits it."""
+    os.environ.setdefault("VATIC_STACK_HOME", str(StackSettings().home))
