@@ -16,7 +16,7 @@ import argparse
 from dataclasses import dataclass
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -43,6 +43,13 @@ class JobSettings(BaseSettings):
     bounded: bool = False
     #: start from the earliest offset when the group has no committed offset (never 'latest': it skips events)
     start_from: str = Field("group-offsets", pattern="^(group-offsets|earliest-offset)$")
+
+    @field_validator("service_dir", "schema_store", "kafka_connector_jar", "checkpoint_dir")
+    @classmethod
+    def _absolute(cls, path: Path | None) -> Path | None:
+        """Paths are made absolute where the settings are read (the client): Flink's Python workers run in
+        another working directory, and a relative path would point elsewhere there."""
+        return path.expanduser().absolute() if path is not None else None
 
 
 @dataclass(frozen=True)

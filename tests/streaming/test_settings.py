@@ -61,3 +61,13 @@ def test_every_setting_has_an_option_with_its_description() -> None:
         flag = "--env" if name == "environment" else "--" + name.replace("_", "-")
         assert flag in helptext, flag
         assert (field.description or "").split(" ")[0] in helptext
+
+
+def test_relative_paths_are_made_absolute_where_the_job_is_submitted(tmp_path, monkeypatch):
+    """`flink run ... --service-dir examples/...` from a checkout: the workers run elsewhere, so the client's
+    working directory must already be in the path they get."""
+    monkeypatch.chdir(tmp_path)
+    parsed = parse_job_arguments(["--service-dir", "svc", "--kafka-connector-jar", "lib/k.jar"]).services[0]
+    assert parsed.service_dir == tmp_path / "svc"
+    assert parsed.kafka_connector_jar == tmp_path / "lib" / "k.jar"
+    assert parsed.schema_store is None
