@@ -17,20 +17,24 @@ Values are bytes at this level; :class:`AvroSerde` adds the Avro codec (Confluen
 from __future__ import annotations
 
 import logging
+import os
+import re
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from pathlib import Path
+from typing import Any, Literal, Protocol
 
 from confluent_kafka import Consumer as _RdConsumer
 from confluent_kafka import KafkaError, KafkaException, Message, TopicPartition
 from confluent_kafka import Producer as _RdProducer
 from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from vatic.schemas.errors import (
+    AccessDenied,
     ConfigError,
     DeliveryFailed,
     RecordTooLarge,
@@ -52,23 +56,83 @@ _NO_TOPIC = {
 LIBRDKAFKA_LOG = logging.getLogger("vatic.kafka.librdkafka")
 
 
-class KafkaSettings(BaseSettings):
-    """Connection settings, read from ``VATIC_KAFKA_*`` environment variables.
+#: the Flink Kafka SQL connector relocates the Kafka client under this package: JAAS login modules and config
+#: providers named in its properties must carry the prefix (the unshaded names fail with ClassNotFoundException)
+FLINK_KAFKA_SHADED = "org.apache.flink.kafka.shaded."
+#: environment variables the JVM Kafka clients (Flink's source and sinks) read the secrets from at run time
+PASSWORD_ENV = "VATIC_KAFKA_SASL_PASSWORD"  # noqa: S105 - a variable name
+KEY_PASSWORD_ENV = "VATIC_KAFKA_SSL_KEY_PASSWORD"  # noqa: S105 - a variable name
 
-    Credentials are ``SecretStr`` and never appear in ``repr`` or logs.
+_LOGIN_MODULES = {
+    "PLAIN": "org.apache.kafka.common.security.plain.PlainLoginModule",
+    "SCRAM-SHA-256": "org.apache.kafka.common.security.scram.ScramLoginModule",
+    "SCRAM-SHA-512": "org.apache.kafka.common.security.scram.ScramLoginModule",
+}
+
+
+class KafkaSettings(BaseSettings):
+    """Connection and security settings of every Kafka client vatic has (the job's source and sinks, the CLI,
+    the demo, the dead-letter tools, the bench), read from ``VATIC_KAFKA_*`` environment variables.
+
+    Secrets (``sasl_password``, ``ssl_key_password``) are ``SecretStr``: never in ``repr``, logs or error
+    messages. The Python clients (librdkafka) get them from these settings; the JVM clients inside Flink get only a
+    reference (``${env:VATIC_KAFKA_SASL_PASSWORD}``, resolved by Kafka's own config provider in each TaskManager),
+    so Flink's configuration, job graph and logs never hold the value. Certificates and keys are PEM files
+    (a Kubernetes ``kubernetes.io/tls`` Secret mounts ``tls.crt`` / ``tls.key`` as such).
     """
 
     model_config = SettingsConfigDict(env_prefix="VATIC_KAFKA_", extra="forbid")
 
     bootstrap_servers: str = "127.0.0.1:9092"
     client_id: str = "vatic"
-    security_protocol: str = Field("PLAINTEXT", pattern="^(PLAINTEXT|SSL|SASL_PLAINTEXT|SASL_SSL)$")
-    sasl_mechanism: str | None = None
+    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = None
     sasl_username: str | None = None
     sasl_password: SecretStr | None = None
+    #: PEM file of the CA that signed the brokers' certificates (None: the system's trust store)
     ssl_ca_location: str | None = None
+    #: PEM client certificate and key (mutual TLS); the key may be encrypted with ``ssl_key_password``
+    ssl_certificate_location: str | None = None
+    ssl_key_location: str | None = None
+    ssl_key_password: SecretStr | None = None
+    #: check that the broker's certificate names the host connected to (turn off only for IP-only test brokers)
+    ssl_check_hostname: bool = True
     #: extra librdkafka properties, applied last (e.g. ``{"linger.ms": "10"}``)
     extra: dict[str, str] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> KafkaSettings:
+        sasl = self.security_protocol.startswith("SASL")
+        if sasl and (self.sasl_mechanism is None or not self.sasl_username or self.sasl_password is None):
+            raise ValueError(
+                f"security_protocol {self.security_protocol} needs VATIC_KAFKA_SASL_MECHANISM, "
+                f"VATIC_KAFKA_SASL_USERNAME and {PASSWORD_ENV}"
+            )
+        if not sasl and self.sasl_mechanism is not None:
+            raise ValueError(
+                f"VATIC_KAFKA_SASL_MECHANISM is set but security_protocol is {self.security_protocol}: "
+                "use SASL_SSL (or SASL_PLAINTEXT)"
+            )
+        if (self.ssl_certificate_location is None) != (self.ssl_key_location is None):
+            raise ValueError(
+                "mutual TLS needs both VATIC_KAFKA_SSL_CERTIFICATE_LOCATION and VATIC_KAFKA_SSL_KEY_LOCATION"
+            )
+        tls_files = (self.ssl_ca_location, self.ssl_certificate_location)
+        if not self.tls and any(tls_files):
+            raise ValueError(
+                f"TLS files are set but security_protocol is {self.security_protocol}: use SSL or SASL_SSL"
+            )
+        return self
+
+    @property
+    def tls(self) -> bool:
+        return self.security_protocol in ("SSL", "SASL_SSL")
+
+    def describe(self) -> str:
+        """One line for logs and errors: where and as whom, never a secret."""
+        who = f" as {self.sasl_username} ({self.sasl_mechanism})" if self.sasl_mechanism else ""
+        cert = " with a client certificate" if self.ssl_certificate_location else ""
+        return f"{self.bootstrap_servers} over {self.security_protocol}{who}{cert}"
 
     def librdkafka(self) -> dict[str, Any]:
         """The common librdkafka configuration (connection and security only). librdkafka's own log lines go
@@ -79,15 +143,138 @@ class KafkaSettings(BaseSettings):
             "security.protocol": self.security_protocol,
             "logger": LIBRDKAFKA_LOG,
         }
-        if self.security_protocol.endswith("SSL"):
-            conf["ssl.endpoint.identification.algorithm"] = "https"
+        if self.tls:
+            conf["ssl.endpoint.identification.algorithm"] = "https" if self.ssl_check_hostname else "none"
             if self.ssl_ca_location:
                 conf["ssl.ca.location"] = self.ssl_ca_location
+            if self.ssl_certificate_location and self.ssl_key_location:
+                conf["ssl.certificate.location"] = self.ssl_certificate_location
+                conf["ssl.key.location"] = self.ssl_key_location
+                if self.ssl_key_password is not None:
+                    conf["ssl.key.password"] = self.ssl_key_password.get_secret_value()
         if self.sasl_mechanism:
             conf["sasl.mechanism"] = self.sasl_mechanism
             conf["sasl.username"] = self.sasl_username or ""
             conf["sasl.password"] = self.sasl_password.get_secret_value() if self.sasl_password else ""
         return conf
+
+    def java_properties(self, *, shaded: str = FLINK_KAFKA_SHADED) -> dict[str, str]:
+        """The same connection and security for a JVM Kafka client (Flink's Kafka connector: each key goes
+        into a table option as ``properties.<key>``).
+
+        Secrets appear only as references to the environment (``${env:VATIC_KAFKA_SASL_PASSWORD}``) and PEM files
+        as references to their folder (``${directory:...}``), resolved by Kafka's own config providers in the
+        process that opens the connection; so every Flink process (the TaskManagers on a cluster) must have the
+        variables set. ``shaded`` is the relocation prefix of the connector's Kafka classes ("" for a plain
+        kafka-clients jar).
+        """
+        props: dict[str, str] = {
+            "bootstrap.servers": self.bootstrap_servers,
+            "security.protocol": self.security_protocol,
+        }
+        providers: dict[str, str] = {}
+        if self.sasl_mechanism:
+            if os.environ.get(PASSWORD_ENV) is None:
+                raise ConfigError(
+                    f"Flink's Kafka clients read the SASL password from {PASSWORD_ENV}: set it in the environment of "
+                    "every Flink process (on Kubernetes, from a Secret), not only in these settings"
+                )
+            providers["env"] = "org.apache.kafka.common.config.provider.EnvVarConfigProvider"
+            module = shaded + _LOGIN_MODULES[self.sasl_mechanism]
+            user = _jaas_quote(self.sasl_username or "")
+            props["sasl.mechanism"] = self.sasl_mechanism
+            props["sasl.jaas.config"] = f'{module} required username="{user}" password="${{env:{PASSWORD_ENV}}}";'
+        if self.tls:
+            props["ssl.endpoint.identification.algorithm"] = "https" if self.ssl_check_hostname else ""
+            if self.ssl_ca_location:
+                props["ssl.truststore.type"] = "PEM"
+                props["ssl.truststore.location"] = self.ssl_ca_location
+            if self.ssl_certificate_location and self.ssl_key_location:
+                providers["directory"] = "org.apache.kafka.common.config.provider.DirectoryConfigProvider"
+                props["ssl.keystore.type"] = "PEM"
+                props["ssl.keystore.certificate.chain"] = _directory_ref(self.ssl_certificate_location)
+                props["ssl.keystore.key"] = _directory_ref(self.ssl_key_location)
+                if self.ssl_key_password is not None:
+                    if os.environ.get(KEY_PASSWORD_ENV) is None:
+                        raise ConfigError(f"set {KEY_PASSWORD_ENV} in the environment of every Flink process")
+                    providers["env"] = "org.apache.kafka.common.config.provider.EnvVarConfigProvider"
+                    props["ssl.key.password"] = f"${{env:{KEY_PASSWORD_ENV}}}"
+        if providers:
+            props["config.providers"] = ",".join(providers)
+            for alias, cls in providers.items():
+                props[f"config.providers.{alias}.class"] = shaded + cls
+        return props
+
+
+def _jaas_quote(value: str) -> str:
+    if '"' in value or "\\" in value or ";" in value:
+        raise ConfigError("a Kafka SASL user name may not contain quotes, backslashes or semicolons")
+    return value
+
+
+def _directory_ref(path: str) -> str:
+    """``${directory:<folder>:<file>}``: Kafka's DirectoryConfigProvider reads the file's content at connect time
+    (the key never enters Flink's configuration)."""
+    file = Path(path).expanduser().absolute()
+    return f"${{directory:{file.parent}:{file.name}}}"
+
+
+_DENIED = {KafkaError._AUTHENTICATION: "authentication", KafkaError._SSL: "tls"}
+
+
+class AccessWatch:
+    """librdkafka reports a refused login or TLS handshake only through its error callback (the call that
+    needed the connection then fails with a generic transport error or a timeout). Installed as ``error_cb`` in
+    every client vatic makes, this keeps the last such refusal so that the caller raises it as
+    :class:`AccessDenied` instead of reporting Kafka as unreachable."""
+
+    def __init__(self, settings: KafkaSettings) -> None:
+        self.settings = settings
+        self.denied: tuple[str, str] | None = None
+
+    def __call__(self, error: KafkaError) -> None:
+        reason = _DENIED.get(error.code())
+        if reason is None and error.code() == KafkaError._TRANSPORT and "tls alert" in error.str().lower():
+            reason = "tls"  # the broker ended the handshake: it refused our client certificate
+        if reason is not None:
+            self.denied = (reason, error.str())
+
+    def install(self, conf: dict[str, Any]) -> dict[str, Any]:
+        conf["error_cb"] = self
+        return conf
+
+    def check(self) -> None:
+        """Raise :class:`AccessDenied` when the broker refused this client's identity."""
+        if self.denied is None:
+            return
+        reason, detail = self.denied
+        s = self.settings
+        if reason == "authentication":
+            fix = (
+                f"check VATIC_KAFKA_SASL_USERNAME ({s.sasl_username}) and {PASSWORD_ENV}, and that the user exists "
+                f"for {s.sasl_mechanism}"
+            )
+        elif "alert" in detail.lower():
+            fix = (
+                "the broker refused the client certificate: check VATIC_KAFKA_SSL_CERTIFICATE_LOCATION (signed by a "
+                "CA the broker trusts, not expired)"
+            )
+        else:
+            fix = (
+                "check VATIC_KAFKA_SSL_CA_LOCATION (the CA that signed the brokers' certificates) and that the "
+                "brokers' certificates are in their validity period"
+            )
+        raise AccessDenied(
+            f"Kafka at {s.describe()} refused the connection ({_last_clause(detail)}): {fix}",
+            service="kafka",
+            reason=reason,
+        )
+
+
+def _last_clause(detail: str) -> str:
+    """librdkafka's error text without the broker prefix and timing suffix."""
+    text = detail.split(": ", 1)[1] if detail.startswith(("sasl_", "ssl://", "plaintext://")) else detail
+    return re.sub(r"\s*\(after \d+ms in state \w+\)\s*$", "", text)
 
 
 @dataclass(frozen=True, slots=True)
@@ -157,14 +344,19 @@ class Producer:
             conf["transaction.timeout.ms"] = 300_000
         conf.update(self.settings.extra)
         conf.update(config or {})
-        self._producer = _RdProducer(conf)
+        self.access = AccessWatch(self.settings)
+        self._producer = _RdProducer(self.access.install(conf))
         self._lock = threading.Lock()
         self._failures: list[Exception] = []
         self._delivered: list[Delivered] = []
         self._outstanding = 0
         self._transactional = bool(transactional_id)
         if self._transactional:
-            self._producer.init_transactions(30)
+            try:
+                self._producer.init_transactions(30)
+            except KafkaException:
+                self.access.check()
+                raise
 
     def produce(
         self,
@@ -221,8 +413,10 @@ class Producer:
             failures, self._failures = self._failures, []
             delivered, self._delivered = self._delivered, []
         if failures:
+            self.access.check()
             raise failures[0]
         if remaining:
+            self.access.check()
             raise DeliveryFailed(
                 f"{remaining} record(s) not acknowledged within {timeout}s", topic="*", code="_FLUSH_TIMEOUT"
             )
@@ -318,7 +512,8 @@ class Consumer:
         )
         conf.update(self.settings.extra)
         conf.update(config or {})
-        self._consumer = _RdConsumer(conf)
+        self.access = AccessWatch(self.settings)
+        self._consumer = _RdConsumer(self.access.install(conf))
         self._trackers: dict[tuple[str, int], _PartitionTracker] = {}
         self._lock = threading.Lock()
         self._consumer.subscribe(list(topics), on_revoke=self._on_revoke, on_lost=self._on_lost)
@@ -330,6 +525,8 @@ class Consumer:
         librdkafka and not surfaced.
         """
         messages = self._consumer.consume(max_records, timeout)
+        if not messages:
+            self.access.check()
         records: list[Record] = []
         with self._lock:
             for msg in messages:
@@ -460,7 +657,12 @@ class AvroSerde:
 
 
 def admin_client(settings: KafkaSettings | None = None) -> AdminClient:
-    return AdminClient((settings or KafkaSettings()).librdkafka())
+    """An admin client; its :class:`AccessWatch` is ``client.access`` (``_list_topics`` checks it)."""
+    settings = settings or KafkaSettings()
+    watch = AccessWatch(settings)
+    admin = AdminClient(watch.install(settings.librdkafka()))
+    admin.access = watch  # type: ignore[attr-defined]
+    return admin
 
 
 def ensure_topics(
@@ -509,7 +711,112 @@ def _list_topics(admin: AdminClient, timeout: float) -> list[str]:
     deadline = time.monotonic() + timeout
     while True:
         try:
-            return list(admin.list_topics(timeout=max(0.5, deadline - time.monotonic())).topics)
+            # short tries: a refused login shows in the error callback after the first one
+            return list(admin.list_topics(timeout=min(2.0, max(0.5, deadline - time.monotonic()))).topics)
         except KafkaException as exc:
+            watch = getattr(admin, "access", None)
+            if watch is not None:
+                admin.poll(0.2)  # serve the error callbacks that say why
+                watch.check()
             if time.monotonic() >= deadline:
                 raise ServiceUnavailable(f"Kafka is not reachable: {exc.args[0].str()}", service="kafka") from exc
+
+
+def check_access(
+    settings: KafkaSettings,
+    *,
+    read: Iterable[str] = (),
+    write: Iterable[str] = (),
+    group: str | None = None,
+    transactional_prefix: str | None = None,
+    timeout: float = 15.0,
+) -> None:
+    """Check, before a job starts, that Kafka accepts these settings and grants what the job needs: raises
+    :class:`AccessDenied` (credentials refused, certificate untrusted or expired, an ACL missing: the message names
+    the principal, the operation and the resource), :class:`TopicNotFound`, or :class:`ServiceUnavailable`.
+
+    Without it, each of these shows inside a running Flink job as a task failure, restarted again and again
+    until the restart budget is spent; the broker's own answer (the operations it authorizes this principal for,
+    per topic and group) is the one source of truth. ``transactional_prefix``: also check that transactional ids
+    under it may be used, by initialising one (``<prefix>access-check``), as an exactly-once sink does.
+    """
+    from confluent_kafka import ConsumerGroupTopicPartitions, TopicCollection
+    from confluent_kafka.admin import AclOperation  # type: ignore[attr-defined]
+
+    admin = admin_client(settings)
+    _list_topics(admin, timeout)  # a refused login or handshake is raised here, before any question
+    principal = _principal(settings)
+    needs = {topic: {AclOperation.READ} for topic in read}
+    for topic in write:
+        needs.setdefault(topic, set()).add(AclOperation.WRITE)
+    if needs:
+        futures = admin.describe_topics(TopicCollection(list(needs)), request_timeout=timeout,
+                                        include_authorized_operations=True)  # fmt: skip
+        for topic, future in futures.items():
+            try:
+                allowed = set(future.result(timeout=timeout).authorized_operations or ())
+            except KafkaException as exc:
+                code = exc.args[0].code()
+                if code == KafkaError.TOPIC_AUTHORIZATION_FAILED:
+                    allowed = set()
+                elif code in _NO_TOPIC:
+                    raise TopicNotFound(
+                        f"topic {topic!r} does not exist: create it (topic auto-creation is off on vatic's brokers)",
+                        topic=topic,
+                    ) from exc
+                else:
+                    raise ServiceUnavailable(
+                        f"Kafka did not describe topic {topic!r}: {exc.args[0].str()}", service="kafka"
+                    ) from exc
+            for op in sorted(needs[topic] - allowed, key=lambda o: o.name):
+                raise AccessDenied(
+                    f"Kafka ACLs do not let {principal} {op.name} topic {topic!r}: grant it (`kafka-acls --add "
+                    f"--allow-principal {principal} --operation {op.name.title()} --topic {topic}`)",
+                    service="kafka",
+                    reason="authorization",
+                )
+    if group is not None:
+        request = [ConsumerGroupTopicPartitions(group)]
+        try:
+            admin.list_consumer_group_offsets(request, request_timeout=timeout)[group].result(timeout=timeout)
+        except KafkaException as exc:
+            error = exc.args[0]
+            if error.code() == KafkaError.GROUP_AUTHORIZATION_FAILED:
+                raise AccessDenied(
+                    f"Kafka ACLs do not let {principal} READ consumer group {group!r}: grant it (`kafka-acls --add "
+                    f"--allow-principal {principal} --operation Read --group {group}`)",
+                    service="kafka",
+                    reason="authorization",
+                ) from exc
+            admin.access.check()  # type: ignore[attr-defined]
+            raise ServiceUnavailable(f"Kafka did not list group {group!r}: {error.str()}", service="kafka") from exc
+    if transactional_prefix is not None:
+        _check_transactional(settings, transactional_prefix, principal, timeout)
+
+
+def _check_transactional(settings: KafkaSettings, prefix: str, principal: str, timeout: float) -> None:
+    watch = AccessWatch(settings)
+    conf = watch.install(settings.librdkafka())
+    conf.update({"transactional.id": f"{prefix}access-check", "transaction.timeout.ms": 60_000})
+    producer = _RdProducer(conf)
+    try:
+        producer.init_transactions(timeout)
+    except KafkaException as exc:
+        if exc.args[0].code() == KafkaError.TRANSACTIONAL_ID_AUTHORIZATION_FAILED:
+            raise AccessDenied(
+                f"Kafka ACLs do not let {principal} WRITE transactional ids {prefix}* (exactly-once sinks): grant it "
+                f"(`kafka-acls --add --allow-principal {principal} --operation Write --transactional-id {prefix} "
+                "--resource-pattern-type prefixed`)",
+                service="kafka",
+                reason="authorization",
+            ) from exc
+        watch.check()
+        raise ServiceUnavailable(f"Kafka did not start a transaction: {exc.args[0].str()}", service="kafka") from exc
+
+
+def _principal(settings: KafkaSettings) -> str:
+    if settings.sasl_username:
+        return f"User:{settings.sasl_username}"
+    if settings.ssl_certificate_location:
+        return f"the principal of certificate {Path(settings.ssl_certificate_location).name}"
+    return "User:ANONYMOUS"

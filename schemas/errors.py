@@ -35,6 +35,7 @@ dead-letter records and REST/gRPC error bodies carry, so the names below are par
     |   +-- ServiceNotFound        (REST 404, gRPC NOT_FOUND)
     |
     +-- ConfigError                the deployment is wrong: stop with a message that says what to fix
+        +-- AccessDenied           credentials refused, certificate untrusted, ACL missing
         +-- ConfigFileError
         +-- InvalidSchemaError
         +-- IncompatibleSchemaError
@@ -59,6 +60,7 @@ at the door that meets them.
 from __future__ import annotations
 
 __all__ = [
+    "AccessDenied",
     "ArtifactRejected",
     "ArtifactsMissing",
     "BinaryFormatError",
@@ -430,6 +432,21 @@ class TopicNotFound(ConfigError):
     def __init__(self, message: str, *, topic: str) -> None:
         super().__init__(message)
         self.topic = topic
+
+
+class AccessDenied(ConfigError):
+    """An outside system refused vatic's identity: credentials rejected, a server certificate not trusted (or
+    expired), or a permission (Kafka ACL, registry role) missing. Retrying cannot help; the message names the
+    setting or grant to fix and never carries a secret.
+
+    ``service`` is the system (``kafka``, ``redis``, ``schema-registry``, ``model-server``) and ``reason`` one of
+    ``authentication``, ``tls``, ``authorization``.
+    """
+
+    def __init__(self, message: str, *, service: str, reason: str) -> None:
+        super().__init__(message)
+        self.service = service
+        self.reason = reason
 
 
 class ArtifactRejected(ConfigError):

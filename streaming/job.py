@@ -72,6 +72,7 @@ from pyflink.datastream.checkpoint_config import ExternalizedCheckpointRetention
 from pyflink.table import StreamTableEnvironment
 from pyflink.table.udf import udf
 
+from vatic.connectors.kafka import check_access
 from vatic.schemas.errors import ConfigError
 from vatic.serving.config import ServiceConfig, load_service
 from vatic.streaming.operators import (
@@ -127,6 +128,36 @@ def flink_configuration(config: ServiceConfig, settings: JobSettings, *, local: 
     return conf
 
 
+def transactional_prefix(config: ServiceConfig) -> str:
+    """The prefix of every transactional id the service's exactly-once sinks use (an ACL grants it prefixed)."""
+    return f"vatic-{config.service}-{config.environment}-"
+
+
+def kafka_options(settings: JobSettings) -> str:
+    """The Kafka connection and security of a table, as ``'properties.<key>' = '<value>',`` lines. Secrets are
+    references that Kafka resolves in each Flink process (see :meth:`KafkaSettings.java_properties`)."""
+    props = settings.kafka().java_properties()
+    return "\n          ".join(f"'properties.{key}' = '{_sql_string(value)}'," for key, value in props.items())
+
+
+def _sql_string(value: str) -> str:
+    return value.replace("'", "''")
+
+
+def check_kafka(config: ServiceConfig, settings: JobSettings) -> None:
+    """Fail at submission, with one line naming what to fix, when Kafka refuses the job's identity or lacks an
+    ACL it needs (inside the running job each would be a task failure restarted until the budget is spent)."""
+    spec = config.streaming
+    assert spec is not None
+    check_access(
+        settings.kafka(),
+        read=[spec.input_topic],
+        write=[spec.output_topic, spec.dead_letter_topic],
+        group=config.consumer_group,
+        transactional_prefix=transactional_prefix(config) if spec.guarantee == "exactly_once" else None,
+    )
+
+
 def source_ddl(config: ServiceConfig, settings: JobSettings, name: str = "vatic_input") -> str:
     assert config.streaming is not None
     spec = config.streaming
@@ -142,7 +173,7 @@ def source_ddl(config: ServiceConfig, settings: JobSettings, name: str = "vatic_
         ) WITH (
           'connector' = 'kafka',
           'topic' = '{spec.input_topic}',
-          'properties.bootstrap.servers' = '{settings.bootstrap_servers}',
+          {kafka_options(settings)}
           'properties.group.id' = '{config.consumer_group}',
           'properties.auto.offset.reset' = 'earliest',
           'properties.isolation.level' = 'read_committed',
@@ -160,7 +191,7 @@ def sink_ddl(name: str, topic: str, config: ServiceConfig, settings: JobSettings
     if spec.guarantee == "exactly_once":
         guarantee = f"""
           'sink.delivery-guarantee' = 'exactly-once',
-          'sink.transactional-id-prefix' = 'vatic-{config.service}-{config.environment}-{name}',
+          'sink.transactional-id-prefix' = '{transactional_prefix(config)}{name}',
           'properties.transaction.timeout.ms' = '{int(spec.transaction_timeout_s * 1000)}',"""
     else:
         guarantee = "'sink.delivery-guarantee' = 'at-least-once',"
@@ -170,7 +201,7 @@ def sink_ddl(name: str, topic: str, config: ServiceConfig, settings: JobSettings
         ) WITH (
           'connector' = 'kafka',
           'topic' = '{topic}',
-          'properties.bootstrap.servers' = '{settings.bootstrap_servers}',
+          {kafka_options(settings)}
           'properties.enable.idempotence' = 'true',
           'properties.acks' = 'all',
           'properties.max.request.size' = '{spec.max_record_bytes + 65536}',

@@ -26,7 +26,7 @@ from pyflink.datastream import StreamExecutionEnvironment
 
 from vatic.schemas.errors import VaticError
 from vatic.serving.config import load_service
-from vatic.streaming.job import build, flink_configuration
+from vatic.streaming.job import build, check_kafka, flink_configuration
 from vatic.streaming.minicluster import exit_cluster_lost, watch_task_managers
 from vatic.streaming.settings import JobSettings, parse_job_arguments
 
@@ -49,6 +49,8 @@ def run(settings: JobSettings | list[JobSettings], *, resume_from: Path | None =
     # every subtask's Python code in this client process, on one GIL, whatever the parallelism.
     os.environ.setdefault("_python_worker_execution_mode", "process")
     services = settings if isinstance(settings, list) else [settings]
+    for one in services:  # a refused identity or a missing ACL stops here, before Flink would restart on it
+        check_kafka(load_service(one.service_dir, one.environment), one)
     first = services[0]
     config = load_service(first.service_dir, first.environment)
     conf = flink_configuration(config, first, local=local)

@@ -7,7 +7,9 @@ the way Flink users call a program::
     flink run --python .../vatic/streaming/main.py --service-dir /opt/vatic/service --env production \
         --model-url http://fraud-model:8080 --bootstrap-servers kafka:9092 --schema-registry-url http://...
 
-This module imports no PyFlink: the CLI and the manifest renderer build command lines with it.
+This module imports no PyFlink: the CLI and the manifest renderer build command lines with it. Kafka security is
+not a job option: it comes from the ``VATIC_KAFKA_*`` environment (:class:`~vatic.connectors.kafka.KafkaSettings`)
+of the client and of every Flink process, so that no secret is ever on a command line.
 """
 
 from __future__ import annotations
@@ -19,6 +21,8 @@ from pathlib import Path
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from vatic.connectors.kafka import KafkaSettings
+
 
 class JobSettings(BaseSettings):
     """Connection and runtime settings of one job run. Plain values only: they are pickled into the Python
@@ -28,7 +32,11 @@ class JobSettings(BaseSettings):
 
     service_dir: Path = Field(description="the service folder (service.yaml + overlays)")
     environment: str = "local"
-    bootstrap_servers: str = "127.0.0.1:9092"
+    bootstrap_servers: str | None = Field(
+        None,
+        description="Kafka bootstrap servers (default: VATIC_KAFKA_BOOTSTRAP_SERVERS, then 127.0.0.1:9092); "
+        "security (SASL, TLS) comes from the VATIC_KAFKA_* environment, secrets never from the command line",
+    )
     model_url: str = Field("http://127.0.0.1:8080", description="base URL of the service's model server")
     redis_url: str | None = Field(None, description="read features from this Redis instead of the repo's store")
     schema_registry_url: str | None = Field(None, description="Confluent-compatible registry; None: local store")
@@ -50,6 +58,13 @@ class JobSettings(BaseSettings):
         """Paths are made absolute where the settings are read (the client): Flink's Python workers run in
         another working directory, and a relative path would point elsewhere there."""
         return path.expanduser().absolute() if path is not None else None
+
+    def kafka(self) -> KafkaSettings:
+        """The job's Kafka connection: ``VATIC_KAFKA_*`` from the environment (security, credentials), the
+        bootstrap servers from these settings when given."""
+        if self.bootstrap_servers is None:
+            return KafkaSettings()
+        return KafkaSettings(bootstrap_servers=self.bootstrap_servers)
 
 
 @dataclass(frozen=True)

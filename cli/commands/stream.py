@@ -72,7 +72,8 @@ def _settings(
     return {
         "service_dir": str(service_dir.resolve()),
         "environment": env,
-        "bootstrap_servers": os.environ.get("VATIC_STREAM_BOOTSTRAP_SERVERS", stack.kafka_bootstrap),
+        "bootstrap_servers": os.environ.get("VATIC_STREAM_BOOTSTRAP_SERVERS")
+        or os.environ.get("VATIC_KAFKA_BOOTSTRAP_SERVERS", stack.kafka_bootstrap),
         "model_url": _model_url(service_dir, model_url),
         "redis_url": os.environ.get("VATIC_STREAM_REDIS_URL"),
         "schema_registry_url": registry_url(schema_registry_url),
@@ -84,7 +85,7 @@ def _settings(
     }
 
 
-def _create_topics(service_dir: Path, env: str, bootstrap: str) -> None:
+def _create_topics(service_dir: Path, env: str, bootstrap: str | None) -> None:
     from vatic.connectors.kafka import KafkaSettings, ensure_topics
 
     config = load_service(service_dir, env)
@@ -92,7 +93,9 @@ def _create_topics(service_dir: Path, env: str, bootstrap: str) -> None:
     spec = config.streaming
     topics = [spec.input_topic, spec.output_topic, spec.dead_letter_topic]
     created = ensure_topics(
-        topics, partitions=max(2, spec.parallelism), settings=KafkaSettings(bootstrap_servers=bootstrap)
+        topics,
+        partitions=max(2, spec.parallelism),
+        settings=KafkaSettings(bootstrap_servers=bootstrap) if bootstrap else KafkaSettings(),
     )
     if created:
         typer.echo(f"created topics: {', '.join(created)}", err=True)
@@ -120,6 +123,7 @@ def run(
     The job runs in a child process; if the mini-cluster loses its TaskManager it is restarted from the newest
     checkpoint (a few times in a row at most), as a cluster would start a new TaskManager.
     """
+    from vatic.streaming.logconfig import file_log4j
     from vatic.streaming.main import latest_checkpoint
     from vatic.streaming.minicluster import run_supervised
     from vatic.streaming.settings import JobSettings
@@ -142,6 +146,10 @@ def run(
     # install folder where every job on the machine would overwrite it
     logs = Path(os.environ.setdefault("FLINK_LOG_DIR", str(checkpoints.with_name(checkpoints.name + ".logs"))))
     logs.mkdir(parents=True, exist_ok=True)
+    if "LOG4J_PROPERTIES" not in os.environ:  # PyFlink's launcher reads it; ours never logs worker environments
+        log4j = logs / "log4j-vatic.properties"
+        log4j.write_text(file_log4j(), encoding="utf-8")
+        os.environ["LOG4J_PROPERTIES"] = str(log4j)
     typer.echo(f"flink log: {logs}", err=True)
     url = services[0].schema_registry_url
     typer.echo(f"schemas: {f'schema registry {url}' if url else f'embedded schema store {services[0].schema_store}'}",

@@ -57,6 +57,7 @@ from vatic.cli.stack.components import Component, _java
 from vatic.cli.stack.process import kill_session, port_is_free
 from vatic.cli.stack.settings import StackSettings
 from vatic.schemas.errors import ConfigError, MissingDependency, PortInUse, StartFailed
+from vatic.streaming.logconfig import logger_lines
 
 __all__ = [
     "FLINK",
@@ -71,17 +72,12 @@ __all__ = [
 _REST_TIMEOUT_S = 5.0
 
 #: console-only logging: the component's log file is the whole log (the distribution also writes a rolling file)
-_LOG4J = """\
+_LOG4J = (
+    """\
 # written by vatic (cli/stack/flink.py): console only, captured in <home>/<component>/<component>.log
 monitorInterval = 30
 rootLogger.level = ${env:ROOT_LOG_LEVEL:-INFO}
 rootLogger.appenderRef.console.ref = ConsoleAppender
-logger.pekko.name = org.apache.pekko
-logger.pekko.level = WARN
-logger.kafka.name = org.apache.kafka
-logger.kafka.level = WARN
-logger.shaded_kafka.name = org.apache.flink.kafka.shaded.org.apache.kafka
-logger.shaded_kafka.level = WARN
 logger.netty.name = org.jboss.netty.channel.DefaultChannelPipeline
 logger.netty.level = OFF
 appender.console.name = ConsoleAppender
@@ -89,6 +85,9 @@ appender.console.type = CONSOLE
 appender.console.layout.type = PatternLayout
 appender.console.layout.pattern = %d{yyyy-MM-dd HH:mm:ss,SSS} %-5p %-60c %x - %m%n
 """
+    + "\n".join(logger_lines())
+    + "\n"
+)
 
 
 def flink_home() -> Path:

@@ -47,6 +47,10 @@ class StackSettings(BaseSettings):
     host: str = Field("127.0.0.1", description="address every component binds (loopback only)")
     kafka_port: int = Field(9092, ge=1, le=65535)
     kafka_controller_port: int = Field(9093, ge=1, le=65535)
+    # the secured broker (`vatic stack up --secure`): SASL_SSL clients, a SASL_SSL controller, mutual-TLS clients
+    kafka_secure_port: int = Field(9094, ge=1, le=65535, description="secured broker: SASL_SSL client listener")
+    kafka_secure_controller_port: int = Field(9095, ge=1, le=65535, description="secured broker: controller")
+    kafka_mtls_port: int = Field(9096, ge=1, le=65535, description="secured broker: mutual-TLS client listener")
     redis_port: int = Field(6379, ge=1, le=65535)
     registry_port: int = Field(8081, ge=1, le=65535)
     java: str = Field("java", description="the java executable (Java 17+)")

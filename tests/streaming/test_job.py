@@ -48,7 +48,10 @@ class Run:
         return KafkaSettings(bootstrap_servers=kafka_bootstrap)
 
 
-def make_run(tmp_path: Path, features: Path, kafka_bootstrap: str, registry_url: str, **streaming: Any) -> Run:
+def make_run(
+    tmp_path: Path, features: Path, kafka_bootstrap: str, registry_url: str, *, create_topics: bool = True,
+    **streaming: Any,
+) -> Run:  # fmt: skip
     prefix = f"job-{uuid.uuid4().hex[:8]}"
     topics = {"input": f"{prefix}.in", "output": f"{prefix}.out", "dead": f"{prefix}.dlq"}
     folder = echo_service(tmp_path / "service", features, name="echo")
@@ -66,6 +69,8 @@ def make_run(tmp_path: Path, features: Path, kafka_bootstrap: str, registry_url:
         }
     )
     (folder / "service.yaml").write_text(yaml.safe_dump(config))
+    if not create_topics:
+        return Run(folder, topics, ConfluentSchemaRegistry(registry_url), registry_url)
     ensure_topics([topics["input"]], partitions=3, settings=KafkaSettings(bootstrap_servers=kafka_bootstrap))
     ensure_topics(
         [topics["output"], topics["dead"]], partitions=2, settings=KafkaSettings(bootstrap_servers=kafka_bootstrap)
