@@ -404,3 +404,37 @@ def test_the_password_is_in_no_repr(
             repr(client.feature_store.config),
             client.feature_store.config.online_store.connection_string,
         )
+
+
+# --- the local stack's Redis in secure mode (what `vatic stack up --secure` starts) ------------------------------
+
+
+def test_the_stack_redis_serves_tls_with_a_password(
+    repo: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from vatic.cli.stack.components import Redis, RedisTls
+    from vatic.cli.stack.settings import StackSettings
+
+    if shutil.which("redis-server") is None:
+        pytest.skip("redis-server is not installed: apt-get install -y redis-server")
+    pki = make_pki(tmp_path / "pki", dns_names=(), ips=("127.0.0.1",))
+    settings = StackSettings(home=tmp_path / "home", redis_port=_free_port(), start_timeout_s=30)
+    component = Redis(settings, secure=RedisTls(PASSWORD, pki.cert, pki.key, pki.ca))
+    _assert_no_secret(" ".join(component.argv()), repr(component.secure), component.describe())
+    assert component.start()
+    try:
+        assert component.secure_config.stat().st_mode & 0o077 == 0  # the password file is the owner's only
+        assert component.url == f"rediss://127.0.0.1:{settings.redis_port}/0"
+        assert component.health().state == "up"
+        for name, value in component.client_env().items():
+            monkeypatch.setenv(name, value)
+        with FeatureClient.from_repo(repo, redis_url=component.url, deadline_s=5) as writer:
+            now = datetime.now(UTC)
+            writer.feature_store.materialize(start_date=now - timedelta(days=10), end_date=now + timedelta(minutes=1))
+        for lookup in _read_both(FeatureClient.from_repo(repo, redis_url=component.url, deadline_s=5)):
+            assert lookup[0].values["customer_stats:orders_7d"] == 1
+        # the plaintext port is closed: TLS only
+        with pytest.raises(redis.exceptions.ConnectionError):
+            redis.Redis(port=settings.redis_port, password=PASSWORD, socket_timeout=2).ping()
+    finally:
+        component.stop()
