@@ -16,8 +16,16 @@ connection refused/reset, DNS failure, timeout,        :class:`SchemaSourceUnava
 409                                                    :class:`IncompatibleSchemaError`
 422 (invalid schema / version / level), non-Avro or    :class:`InvalidSchemaError`
 schema with references
-401/403, any other 4xx, a URL that is not a registry   :class:`ConfigError`
+401 (no or wrong credentials), 403 (not allowed)       :class:`CredentialsRejected` (a ConfigError)
+a certificate that does not verify (CA, host name)     :class:`UntrustedCertificate` (a ConfigError)
+any other 4xx, a URL that is not a registry            :class:`ConfigError`
 =====================================================  ==========================================
+
+Credentials and TLS (:class:`RegistryCredentials`, from the environment unless given): HTTP basic auth from
+``VATIC_SCHEMA_REGISTRY_USERNAME`` / ``VATIC_SCHEMA_REGISTRY_PASSWORD`` (secret); an ``https://`` registry is
+verified against ``VATIC_SCHEMA_REGISTRY_CA_FILE`` (PEM) when set, else the system CAs, host name included.
+A registry URL with credentials in it (``https://user:pw@host``) is refused, and no message, ``repr`` or log
+line carries the password (messages name the variables to fix).
 
 Caching: schemas by id (immutable) and the id of each (subject, schema) registered or looked up. Versions,
 latest and compatibility levels are always asked afresh. The client is safe to share between threads.
@@ -26,6 +34,8 @@ latest and compatibility levels are always asked afresh. The client is safe to s
 from __future__ import annotations
 
 import json
+import re
+import ssl
 import threading
 from collections.abc import Mapping
 from pathlib import Path
@@ -34,27 +44,63 @@ from typing import Any, Self
 from urllib.parse import quote
 
 import httpx
+from pydantic import SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from vatic.connectors.http import retry_after
 from vatic.schemas.canonical import AvroSchema, canonical_json, validate
 from vatic.schemas.compat import CompatibilityLevel
 from vatic.schemas.errors import (
     ConfigError,
+    CredentialsRejected,
     IncompatibleSchemaError,
     InvalidSchemaError,
     SchemaNotFound,
     SchemaSourceUnavailable,
+    UntrustedCertificate,
 )
 from vatic.schemas.source import LocalSchemaStore, RegisteredSchema, SchemaSource
 
-__all__ = ["CONTENT_TYPE", "REGISTRY_URL_ENV", "ConfluentSchemaRegistry", "schema_source"]
+__all__ = [
+    "CA_FILE_ENV",
+    "CONTENT_TYPE",
+    "PASSWORD_ENV",
+    "REGISTRY_URL_ENV",
+    "USERNAME_ENV",
+    "ConfluentSchemaRegistry",
+    "RegistryCredentials",
+    "schema_source",
+]
 
 #: the environment variable naming the schema registry every vatic process uses (job, CLI, demo, producers)
 REGISTRY_URL_ENV = "VATIC_SCHEMA_REGISTRY_URL"
+USERNAME_ENV = "VATIC_SCHEMA_REGISTRY_USERNAME"
+PASSWORD_ENV = "VATIC_SCHEMA_REGISTRY_PASSWORD"  # noqa: S105 - the variable's name, not a password
+CA_FILE_ENV = "VATIC_SCHEMA_REGISTRY_CA_FILE"
+_SERVICE = "schema-registry"
 
 CONTENT_TYPE = "application/vnd.schemaregistry.v1+json"
 # subject, version, schema not found; 40408: subject has no compatibility level of its own
 _NOT_FOUND_CODES = frozenset({40401, 40402, 40403, 40408})
+
+
+class RegistryCredentials(BaseSettings):
+    """Schema registry credentials and CA, read from ``VATIC_SCHEMA_REGISTRY_*`` (empty variables count as unset).
+
+    ``username`` and ``password`` go together (HTTP basic auth); ``ca_file`` is the PEM CA an ``https://``
+    registry's certificate must verify against (default: the system CAs).
+    """
+
+    model_config = SettingsConfigDict(env_prefix="VATIC_SCHEMA_REGISTRY_", extra="ignore", env_ignore_empty=True)
+
+    username: str | None = None
+    password: SecretStr | None = None
+    ca_file: Path | None = None
+
+
+def _shown(url: str) -> str:
+    """``url`` without the credentials it may carry (for messages)."""
+    return re.sub(r"(?<=://)[^/@]*@", "***@", url)
 
 
 class ConfluentSchemaRegistry:
@@ -62,7 +108,10 @@ class ConfluentSchemaRegistry:
 
     ``url`` is the API root (``http://registry:8081`` for Confluent, ``http://host:8080/apis/ccompat/v7`` for
     Apicurio). ``timeout_s`` bounds each read/write/pool wait, ``connect_timeout_s`` the TCP/TLS connect.
-    ``auth`` is HTTP basic auth (user, password). Nothing is sent until the first call.
+    ``credentials`` (default: :class:`RegistryCredentials` from the environment) give HTTP basic auth and the
+    CA; ``auth`` (user, password) and ``verify`` (a CA file path, an ``ssl.SSLContext`` or ``False``), when
+    given, take precedence over them. Nothing is sent until the first call. Raises ``ConfigError`` for a URL
+    with credentials in it, a user without a password (or the reverse), or a CA file that cannot be read.
     """
 
     def __init__(
@@ -73,16 +122,43 @@ class ConfluentSchemaRegistry:
         connect_timeout_s: float = 2.0,
         auth: tuple[str, str] | None = None,
         headers: Mapping[str, str] | None = None,
-        verify: bool | str = True,
+        verify: bool | str | ssl.SSLContext = True,
         max_connections: int = 8,
+        credentials: RegistryCredentials | None = None,
     ) -> None:
         try:
             base = httpx.URL(url.rstrip("/") + "/")
-        except (httpx.InvalidURL, TypeError, ValueError) as exc:
-            raise ConfigError(f"schema registry URL {url!r} is not a valid URL: {exc}") from exc
+        except (httpx.InvalidURL, TypeError, ValueError):
+            raise ConfigError(f"schema registry URL {_shown(url)!r} is not a valid URL") from None
         if base.scheme not in ("http", "https") or not base.host:
-            raise ConfigError(f"schema registry URL {url!r} must be an http:// or https:// URL with a host")
+            raise ConfigError(f"schema registry URL {_shown(url)!r} must be an http:// or https:// URL with a host")
+        if base.userinfo:
+            raise ConfigError(
+                f"schema registry URL {_shown(url)!r} carries credentials: take them out of the URL and set "
+                f"{USERNAME_ENV} and {PASSWORD_ENV}"
+            )
         self.url = str(base).rstrip("/")
+        creds = credentials if credentials is not None else RegistryCredentials()
+        if auth is None and (creds.username is not None or creds.password is not None):
+            if creds.username is None or creds.password is None:
+                given, missing = (
+                    (USERNAME_ENV, PASSWORD_ENV) if creds.password is None else (PASSWORD_ENV, USERNAME_ENV)
+                )
+                raise ConfigError(f"{given} is set without {missing}: the schema registry's basic auth needs both")
+            auth = (creds.username, creds.password.get_secret_value())
+        self._user = auth[0] if auth is not None else None
+        self._ca_file: str | None = verify if isinstance(verify, str) else None
+        if verify is True and creds.ca_file is not None:
+            path = creds.ca_file.expanduser()
+            if not path.is_file():
+                raise ConfigError(f"{CA_FILE_ENV}={creds.ca_file} is not a readable file")
+            self._ca_file = str(path.resolve())
+        if isinstance(verify, str) or self._ca_file is not None:
+            ca = self._ca_file or str(verify)
+            try:
+                verify = ssl.create_default_context(cafile=ca)
+            except (OSError, ssl.SSLError) as exc:
+                raise ConfigError(f"schema registry CA file {ca} cannot be loaded: {exc}") from exc
         self._client = httpx.Client(
             base_url=base,
             timeout=httpx.Timeout(timeout_s, connect=connect_timeout_s),
@@ -237,6 +313,18 @@ class ConfluentSchemaRegistry:
                 f"schema registry {self.url} timed out on {method} {path}: {type(exc).__name__}"
             ) from exc
         except httpx.TransportError as exc:
+            untrusted = _cert_error(exc)
+            if untrusted is not None:
+                trusted = (
+                    f"{CA_FILE_ENV}={self._ca_file}" if self._ca_file else f"the system CAs ({CA_FILE_ENV} is unset)"
+                )
+                reason = untrusted.verify_message or untrusted.reason or str(untrusted)
+                raise UntrustedCertificate(
+                    f"schema registry {self.url} presented a TLS certificate that does not verify against "
+                    f"{trusted}: {reason}",
+                    service=_SERVICE,
+                    endpoint=self.url,
+                ) from exc
             raise SchemaSourceUnavailable(
                 f"schema registry {self.url} unreachable on {method} {path}: {type(exc).__name__}: {exc}"
             ) from exc
@@ -265,10 +353,28 @@ class ConfluentSchemaRegistry:
         if status == 422:
             raise InvalidSchemaError(f"schema registry {self.url} rejected {detail}")
         if status in (401, 403):
-            raise ConfigError(f"schema registry {self.url} denied access ({detail}): check the credentials")
+            raise self._denied(method, path, status)
         if status == 404:
             raise ConfigError(f"schema registry {self.url} has no such endpoint ({detail}): check the URL")
         raise ConfigError(f"schema registry {self.url} refused {detail}")
+
+    def _denied(self, method: str, path: str, status: int) -> CredentialsRejected:
+        """The error of a 401/403 (the registry's own message is left out: it is not ours to show)."""
+        names = f"{USERNAME_ENV} and {PASSWORD_ENV}"
+        if status == 403:
+            who = f"user {self._user!r}" if self._user is not None else "anonymous callers"
+            message = (
+                f"schema registry {self.url} forbids {who} to {method} {path} (HTTP 403): grant the access, "
+                f"or check {names}"
+            )
+        elif self._user is None:
+            message = f"schema registry {self.url} requires credentials (HTTP 401 on {method} {path}): set {names}"
+        else:
+            message = (
+                f"schema registry {self.url} refused the credentials of user {self._user!r} "
+                f"(HTTP 401 on {method} {path}): check {names}"
+            )
+        return CredentialsRejected(message, service=_SERVICE, endpoint=self.url)
 
     # -- helpers -------------------------------------------------------------------------------------------
 
@@ -317,6 +423,18 @@ class ConfluentSchemaRegistry:
 def _q(segment: str) -> str:
     """A subject or version as one URL path segment."""
     return quote(segment, safe="")
+
+
+def _cert_error(exc: BaseException) -> ssl.SSLCertVerificationError | None:
+    """The certificate verification failure behind a transport error, if that is what it is."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        if isinstance(current, ssl.SSLCertVerificationError):
+            return current
+        seen.add(id(current))
+        current = current.__cause__ or current.__context__
+    return None
 
 
 def _json_or_none(response: httpx.Response) -> Any:

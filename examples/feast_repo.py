@@ -30,6 +30,7 @@ from feast.infra.online_stores.redis import RedisOnlineStoreConfig
 from feast.types import Float64, Int64, String
 
 from vatic.connectors.features import EntityFeatures, FeatureStatus
+from vatic.connectors.features.redis_security import secure_feature_store
 from vatic.examples.layout import Case, feast_config, feature_repo_dir
 from vatic.schemas.errors import MissingFeatures
 from vatic.serving.config.model import FeatureSpec
@@ -131,8 +132,12 @@ def quiet() -> Iterator[None]:
 
 
 def store_for(config: RepoConfig) -> FeatureStore:
-    """A ``FeatureStore`` over ``config`` (relative paths resolve against the feature repository folder)."""
-    return FeatureStore(repo_path=str(config.repo_path), config=config)
+    """A ``FeatureStore`` over ``config`` (relative paths resolve against the feature repository folder).
+
+    A Redis online store connects with the ``VATIC_REDIS_*`` credentials and TLS settings, like the serving
+    side's reads (:func:`vatic.connectors.features.redis_security.secure_feature_store`).
+    """
+    return secure_feature_store(FeatureStore(repo_path=str(config.repo_path), config=config))
 
 
 def apply_and_materialize(

@@ -50,6 +50,8 @@ dead-letter records and REST/gRPC error bodies carry, so the names below are par
         +-- MissingDependency      (local stack: java, redis-server not installed)
         +-- PortInUse              (local stack)
         +-- StartFailed            (local stack)
+        +-- CredentialsRejected    (a store or registry refused our credentials, or wanted some)
+        +-- UntrustedCertificate   (a server's TLS certificate failed verification against our CA)
 
 An outage is never dead-lettered and a bad event never fails the job. The tree lives in the bottom layer, which
 imports nothing else of vatic, so every layer (the Avro codec included) raises from it. Parse errors that never
@@ -66,6 +68,7 @@ __all__ = [
     "BinaryFormatError",
     "ConfigError",
     "ConfigFileError",
+    "CredentialsRejected",
     "DataError",
     "DeadlineExceeded",
     "DecodeError",
@@ -100,6 +103,7 @@ __all__ = [
     "TopicNotFound",
     "UnexpectedModelResponse",
     "UnknownSchemaError",
+    "UntrustedCertificate",
     "VaticError",
 ]
 
@@ -498,3 +502,28 @@ class PortInUse(ConfigError):
 
 class StartFailed(ConfigError):
     """A local stack component exited or did not become ready in time; the message quotes its log."""
+
+
+class CredentialsRejected(ConfigError):
+    """An outside service (the Redis online store, the schema registry) refused our credentials, or asked for
+    credentials we did not send. Retrying cannot fix it: the message names the setting to fix (an environment
+    variable such as ``VATIC_REDIS_PASSWORD``) and never carries the secret itself. ``service`` names the
+    service (``redis``, ``schema-registry``) and ``endpoint`` its ``host:port`` or URL.
+    """
+
+    def __init__(self, message: str, *, service: str, endpoint: str, stage: str | None = None) -> None:
+        super().__init__(message, stage=stage)
+        self.service = service
+        self.endpoint = endpoint
+
+
+class UntrustedCertificate(ConfigError):
+    """A server's TLS certificate failed verification: not signed by the configured CA, expired, or not issued
+    for the host name we connected to. Retrying cannot fix it: the CA file (named in the message) or the
+    server's certificate is wrong. ``service`` and ``endpoint`` are those of :class:`CredentialsRejected`.
+    """
+
+    def __init__(self, message: str, *, service: str, endpoint: str, stage: str | None = None) -> None:
+        super().__init__(message, stage=stage)
+        self.service = service
+        self.endpoint = endpoint

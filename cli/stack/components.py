@@ -218,15 +218,84 @@ class KafkaBroker(Component):
         return f"Kafka {KAFKA_VERSION} (KRaft) bootstrap {self.settings.kafka_bootstrap}"
 
 
+@dataclass(frozen=True)
+class RedisTls:
+    """Password and TLS for the stack's Redis (``vatic stack up --secure``).
+
+    ``cert_file``/``key_file`` are the server's PEM certificate and key; the certificate must name the stack's
+    host (``VATIC_STACK_HOST``, an IP SAN for ``127.0.0.1``) and verify against ``ca_file``. ``password`` is
+    the ``default`` user's password: written to a config file only the owner can read (never on the command
+    line) and left out of ``repr``.
+    """
+
+    password: str
+    cert_file: Path
+    key_file: Path
+    ca_file: Path
+
+    def __repr__(self) -> str:
+        files = f"cert_file={self.cert_file!r}, key_file={self.key_file!r}, ca_file={self.ca_file!r}"
+        return f"RedisTls(password='***', {files})"
+
+
 class Redis(Component):
     """Debian's redis-server: Feast's online store for async reads. Persistence off: it is a cache of the
-    offline store, rebuilt by ``feast materialize``."""
+    offline store, rebuilt by ``feast materialize``.
+
+    With ``secure`` (:class:`RedisTls`) it serves TLS only (no plaintext port: ``port 0``, ``tls-port`` the
+    stack's Redis port), does not ask clients for certificates, and requires the password. Clients connect
+    with :attr:`url` and the variables of :meth:`client_env`.
+    """
 
     name = "redis"
+
+    def __init__(self, settings: StackSettings, *, secure: RedisTls | None = None) -> None:
+        super().__init__(settings)
+        self.secure = secure
 
     @property
     def ports(self) -> list[int]:
         return [self.settings.redis_port]
+
+    @property
+    def url(self) -> str:
+        """The URL clients use: ``rediss://`` when secure (the password is never in it)."""
+        scheme = "rediss" if self.secure else "redis"
+        return f"{scheme}://{self.settings.host}:{self.settings.redis_port}/0"
+
+    def client_env(self) -> dict[str, str]:
+        """The ``VATIC_REDIS_*`` variables a client process (gateway, job) needs; empty when not secure."""
+        if self.secure is None:
+            return {}
+        return {"VATIC_REDIS_PASSWORD": self.secure.password, "VATIC_REDIS_CA_FILE": str(self.secure.ca_file)}
+
+    @property
+    def secure_config(self) -> Path:
+        """The config file holding the secure settings (owner-readable only)."""
+        return self.process.dir / "secure.conf"
+
+    def prepare(self) -> None:
+        if self.secure is None:
+            return
+        tls = self.secure
+        for label, path in (("certificate", tls.cert_file), ("key", tls.key_file), ("CA", tls.ca_file)):
+            if not Path(path).is_file():
+                raise ConfigError(f"redis: the TLS {label} file {path} does not exist")
+        if any(c in tls.password for c in " \"'\n\r"):
+            raise ConfigError("redis: the password must not contain spaces, quotes, backslashes or line breaks")
+        self.process.dir.mkdir(parents=True, exist_ok=True)
+        lines = [
+            "port 0",
+            f"tls-port {self.settings.redis_port}",
+            f'tls-cert-file "{tls.cert_file}"',
+            f'tls-key-file "{tls.key_file}"',
+            f'tls-ca-cert-file "{tls.ca_file}"',
+            "tls-auth-clients no",
+            f"requirepass {tls.password}",
+        ]
+        self.secure_config.touch(mode=0o600)
+        self.secure_config.chmod(0o600)
+        self.secure_config.write_text("\n".join(lines) + "\n", encoding="utf-8")
 
     def argv(self) -> list[str]:
         server = shutil.which("redis-server")
@@ -235,10 +304,13 @@ class Redis(Component):
                 "redis-server not found: run `make setup` (installs Debian's redis-server) "
                 "or `apt-get install -y redis-server`"
             )
+        listen = ["--port", str(self.settings.redis_port)] if self.secure is None else []
+        config = [str(self.secure_config)] if self.secure is not None else []
         return [
             server,
+            *config,
             "--bind", self.settings.host,
-            "--port", str(self.settings.redis_port),
+            *listen,
             "--save", "",
             "--appendonly", "no",
             "--protected-mode", "yes",
@@ -247,12 +319,27 @@ class Redis(Component):
         ]  # fmt: skip
 
     def ready(self) -> bool:
-        with socket.create_connection((self.settings.host, self.settings.redis_port), timeout=1) as sock:
-            sock.sendall(b"*1\r\n$4\r\nPING\r\n")
-            return sock.recv(16).startswith(b"+PONG")
+        host, port = self.settings.host, self.settings.redis_port
+        with socket.create_connection((host, port), timeout=1) as raw:
+            if self.secure is None:
+                raw.sendall(b"*1\r\n$4\r\nPING\r\n")
+                return raw.recv(16).startswith(b"+PONG")
+            import ssl
+
+            context = ssl.create_default_context(cafile=str(self.secure.ca_file))
+            with context.wrap_socket(raw, server_hostname=host) as sock:
+                password = self.secure.password.encode()
+                sock.sendall(b"*2\r\n$4\r\nAUTH\r\n$%d\r\n%s\r\n*1\r\n$4\r\nPING\r\n" % (len(password), password))
+                answer = b""
+                while b"\r\n" not in answer.partition(b"\r\n")[2]:
+                    chunk = sock.recv(64)
+                    if not chunk:
+                        break
+                    answer += chunk
+                return answer.startswith(b"+OK\r\n+PONG")
 
     def describe(self) -> str:
-        return f"redis {self.settings.redis_url}"
+        return f"redis {self.url}" + (" (TLS, password)" if self.secure else "")
 
 
 class SchemaRegistry(Component):

@@ -17,6 +17,7 @@ from typing import Any
 
 from vatic.connectors.features.plan import LookupPlan
 from vatic.connectors.features.reader import Keys, OnlineReader, RawRow, RawRows
+from vatic.schemas.errors import VaticError
 
 
 class CachingReader(OnlineReader):
@@ -92,3 +93,6 @@ class CachingReader(OnlineReader):
     async def aclose(self) -> None:
         self._entries.clear()
         await self.inner.aclose()
+
+    def explain(self, exc: BaseException) -> VaticError | None:
+        return self.inner.explain(exc)

@@ -13,7 +13,7 @@ from types import MappingProxyType, TracebackType
 from typing import Any, Literal, Self
 
 from feast import FeatureStore, RepoConfig
-from feast.infra.online_stores.redis import RedisOnlineStore, RedisOnlineStoreConfig
+from feast.infra.online_stores.redis import RedisOnlineStore, RedisOnlineStoreConfig, RedisType
 from feast.infra.online_stores.sqlite import SqliteOnlineStore, SqliteOnlineStoreConfig
 from feast.protos.feast.types.Value_pb2 import Value as ValueProto
 from feast.repo_config import load_repo_config
@@ -30,6 +30,12 @@ from vatic.connectors.features.reader import (
     translate_error,
 )
 from vatic.connectors.features.redis_direct import RedisReader
+from vatic.connectors.features.redis_security import (
+    RedisConnection,
+    RedisSecurity,
+    redis_connection,
+    secure_feature_store,
+)
 from vatic.connectors.features.sqlite_direct import SqliteReader
 from vatic.schemas.errors import ConfigError
 
@@ -109,16 +115,31 @@ def _with_store_timeouts(config: RepoConfig, timeout_s: float) -> RepoConfig:
 
 
 def redis_config(config: RepoConfig, redis_url: str) -> RepoConfig:
-    """``config`` with its online store replaced by the Redis at ``redis_url`` (``redis://host:port/db``)."""
+    """``config`` with its online store replaced by the Redis at ``redis_url`` (``redis[s]://host:port/db``).
+
+    ``rediss://`` turns TLS on. A URL that carries a password is refused (``ConfigError``, which never quotes the
+    URL): the password comes from ``VATIC_REDIS_PASSWORD`` only, so it is never in a URL that a
+    command line, a log or a printed configuration shows.
+    """
     from urllib.parse import urlparse
 
-    parsed = urlparse(redis_url)
-    if parsed.scheme not in ("redis", "rediss") or not parsed.hostname:
-        raise ConfigError(f"not a Redis URL: {redis_url!r} (expected redis://host:port/db)", stage="enrich")
+    try:
+        parsed = urlparse(redis_url)
+        port = parsed.port
+    except ValueError:
+        parsed, port = None, None
+    if parsed is None or parsed.scheme not in ("redis", "rediss") or not parsed.hostname:
+        shown = redis_url if "@" not in redis_url else "(a URL with credentials, not shown)"
+        raise ConfigError(f"not a Redis URL: {shown!r} (expected redis://host:port/db)", stage="enrich")
+    if parsed.password or parsed.username:
+        endpoint = f"{parsed.hostname}:{port or 6379}"
+        message = (
+            f"the Redis URL of {endpoint} carries credentials: take them out of the URL and set "
+            "VATIC_REDIS_PASSWORD (and VATIC_REDIS_USERNAME for an ACL user)"
+        )
+        raise ConfigError(message, stage="enrich")
     db = (parsed.path or "/0").lstrip("/") or "0"
-    parts = [f"{parsed.hostname}:{parsed.port or 6379}", f"db={db}"]
-    if parsed.password:
-        parts.append(f"password={parsed.password}")
+    parts = [f"{parsed.hostname}:{port or 6379}", f"db={db}"]
     if parsed.scheme == "rediss":
         parts.append("ssl=true")
     online = RedisOnlineStoreConfig(connection_string=",".join(parts))
@@ -173,6 +194,7 @@ class FeatureClient:
         deadline_s: float = 0.5,
         store_timeout_s: float | None = None,
         cache_ttl_s: float = 0.0,
+        redis_security: RedisSecurity | None = None,
     ) -> None:
         if deadline_s <= 0:
             raise ConfigError(f"deadline_s must be positive, got {deadline_s}", stage="enrich")
@@ -183,6 +205,7 @@ class FeatureClient:
         # relative registry paths resolve against the repo path (Feast's default is the working directory)
         repo_path = self._config.repo_path
         self._store = FeatureStore(repo_path=str(repo_path) if repo_path else None, config=self._config)
+        self._redis = self._redis_connection(redis_security)
         self._plans: dict[tuple[str, ...], LookupPlan] = {}
         self._shared: weakref.WeakKeyDictionary[LookupPlan, Mapping[str, FeatureStatus]] = weakref.WeakKeyDictionary()
         self._reader = self._make_reader(read_path)
@@ -222,6 +245,26 @@ class FeatureClient:
             config = redis_config(config, redis_url)
         return cls(config, **options)
 
+    def _redis_connection(self, security: RedisSecurity | None) -> RedisConnection | None:
+        """The Redis connection (credentials, TLS) of a single-server Redis store; ``None`` for other stores.
+
+        Also hands it to ``self._store``, so that Feast's SDK reads and writes through it too.
+        """
+        online = self._config.online_store
+        if not isinstance(online, RedisOnlineStoreConfig):
+            return None
+        security = security if security is not None else RedisSecurity()
+        if online.redis_type != RedisType.redis:
+            if security.configured:
+                raise ConfigError(
+                    f"VATIC_REDIS_* settings support redis_type 'redis' only, not {online.redis_type.value!r}",
+                    stage="enrich",
+                )
+            return None
+        connection = redis_connection(online, security)
+        secure_feature_store(self._store, connection)
+        return connection
+
     def _make_reader(self, read_path: ReadPath) -> OnlineReader:
         config = self._config
         online = config.online_store
@@ -230,12 +273,15 @@ class FeatureClient:
             if config.registry.enable_online_feature_view_versioning:
                 reason = "online feature view versioning is enabled"
             elif isinstance(online, RedisOnlineStoreConfig):
-                try:
+                if self._redis is None:
+                    reason = f"direct Redis reads support redis_type 'redis' only, not {online.redis_type.value!r}"
+                else:
                     return RedisReader(
-                        online, project=config.project, key_version=config.entity_key_serialization_version
+                        online,
+                        project=config.project,
+                        key_version=config.entity_key_serialization_version,
+                        connection=self._redis,
                     )
-                except ConfigError as exc:
-                    reason = exc.message
             elif isinstance(online, SqliteOnlineStoreConfig):
                 return SqliteReader(
                     SqliteOnlineStore._get_db_path(config),
@@ -246,7 +292,7 @@ class FeatureClient:
                 reason = f"online store type {online.type!r} has no direct reader"
             if read_path == "direct":
                 raise ConfigError(f"read_path 'direct' is not available: {reason}", stage="enrich")
-        return FeastSdkReader(self._store)
+        return FeastSdkReader(self._store, connection=self._redis)
 
     # --- properties -------------------------------------------------------------------------------------
 
@@ -316,7 +362,9 @@ class FeatureClient:
         except Exception as exc:
             # a read that blocks the loop (small SQLite reads) is stopped by the store, not by asyncio.timeout
             expired = timeout.expired() or time.monotonic() > deadline
-            err = translate_error(exc, service=self._reader.service, deadline_s=budget, expired=expired)
+            err = translate_error(
+                exc, service=self._reader.service, deadline_s=budget, expired=expired, reader=self._reader
+            )
             if err is None or err is exc:
                 raise
             raise err from exc
@@ -344,7 +392,9 @@ class FeatureClient:
             raw = self._reader.read(plan, batch.keys, deadline)
         except Exception as exc:
             expired = time.monotonic() > deadline
-            err = translate_error(exc, service=self._reader.service, deadline_s=budget, expired=expired)
+            err = translate_error(
+                exc, service=self._reader.service, deadline_s=budget, expired=expired, reader=self._reader
+            )
             if err is None or err is exc:
                 raise
             raise err from exc

@@ -8,6 +8,10 @@ blocking SDK call runs in a one-thread pool of the reader.
 Feast 0.67 reports only ``PRESENT``/``NOT_FOUND``, and on Redis an unknown entity as ``PRESENT`` with an
 empty value and event time 0: such cells are turned back into "not found" here, and staleness and nulls are
 classified by the client like for every reader.
+
+On Redis, ``connection`` (:class:`~vatic.connectors.features.redis_security.RedisConnection`) replaces the clients
+Feast would build from its connection string alone, so that the SDK authenticates and verifies TLS exactly like
+the direct reader (see :func:`~vatic.connectors.features.redis_security.secure_feature_store`).
 """
 
 from __future__ import annotations
@@ -24,6 +28,8 @@ from feast.protos.feast.serving.ServingService_pb2 import FieldStatus
 
 from vatic.connectors.features.plan import LookupPlan
 from vatic.connectors.features.reader import Keys, OnlineReader, RawRow, RawRows, RawValue
+from vatic.connectors.features.redis_security import RedisConnection, secure_feature_store
+from vatic.schemas.errors import VaticError
 
 __all__ = ["FeastSdkReader"]
 
@@ -35,8 +41,11 @@ class FeastSdkReader(OnlineReader):
 
     source = "feast-sdk"
 
-    def __init__(self, store: FeatureStore) -> None:
+    def __init__(self, store: FeatureStore, *, connection: RedisConnection | None = None) -> None:
         self._store = store
+        self._connection = connection
+        if connection is not None:
+            secure_feature_store(store, connection)
         self._config: RepoConfig = store.config
         store_type = str(self._config.online_store.type)
         self.service = store_type.rsplit(".", 1)[-1].removesuffix("OnlineStore").lower() or store_type
@@ -94,6 +103,8 @@ class FeastSdkReader(OnlineReader):
         if store is None:
             repo_path = self._config.repo_path
             store = FeatureStore(repo_path=str(repo_path) if repo_path else None, config=self._config)
+            if self._connection is not None:
+                secure_feature_store(store, self._connection, sync=False, asynchronous=True)
             self._loop_stores[loop] = store
         return store
 
@@ -118,6 +129,9 @@ class FeastSdkReader(OnlineReader):
         for g, response in zip(groups, responses, strict=True):
             self._collect(plan, g, len(keys[g]), response, out)
         return out
+
+    def explain(self, exc: BaseException) -> VaticError | None:
+        return self._connection.explain(exc) if self._connection is not None else None
 
     def close(self) -> None:
         if self._executor is not None:

@@ -81,6 +81,11 @@ class OnlineReader(ABC):
         """Release resources bound to the running event loop, then :meth:`close`."""
         self.close()
 
+    def explain(self, exc: BaseException) -> VaticError | None:
+        """A store-specific classification of ``exc`` (credentials, certificates), or ``None`` to leave it to
+        :func:`translate_error`'s generic rules."""
+        return None
+
 
 def entity_key_bytes(
     join_keys: tuple[str, ...], values: tuple[Any, ...], types: tuple[ValueType, ...], version: int
@@ -99,9 +104,12 @@ def deadline_exceeded(deadline_s: float) -> DeadlineExceeded:
     return err
 
 
-def translate_error(exc: BaseException, *, service: str, deadline_s: float, expired: bool) -> VaticError | None:
+def translate_error(
+    exc: BaseException, *, service: str, deadline_s: float, expired: bool, reader: OnlineReader | None = None
+) -> VaticError | None:
     """Map a store exception to vatic's taxonomy; ``None`` for exceptions that are bugs, not store failures.
 
+    * what ``reader.explain`` classifies (Redis: ``CredentialsRejected``, ``UntrustedCertificate``);
     * our deadline passed -> ``DeadlineExceeded``;
     * refused or lost connections, socket timeouts, Redis errors, SQLite I/O and lock errors ->
       ``FeatureStoreUnavailable`` (an outage: retry, never dead-letter);
@@ -111,6 +119,9 @@ def translate_error(exc: BaseException, *, service: str, deadline_s: float, expi
         return exc
     if not isinstance(exc, redis.exceptions.RedisError | sqlite3.Error | OSError | TimeoutError):
         return None  # a bug: let it surface as itself
+    explained = reader.explain(exc) if reader is not None else None
+    if explained is not None:
+        return explained
     if expired:
         return deadline_exceeded(deadline_s)
     if isinstance(

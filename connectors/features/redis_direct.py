@@ -25,32 +25,16 @@ from typing import Any
 import redis
 import redis.asyncio
 from feast.infra.online_stores.helpers import _mmh3
-from feast.infra.online_stores.redis import RedisOnlineStore, RedisOnlineStoreConfig, RedisType
+from feast.infra.online_stores.redis import RedisOnlineStoreConfig
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from vatic.connectors.features.codec import KeyEncoder
 from vatic.connectors.features.plan import LookupPlan
 from vatic.connectors.features.reader import Keys, OnlineReader, RawRow, RawRows
-from vatic.schemas.errors import ConfigError
+from vatic.connectors.features.redis_security import RedisConnection, redis_connection
+from vatic.schemas.errors import VaticError
 
-__all__ = ["RedisReader", "redis_connection_kwargs"]
-
-
-def redis_connection_kwargs(config: RedisOnlineStoreConfig) -> dict[str, Any]:
-    """redis-py keyword arguments from Feast's ``connection_string`` (``host:port,db=0,ssl=true,...``).
-
-    Parsed by Feast's own parser so that both clients connect the same way. Only a single server
-    (``redis_type: redis``) is supported by the direct reader.
-    """
-    if config.redis_type != RedisType.redis:
-        raise ConfigError(f"direct Redis reads support redis_type 'redis' only, not {config.redis_type.value!r}")
-    nodes, params = RedisOnlineStore._parse_connection_string(config.connection_string)
-    if not nodes:
-        raise ConfigError(f"Redis connection string {config.connection_string!r} names no host:port")
-    kwargs: dict[str, Any] = dict(params)
-    kwargs["host"] = nodes[0]["host"]
-    kwargs["port"] = int(nodes[0]["port"])
-    return kwargs
+__all__ = ["RedisReader"]
 
 
 def _bulk(value: bytes | str) -> bytes:
@@ -80,13 +64,23 @@ class RedisReader(OnlineReader):
 
     One async client is kept per event loop (redis-py's asyncio connections belong to the loop that opened
     them), so the reader can be shared by several loops (e.g. a gateway and a test).
+
+    ``connection`` (default: from ``config``'s connection string and the ``VATIC_REDIS_*`` environment, see
+    :mod:`~vatic.connectors.features.redis_security`) carries the credentials and TLS settings.
     """
 
     source = "redis"
     service = "redis"
 
-    def __init__(self, config: RedisOnlineStoreConfig, *, project: str, key_version: int) -> None:
-        self._kwargs = redis_connection_kwargs(config)
+    def __init__(
+        self,
+        config: RedisOnlineStoreConfig,
+        *,
+        project: str,
+        key_version: int,
+        connection: RedisConnection | None = None,
+    ) -> None:
+        self._connection = connection if connection is not None else redis_connection(config)
         self._project = project.encode("utf-8")
         self._key_version = key_version
         self._layouts: weakref.WeakKeyDictionary[LookupPlan, tuple[_GroupLayout, ...]] = weakref.WeakKeyDictionary()
@@ -171,15 +165,18 @@ class RedisReader(OnlineReader):
         if self._sync is None:
             with self._lock:
                 if self._sync is None:
-                    self._sync = redis.Redis(**self._kwargs)
+                    self._sync = self._connection.sync_client()
         return self._sync
 
     def _async_client(self) -> redis.asyncio.Redis:
         loop = asyncio.get_running_loop()
         client = self._async.get(loop)
         if client is None:
-            client = self._async[loop] = redis.asyncio.Redis(**self._kwargs)
+            client = self._async[loop] = self._connection.async_client()
         return client
+
+    def explain(self, exc: BaseException) -> VaticError | None:
+        return self._connection.explain(exc)
 
     # --- reads ------------------------------------------------------------------------------------------
 

@@ -23,6 +23,7 @@ def test_exported_members_are_pinned() -> None:
         "BinaryFormatError",
         "ConfigError",
         "ConfigFileError",
+        "CredentialsRejected",
         "DataError",
         "DeadlineExceeded",
         "DecodeError",
@@ -57,6 +58,7 @@ def test_exported_members_are_pinned() -> None:
         "TopicNotFound",
         "UnexpectedModelResponse",
         "UnknownSchemaError",
+        "UntrustedCertificate",
         "VaticError",
     ]
     defined = {name for name, obj in vars(errors).items() if inspect.isclass(obj) and obj.__module__ == errors.__name__}
