@@ -35,7 +35,9 @@ dead-letter records and REST/gRPC error bodies carry, so the names below are par
     |   +-- ServiceNotFound        (REST 404, gRPC NOT_FOUND)
     |
     +-- ConfigError                the deployment is wrong: stop with a message that says what to fix
-        +-- AccessDenied           credentials refused, certificate untrusted, ACL missing
+        +-- AccessDenied           an outside system refused our identity, or a grant (ACL) is missing
+        |   +-- CredentialsRejected
+        |   +-- UntrustedCertificate
         +-- ConfigFileError
         +-- InvalidSchemaError
         +-- IncompatibleSchemaError
@@ -50,8 +52,6 @@ dead-letter records and REST/gRPC error bodies carry, so the names below are par
         +-- MissingDependency      (local stack: java, redis-server not installed)
         +-- PortInUse              (local stack)
         +-- StartFailed            (local stack)
-        +-- CredentialsRejected    (a store or registry refused our credentials, or wanted some)
-        +-- UntrustedCertificate   (a server's TLS certificate failed verification against our CA)
 
 An outage is never dead-lettered and a bad event never fails the job. The tree lives in the bottom layer, which
 imports nothing else of vatic, so every layer (the Avro codec included) raises from it. Parse errors that never
@@ -439,18 +439,38 @@ class TopicNotFound(ConfigError):
 
 
 class AccessDenied(ConfigError):
-    """An outside system refused vatic's identity: credentials rejected, a server certificate not trusted (or
-    expired), or a permission (Kafka ACL, registry role) missing. Retrying cannot help; the message names the
-    setting or grant to fix and never carries a secret.
-
-    ``service`` is the system (``kafka``, ``redis``, ``schema-registry``, ``model-server``) and ``reason`` one of
-    ``authentication``, ``tls``, ``authorization``.
+    """An outside system refused vatic's identity, or a permission is missing (a Kafka ACL, a Redis ACL, a
+    registry role). Retrying cannot help: the message names the setting or the grant to fix and never carries a
+    secret. ``service`` names the system (``kafka``, ``redis``, ``schema-registry``, ``model-server``),
+    ``endpoint`` its ``host:port`` or URL when known, and ``reason`` is ``authentication``, ``tls`` or
+    ``authorization``.
     """
 
-    def __init__(self, message: str, *, service: str, reason: str) -> None:
-        super().__init__(message)
+    reason = "authorization"
+
+    def __init__(
+        self, message: str, *, service: str, endpoint: str | None = None, reason: str | None = None,
+        stage: str | None = None,
+    ) -> None:  # fmt: skip
+        super().__init__(message, stage=stage)
         self.service = service
-        self.reason = reason
+        self.endpoint = endpoint
+        if reason is not None:
+            self.reason = reason
+
+
+class CredentialsRejected(AccessDenied):
+    """The service refused our credentials, or asked for credentials we did not send (the message names the
+    variable to fix, such as ``VATIC_REDIS_PASSWORD`` or ``VATIC_KAFKA_SASL_PASSWORD``)."""
+
+    reason = "authentication"
+
+
+class UntrustedCertificate(AccessDenied):
+    """A server's TLS certificate failed verification: not signed by the configured CA, expired, or not issued
+    for the host name we connected to. The CA file (named in the message) or the server's certificate is wrong."""
+
+    reason = "tls"
 
 
 class ArtifactRejected(ConfigError):
@@ -502,28 +522,3 @@ class PortInUse(ConfigError):
 
 class StartFailed(ConfigError):
     """A local stack component exited or did not become ready in time; the message quotes its log."""
-
-
-class CredentialsRejected(ConfigError):
-    """An outside service (the Redis online store, the schema registry) refused our credentials, or asked for
-    credentials we did not send. Retrying cannot fix it: the message names the setting to fix (an environment
-    variable such as ``VATIC_REDIS_PASSWORD``) and never carries the secret itself. ``service`` names the
-    service (``redis``, ``schema-registry``) and ``endpoint`` its ``host:port`` or URL.
-    """
-
-    def __init__(self, message: str, *, service: str, endpoint: str, stage: str | None = None) -> None:
-        super().__init__(message, stage=stage)
-        self.service = service
-        self.endpoint = endpoint
-
-
-class UntrustedCertificate(ConfigError):
-    """A server's TLS certificate failed verification: not signed by the configured CA, expired, or not issued
-    for the host name we connected to. Retrying cannot fix it: the CA file (named in the message) or the
-    server's certificate is wrong. ``service`` and ``endpoint`` are those of :class:`CredentialsRejected`.
-    """
-
-    def __init__(self, message: str, *, service: str, endpoint: str, stage: str | None = None) -> None:
-        super().__init__(message, stage=stage)
-        self.service = service
-        self.endpoint = endpoint
