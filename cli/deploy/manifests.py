@@ -14,9 +14,13 @@ Objects (``<s>`` is the service name; every object is in the service's namespace
     model-service.yaml           Service <s>-model: http, grpc, metrics (MLServer) or http (FastAPI tier)
     model-hpa.yaml               HorizontalPodAutoscaler <s>-model: CPU utilisation and/or GPU utilisation as
                                  a per-pod custom metric (kubernetes.gpu_metric)     - autoscaling without kafka_lag
+    model-triggerauthentication.yaml  KEDA TriggerAuthentication <s>-kafka: the Kafka credentials of the lag
+                                 trigger, by reference                   - kafka_lag with Kafka credentials
     model-scaledobject.yaml      KEDA ScaledObject <s>-model: Kafka consumer lag of the job's group on the input
                                  topic, plus cpu / Prometheus GPU triggers           - autoscaling.kafka_lag set
     model-pdb.yaml               PodDisruptionBudget <s>-model
+    default-deny-networkpolicy.yaml  NetworkPolicy <s>-default-deny: no ingress to any pod of the service but
+                                 what the policies of its components let in
     model-networkpolicy.yaml     NetworkPolicy <s>-model: ingress only from the gateway's and the Flink job's
                                  pods (http, grpc) and from the monitoring namespace (metrics)
     model-servicemonitor.yaml    ServiceMonitor <s>-model: MLServer's metrics port  - MLServer layer only
@@ -27,28 +31,39 @@ Objects (``<s>`` is the service name; every object is in the service's namespace
     gateway-servicemonitor.yaml  ServiceMonitor <s>-gateway: /metrics of the gateway
     flink-state-pvc.yaml         PersistentVolumeClaim <s>-flink-state (ReadWriteMany) - streaming, no claim named
     flink-deployment.yaml        FlinkDeployment <s>-stream (Flink Kubernetes Operator) - streaming section set
+    stream-networkpolicy.yaml    NetworkPolicy <s>-stream: the job's pods among themselves, and the operator's
+                                 namespace to the JobManager's REST port               - streaming section set
 
-The model server pod: an init container ``fetch-model`` (the model-server image) runs the settings writer
-``python -m vatic.serving.runtimes.repository /etc/vatic/service /models --environment <env>`` which downloads the
-registry version, checks its sha256 pins and writes MLServer's settings into the ``models`` volume (only with
-``registry.autodownload``; credentials come from the optional Secret ``<s>-registry`` as environment
-variables); the ``model-server`` container then serves ``/models`` read-only (``mlserver start /models``, or
-``uvicorn <entrypoint>`` with ``VATIC_MODEL_DIR=/models/<model>`` for the full-custom tier). Without
-``autodownload`` there is no init container and no models volume: the image must hold the repository at
-``registry.dest_path``, which is served instead. Probes: startup and
-liveness on ``/v2/health/live``, readiness on ``/v2/health/ready``. Security: non-root (65532), read-only root
-filesystem (``/tmp`` is an emptyDir), every capability dropped, no privilege escalation, RuntimeDefault seccomp,
-no service-account token, no service links. GPUs: ``resources.gpu`` adds the extended resource as request and
-limit, a node selector ``<gpu.node_label>: <gpu.type>`` and a toleration of the ``<gpu.resource>`` taint.
-With autoscaling the Deployment has no ``replicas`` (the autoscaler owns the count, as the Kubernetes docs
-advise); without, ``replicas`` is the config's. A pod annotation carries the ConfigMap's digest, so that a
-config change rolls the pods.
+Secrets (``kubernetes.security``, :mod:`vatic.cli.deploy.security`): only by reference, as environment variables
+``valueFrom.secretKeyRef`` or read-only ``secret`` volumes under ``/var/run/secrets/vatic``; no manifest holds a
+secret's value and none is a Secret. Kafka, schema registry and Redis credentials go to the JobManager and the
+TaskManagers (the FlinkDeployment's one pod template, which the operator applies to both); Redis credentials,
+TLS files, the clients file and the model servers' CA to the gateway; TLS files to the model server. Every
+container runs non-root with a read-only root filesystem (emptyDirs where it writes), no capabilities, no
+privilege escalation and the RuntimeDefault seccomp profile. The environment named ``production`` is refused
+with unencrypted Kafka or an unauthenticated gateway unless the config explicitly allows it.
+
+The model server pod: an init container ``fetch-model`` (the model-server image) runs the settings writer ``python
+-m vatic.serving.runtimes.repository /etc/vatic/service /models --environment <env>`` which downloads the registry
+version, checks its sha256 pins and writes MLServer's settings into the ``models`` volume (only with
+``registry.autodownload``; credentials come from the optional Secret ``<s>-registry`` as environment variables); the
+``model-server`` container then serves ``/models`` read-only (``mlserver start /models``, or ``uvicorn
+<entrypoint>`` with ``VATIC_MODEL_DIR=/models/<model>`` for the full-custom tier). Without ``autodownload`` there is
+no init container and no models volume: the image must hold the repository at ``registry.dest_path``, which is
+served instead. Probes: startup and liveness on ``/v2/health/live``, readiness on ``/v2/health/ready`` (HTTPS when
+the model server serves TLS). Security: non-root (65532), read-only root filesystem (``/tmp`` is an emptyDir), every
+capability dropped, no privilege escalation, RuntimeDefault seccomp, no service-account token, no service links.
+GPUs: ``resources.gpu`` adds the extended resource as request and limit, a node selector ``<gpu.node_label>:
+<gpu.type>`` and a toleration of the ``<gpu.resource>`` taint. With autoscaling the Deployment has no ``replicas``
+(the autoscaler owns the count, as the Kubernetes docs advise); without, ``replicas`` is the config's. A pod
+annotation carries the ConfigMap's digest, so that a config change rolls the pods.
 
 The FlinkDeployment runs ``vatic.streaming.main --service-dir ... --env ... --cluster`` (the arguments a person
 would give ``flink run -pym``) through Flink's ``PythonDriver`` in the pipeline image, with the service config
-mounted as above, checkpoints and savepoints on the state volume (``file:///flink-state/...``), Kubernetes HA,
-``upgradeMode: savepoint`` by default, the parallelism of ``streaming.parallelism`` and the job's recovery
-settings (:mod:`vatic.streaming.recovery`).
+mounted as above, checkpoints and savepoints on the state volume (``file:///flink-state/...``), ``/tmp``
+(``io.tmp.dirs``) and Flink's log folder on emptyDirs under a read-only root filesystem, Kubernetes HA,
+``upgradeMode: savepoint`` by default, the parallelism of ``streaming.parallelism`` and the job's recovery settings
+(:mod:`vatic.streaming.recovery`).
 """
 
 from __future__ import annotations
