@@ -688,7 +688,7 @@ def _service_monitor(config: ServiceConfig, part: str, port: str) -> dict[str, A
         if gateway.tls_ca is not None:
             ca = {"secret": {"name": gateway.tls_ca.name, "key": gateway.tls_ca.key}}
             endpoint["tlsConfig"] = {"ca": ca, "serverName": f"{config.service}-gateway.{config.namespace}.svc"}
-        else:  # metrics carry no secret; without the CA, Prometheus cannot verify the gateway (see 0010)
+        else:  # metrics carry no secret; without the CA Prometheus cannot verify (docs/decisions/0010-k8s-security.md)
             endpoint["tlsConfig"] = {"insecureSkipVerify": True}
     return {
         "apiVersion": "monitoring.coreos.com/v1",

@@ -139,7 +139,7 @@ def test_every_container_of_every_pod_is_locked_down(folder, env):
             for mount in container["volumeMounts"]:  # what a process may write is an emptyDir or the state claim
                 if not mount.get("readOnly"):
                     assert mount["name"] in writable, f"{where}: {mount['mountPath']}"
-            assert any(m["mountPath"] == "/tmp" for m in container["volumeMounts"]), where  # noqa: S108
+            assert any(m["mountPath"] == "/tmp" for m in container["volumeMounts"]), where
         for volume in spec["volumes"]:
             if "secret" in volume:
                 assert volume["secret"]["defaultMode"] == SECRET_FILE_MODE
@@ -149,10 +149,10 @@ def test_flink_writes_only_to_its_empty_dirs(fraud_production):
     for pod in _flink_pods(fraud_production["FlinkDeployment/fraud-detection-stream"]).values():
         mounts = {m["mountPath"]: m["name"] for m in _main(pod)["volumeMounts"]}
         volumes = {v["name"]: v for v in pod["spec"]["volumes"]}
-        for path in ("/tmp", "/opt/flink/log"):  # noqa: S108
+        for path in ("/tmp", "/opt/flink/log"):
             assert "emptyDir" in volumes[mounts[path]], path
     conf = fraud_production["FlinkDeployment/fraud-detection-stream"]["spec"]["flinkConfiguration"]
-    assert conf["io.tmp.dirs"] == "/tmp"  # noqa: S108
+    assert conf["io.tmp.dirs"] == "/tmp"
 
 
 # --- secrets by reference --------------------------------------------------------------------------------
@@ -262,7 +262,10 @@ def test_keda_reads_the_same_kafka_secrets_by_reference():
     assert (trigger["metadata"]["tls"], trigger["metadata"]["sasl"]) == ("enable", "scram_sha512")
     auth = objects[f"TriggerAuthentication/{trigger['authenticationRef']['name']}"]["spec"]
     refs = {r["parameter"]: (r["name"], r["key"]) for r in auth["secretTargetRef"]}
-    assert refs == {"password": (kafka.sasl_password.name, kafka.sasl_password.key), "ca": (kafka.ca.name, kafka.ca.key)}
+    assert refs == {
+        "password": (kafka.sasl_password.name, kafka.sasl_password.key),
+        "ca": (kafka.ca.name, kafka.ca.key),
+    }
     (username,) = auth["configMapTargetRef"]
     assert objects[f"ConfigMap/{username['name']}"]["data"][username["key"]] == kafka.sasl_username
     staging = _objects(service_dir("product_categorization"), "staging")  # plaintext: nothing to authenticate
