@@ -39,6 +39,7 @@ __all__ = [
     "Access",
     "gateway_access",
     "kafka_access",
+    "looks_secret",
     "model_ca_access",
     "model_tls_access",
     "redis_access",
@@ -50,7 +51,10 @@ __all__ = [
 SECRETS_ROOT = "/var/run/secrets/vatic"
 SECRET_FILE_MODE = 0o440
 PRODUCTION = "production"
-_SECRET_NAME = re.compile(r"PASSWORD|PASSWD|SECRET|TOKEN|PRIVATE_KEY|API_KEY|CREDENTIAL", re.IGNORECASE)
+#: words of an environment variable name (split at ``_``) that say it holds a secret: ``DB_PASSWORD``,
+#: ``HF_TOKEN``, ``OPENAI_API_KEY`` - but not ``TOKENIZERS_PARALLELISM``
+_SECRET_WORDS = {"PASSWORD", "PASSWD", "PASS", "SECRET", "TOKEN", "CREDENTIAL", "CREDENTIALS", "APIKEY"}
+_SECRET_SUFFIXES = ("API_KEY", "PRIVATE_KEY", "ACCESS_KEY", "SECRET_KEY")
 _SECRET_FLINK_KEY = re.compile(r"password|passwd|secret|token|jaas|credential", re.IGNORECASE)
 
 
@@ -165,6 +169,12 @@ def _has_password(url: str | None) -> bool:
         return "@" in url
 
 
+def looks_secret(name: str) -> bool:
+    """Whether an environment variable's name says it holds a secret (see :data:`_SECRET_WORDS`)."""
+    upper = name.upper()
+    return bool(_SECRET_WORDS & set(upper.split("_"))) or upper.endswith(_SECRET_SUFFIXES)
+
+
 def refuse_literal_secrets(config: ServiceConfig) -> None:
     """Raise :class:`ConfigError` where a secret would be copied into a manifest (see the module docstring)."""
     where = f"service {config.service} ({config.environment})"
@@ -183,7 +193,7 @@ def refuse_literal_secrets(config: ServiceConfig) -> None:
                 "them in kubernetes.security (the config files are copied into a ConfigMap)"
             )
     for name in sorted(config.env):
-        if _SECRET_NAME.search(name):
+        if looks_secret(name):
             problems.append(
                 f"{where}: env.{name} looks like a secret; move it to kubernetes.security.model.secret_env "
                 f"({name}: {{name: <secret>, key: <key>}}) so that it is read from a Kubernetes Secret"

@@ -8,7 +8,6 @@ admit) against the labels the rendered pods carry, not by comparing strings.
 
 from __future__ import annotations
 
-import re
 import shutil
 import subprocess
 import sys
@@ -21,7 +20,7 @@ import yaml
 
 from vatic.cli.deploy.manifests import build_manifests
 from vatic.cli.deploy.output import Target, render_all
-from vatic.cli.deploy.security import SECRET_FILE_MODE
+from vatic.cli.deploy.security import SECRET_FILE_MODE, looks_secret
 from vatic.examples.layout import CASES, service_dir
 from vatic.schemas.errors import ConfigError, ConfigFileError
 from vatic.serving.config import load_service
@@ -39,7 +38,6 @@ SECRET_ENV = {
     "VATIC_SCHEMA_REGISTRY_PASSWORD",
     "VATIC_GATEWAY_AUTH_TOKEN",
 }
-SECRET_LOOKING = re.compile(r"PASSWORD|TOKEN|SECRET", re.IGNORECASE)
 ALL_TARGETS = [(service_dir(case), env) for case in CASES for env in ENVS] + [(SCORER, env) for env in ENVS]
 
 
@@ -175,7 +173,7 @@ def test_no_manifest_is_a_secret_or_holds_a_secret_value(folder, env):
     for name, pod in _pods(objects):
         for container in _containers(pod):
             for entry in container.get("env", []):
-                if entry["name"] in SECRET_ENV or SECRET_LOOKING.search(entry["name"]):
+                if entry["name"] in SECRET_ENV or looks_secret(entry["name"]):
                     assert "value" not in entry, f"{name}/{container['name']}: {entry['name']}"
                     assert set(entry["valueFrom"]) == {"secretKeyRef"}
 
@@ -323,6 +321,7 @@ def _security(**parts: Any) -> dict[str, Any]:
          "kubernetes.schema_registry_url"),
         ({"env": {"DB_PASSWORD": SENTINEL}}, "env.DB_PASSWORD"),
         ({"env": {"HF_TOKEN": SENTINEL}}, "env.HF_TOKEN"),
+        ({"env": {"OPENAI_API_KEY": SENTINEL}}, "env.OPENAI_API_KEY"),
         ({"kubernetes": {"flink": {"configuration": {"security.ssl.internal.keystore-password": SENTINEL}}}},
          "kubernetes.flink.configuration.security.ssl.internal.keystore-password"),
         ({"kubernetes": {"flink": {"configuration": {
@@ -346,10 +345,14 @@ def test_a_literal_secret_is_refused_and_never_echoed(tmp_path, change, named, e
 def test_a_reference_is_the_accepted_form(tmp_path):
     service = _service_copy(tmp_path)
     _overlay(service, "staging", _security(redis={"password": {"name": "feast-redis", "key": "password"}}))
+    _overlay(service, "staging", {"env": {"TOKENIZERS_PARALLELISM": "false", "MODEL_KEY_COLUMN": "id"}})
     rendered = render_all([Target(service, "staging")])
     (gateway,) = [yaml.safe_load(t) for p, t in rendered.items() if p.name == "gateway-deployment.yaml"]
     container = gateway["spec"]["template"]["spec"]["containers"][0]
     assert _secret_ref(container, "VATIC_REDIS_PASSWORD") == ("feast-redis", "password")
+    (model,) = [yaml.safe_load(t) for p, t in rendered.items() if p.name == "model-deployment.yaml"]
+    env = _env(model["spec"]["template"]["spec"]["containers"][0])
+    assert env["TOKENIZERS_PARALLELISM"]["value"] == "false"  # a plain setting whose name only looks alike
 
 
 @pytest.mark.parametrize(
