@@ -10,7 +10,7 @@ from pathlib import Path
 
 import typer
 
-from vatic.cli.commands.render import Envs, KubernetesVersion, Out, Services, Validate, targets
+from vatic.cli.commands.render import Envs, KubernetesVersion, Out, Services, Validate, print_warning, targets
 from vatic.cli.deploy.output import plan as plan_changes
 from vatic.cli.deploy.output import render_all
 from vatic.cli.deploy.validate import KUBERNETES_VERSION
@@ -24,7 +24,9 @@ def plan(
     kubernetes_version: KubernetesVersion = KUBERNETES_VERSION,
 ) -> None:
     """Show a unified diff of what `vatic render` would write; exit 1 when there is a difference."""
-    rendered = render_all(targets(services, env), validate=validate, kubernetes_version=kubernetes_version)
+    rendered = render_all(
+        targets(services, env), validate=validate, kubernetes_version=kubernetes_version, warn=print_warning
+    )
     diffs = plan_changes(rendered, out)
     for diff in diffs:
         sys.stdout.write(diff)

@@ -62,6 +62,11 @@ def targets(services: list[Path] | None, envs: list[str] | None) -> list[Target]
     return found
 
 
+def print_warning(line: str) -> None:
+    """An unsafe setting of a non-production environment: one line on stderr (production refuses it)."""
+    typer.echo(line, err=True)
+
+
 def render(
     services: Services = None,
     env: Envs = None,
@@ -70,7 +75,9 @@ def render(
     kubernetes_version: KubernetesVersion = KUBERNETES_VERSION,
 ) -> None:
     """Render and write the manifests of each service and environment (run `vatic plan` first to see the diff)."""
-    rendered = render_all(targets(services, env), validate=validate, kubernetes_version=kubernetes_version)
+    rendered = render_all(
+        targets(services, env), validate=validate, kubernetes_version=kubernetes_version, warn=print_warning
+    )
     changes = write(rendered, out)
     for change in changes:
         typer.echo(f"{change.action:<8} {out / change.path}")

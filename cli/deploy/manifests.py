@@ -14,9 +14,13 @@ Objects (``<s>`` is the service name; every object is in the service's namespace
     model-service.yaml           Service <s>-model: http, grpc, metrics (MLServer) or http (FastAPI tier)
     model-hpa.yaml               HorizontalPodAutoscaler <s>-model: CPU utilisation and/or GPU utilisation as
                                  a per-pod custom metric (kubernetes.gpu_metric)     - autoscaling without kafka_lag
+    model-triggerauthentication.yaml  KEDA TriggerAuthentication <s>-kafka: the Kafka credentials of the lag
+                                 trigger, by reference                   - kafka_lag with Kafka credentials
     model-scaledobject.yaml      KEDA ScaledObject <s>-model: Kafka consumer lag of the job's group on the input
                                  topic, plus cpu / Prometheus GPU triggers           - autoscaling.kafka_lag set
     model-pdb.yaml               PodDisruptionBudget <s>-model
+    default-deny-networkpolicy.yaml  NetworkPolicy <s>-default-deny: no ingress to any pod of the service but
+                                 what the policies of its components let in
     model-networkpolicy.yaml     NetworkPolicy <s>-model: ingress only from the gateway's and the Flink job's
                                  pods (http, grpc) and from the monitoring namespace (metrics)
     model-servicemonitor.yaml    ServiceMonitor <s>-model: MLServer's metrics port  - MLServer layer only
@@ -27,28 +31,39 @@ Objects (``<s>`` is the service name; every object is in the service's namespace
     gateway-servicemonitor.yaml  ServiceMonitor <s>-gateway: /metrics of the gateway
     flink-state-pvc.yaml         PersistentVolumeClaim <s>-flink-state (ReadWriteMany) - streaming, no claim named
     flink-deployment.yaml        FlinkDeployment <s>-stream (Flink Kubernetes Operator) - streaming section set
+    stream-networkpolicy.yaml    NetworkPolicy <s>-stream: the job's pods among themselves, and the operator's
+                                 namespace to the JobManager's REST port               - streaming section set
 
-The model server pod: an init container ``fetch-model`` (the model-server image) runs the settings writer
-``python -m vatic.serving.runtimes.repository /etc/vatic/service /models --environment <env>`` which downloads the
-registry version, checks its sha256 pins and writes MLServer's settings into the ``models`` volume (only with
-``registry.autodownload``; credentials come from the optional Secret ``<s>-registry`` as environment
-variables); the ``model-server`` container then serves ``/models`` read-only (``mlserver start /models``, or
-``uvicorn <entrypoint>`` with ``VATIC_MODEL_DIR=/models/<model>`` for the full-custom tier). Without
-``autodownload`` there is no init container and no models volume: the image must hold the repository at
-``registry.dest_path``, which is served instead. Probes: startup and
-liveness on ``/v2/health/live``, readiness on ``/v2/health/ready``. Security: non-root (65532), read-only root
-filesystem (``/tmp`` is an emptyDir), every capability dropped, no privilege escalation, RuntimeDefault seccomp,
-no service-account token, no service links. GPUs: ``resources.gpu`` adds the extended resource as request and
-limit, a node selector ``<gpu.node_label>: <gpu.type>`` and a toleration of the ``<gpu.resource>`` taint.
-With autoscaling the Deployment has no ``replicas`` (the autoscaler owns the count, as the Kubernetes docs
-advise); without, ``replicas`` is the config's. A pod annotation carries the ConfigMap's digest, so that a
-config change rolls the pods.
+Secrets (``kubernetes.security``, :mod:`vatic.cli.deploy.security`): only by reference, as environment variables
+``valueFrom.secretKeyRef`` or read-only ``secret`` volumes under ``/var/run/secrets/vatic``; no manifest holds a
+secret's value and none is a Secret. Kafka, schema registry and Redis credentials go to the JobManager and the
+TaskManagers (the FlinkDeployment's one pod template, which the operator applies to both); Redis credentials,
+TLS files, the clients file and the model servers' CA to the gateway; TLS files to the model server. Every
+container runs non-root with a read-only root filesystem (emptyDirs where it writes), no capabilities, no
+privilege escalation and the RuntimeDefault seccomp profile. The environment named ``production`` is refused
+with unencrypted Kafka or an unauthenticated gateway unless the config explicitly allows it.
+
+The model server pod: an init container ``fetch-model`` (the model-server image) runs the settings writer ``python
+-m vatic.serving.runtimes.repository /etc/vatic/service /models --environment <env>`` which downloads the registry
+version, checks its sha256 pins and writes MLServer's settings into the ``models`` volume (only with
+``registry.autodownload``; credentials come from the optional Secret ``<s>-registry`` as environment variables); the
+``model-server`` container then serves ``/models`` read-only (``mlserver start /models``, or ``uvicorn
+<entrypoint>`` with ``VATIC_MODEL_DIR=/models/<model>`` for the full-custom tier). Without ``autodownload`` there is
+no init container and no models volume: the image must hold the repository at ``registry.dest_path``, which is
+served instead. Probes: startup and liveness on ``/v2/health/live``, readiness on ``/v2/health/ready`` (HTTPS when
+the model server serves TLS). Security: non-root (65532), read-only root filesystem (``/tmp`` is an emptyDir), every
+capability dropped, no privilege escalation, RuntimeDefault seccomp, no service-account token, no service links.
+GPUs: ``resources.gpu`` adds the extended resource as request and limit, a node selector ``<gpu.node_label>:
+<gpu.type>`` and a toleration of the ``<gpu.resource>`` taint. With autoscaling the Deployment has no ``replicas``
+(the autoscaler owns the count, as the Kubernetes docs advise); without, ``replicas`` is the config's. A pod
+annotation carries the ConfigMap's digest, so that a config change rolls the pods.
 
 The FlinkDeployment runs ``vatic.streaming.main --service-dir ... --env ... --cluster`` (the arguments a person
 would give ``flink run -pym``) through Flink's ``PythonDriver`` in the pipeline image, with the service config
-mounted as above, checkpoints and savepoints on the state volume (``file:///flink-state/...``), Kubernetes HA,
-``upgradeMode: savepoint`` by default, the parallelism of ``streaming.parallelism`` and the job's recovery
-settings (:mod:`vatic.streaming.recovery`).
+mounted as above, checkpoints and savepoints on the state volume (``file:///flink-state/...``), ``/tmp``
+(``io.tmp.dirs``) and Flink's log folder on emptyDirs under a read-only root filesystem, Kubernetes HA,
+``upgradeMode: savepoint`` by default, the parallelism of ``streaming.parallelism`` and the job's recovery settings
+(:mod:`vatic.streaming.recovery`).
 """
 
 from __future__ import annotations
@@ -61,6 +76,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from vatic.cli.deploy.security import (
+    gateway_access,
+    kafka_access,
+    model_ca_access,
+    model_tls_access,
+    redis_access,
+    refuse_literal_secrets,
+    registry_access,
+    security_check,
+)
 from vatic.schemas.errors import ConfigError
 from vatic.serving.config.loader import BASE_FILE
 from vatic.serving.config.model import GpuSpec, PodResources, ServiceConfig
@@ -82,9 +107,12 @@ __all__ = [
 CONFIG_ROOT = "/etc/vatic"
 MODELS_DIR = "/models"
 STATE_DIR = "/flink-state"
+FLINK_LOG_DIR = "/opt/flink/log"  # the image's FLINK_HOME/log: Flink writes its log files there
 MODEL_SERVER_UID = 65532  # the model-server image's USER
 PIPELINE_UID = 9999  # the pipeline image's flink user
 FEATURE_SUFFIXES = (".yaml", ".yml", ".py")
+#: the key of the Kafka SASL user name in the service's ConfigMap (KEDA reads it from there: not a secret)
+KAFKA_USERNAME_KEY = "kafka.sasl-username"
 _CONFIG_KEY = re.compile(r"^[-._a-zA-Z0-9]+$")
 
 
@@ -127,8 +155,10 @@ def selector(config: ServiceConfig, part: str) -> dict[str, str]:
 
 
 def model_url(config: ServiceConfig) -> str:
-    """In-cluster base URL of the service's model server (what the gateway and the job call)."""
-    return f"http://{config.service}-model.{config.namespace}.svc.cluster.local:{config.serving.port}"
+    """In-cluster base URL of the service's model server (what the gateway and the job call); ``https`` when
+    the model server serves TLS (``kubernetes.security.model.tls_cert``)."""
+    scheme = "https" if config.kubernetes.security.model.tls_cert else "http"
+    return f"{scheme}://{config.service}-model.{config.namespace}.svc.cluster.local:{config.serving.port}"
 
 
 def _meta(config: ServiceConfig, name: str, part: str | None = None, *, namespaced: bool = True) -> dict[str, Any]:
@@ -217,12 +247,15 @@ def _digest(files: dict[str, tuple[str, str]]) -> str:
 # --- pod building blocks ----------------------------------------------------------------------------------
 
 
-def _container_security(*, read_only: bool = True) -> dict[str, Any]:
+def _container_security() -> dict[str, Any]:
+    """Every container: non-root, read-only root filesystem (writes go to emptyDirs), no capabilities, no
+    privilege escalation, the runtime's default seccomp profile."""
     return {
         "allowPrivilegeEscalation": False,
-        "readOnlyRootFilesystem": read_only,
+        "readOnlyRootFilesystem": True,
         "runAsNonRoot": True,
         "capabilities": {"drop": ["ALL"]},
+        "seccompProfile": {"type": "RuntimeDefault"},
     }
 
 
@@ -241,8 +274,17 @@ def _config_volume(config: ServiceConfig, files: dict[str, tuple[str, str]]) -> 
     return {"name": "config", "configMap": {"name": f"{config.service}-config", "items": items}}
 
 
-def _http_probe(path: str, port: str, *, period: int, failures: int, delay: int = 0) -> dict[str, Any]:
-    probe: dict[str, Any] = {"httpGet": {"path": path, "port": port}, "periodSeconds": period}
+def _http_probe(
+    path: str, port: str, *, period: int, failures: int, delay: int = 0, scheme: str = "HTTP"
+) -> dict[str, Any]:
+    """An HTTP(S) probe; scheme ``TCP`` is a TCP connect (a door that requires client certificates: the kubelet
+    has none to show)."""
+    if scheme == "TCP":
+        probe: dict[str, Any] = {"tcpSocket": {"port": port}, "periodSeconds": period}
+    elif scheme == "HTTPS":
+        probe = {"httpGet": {"path": path, "port": port, "scheme": "HTTPS"}, "periodSeconds": period}
+    else:
+        probe = {"httpGet": {"path": path, "port": port}, "periodSeconds": period}
     if delay:
         probe["initialDelaySeconds"] = delay
     probe["timeoutSeconds"] = 2
@@ -280,11 +322,14 @@ def _namespace(config: ServiceConfig) -> dict[str, Any]:
 
 
 def _configmap(config: ServiceConfig, files: dict[str, tuple[str, str]]) -> dict[str, Any]:
+    data = {key: text for key, (_, text) in sorted(files.items())}
+    if config.kubernetes.security.kafka.sasl_username:
+        data[KAFKA_USERNAME_KEY] = config.kubernetes.security.kafka.sasl_username  # for KEDA; not mounted
     return {
         "apiVersion": "v1",
         "kind": "ConfigMap",
         "metadata": _meta(config, f"{config.service}-config"),
-        "data": {key: text for key, (_, text) in sorted(files.items())},
+        "data": data,
     }
 
 
@@ -310,15 +355,13 @@ def _fetch_container(config: ServiceConfig) -> dict[str, Any]:
     }
 
 
-def _model_deployment(config: ServiceConfig, files: dict[str, tuple[str, str]]) -> dict[str, Any]:
-    serving, k8s, gpu = config.serving, config.kubernetes, config.resources.gpu
-    mlserver = serving.layer == "mlserver"
-    # autodownload: the init container fills the models volume; else the image holds them at registry.dest_path
-    models = MODELS_DIR if config.registry.autodownload else config.registry.dest_path.rstrip("/")
+def _model_process(config: ServiceConfig, models: str) -> tuple[list[str], list[dict[str, Any]], dict[str, str]]:
+    """The model server's command, container ports and plain environment (MLServer or uvicorn)."""
+    serving = config.serving
     ports = [{"name": "http", "containerPort": serving.port, "protocol": "TCP"}]
     env = dict(sorted(config.env.items()))
     env["HOME"] = "/tmp"  # noqa: S108 - an emptyDir: the root filesystem is read-only
-    if mlserver:
+    if serving.layer == "mlserver":
         ports += [
             {"name": "grpc", "containerPort": serving.grpc_port, "protocol": "TCP"},
             {"name": "metrics", "containerPort": serving.metrics_port, "protocol": "TCP"},
@@ -326,27 +369,39 @@ def _model_deployment(config: ServiceConfig, files: dict[str, tuple[str, str]]) 
         command = ["python", "-m", "vatic.serving.runtimes.serve", "start", models]  # mlserver start + a body limit
         env["MLSERVER_METRICS_DIR"] = "/tmp/mlserver-metrics"  # noqa: S108
         env["MLSERVER_ENVIRONMENTS_DIR"] = "/tmp/mlserver-envs"  # noqa: S108
-    else:
-        assert serving.entrypoint is not None  # the config model requires it for the full-custom tier
-        command = ["uvicorn", serving.entrypoint, "--host", "0.0.0.0", "--port", str(serving.port)]  # noqa: S104
-        env["VATIC_MODEL_DIR"] = f"{models}/{config.model.name}"
+        return command, ports, env
+    assert serving.entrypoint is not None  # the config model requires it for the full-custom tier
+    command = ["uvicorn", serving.entrypoint, "--host", "0.0.0.0", "--port", str(serving.port)]  # noqa: S104
+    if config.kubernetes.security.model.tls_cert:  # paths, not secrets: the files are mounted from Secrets
+        command += ["--ssl-certfile", "$(VATIC_MODEL_TLS_CERT_FILE)", "--ssl-keyfile", "$(VATIC_MODEL_TLS_KEY_FILE)"]
+    env["VATIC_MODEL_DIR"] = f"{models}/{config.model.name}"
+    return command, ports, env
+
+
+def _model_deployment(config: ServiceConfig, files: dict[str, tuple[str, str]]) -> dict[str, Any]:
+    k8s, gpu = config.kubernetes, config.resources.gpu
+    # autodownload: the init container fills the models volume; else the image holds them at registry.dest_path
+    models = MODELS_DIR if config.registry.autodownload else config.registry.dest_path.rstrip("/")
+    command, ports, env = _model_process(config, models)
     mounts = [{"name": "config", "mountPath": CONFIG_ROOT, "readOnly": True}]
     if config.registry.autodownload:
         mounts.append({"name": "models", "mountPath": MODELS_DIR, "readOnly": True})
     mounts.append({"name": "tmp", "mountPath": "/tmp"})  # noqa: S108
+    access = model_tls_access(config)
+    scheme = "HTTPS" if config.kubernetes.security.model.tls_cert else "HTTP"
     container: dict[str, Any] = {
         "name": "model-server",
         "image": config.image,
         "imagePullPolicy": k8s.image_pull_policy,
         "command": command,
         "ports": ports,
-        "env": _env(env),
+        "env": _env(env) + access.env,
         "resources": _resources(config.resources, gpu),
-        "startupProbe": _http_probe("/v2/health/live", "http", period=5, failures=60),
-        "livenessProbe": _http_probe("/v2/health/live", "http", period=10, failures=3),
-        "readinessProbe": _http_probe("/v2/health/ready", "http", period=5, failures=3),
+        "startupProbe": _http_probe("/v2/health/live", "http", period=5, failures=60, scheme=scheme),
+        "livenessProbe": _http_probe("/v2/health/live", "http", period=10, failures=3, scheme=scheme),
+        "readinessProbe": _http_probe("/v2/health/ready", "http", period=5, failures=3, scheme=scheme),
         "securityContext": _container_security(),
-        "volumeMounts": mounts,
+        "volumeMounts": mounts + access.mounts,
     }
     init = [_fetch_container(config)] if config.registry.autodownload else []
     node_selector = dict(k8s.node_selector)
@@ -377,6 +432,7 @@ def _model_deployment(config: ServiceConfig, files: dict[str, tuple[str, str]]) 
     if config.registry.autodownload:
         pod["volumes"].append({"name": "models", "emptyDir": {"sizeLimit": k8s.model_storage}})
     pod["volumes"].append({"name": "tmp", "emptyDir": {"sizeLimit": "1Gi"}})
+    pod["volumes"] += access.volumes
     spec: dict[str, Any] = {}
     if config.autoscaling is None:
         spec["replicas"] = config.replicas
@@ -460,23 +516,57 @@ def _hpa(config: ServiceConfig) -> dict[str, Any]:
     }
 
 
+#: kubernetes.security.kafka.sasl_mechanism -> the KEDA Kafka scaler's ``sasl``
+_KEDA_SASL = {"PLAIN": "plaintext", "SCRAM-SHA-256": "scram_sha256", "SCRAM-SHA-512": "scram_sha512"}
+
+
+def _keda_needs_auth(config: ServiceConfig) -> bool:
+    kafka = config.kubernetes.security.kafka
+    return bool(kafka.sasl_password or kafka.ca or kafka.client_cert or kafka.client_key_password)
+
+
+def _trigger_authentication(config: ServiceConfig) -> dict[str, Any]:
+    """KEDA's credentials for the Kafka lag trigger: the same Secrets as the job's, by reference."""
+    kafka = config.kubernetes.security.kafka
+    refs = [("password", kafka.sasl_password), ("ca", kafka.ca), ("cert", kafka.client_cert),
+            ("key", kafka.client_key), ("keyPassword", kafka.client_key_password)]  # fmt: skip
+    spec: dict[str, Any] = {
+        "secretTargetRef": [{"parameter": p, "name": r.name, "key": r.key} for p, r in refs if r is not None]
+    }
+    if kafka.sasl_username:
+        ref = {"parameter": "username", "name": f"{config.service}-config", "key": KAFKA_USERNAME_KEY}
+        spec["configMapTargetRef"] = [ref]
+    return {
+        "apiVersion": "keda.sh/v1alpha1",
+        "kind": "TriggerAuthentication",
+        "metadata": _meta(config, f"{config.service}-kafka", "model"),
+        "spec": spec,
+    }
+
+
 def _scaled_object(config: ServiceConfig) -> dict[str, Any]:
     auto, streaming = config.autoscaling, config.streaming
     assert auto is not None
     assert auto.kafka_lag is not None
     assert streaming is not None
-    triggers: list[dict[str, Any]] = [
-        {
-            "type": "kafka",
-            "metadata": {
-                "bootstrapServers": config.kubernetes.kafka_bootstrap_servers,
-                "consumerGroup": config.consumer_group,
-                "topic": streaming.input_topic,
-                "lagThreshold": str(auto.kafka_lag),
-                "offsetResetPolicy": "earliest",
-            },
-        }
-    ]
+    kafka = config.kubernetes.security.kafka
+    lag: dict[str, Any] = {
+        "type": "kafka",
+        "metadata": {
+            "bootstrapServers": config.kubernetes.kafka_bootstrap_servers,
+            "consumerGroup": config.consumer_group,
+            "topic": streaming.input_topic,
+            "lagThreshold": str(auto.kafka_lag),
+            "offsetResetPolicy": "earliest",
+        },
+    }
+    if kafka.security_protocol in ("SSL", "SASL_SSL"):
+        lag["metadata"]["tls"] = "enable"
+    if kafka.sasl_mechanism:
+        lag["metadata"]["sasl"] = _KEDA_SASL[kafka.sasl_mechanism]
+    if _keda_needs_auth(config):
+        lag["authenticationRef"] = {"name": f"{config.service}-kafka"}
+    triggers: list[dict[str, Any]] = [lag]
     if auto.cpu_utilization is not None:
         triggers.append({"type": "cpu", "metricType": "Utilization", "metadata": {"value": str(auto.cpu_utilization)}})
     if auto.gpu_utilization is not None:
@@ -546,9 +636,60 @@ def _model_network_policy(config: ServiceConfig) -> dict[str, Any]:
     }  # fmt: skip
 
 
+def _default_deny(config: ServiceConfig) -> dict[str, Any]:
+    """Ingress to every pod of this service is denied unless a policy of its component lets it in.
+
+    Scoped to the service's pods, not to the namespace: the namespace may hold other services of the project
+    and their stores (see docs/decisions/0010-k8s-security.md).
+    """
+    service_pods = {"app.kubernetes.io/instance": config.service, "vatic.dev/service": config.service}
+    return {
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "NetworkPolicy",
+        "metadata": _meta(config, f"{config.service}-default-deny"),
+        "spec": {"podSelector": {"matchLabels": service_pods}, "policyTypes": ["Ingress"]},
+    }
+
+
+def flink_rest_port(config: ServiceConfig) -> int:
+    """The JobManager's REST port (``rest.port`` of the Flink configuration, 8081 by default)."""
+    return int(config.kubernetes.flink.configuration.get("rest.port", "8081"))
+
+
+def _stream_network_policy(config: ServiceConfig) -> dict[str, Any]:
+    """The job's pods talk to each other on any port (RPC, blobs, data exchange use ports Flink picks), and the
+    Flink Kubernetes Operator's namespace reaches the JobManager's REST port; nothing else gets in."""
+    operator = {"kubernetes.io/metadata.name": config.kubernetes.flink.operator_namespace}
+    return {
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "NetworkPolicy",
+        "metadata": _meta(config, f"{config.service}-stream", "stream"),
+        "spec": {
+            "podSelector": {"matchLabels": selector(config, "stream")},
+            "policyTypes": ["Ingress"],
+            "ingress": [
+                {"from": [{"podSelector": {"matchLabels": selector(config, "stream")}}]},
+                {
+                    "from": [{"namespaceSelector": {"matchLabels": operator}}],
+                    "ports": [{"protocol": "TCP", "port": flink_rest_port(config)}],
+                },
+            ],
+        },
+    }
+
+
 def _service_monitor(config: ServiceConfig, part: str, port: str) -> dict[str, Any]:
     meta = _meta(config, f"{config.service}-{part}", part)
     meta["labels"] = {**meta["labels"], **config.kubernetes.monitoring_labels}
+    endpoint: dict[str, Any] = {"port": port, "path": "/metrics", "interval": config.kubernetes.scrape_interval}
+    gateway = config.kubernetes.security.gateway
+    if part == "gateway" and gateway.tls_cert is not None:  # the gateway serves /metrics on its one TLS port
+        endpoint["scheme"] = "https"
+        if gateway.tls_ca is not None:
+            ca = {"secret": {"name": gateway.tls_ca.name, "key": gateway.tls_ca.key}}
+            endpoint["tlsConfig"] = {"ca": ca, "serverName": f"{config.service}-gateway.{config.namespace}.svc"}
+        else:  # metrics carry no secret; without the CA Prometheus cannot verify (docs/decisions/0010-k8s-security.md)
+            endpoint["tlsConfig"] = {"insecureSkipVerify": True}
     return {
         "apiVersion": "monitoring.coreos.com/v1",
         "kind": "ServiceMonitor",
@@ -556,9 +697,17 @@ def _service_monitor(config: ServiceConfig, part: str, port: str) -> dict[str, A
         "spec": {
             "selector": {"matchLabels": selector(config, part)},
             "namespaceSelector": {"matchNames": [config.namespace]},
-            "endpoints": [{"port": port, "path": "/metrics", "interval": config.kubernetes.scrape_interval}],
+            "endpoints": [endpoint],
         },
     }
+
+
+def _gateway_scheme(config: ServiceConfig) -> str:
+    """How the kubelet probes the gateway: HTTP, HTTPS (gateway TLS) or TCP (client certificates required)."""
+    gateway = config.kubernetes.security.gateway
+    if gateway.client_ca is not None:
+        return "TCP"
+    return "HTTPS" if gateway.tls_cert is not None else "HTTP"
 
 
 def _gateway_deployment(config: ServiceConfig, files: dict[str, tuple[str, str]]) -> dict[str, Any]:
@@ -572,6 +721,8 @@ def _gateway_deployment(config: ServiceConfig, files: dict[str, tuple[str, str]]
     if gateway.auth_token_env:
         secret = {"name": f"{config.service}-gateway-auth", "key": "token"}
         env.append({"name": "VATIC_GATEWAY_AUTH_TOKEN", "valueFrom": {"secretKeyRef": secret}})
+    access = gateway_access(config) + redis_access(config)
+    scheme = _gateway_scheme(config)
     container = {
         "name": "gateway",
         "image": config.pipeline_image,
@@ -579,14 +730,15 @@ def _gateway_deployment(config: ServiceConfig, files: dict[str, tuple[str, str]]
         "command": ["vatic"],
         "args": args,
         "ports": [{"name": "http", "containerPort": gateway.port, "protocol": "TCP"}],
-        "env": env,
+        "env": env + access.env,
         "resources": _resources(gateway.resources),
-        "livenessProbe": _http_probe("/v2/health/live", "http", period=10, failures=3, delay=5),
-        "readinessProbe": _http_probe("/v2/health/live", "http", period=5, failures=3),
+        "livenessProbe": _http_probe("/v2/health/live", "http", period=10, failures=3, delay=5, scheme=scheme),
+        "readinessProbe": _http_probe("/v2/health/live", "http", period=5, failures=3, scheme=scheme),
         "securityContext": _container_security(),
         "volumeMounts": [
             {"name": "config", "mountPath": CONFIG_ROOT, "readOnly": True},
             {"name": "tmp", "mountPath": "/tmp"},  # noqa: S108
+            *access.mounts,
         ],
     }
     pod: dict[str, Any] = {
@@ -600,6 +752,7 @@ def _gateway_deployment(config: ServiceConfig, files: dict[str, tuple[str, str]]
     pod["topologySpreadConstraints"] = _spread(config, "gateway")
     pod["containers"] = [container]
     pod["volumes"] = [_config_volume(config, files), {"name": "tmp", "emptyDir": {"sizeLimit": "512Mi"}}]
+    pod["volumes"] += access.volumes
     return {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
@@ -692,15 +845,22 @@ def _flink_deployment(config: ServiceConfig, files: dict[str, tuple[str, str]]) 
         "execution.checkpointing.tolerable-failed-checkpoints": "1",
         "python.executable": "/opt/venv/bin/python",
         "python.client.executable": "/opt/venv/bin/python",
+        "io.tmp.dirs": "/tmp",  # noqa: S108 - an emptyDir: the root filesystem is read-only
         **flink.configuration,
     }
+    # the JobManager runs the Python driver and the Kafka source's enumerator, the TaskManagers the readers and
+    # writers: both roles get every credential from this one template (the operator applies it to both)
+    access = kafka_access(config) + registry_access(config) + redis_access(config) + model_ca_access(config)
     main_container = {
         "name": "flink-main-container",
-        "env": _env({"HOME": "/tmp", "VATIC_STACK_HOME": "/tmp/vatic"}),  # noqa: S108
-        "securityContext": _container_security(read_only=False),
+        "env": _env({"HOME": "/tmp", "VATIC_STACK_HOME": "/tmp/vatic"}) + access.env,  # noqa: S108
+        "securityContext": _container_security(),
         "volumeMounts": [
             {"name": "config", "mountPath": CONFIG_ROOT, "readOnly": True},
             {"name": "state", "mountPath": STATE_DIR},
+            {"name": "tmp", "mountPath": "/tmp"},  # noqa: S108 - io.tmp.dirs, blobs, the Python workers' files
+            {"name": "flink-log", "mountPath": FLINK_LOG_DIR},
+            *access.mounts,
         ],
     }
     pod_template = {
@@ -711,6 +871,9 @@ def _flink_deployment(config: ServiceConfig, files: dict[str, tuple[str, str]]) 
             "volumes": [
                 _config_volume(config, files),
                 {"name": "state", "persistentVolumeClaim": {"claimName": state_claim(config)}},
+                {"name": "tmp", "emptyDir": {"sizeLimit": "4Gi"}},
+                {"name": "flink-log", "emptyDir": {"sizeLimit": "1Gi"}},
+                *access.volumes,
             ],
         },
     }
@@ -748,6 +911,8 @@ def _flink_deployment(config: ServiceConfig, files: dict[str, tuple[str, str]]) 
 
 def build_manifests(config: ServiceConfig, service_dir: Path) -> list[Manifest]:
     """Every object of the service in ``config.environment`` (see the module docstring), in apply order."""
+    refuse_literal_secrets(config)
+    security_check(config)  # production refuses unencrypted Kafka and an unauthenticated gateway
     files = config_files(config, service_dir)
     out = [
         Manifest("namespace.yaml", _namespace(config)),
@@ -757,11 +922,14 @@ def build_manifests(config: ServiceConfig, service_dir: Path) -> list[Manifest]:
     ]
     auto = config.autoscaling
     if auto is not None and auto.kafka_lag is not None:
+        if _keda_needs_auth(config):
+            out.append(Manifest("model-triggerauthentication.yaml", _trigger_authentication(config)))
         out.append(Manifest("model-scaledobject.yaml", _scaled_object(config)))
     elif auto is not None:
         out.append(Manifest("model-hpa.yaml", _hpa(config)))
     out += [
         Manifest("model-pdb.yaml", _pdb(config, "model")),
+        Manifest("default-deny-networkpolicy.yaml", _default_deny(config)),
         Manifest("model-networkpolicy.yaml", _model_network_policy(config)),
     ]
     if config.serving.layer == "mlserver":
@@ -777,4 +945,5 @@ def build_manifests(config: ServiceConfig, service_dir: Path) -> list[Manifest]:
         if config.kubernetes.flink.state_volume_claim is None:
             out.append(Manifest("flink-state-pvc.yaml", _state_pvc(config)))
         out.append(Manifest("flink-deployment.yaml", _flink_deployment(config, files)))
+        out.append(Manifest("stream-networkpolicy.yaml", _stream_network_policy(config)))
     return out

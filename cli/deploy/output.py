@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import difflib
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,6 +24,7 @@ import yaml
 
 from vatic.cli.deploy.dashboard import dashboard
 from vatic.cli.deploy.manifests import Manifest, build_manifests
+from vatic.cli.deploy.security import security_check
 from vatic.cli.deploy.validate import KUBERNETES_VERSION, validate_manifest
 from vatic.schemas.errors import ManifestInvalid
 from vatic.serving.config.loader import BASE_FILE, load_service
@@ -102,15 +104,24 @@ def _kustomization(service: str, manifests: list[Manifest], namespace: str) -> d
 
 
 def render_service(
-    service_dir: Path, environment: str, *, validate: bool = True, kubernetes_version: str = KUBERNETES_VERSION
+    service_dir: Path,
+    environment: str,
+    *,
+    validate: bool = True,
+    kubernetes_version: str = KUBERNETES_VERSION,
+    warn: Callable[[str], None] | None = None,
 ) -> tuple[str, dict[str, str]]:
     """Render one service in one environment: ``(service name, {file name: text})``.
 
-    Raises ``ConfigFileError`` for a bad config (file:line lines) and :class:`ManifestInvalid` (naming the file)
-    when a manifest does not validate.
+    Raises ``ConfigFileError`` for a bad config (file:line lines), ``ConfigError`` for a literal secret or an
+    unsafe production setting (:mod:`vatic.cli.deploy.security`) and :class:`ManifestInvalid` (naming the file)
+    when a manifest does not validate. ``warn`` gets one line per unsafe setting of a non-production environment.
     """
     config = load_service(service_dir, environment)
     manifests = build_manifests(config, service_dir)
+    if warn is not None:
+        for line in security_check(config):
+            warn(line)
     if validate:
         for manifest in manifests:
             try:
@@ -125,13 +136,21 @@ def render_service(
 
 
 def render_all(
-    targets: list[Target], *, validate: bool = True, kubernetes_version: str = KUBERNETES_VERSION
+    targets: list[Target],
+    *,
+    validate: bool = True,
+    kubernetes_version: str = KUBERNETES_VERSION,
+    warn: Callable[[str], None] | None = None,
 ) -> dict[Path, str]:
     """Render every target; keys are paths relative to the output root: ``<service>/<env>/<file>``."""
     out: dict[Path, str] = {}
     for target in targets:
         service, files = render_service(
-            target.service_dir, target.environment, validate=validate, kubernetes_version=kubernetes_version
+            target.service_dir,
+            target.environment,
+            validate=validate,
+            kubernetes_version=kubernetes_version,
+            warn=warn,
         )
         for name, text in files.items():
             out[Path(service) / target.environment / name] = text

@@ -8,16 +8,15 @@ no network.
   NetworkPolicy, PersistentVolumeClaim) are checked by the ``kubernetes-validate`` package against the
   *strict* JSON schemas it ships for :data:`KUBERNETES_VERSION` (strict: an unknown field is an error, as with
   ``kubectl apply --validate=strict``).
-* **Custom resources** (KEDA ``ScaledObject``, Prometheus operator ``ServiceMonitor``, Flink operator
-  ``FlinkDeployment``) are checked against the ``openAPIV3Schema`` of the CustomResourceDefinitions the projects
-  publish. No package installable here ships them in a readable form (npm's ``@kubernetes-models/*`` ship
-  compiled validators for Node 22, PyPI's ``cloudcoil-models-*`` only pydantic classes, and Maven Central does
-  not serve ``flink-kubernetes-operator`` to this machine), so the schemas are vendored in ``crds/*.json``,
-  taken from the projects' release tags (repository, tag, path and sha256 of the source file recorded in each
-  file's ``source``; descriptions removed). They are turned into JSON Schema the way the API server reads a
-  structural schema: ``nullable`` allows null, ``x-kubernetes-int-or-string`` allows both, and an object with
-  ``properties`` rejects unknown fields unless it says ``x-kubernetes-preserve-unknown-fields`` (strict field
-  validation).
+* **Custom resources** (KEDA ``ScaledObject`` and ``TriggerAuthentication``, Prometheus operator ``ServiceMonitor``,
+  Flink operator ``FlinkDeployment``) are checked against the ``openAPIV3Schema`` of the CustomResourceDefinitions
+  the projects publish. No package installable here ships them in a readable form (npm's ``@kubernetes-models/*``
+  ship compiled validators for Node 22, PyPI's ``cloudcoil-models-*`` only pydantic classes, and Maven Central does
+  not serve ``flink-kubernetes-operator`` to this machine), so the schemas are vendored in ``crds/*.json``, taken
+  from the projects' release tags (repository, tag, path and sha256 of the source file recorded in each file's
+  ``source``; descriptions removed). They are turned into JSON Schema the way the API server reads a structural
+  schema: ``nullable`` allows null, ``x-kubernetes-int-or-string`` allows both, and an object with ``properties``
+  rejects unknown fields unless it says ``x-kubernetes-preserve-unknown-fields`` (strict field validation).
 
 Pipeline environment only (``kubernetes-validate`` and ``jsonschema`` are installed there).
 """
@@ -40,6 +39,7 @@ KUBERNETES_VERSION = "1.35"
 #: (apiVersion, kind) of the custom resources the renderer writes -> vendored schema file
 CRD_KINDS: dict[tuple[str, str], str] = {
     ("keda.sh/v1alpha1", "ScaledObject"): "scaledobject.json",
+    ("keda.sh/v1alpha1", "TriggerAuthentication"): "triggerauthentication.json",
     ("monitoring.coreos.com/v1", "ServiceMonitor"): "servicemonitor.json",
     ("flink.apache.org/v1beta1", "FlinkDeployment"): "flinkdeployment.json",
 }

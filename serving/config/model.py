@@ -14,7 +14,7 @@ the model server environment, the pipeline environment and the CLI all read the 
 from __future__ import annotations
 
 import re
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -374,6 +374,178 @@ class FlinkSpec(Section):
     state_storage: str = Field("20Gi", pattern=QUANTITY, description="size of the rendered state volume claim")
     storage_class: str | None = Field(None, description="storage class of the state volume claim (RWX capable)")
     configuration: dict[str, str] = Field(default_factory=dict, description="extra flinkConfiguration entries")
+    operator_namespace: str = Field(
+        "flink-operator",
+        pattern=DNS_LABEL,
+        description="namespace of the Flink Kubernetes Operator: the only one let in to the JobManager's REST port",
+    )
+
+
+DNS_SUBDOMAIN = r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$"
+DATA_KEY = r"^[-._a-zA-Z0-9]+$"
+
+
+class SecretKeyRef(Section):
+    """One key of an existing Kubernetes Secret: the renderer writes a ``secretKeyRef`` or a ``secret`` volume.
+
+    The config names where a secret lives, never the secret: the Secret is created in the cluster (by hand, by
+    an operator such as external-secrets or cert-manager), not by ``vatic render``.
+    """
+
+    name: str = Field(pattern=DNS_SUBDOMAIN, max_length=253, description="name of the Secret (same namespace)")
+    key: str = Field(pattern=DATA_KEY, max_length=253, description="key of the value inside the Secret")
+
+
+class _SecretRefs(Section):
+    """A section with :class:`SecretKeyRef` fields; a plain value where a reference belongs is refused.
+
+    The refusal is raised on the section (not on the field), so the error never quotes the value: a user who
+    writes a password into the config gets told where, not shown it back.
+    """
+
+    @model_validator(mode="before")
+    @classmethod
+    def _references_not_values(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            for name, value in data.items():
+                field = cls.model_fields.get(str(name))
+                if field is None or value is None:
+                    continue
+                literal = not isinstance(value, dict)
+                if field.annotation == dict[str, SecretKeyRef]:  # a mapping of names to references
+                    literal = not literal and any(not isinstance(v, dict) for v in value.values())
+                    where = f"each entry of {name}"
+                elif SecretKeyRef in get_args(field.annotation):
+                    where = name
+                else:
+                    continue
+                if literal:
+                    raise ValueError(
+                        f"{where} names a Kubernetes Secret and never holds the value itself: write "
+                        "{name: <secret>, key: <key>} and create that Secret in the cluster"
+                    )
+        return data
+
+
+class KafkaSecurity(_SecretRefs):
+    """How every Kafka client of the service (the Flink job) authenticates and encrypts (``VATIC_KAFKA_*``)."""
+
+    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = Field(
+        "PLAINTEXT", description="Kafka security.protocol (production refuses PLAINTEXT and SASL_PLAINTEXT)"
+    )
+    sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = Field(
+        None, description="SASL mechanism (SASL_* protocols)"
+    )
+    sasl_username: str | None = Field(None, description="SASL user name (not a secret: plain config)")
+    sasl_password: SecretKeyRef | None = Field(None, description="Secret key holding the SASL password")
+    ca: SecretKeyRef | None = Field(None, description="Secret key holding the brokers' CA (PEM), mounted as a file")
+    client_cert: SecretKeyRef | None = Field(None, description="Secret key holding the client certificate (mTLS)")
+    client_key: SecretKeyRef | None = Field(None, description="Secret key holding the client private key (mTLS)")
+    client_key_password: SecretKeyRef | None = Field(None, description="Secret key holding the key's password")
+
+    @model_validator(mode="after")
+    def _consistent(self) -> KafkaSecurity:
+        sasl = self.security_protocol.startswith("SASL_")
+        if sasl and not (self.sasl_mechanism and self.sasl_username and self.sasl_password):
+            raise ValueError(
+                f"security_protocol {self.security_protocol} needs sasl_mechanism, sasl_username and sasl_password"
+            )
+        if not sasl and (self.sasl_mechanism or self.sasl_username or self.sasl_password):
+            raise ValueError(
+                f"SASL settings with security_protocol {self.security_protocol}: use SASL_SSL or remove them"
+            )
+        if (self.client_cert is None) != (self.client_key is None):
+            raise ValueError("mutual TLS needs both client_cert and client_key (or neither)")
+        tls = self.security_protocol in ("SSL", "SASL_SSL")
+        if not tls and (self.ca or self.client_cert or self.client_key_password):
+            raise ValueError(f"TLS files with security_protocol {self.security_protocol}: use SSL or SASL_SSL")
+        if self.client_key_password and not self.client_key:
+            raise ValueError("client_key_password without client_key: add client_key or remove the password")
+        return self
+
+
+class CredentialsSecurity(_SecretRefs):
+    """A user name (plain config), a password (a Secret key) and a CA file (a Secret key) of one store."""
+
+    username: str | None = Field(None, description="user name (not a secret: plain config)")
+    password: SecretKeyRef | None = Field(None, description="Secret key holding the password")
+    ca: SecretKeyRef | None = Field(None, description="Secret key holding the CA (PEM) that signed the server")
+
+
+class GatewaySecurity(_SecretRefs):
+    """The gateway's TLS, per-client credentials and mutual TLS (``VATIC_GATEWAY_*`` files)."""
+
+    tls_cert: SecretKeyRef | None = Field(None, description="Secret key holding the gateway's certificate (PEM)")
+    tls_key: SecretKeyRef | None = Field(None, description="Secret key holding the gateway's private key (PEM)")
+    tls_ca: SecretKeyRef | None = Field(
+        None, description="Secret key holding the CA of tls_cert: Prometheus verifies the gateway with it"
+    )
+    client_ca: SecretKeyRef | None = Field(
+        None, description="Secret key holding the CA of client certificates: requires them (mutual TLS)"
+    )
+    clients: SecretKeyRef | None = Field(None, description="Secret key holding the per-client credentials file")
+
+    @model_validator(mode="after")
+    def _pairs(self) -> GatewaySecurity:
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise ValueError("gateway TLS needs both tls_cert and tls_key (or neither)")
+        if (self.client_ca or self.tls_ca) and self.tls_cert is None:
+            raise ValueError("client_ca and tls_ca need gateway TLS: add tls_cert and tls_key")
+        return self
+
+
+class ModelSecurity(_SecretRefs):
+    """TLS of the model servers (``VATIC_MODEL_TLS_*``) and the CA their callers verify them with."""
+
+    tls_cert: SecretKeyRef | None = Field(None, description="Secret key holding the model server's certificate")
+    tls_key: SecretKeyRef | None = Field(None, description="Secret key holding the model server's private key")
+    ca: SecretKeyRef | None = Field(
+        None, description="Secret key holding the CA of tls_cert: the gateway and the job verify the server with it"
+    )
+    secret_env: dict[str, SecretKeyRef] = Field(
+        default_factory=dict,
+        description="environment variables of the model server taken from Secrets (env holds plain values only)",
+    )
+
+    @field_validator("secret_env")
+    @classmethod
+    def _env_names(cls, value: dict[str, SecretKeyRef]) -> dict[str, SecretKeyRef]:
+        for name in value:
+            if not re.match(r"^[A-Za-z_][A-Za-z0-9_]*$", name):
+                raise ValueError(f"{name!r} is not a valid environment variable name")
+        return value
+
+    @model_validator(mode="after")
+    def _pairs(self) -> ModelSecurity:
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise ValueError("model server TLS needs both tls_cert and tls_key (or neither)")
+        if self.ca is not None and self.tls_cert is None:
+            raise ValueError("ca without model server TLS: add tls_cert and tls_key, or remove ca")
+        return self
+
+
+class SecuritySpec(Section):
+    """Credentials by reference to Kubernetes Secrets, and the production checks of ``vatic render``.
+
+    ``vatic render`` refuses a ``production`` environment whose Kafka is PLAINTEXT or SASL_PLAINTEXT, or whose
+    gateway has no authentication, unless the matching ``allow_*`` flag says so explicitly.
+    """
+
+    kafka: KafkaSecurity = Field(default_factory=KafkaSecurity, description="Kafka clients of the Flink job")
+    schema_registry: CredentialsSecurity = Field(
+        default_factory=CredentialsSecurity, description="schema registry credentials (VATIC_SCHEMA_REGISTRY_*)"
+    )
+    redis: CredentialsSecurity = Field(
+        default_factory=CredentialsSecurity, description="Redis feature store credentials (VATIC_REDIS_*)"
+    )
+    gateway: GatewaySecurity = Field(default_factory=GatewaySecurity, description="gateway TLS and client auth")
+    model: ModelSecurity = Field(default_factory=ModelSecurity, description="model server TLS")
+    allow_plaintext_kafka: bool = Field(
+        False, description="render production with PLAINTEXT or SASL_PLAINTEXT Kafka (unencrypted) anyway"
+    )
+    allow_unauthenticated_gateway: bool = Field(
+        False, description="render production with a gateway that does not authenticate its clients anyway"
+    )
 
 
 class KubernetesSpec(Section):
@@ -418,6 +590,9 @@ class KubernetesSpec(Section):
     )
     scrape_interval: str = Field("15s", pattern=r"^[0-9]+(ms|s|m|h)$", description="ServiceMonitor scrape interval")
     flink: FlinkSpec = Field(default_factory=FlinkSpec, description="the FlinkDeployment of the streaming job")
+    security: SecuritySpec = Field(
+        default_factory=SecuritySpec, description="Secrets by reference, TLS, and the production checks"
+    )
 
 
 class ServiceConfig(Section):

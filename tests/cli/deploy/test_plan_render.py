@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import sys
@@ -57,9 +58,11 @@ def test_plan_shows_the_diff_and_render_writes_it(tmp_path):
 def test_every_environment_by_default_and_help_and_env_vars(tmp_path):
     service = SCORER / "service"
     out = tmp_path / "k8s"
+    # only the VATIC_RENDER_* variables say what to render (PYTHONPATH, when set, says which checkout runs)
+    python_path = {"PYTHONPATH": os.environ["PYTHONPATH"]} if "PYTHONPATH" in os.environ else {}
     done = subprocess.run([VATIC, "render"], capture_output=True, text=True, check=False,
                           env={"PATH": "/usr/bin:/bin", "VATIC_RENDER_SERVICES": str(service),
-                               "VATIC_RENDER_OUT": str(out)})  # fmt: skip
+                               "VATIC_RENDER_OUT": str(out), **python_path})  # fmt: skip
     assert done.returncode == 0, done.stderr
     assert sorted(p.name for p in (out / "scorer").iterdir()) == ["production", "staging"]
     for command in ("render", "plan", "init", "predict", "schema", "workspace", "workspace up", "workspace down"):

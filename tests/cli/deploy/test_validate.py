@@ -35,6 +35,7 @@ def test_there_is_something_to_validate():
     assert kinds >= {
         "Namespace", "ConfigMap", "Deployment", "Service", "HorizontalPodAutoscaler", "ScaledObject",
         "PodDisruptionBudget", "NetworkPolicy", "ServiceMonitor", "PersistentVolumeClaim", "FlinkDeployment",
+        "TriggerAuthentication",
     }  # fmt: skip
 
 
@@ -63,6 +64,11 @@ def _first(kind: str) -> dict:
         ("FlinkDeployment", lambda o: o["spec"].update(flinkVersion="v9_9"), "is not one of"),
         ("FlinkDeployment", lambda o: o["spec"]["podTemplate"]["spec"]["containers"][0].update(bogus=1),
          "'bogus' was unexpected"),
+        ("TriggerAuthentication", lambda o: o["spec"]["secretTargetRef"][0].pop("key"),
+         "'key' is a required property"),
+        ("TriggerAuthentication", lambda o: o["spec"].update(secretRef=[]), "'secretRef' was unexpected"),
+        ("Deployment", lambda o: o["spec"]["template"]["spec"]["containers"][0]["securityContext"].update(
+            seccompProfile={"type": 1}), "is not of type 'string'"),
     ],
 )  # fmt: skip
 def test_validation_fails_on_a_broken_manifest(kind, mutate, message):
