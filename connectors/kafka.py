@@ -36,10 +36,12 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from vatic.schemas.errors import (
     AccessDenied,
     ConfigError,
+    CredentialsRejected,
     DeliveryFailed,
     RecordTooLarge,
     ServiceUnavailable,
     TopicNotFound,
+    UntrustedCertificate,
 )
 
 Headers = list[tuple[str, str | bytes | None]]
@@ -264,11 +266,12 @@ class AccessWatch:
                 "check VATIC_KAFKA_SSL_CA_LOCATION (the CA that signed the brokers' certificates) and that the "
                 "brokers' certificates are in their validity period"
             )
-        raise AccessDenied(
-            f"Kafka at {s.describe()} refused the connection ({_last_clause(detail)}): {fix}",
-            service="kafka",
-            reason=reason,
-        )
+        message = f"Kafka at {s.describe()} refused the connection ({_last_clause(detail)}): {fix}"
+        if reason == "authentication":
+            raise CredentialsRejected(message, service="kafka", endpoint=s.bootstrap_servers)
+        if "alert" in detail.lower():  # the broker refused our certificate
+            raise AccessDenied(message, service="kafka", endpoint=s.bootstrap_servers, reason="tls")
+        raise UntrustedCertificate(message, service="kafka", endpoint=s.bootstrap_servers)
 
 
 def _last_clause(detail: str) -> str:
