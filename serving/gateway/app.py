@@ -97,7 +97,7 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
         if app.openapi_schema is None:
             values = {"model": state.model_names, "service": state.service_names}
             document = enumerate_path_parameters(plain_openapi(), values)
-            app.openapi_schema = secure(document, OPEN_PREFIXES) if state.token else document
+            app.openapi_schema = secure(document, OPEN_PREFIXES) if state.auth is not None else document
         return app.openapi_schema
 
     app.openapi = openapi  # type: ignore[method-assign]
@@ -105,7 +105,8 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
         GatewayMiddleware,
         metrics=state.metrics,
         max_body_bytes=state.settings.max_body_bytes,
-        token=state.token,
+        auth=state.auth,
+        model_services=state.model_services,
         log_requests=state.settings.log_requests,
     )
     return app
