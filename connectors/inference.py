@@ -16,6 +16,11 @@ per-row values with :meth:`InferenceResponse.split`::
         response = await client.infer("fraud", InferenceRequest(inputs=(amount,)))
         rows = response.split(2)  # [{"predict": ...}, {"predict": ...}]
 
+TLS: an ``https://`` base URL is verified - against ``verify`` when given (an ``ssl.SSLContext``, e.g.
+:func:`tls_context` of the CA file ``VATIC_GATEWAY_MODEL_CA_FILE`` names, which is what the gateway passes),
+else against the system's CAs. A certificate that does not verify is ``ModelServerUntrusted``, a configuration
+error: retrying cannot make the server trusted.
+
 Errors, sorted by what the caller does (all from :mod:`vatic.schemas.errors`):
 
 =====================================================  ===========================  ============================
@@ -25,6 +30,7 @@ connect refused/reset, protocol error, 5xx, 408, 429   ``ModelServerUnavailable`
 400 ``{"error": "Model m is not ready yet."}``          ``ModelNotReady``            ``Retryable``
 the call's deadline passed                            ``DeadlineExceeded``         ``Retryable``
 404 on a model endpoint (unknown model or version)     ``ModelNotFound``            ``ConfigError``
+https: the server's certificate does not verify        ``ModelServerUntrusted``     ``ConfigError``
 401/403, 404/405 on a server endpoint, 1xx/3xx,        ``UnexpectedModelResponse``  ``ConfigError``
 a 2xx body that is not V2, outputs without N rows
 any other 4xx (400 bad input, 413, 422 ...)            ``ModelRejected``            ``DataError`` (dead-letter)
@@ -59,8 +65,10 @@ import asyncio
 import contextlib
 import logging
 import math
+import ssl
 import urllib.parse
 from collections.abc import AsyncIterator, Callable, Mapping
+from pathlib import Path
 from types import TracebackType
 from typing import Self, TypeVar
 
@@ -83,6 +91,7 @@ from vatic.schemas.errors import (
     ModelNotReady,
     ModelRejected,
     ModelServerUnavailable,
+    ModelServerUntrusted,
     UnexpectedModelResponse,
 )
 
@@ -94,6 +103,8 @@ __all__ = [
     "ModelMetadata",
     "Tensor",
     "TensorMetadata",
+    "tls_context",
+    "untrusted_certificate",
 ]
 
 log = logging.getLogger(__name__)
@@ -114,8 +125,9 @@ class InferenceClient:
     the default deadline of every call; ``max_concurrency`` caps calls in flight (None: only the connection
     pool limits them). The pool keeps at most
     ``max_keepalive_connections`` idle connections for ``keepalive_expiry_s`` (below uvicorn's 5 s, so that a
-    connection the server is closing is not reused). ``headers`` are sent with every request. ``transport``
-    replaces httpx's pooled transport (the pool limits then are the transport's own). Use it as
+    connection the server is closing is not reused). ``headers`` are sent with every request. ``verify``: the
+    ``ssl.SSLContext`` that verifies an ``https://`` server (default: the system's CAs, :func:`tls_context`).
+    ``transport`` replaces httpx's pooled transport (the pool limits then are the transport's own). Use it as
     ``async with`` or call :meth:`close`.
     """
 
@@ -129,6 +141,7 @@ class InferenceClient:
         max_keepalive_connections: int = 20,
         keepalive_expiry_s: float = 4.0,
         headers: Mapping[str, str] | None = None,
+        verify: ssl.SSLContext | None = None,
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
         url = httpx.URL(base_url)
@@ -152,6 +165,7 @@ class InferenceClient:
             headers={"accept-encoding": "identity", **(headers or {})},
             transport=transport,
             trust_env=False,
+            verify=verify if verify is not None else (tls_context(None) if url.scheme == "https" else True),
         )
 
     async def __aenter__(self) -> Self:
@@ -261,6 +275,14 @@ class InferenceClient:
         try:
             response = await self._http.request(method, path, content=body, headers=headers)
         except httpx.HTTPError as exc:  # connect/read/write errors, resets, protocol errors, bad encodings
+            untrusted = untrusted_certificate(exc)
+            if untrusted is not None:
+                reason = untrusted.verify_message or untrusted
+                raise ModelServerUntrusted(
+                    f"model server {self.base_url}: its TLS certificate does not verify ({reason}): trust the CA "
+                    "that signed it (the gateway: VATIC_GATEWAY_MODEL_CA_FILE) or fix the certificate",
+                    url=self.base_url,
+                ) from exc
             raise ModelServerUnavailable(
                 f"model server {self.base_url} unreachable ({method} {path}): {type(exc).__name__}: {exc}",
                 service=_SERVICE,
@@ -311,6 +333,33 @@ class InferenceClient:
                 body=response.text[:_BODY_LIMIT],
             ) from exc
         return result
+
+
+def tls_context(ca_file: str | Path | None) -> ssl.SSLContext:
+    """The context that verifies model servers: certificates signed by the CAs of ``ca_file`` (PEM), or by the
+    system's CAs when None; host names are checked. A file that cannot be read or holds no CA certificate is a
+    :class:`ConfigError` of one line."""
+    try:
+        return ssl.create_default_context(cafile=str(ca_file) if ca_file is not None else None)
+    except (OSError, ssl.SSLError) as exc:
+        reason = getattr(exc, "strerror", None) or getattr(exc, "reason", None) or exc
+        raise ConfigError(
+            f"model CA file {ca_file}: cannot be used as a PEM CA bundle ({reason}): mount the CA certificate there",
+            stage="infer",
+        ) from None
+
+
+def untrusted_certificate(exc: BaseException) -> ssl.SSLCertVerificationError | None:
+    """The certificate verification failure behind an httpx error (its causes are followed), if that is what it
+    is; a refused connection, a reset or any other TLS failure is not."""
+    seen: BaseException | None = exc
+    for _ in range(8):
+        if seen is None:
+            return None
+        if isinstance(seen, ssl.SSLCertVerificationError):
+            return seen
+        seen = seen.__cause__ or seen.__context__
+    return None
 
 
 def _check_deadline(deadline_s: float) -> float:

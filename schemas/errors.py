@@ -44,6 +44,7 @@ dead-letter records and REST/gRPC error bodies carry, so the names below are par
         +-- SchemaNotFound
         +-- ModelNotFound
         +-- UnexpectedModelResponse
+        +-- ModelServerUntrusted   (TLS: the model server's certificate does not verify)
         +-- TopicNotFound
         +-- ArtifactRejected
         +-- ArtifactsMissing
@@ -90,6 +91,7 @@ __all__ = [
     "ModelNotReady",
     "ModelRejected",
     "ModelServerUnavailable",
+    "ModelServerUntrusted",
     "OutputProblem",
     "PortInUse",
     "RecordTooLarge",
@@ -426,6 +428,18 @@ class UnexpectedModelResponse(ConfigError):
         super().__init__(message)
         self.status = status
         self.body = body
+
+
+class ModelServerUntrusted(ConfigError):
+    """An ``https://`` model server whose certificate does not verify against the CA the client trusts (an
+    unknown CA, a self-signed certificate, a name that does not match, an expired certificate). Retrying cannot
+    fix it: trust the CA that signed the server's certificate, or fix the certificate. ``url`` is the server."""
+
+    stage = "infer"
+
+    def __init__(self, message: str, *, url: str) -> None:
+        super().__init__(message)
+        self.url = url
 
 
 class TopicNotFound(ConfigError):

@@ -1,4 +1,9 @@
-"""``vatic gateway``: serve the REST gateway (uvicorn, one process, uvloop + httptools)."""
+"""``vatic gateway``: serve the REST gateway (uvicorn, one process, uvloop + httptools).
+
+TLS comes from the environment, never from arguments: ``VATIC_GATEWAY_TLS_CERT_FILE`` + ``_KEY_FILE`` serve
+REST (and the gRPC door) over TLS, ``VATIC_GATEWAY_TLS_CLIENT_CA_FILE`` also requires client certificates
+(mTLS). Per-client credentials: ``VATIC_GATEWAY_CLIENTS_FILE`` (see :mod:`vatic.serving.gateway.auth`).
+"""
 
 from __future__ import annotations
 
@@ -24,7 +29,11 @@ def gateway(
     endpoint: Annotated[list[str] | None, typer.Option(help="SERVICE=URL of a model server (repeatable)")] = None,
     redis_url: Annotated[str | None, typer.Option(help="read features from this Redis")] = None,
 ) -> None:
-    """Serve POST /v1/services/{service}/predict, the V2 pass-through, health, metrics and Swagger (/docs)."""
+    """Serve POST /v1/services/{service}/predict, the V2 pass-through, health, metrics and Swagger (/docs).
+
+    TLS and credentials come from VATIC_GATEWAY_* variables (TLS_CERT_FILE, TLS_KEY_FILE, TLS_CLIENT_CA_FILE,
+    CLIENTS_FILE, AUTH_TOKEN, MODEL_CA_FILE).
+    """
     import uvicorn
 
     from vatic.serving.gateway import GatewaySettings, create_app
@@ -55,8 +64,11 @@ def gateway(
     settings = GatewaySettings(**overrides)  # type: ignore[arg-type]
     if not settings.services:
         raise ConfigError("no services to serve: pass --service <folder> or set VATIC_GATEWAY_SERVICES")
+    tls = settings.uvicorn_tls()  # a half-configured or unreadable pair: one line, before anything starts
     app = create_app(settings)
-    typer.echo(f"vatic gateway on http://{settings.host}:{settings.port} (docs: /docs)", err=True)
+    scheme = "https" if tls else "http"
+    mutual = " (client certificates required)" if "ssl_ca_certs" in tls else ""
+    typer.echo(f"vatic gateway on {scheme}://{settings.host}:{settings.port}{mutual} (docs: /docs)", err=True)
     uvicorn.run(
         app,
         host=settings.host,
@@ -66,4 +78,5 @@ def gateway(
         log_level="warning",
         access_log=False,
         lifespan="on",
+        **tls,
     )

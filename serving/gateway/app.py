@@ -17,6 +17,11 @@ Routes
   into the JSON the model server reads, and the answer into the binary form asked for.
 * ``GET /v2/health/live``, ``GET /v2/health/ready``, ``GET /healthz``, ``GET /metrics`` - always open.
 
+With credentials configured (shared token, clients file, JWTs: :mod:`vatic.serving.gateway.auth`) every other
+route answers 401, 403 (a service the client may not call) or 429 (over its rate) before it runs. TLS is the
+server's (``vatic gateway`` passes :meth:`GatewaySettings.uvicorn_tls` to uvicorn; the gRPC door serves the same
+certificate).
+
 The routers are :mod:`vatic.serving.gateway.routes`; what they share (services, pass-through, metrics, the gRPC
 door) is :class:`~vatic.serving.gateway.state.GatewayState`. Errors: see :mod:`vatic.serving.gateway.errors`;
 what each route answers: :mod:`vatic.serving.gateway.openapi`.
@@ -97,7 +102,7 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
         if app.openapi_schema is None:
             values = {"model": state.model_names, "service": state.service_names}
             document = enumerate_path_parameters(plain_openapi(), values)
-            app.openapi_schema = secure(document, OPEN_PREFIXES) if state.token else document
+            app.openapi_schema = secure(document, OPEN_PREFIXES) if state.auth is not None else document
         return app.openapi_schema
 
     app.openapi = openapi  # type: ignore[method-assign]
@@ -105,7 +110,8 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
         GatewayMiddleware,
         metrics=state.metrics,
         max_body_bytes=state.settings.max_body_bytes,
-        token=state.token,
+        auth=state.auth,
+        model_services=state.model_services,
         log_requests=state.settings.log_requests,
     )
     return app

@@ -8,12 +8,18 @@ V2 inputs the model's declaration refuses   400    (V2 form: ``{"error": "model 
 DataError of the event (features, model)    422    the error class (+ ``stage``)
 unknown service / model                     404    ``not_found``
 over the body limit                         413    ``payload_too_large``
-missing or wrong bearer token               401    ``unauthorized``
+missing or wrong bearer token               401    ``unauthorized`` (+ ``WWW-Authenticate``)
+a service the client may not call           403    ``forbidden``
+the client over its rate limit              429    ``rate_limited`` (+ ``Retry-After``)
 DeadlineExceeded                            504    ``deadline_exceeded``
 other Retryable (down, not ready)           503    the error class (+ ``Retry-After``)
-ConfigError at request time                 503    ``misconfigured`` (the service cannot answer now)
+ConfigError at request time                 503    ``misconfigured`` (the service cannot answer now;
+                                                    e.g. an https model server whose certificate does
+                                                    not verify: ``ModelServerUntrusted``)
 anything else                               500    ``internal_error`` (logged with the request id)
 =========================================  ======  ==========================================
+
+401, 403 and 429 are answered by the middleware (:mod:`vatic.serving.gateway.auth`), before the body is read.
 """
 
 from __future__ import annotations

@@ -6,18 +6,25 @@ door's own coroutines - the V2 pass-through (:class:`~vatic.serving.gateway.pass
 enriched prediction (:func:`~vatic.serving.gateway.predict.predict_event`) - on the app's event loop, so both
 doors share the model clients, micro-batchers and feature readers. Statuses map as KServe and Triton map them
 (:func:`~vatic.serving.gateway.passthrough.grpc_code`): 400/422 INVALID_ARGUMENT, 404 NOT_FOUND, 503
-UNAVAILABLE, 504 DEADLINE_EXCEEDED; with a token, a call without ``authorization: Bearer <token>`` metadata is
-UNAUTHENTICATED (health stays open, as on REST). A message over ``max_body_bytes`` is
-RESOURCE_EXHAUSTED (gRPC's own limit).
+UNAVAILABLE, 504 DEADLINE_EXCEEDED. A message over ``max_body_bytes`` is RESOURCE_EXHAUSTED (gRPC's own limit).
+
+Authentication (:mod:`vatic.serving.gateway.auth`, the same clients and rules as REST; ServerLive and
+ServerReady stay open, as ``/v2/health/*``): the credential is the ``authorization: Bearer <token>`` metadata;
+none or an unknown one is UNAUTHENTICATED, a client calling a service it may not (ModelInfer, ModelReady and
+ModelMetadata call the service that owns the model, Predict the service it names) PERMISSION_DENIED, a client
+over its rate RESOURCE_EXHAUSTED with ``retry-after`` trailing metadata (whole seconds).
+
+TLS: with ``tls`` (certificate, key) the door listens with ``grpc.ssl_server_credentials``; with ``client_ca``
+too, a client must present a certificate signed by that CA (mTLS, ``require_client_auth``).
 """
 
 from __future__ import annotations
 
 import asyncio
-import hmac
 import logging
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Mapping
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Any
 
 import grpc
@@ -25,12 +32,20 @@ import orjson
 
 from vatic.connectors.v2 import grpc as wire
 from vatic.schemas.errors import ConfigError, DataError, DeadlineExceeded, InvalidRecord, Retryable, ServiceNotFound
+from vatic.serving.gateway.auth import UNOWNED, Authenticator
+from vatic.serving.gateway.metrics import GatewayMetrics
 from vatic.serving.gateway.passthrough import Answer, V2Passthrough, grpc_code
 
 log = logging.getLogger("vatic.gateway")
 
 #: methods answered without a token (as /v2/health/* on REST)
 OPEN_METHODS = frozenset({"ServerLive", "ServerReady"})
+#: the request field that names the model (V2 methods) or the service (Predict) a method calls
+_MODEL_FIELD = {"ModelInfer": "model_name", "ModelReady": "name", "ModelMetadata": "name"}
+_DENIED = {
+    401: grpc.StatusCode.UNAUTHENTICATED, 403: grpc.StatusCode.PERMISSION_DENIED,
+    429: grpc.StatusCode.RESOURCE_EXHAUSTED,
+}  # fmt: skip
 
 
 class GrpcDoor:
@@ -44,8 +59,12 @@ class GrpcDoor:
         metadata: dict[str, Any],
         *,
         loop: asyncio.AbstractEventLoop,
-        token: str | None,
+        auth: Authenticator | None,
+        model_services: Mapping[str, str],
         max_message_bytes: int,
+        metrics: GatewayMetrics | None = None,
+        tls: tuple[Path, Path] | None = None,
+        client_ca: Path | None = None,
         workers: int = 16,
     ) -> None:
         self.passthrough = passthrough
@@ -53,7 +72,11 @@ class GrpcDoor:
         self.server_ready = server_ready
         self.metadata = metadata
         self.loop = loop
-        self.token = token
+        self.auth = auth
+        self.model_services = model_services
+        self.metrics = metrics
+        self.tls = tls
+        self.client_ca = client_ca
         self.max_message_bytes = max_message_bytes
         self.workers = workers
         self.server: grpc.Server | None = None
@@ -71,13 +94,26 @@ class GrpcDoor:
         server = grpc.server(ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="grpc"), options=options)
         server.add_generic_rpc_handlers([self._handlers(wire.INFERENCE_SERVICE), self._handlers(wire.GATEWAY_SERVICE)])
         try:
-            self.port = server.add_insecure_port(f"{host}:{port}")
+            if self.tls is None:
+                self.port = server.add_insecure_port(f"{host}:{port}")
+            else:
+                self.port = server.add_secure_port(f"{host}:{port}", self._credentials(*self.tls))
         except RuntimeError as exc:
             raise ConfigError(f"the gRPC door cannot listen on {host}:{port} ({exc}): free the port or pass another "
                               "--grpc-port") from None  # fmt: skip
         server.start()
         self.server = server
         return self.port
+
+    def _credentials(self, cert: Path, key: Path) -> grpc.ServerCredentials:
+        try:
+            chain, private = cert.read_bytes(), key.read_bytes()
+            client_ca = self.client_ca.read_bytes() if self.client_ca is not None else None
+        except OSError as exc:
+            raise ConfigError(f"the gRPC door cannot read its TLS files: {exc.filename}: {exc.strerror}") from None
+        return grpc.ssl_server_credentials(
+            [(private, chain)], root_certificates=client_ca, require_client_auth=client_ca is not None
+        )
 
     def stop(self, grace_s: float = 5.0) -> None:
         if self.server is not None:
@@ -97,14 +133,41 @@ class GrpcDoor:
 
     def _guarded(self, name: str, implementation: Callable[[Any, grpc.ServicerContext], Any]) -> Callable[..., Any]:
         def call(request: Any, context: grpc.ServicerContext) -> Any:
-            if self.token is not None and name not in OPEN_METHODS:
-                sent = dict(context.invocation_metadata()).get("authorization", "")
-                scheme, _, credential = str(sent).partition(" ")
-                if scheme.lower() != "bearer" or not hmac.compare_digest(credential.encode(), self.token.encode()):
-                    context.abort(grpc.StatusCode.UNAUTHENTICATED, "missing or wrong bearer token")
-            return implementation(request, context)
+            if self.auth is None or name in OPEN_METHODS:
+                return implementation(request, context)
+            client = self._authorize(name, request, context)
+            code = "OK"
+            try:
+                return implementation(request, context)
+            except Exception:
+                code = getattr(context.code(), "name", None) or "UNKNOWN"
+                raise
+            finally:
+                self._count(client, code)
 
         return call
+
+    def _count(self, client: str, code: str) -> None:
+        if self.metrics is not None:
+            self.metrics.client_requests.labels(client, "grpc", code).inc()
+
+    def _authorize(self, name: str, request: Any, context: grpc.ServicerContext) -> str:
+        """Abort the call unless its credential's client may call what it names, within its rate; the client."""
+        assert self.auth is not None
+        if name in _MODEL_FIELD:
+            service: str | None = self.model_services.get(getattr(request, _MODEL_FIELD[name]), UNOWNED)
+        elif name == "Predict":
+            service = request.service
+        else:
+            service = None
+        sent = dict(context.invocation_metadata()).get("authorization")
+        verdict = self.auth.check(sent if isinstance(sent, str) else None, service)
+        if not verdict.allowed:
+            self._count(verdict.client_name, _DENIED[verdict.status].name)
+            if verdict.status == 429:
+                context.set_trailing_metadata((("retry-after", verdict.retry_after_header),))
+            context.abort(_DENIED[verdict.status], verdict.message)
+        return verdict.client_name
 
     def _run(self, coroutine: Coroutine[Any, Any, Any]) -> Any:
         """Run one of the REST door's coroutines on the app's loop and wait for it."""

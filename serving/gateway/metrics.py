@@ -18,6 +18,12 @@ class GatewayMetrics:
             "vatic_gateway_request_seconds", "HTTP request latency", ["route"], buckets=LATENCY_BUCKETS,
             registry=self.registry,
         )  # fmt: skip
+        self.client_requests = Counter(
+            "vatic_gateway_client_requests",
+            "Requests to protected routes by client name (anonymous: no known credential), door (rest, grpc) and "
+            "answer (HTTP status, gRPC code)",
+            ["client", "door", "status"], registry=self.registry,
+        )  # fmt: skip
         self.errors = Counter(
             "vatic_gateway_errors", "Failed predictions by error class", ["service", "error_class", "stage"],
             registry=self.registry,

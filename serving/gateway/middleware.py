@@ -1,17 +1,17 @@
 """Pure ASGI middleware (no per-request task switching): request ids, JSON access logs, metrics, body limit,
-bearer-token authentication."""
+per-client authentication, authorization and rate limits (:mod:`vatic.serving.gateway.auth`)."""
 
 from __future__ import annotations
 
-import hmac
 import logging
 import time
 import uuid
-from collections.abc import Awaitable, Callable, MutableMapping
+from collections.abc import Awaitable, Callable, Mapping, MutableMapping
 from typing import Any
 
 import orjson
 
+from vatic.serving.gateway.auth import Authenticator, rest_target
 from vatic.serving.gateway.metrics import GatewayMetrics
 
 Scope = MutableMapping[str, Any]
@@ -61,7 +61,14 @@ async def _send_json(send: Send, status: int, body: dict[str, Any], headers: lis
 
 
 class GatewayMiddleware:
-    """Request id (``X-Request-ID`` in and out), access log, metrics, auth and the body-size limit."""
+    """Request id (``X-Request-ID`` in and out), access log, metrics, auth and the body-size limit.
+
+    ``auth`` None: every route is open. Otherwise every route but :data:`OPEN_PREFIXES` needs a credential, and
+    the client it belongs to must be allowed the service the path names (``model_services``: model -> the
+    service that owns it) and be within its rate: else 401, 403 or 429 with a JSON body, before the body is
+    read. The client's name (never its token) goes into the access log (``client``) and the
+    ``vatic_gateway_client_requests`` metric.
+    """
 
     def __init__(
         self,
@@ -69,13 +76,15 @@ class GatewayMiddleware:
         *,
         metrics: GatewayMetrics,
         max_body_bytes: int,
-        token: str | None,
+        auth: Authenticator | None,
+        model_services: Mapping[str, str],
         log_requests: bool,
     ) -> None:
         self.app = app
         self.metrics = metrics
         self.max_body_bytes = max_body_bytes
-        self.token = token.encode() if token else None
+        self.auth = auth
+        self.model_services = model_services
         self.log_requests = log_requests
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -88,6 +97,7 @@ class GatewayMiddleware:
         scope.setdefault("state", {})["request_id"] = request_id.decode("latin-1")
         path: str = scope["path"]
         status_holder = [500]
+        client: str | None = None
 
         async def send_wrapper(message: Message) -> None:
             if message["type"] == "http.response.start":
@@ -97,16 +107,18 @@ class GatewayMiddleware:
             await send(message)
 
         try:
-            if self.token is not None and not path.startswith(OPEN_PREFIXES):
-                scheme, _, credentials = headers.get(b"authorization", b"").partition(b" ")
-                # the scheme is case-insensitive (RFC 7235); the token is compared exactly, in constant time
-                if not (hmac.compare_digest(credentials, self.token) and scheme.lower() == b"bearer"):
-                    await _send_json(
-                        send_wrapper,
-                        401,
-                        {"error": "unauthorized", "message": "missing or wrong bearer token"},
-                        [(b"www-authenticate", b'Bearer realm="vatic"')],
-                    )
+            if self.auth is not None and not path.startswith(OPEN_PREFIXES):
+                verdict = self.auth.check(headers.get(b"authorization"), rest_target(path, self.model_services))
+                client = verdict.client_name
+                scope["state"]["client"] = client
+                if not verdict.allowed:
+                    extra: list[tuple[bytes, bytes]] = []
+                    if verdict.status == 401:
+                        extra.append((b"www-authenticate", b'Bearer realm="vatic"'))
+                    elif verdict.status == 429:
+                        extra.append((b"retry-after", verdict.retry_after_header.encode()))
+                    body = {"error": verdict.error, "message": verdict.message}
+                    await _send_json(send_wrapper, verdict.status, body, extra)
                     return
             declared = headers.get(b"content-length")
             if declared is not None and declared.isdigit() and int(declared) > self.max_body_bytes:
@@ -118,11 +130,14 @@ class GatewayMiddleware:
             route = _route_label(scope, path)
             self.metrics.requests.labels(route, str(status_holder[0])).inc()
             self.metrics.latency.labels(route).observe(elapsed)
+            if client is not None:
+                self.metrics.client_requests.labels(client, "rest", str(status_holder[0])).inc()
             if self.log_requests:
                 log.info(
                     "request",
                     extra={
                         "request_id": request_id.decode("latin-1"),
+                        "client": client,
                         "method": scope.get("method"),
                         "path": path,
                         "status": status_holder[0],

@@ -8,7 +8,9 @@ declared here and the tests hold the gateway to them (schemathesis: ``tests/serv
 * a predict route answers the prediction event (the JSON Schema of the Avro ``prediction`` record);
 * the V2 routes answer what the model server answers (V2 bodies, ``{"error": ...}`` for its 400/404, FastAPI's
   ``{"detail": [...]}`` for its 422), or a gateway problem (unknown model, body limit, server down);
-* when a token is configured, the document declares the bearer scheme on every route but health and metrics.
+* when credentials are configured, the document declares the bearer scheme on every route but health, metrics
+  and docs, and the answers of :mod:`vatic.serving.gateway.auth` on each: 401, 403 (a service the client may
+  not call) and 429 (over its rate, with ``Retry-After``).
 """
 
 from __future__ import annotations
@@ -57,8 +59,10 @@ PROBLEM: dict[str, Any] = {
 _DESCRIPTIONS = {
     400: "the model server refused the request",
     401: "missing or wrong bearer token",
+    403: "the client may not call this service",
     404: "unknown service or model",
     413: "request body over the size limit",
+    429: "the client is over its rate limit",
     422: "invalid request body or event, missing features, or input the model refuses",
     503: "model server or feature store unavailable, model not ready, or the service is misconfigured",
     504: "deadline exceeded",
@@ -66,6 +70,7 @@ _DESCRIPTIONS = {
 
 _HEADERS = {
     401: {"WWW-Authenticate": {"description": "the scheme to use: Bearer", "schema": {"type": "string"}}},
+    429: {"Retry-After": {"description": "seconds to wait before retrying", "schema": {"type": "string"}}},
     503: {"Retry-After": {"description": "seconds to wait before retrying", "schema": {"type": "string"}}},
 }
 
@@ -161,18 +166,24 @@ def prediction_schema() -> dict[str, Any]:
 
 
 def secure(document: dict[str, Any], open_prefixes: tuple[str, ...]) -> dict[str, Any]:
-    """Declare the bearer scheme on ``document``: required everywhere, except paths under ``open_prefixes``."""
+    """Declare the bearer scheme on ``document``: required everywhere, except paths under ``open_prefixes``; every
+    other operation also answers 401, 403 and 429 (:mod:`vatic.serving.gateway.auth`)."""
     components = document.setdefault("components", {})
     components.setdefault("securitySchemes", {})["bearer"] = {
         "type": "http",
         "scheme": "bearer",
-        "description": "Authorization: Bearer <VATIC_GATEWAY_AUTH_TOKEN>",
+        "description": "Authorization: Bearer <a client's token, the shared VATIC_GATEWAY_AUTH_TOKEN or a JWT>",
     }
     document["security"] = [{"bearer": []}]
+    denials = error_responses(401, 403, 429)
     for path, operations in document.get("paths", {}).items():
-        if path.startswith(open_prefixes):
-            for operation in operations.values():
+        for operation in operations.values():
+            if path.startswith(open_prefixes):
                 operation["security"] = []
+            else:
+                responses = operation.setdefault("responses", {})
+                for status, response in denials.items():
+                    responses.setdefault(str(status), response)
     return document
 
 

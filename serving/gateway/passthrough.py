@@ -5,7 +5,9 @@ model declares (its V2 metadata, cached :data:`SIGNATURE_TTL_S`; see :mod:`vatic
 forwards it as JSON to the model's server. It answers an :class:`Answer` - the status and JSON body a V2 server
 would answer - whatever went wrong, so each door only translates: REST sends it as it is, gRPC maps the status
 to a gRPC code (:func:`grpc_code`). A model server that cannot be reached is answered 503; a model server's own
-answer that is not JSON (a plain-text 500) is answered as a JSON error.
+answer that is not JSON (a plain-text 500) is answered as a JSON error. An ``https://`` model server whose
+certificate does not verify (``VATIC_GATEWAY_MODEL_CA_FILE``) is a misconfiguration, answered 503 with a message
+that says so (``kind`` ``misconfigured``), as the REST door answers every ``ConfigError`` met at request time.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from typing import Any
 import httpx
 import orjson
 
+from vatic.connectors.inference import untrusted_certificate
 from vatic.schemas.errors import ConfigError, ModelNotFound, ModelServerUnavailable, Retryable
 from vatic.serving.core.contract import BadInput, TensorDecl
 from vatic.serving.gateway.services import ServiceRuntime
@@ -37,7 +40,8 @@ class Answer:
 
     ``kind`` says who answered: ``upstream`` (the model server, passed through), or the gateway itself -
     ``not_found`` (no such model here), ``malformed`` (not a V2 request; ``field`` names the part),
-    ``refused`` (inputs the model's declaration refuses), ``unavailable`` (``error`` is the outage).
+    ``refused`` (inputs the model's declaration refuses), ``unavailable`` (``error`` is the outage),
+    ``misconfigured`` (the model server cannot be trusted: its TLS certificate does not verify).
     """
 
     status: int
@@ -127,6 +131,15 @@ class V2Passthrough:
                 method, url, content=body, headers={"content-type": "application/json"} if body is not None else None
             )
         except httpx.HTTPError as exc:
+            untrusted = untrusted_certificate(exc)
+            if untrusted is not None:
+                return Answer.refusal(
+                    503,
+                    "misconfigured",
+                    f"model server {owner.endpoint}: its TLS certificate does not verify "
+                    f"({untrusted.verify_message or untrusted}): the gateway's VATIC_GATEWAY_MODEL_CA_FILE must "
+                    "trust the CA that signed it",
+                )
             down = ModelServerUnavailable(f"model server {owner.endpoint} unreachable: {exc}", service="model-server")
             return Answer.refusal(503, "unavailable", down.message, error=down)
         if upstream.content and "json" not in upstream.headers.get("content-type", ""):

@@ -8,6 +8,11 @@ pass-through (:class:`~vatic.serving.gateway.passthrough.V2Passthrough`) and the
 Lifecycle: service configs are loaded (and validated) when the state is built, so a bad config fails at
 start-up with its file:line message; :meth:`GatewayState.open` opens clients, feature stores and the gRPC door
 (in the app's lifespan), :meth:`GatewayState.close` closes them in reverse.
+
+Model servers: an ``https://`` endpoint is verified with ``VATIC_GATEWAY_MODEL_CA_FILE`` (the system CAs when
+unset), by the services' model clients and the pass-through alike. The full-custom tier serves TLS itself
+(``VATIC_MODEL_TLS_CERT_FILE``/``_KEY_FILE``); MLServer 1.7.1 has no TLS settings, so an MLServer model server
+is reached through a TLS-terminating sidecar or a service mesh (docs/decisions/0009-tls-on-model-servers.md).
 """
 
 from __future__ import annotations
@@ -19,8 +24,10 @@ from typing import Any
 
 import httpx
 
+from vatic.connectors.inference import tls_context
 from vatic.schemas.errors import ConfigError, Retryable
 from vatic.serving.config import ServiceConfig, load_service
+from vatic.serving.gateway.auth import Authenticator
 from vatic.serving.gateway.grpc_door import GrpcDoor
 from vatic.serving.gateway.metrics import GatewayMetrics
 from vatic.serving.gateway.passthrough import V2Passthrough
@@ -48,7 +55,11 @@ class GatewayState:
         self.configs: list[tuple[Path, ServiceConfig]] = [
             (folder, load_service(folder, settings.environment)) for folder in settings.services
         ]
-        self.token = settings.auth_token.get_secret_value() if settings.auth_token else None
+        # credentials and TLS files are checked here, so that a bad one stops the start-up with one line
+        self.auth = Authenticator.from_settings(settings)
+        self.tls = settings.check_tls()
+        self.model_tls = tls_context(settings.model_ca_file)
+        self.model_services = {config.model.name: config.service for _, config in self.configs}
         self.services: dict[str, ServiceRuntime] = {}
         self.grpc_port: int | None = None
         self._passthrough: V2Passthrough | None = None
@@ -95,10 +106,14 @@ class GatewayState:
     async def open(self) -> None:
         """Open every service's runtime, the pass-through's HTTP client and, when configured, the gRPC door."""
         for folder, config in self.configs:
-            self.services[config.service] = ServiceRuntime.open(config, folder, self.settings, self.metrics)
+            self.services[config.service] = ServiceRuntime.open(
+                config, folder, self.settings, self.metrics, verify=self.model_tls
+            )
         # identity: MLServer gzips any answer over 500 B otherwise, which the gateway would only decompress again
         # (the model client asks the same; cost: docs/decisions/0003-gateway-doors.md)
-        self._client = httpx.AsyncClient(timeout=30.0, trust_env=False, headers={"accept-encoding": "identity"})
+        self._client = httpx.AsyncClient(
+            timeout=30.0, trust_env=False, headers={"accept-encoding": "identity"}, verify=self.model_tls
+        )
         self._passthrough = V2Passthrough(self.services, self._client)
         if self.settings.grpc_port is not None:
             self._door = GrpcDoor(
@@ -107,8 +122,12 @@ class GatewayState:
                 self.all_ready,
                 self.server_metadata(),
                 loop=asyncio.get_running_loop(),
-                token=self.token,
+                auth=self.auth,
+                model_services=self.model_services,
+                metrics=self.metrics,
                 max_message_bytes=self.settings.max_body_bytes,
+                tls=self.tls,
+                client_ca=self.settings.tls_client_ca_file,
             )
             self.grpc_port = self._door.start(self.settings.host, self.settings.grpc_port)
         log.info("gateway ready", extra={"services": sorted(self.services), "grpc_port": self.grpc_port})

@@ -45,6 +45,7 @@ def test_exported_members_are_pinned() -> None:
         "ModelNotReady",
         "ModelRejected",
         "ModelServerUnavailable",
+        "ModelServerUntrusted",
         "OutputProblem",
         "PortInUse",
         "RecordTooLarge",

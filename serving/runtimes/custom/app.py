@@ -40,7 +40,10 @@ requests; a model that fails to load fails the start-up, as in MLServer. The dev
 low-code tier (:func:`~vatic.serving.core.contract.pick_device`). ``predict_batch`` runs in a worker
 thread unless the predictor's class sets ``offload = False``.
 
-Runs in either environment (FastAPI, NumPy); serve it with uvicorn (installed with MLServer in the server env).
+Runs in either environment (FastAPI, NumPy); serve it with uvicorn (installed with MLServer in the server env),
+or with ``python -m vatic.serving.runtimes.custom my_module:app --host 0.0.0.0 --port 8080``, which also serves
+TLS when ``VATIC_MODEL_TLS_CERT_FILE`` and ``VATIC_MODEL_TLS_KEY_FILE`` name a certificate and its key
+(:mod:`vatic.serving.runtimes.custom.serve`).
 """
 
 from __future__ import annotations

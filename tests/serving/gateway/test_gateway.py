@@ -6,6 +6,7 @@ Every error code the gateway promises is produced here by a request that provoke
 from __future__ import annotations
 
 import json
+import os
 import socket
 import struct
 import subprocess
@@ -100,7 +101,13 @@ class Gateway:
             [str(VATIC), "gateway", "--port", str(self.port), "--grpc-port", str(self.grpc_port), *args],
             stdout=subprocess.DEVNULL,
             stderr=log.open("wb"),
-            env={"VATIC_GATEWAY_AUTH_TOKEN": TOKEN, "VATIC_GATEWAY_MAX_BODY_BYTES": "65536", "PATH": "/usr/bin:/bin"},
+            env={
+                "VATIC_GATEWAY_AUTH_TOKEN": TOKEN,
+                "VATIC_GATEWAY_MAX_BODY_BYTES": "65536",
+                "PATH": "/usr/bin:/bin",
+                # a checkout run with PYTHONPATH (a worktree over a shared environment) serves its own code
+                **{k: os.environ[k] for k in ("PYTHONPATH",) if k in os.environ},
+            },
         )
         deadline = time.monotonic() + 90
         while time.monotonic() < deadline:

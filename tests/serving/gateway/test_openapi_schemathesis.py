@@ -125,7 +125,7 @@ def test_every_error_status_is_documented_with_a_json_body(client: Any) -> None:
     assert document["components"]["securitySchemes"]["bearer"] == {
         "type": "http",
         "scheme": "bearer",
-        "description": "Authorization: Bearer <VATIC_GATEWAY_AUTH_TOKEN>",
+        "description": "Authorization: Bearer <a client's token, the shared VATIC_GATEWAY_AUTH_TOKEN or a JWT>",
     }
     assert document["security"] == [{"bearer": []}]
     for path, operations in document["paths"].items():
@@ -138,6 +138,8 @@ def test_every_error_status_is_documented_with_a_json_body(client: Any) -> None:
             assert "security" not in operation, where
             assert set(responses) >= PROTECTED_STATUSES, where
             assert "WWW-Authenticate" in responses["401"]["headers"], where
+            assert {"403", "429"} <= set(responses), where  # a service the client may not call; over its rate
+            assert "Retry-After" in responses["429"]["headers"], where
             if method == "post":
                 assert {"413", "422", "503"} <= set(responses), where
             for status, response in responses.items():
