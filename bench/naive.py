@@ -20,6 +20,7 @@ from confluent_kafka import Consumer, Producer
 
 from bench.workload import MODEL, feast_store, feature_refs, model_row, v2_body
 from vatic.cli.stack.settings import StackSettings
+from vatic.connectors.kafka import KafkaSettings
 from vatic.connectors.schema_registry import schema_source
 from vatic.schemas import AvroCodec, load_schema, topic_subject
 
@@ -35,16 +36,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--schema-registry-url", default=None, help="the registry the events were written with")
     args = parser.parse_args(argv)
 
+    # security (SASL, TLS) from VATIC_KAFKA_*, as every vatic client
+    kafka = KafkaSettings(bootstrap_servers=args.bootstrap).librdkafka()
+    kafka.pop("logger")
     consumer = Consumer(
         {
-            "bootstrap.servers": args.bootstrap,
+            **kafka,
             "group.id": f"bench-naive-{uuid.uuid4().hex[:8]}",
             "auto.offset.reset": "earliest",
             "enable.auto.commit": False,
         }
     )
     consumer.subscribe([args.input])
-    producer = Producer({"bootstrap.servers": args.bootstrap, "linger.ms": 0})
+    producer = Producer({**kafka, "linger.ms": 0})
     source = schema_source(args.schema_registry_url, StackSettings().home / "schemas")
     codec = AvroCodec(source, topic_subject(args.input), load_schema("transaction"))
     store = feast_store()

@@ -43,7 +43,7 @@ from bench.common import (
 from bench.stack import BenchStack
 from bench.workload import FEATURE_REPO, SERVICE_DIR, events
 from vatic.cli.commands.schema import registry_url
-from vatic.connectors.kafka import KafkaSettings, ensure_topics
+from vatic.connectors.kafka import ensure_topics
 from vatic.connectors.schema_registry import schema_source
 from vatic.schemas import AvroCodec, load_schema, topic_subject
 
@@ -59,8 +59,10 @@ class Topics:
     def __init__(self, stack: BenchStack, label: str) -> None:
         prefix = f"bench-{label}-{uuid.uuid4().hex[:6]}"
         self.input, self.output, self.dead = f"{prefix}.in", f"{prefix}.out", f"{prefix}.dlq"
-        self.bootstrap = stack.settings.kafka_bootstrap
-        settings = KafkaSettings(bootstrap_servers=self.bootstrap, extra={"log_level": "3"})
+        settings = stack.settings.kafka(extra={"log_level": "3"})
+        self.bootstrap = settings.bootstrap_servers
+        #: connection and security of every client the bench makes (VATIC_KAFKA_* for a secured broker)
+        self.conf = {k: v for k, v in settings.librdkafka().items() if k != "logger"}
         ensure_topics([self.input], partitions=PARTITIONS, settings=settings)
         ensure_topics(
             [self.output, self.dead],
@@ -77,7 +79,7 @@ class Topics:
     def producer(self) -> Producer:
         return Producer(
             {
-                "bootstrap.servers": self.bootstrap,
+                **self.conf,
                 "linger.ms": 2,
                 "queue.buffering.max.messages": 1000000,
                 "log_level": 3,
@@ -95,7 +97,7 @@ class Topics:
     def output_end(self) -> int:
         """Records appended to the output and dead-letter topics so far (committed or not)."""
         if self._watch is None:
-            self._watch = Consumer({"bootstrap.servers": self.bootstrap, "group.id": "bench-watch", "log_level": 3})
+            self._watch = Consumer({**self.conf, "group.id": "bench-watch", "log_level": 3})
         total = 0
         for topic in (self.output, self.dead):
             for p in range(PARTITIONS):
@@ -109,7 +111,7 @@ class Topics:
         """(append times ms of the output records, {event_id: append ms} when ``decode`` is given, dead letters)."""
         consumer = Consumer(
             {
-                "bootstrap.servers": self.bootstrap,
+                **self.conf,
                 "group.id": f"bench-read-{uuid.uuid4().hex[:6]}",
                 "auto.offset.reset": "earliest",
                 "isolation.level": "read_committed",
@@ -302,7 +304,7 @@ def naive_max(options: Options, stack: BenchStack, n: int, profile: Path | None 
 
 def _open_loop(topics: Topics, rate: float, seconds: float) -> dict[str, int]:
     """Produce at ``rate`` events/s for ``seconds``; returns {event_id: scheduled send time in ms}."""
-    producer = Producer({"bootstrap.servers": topics.bootstrap, "linger.ms": 0, "log_level": 3})
+    producer = Producer({**topics.conf, "linger.ms": 0, "log_level": 3})
     total = max(1, int(rate * seconds))
     sample = events(min(total, 20000), seed=31)
     sent: dict[str, int] = {}
@@ -339,7 +341,7 @@ def _latencies(sent: dict[str, int], by_id: dict[str, int]) -> dict[str, Any]:
 
 def _warm(topics: Topics, proc: subprocess.Popen[bytes], log: Path, what: str) -> None:
     """Send a trickle until the pipeline answers (it has started), so start-up is not measured."""
-    producer = Producer({"bootstrap.servers": topics.bootstrap, "log_level": 3})
+    producer = Producer({**topics.conf, "log_level": 3})
     deadline = time.monotonic() + STALL_S
     for event in events(10, seed=41):
         producer.produce(topics.input, topics.codec.encode(event), event["customer_id"].encode())

@@ -38,13 +38,13 @@ dead-letter records and REST/gRPC error bodies carry, so the names below are par
         +-- AccessDenied           an outside system refused our identity, or a grant (ACL) is missing
         |   +-- CredentialsRejected
         |   +-- UntrustedCertificate
+        |       +-- ModelServerUntrusted
         +-- ConfigFileError
         +-- InvalidSchemaError
         +-- IncompatibleSchemaError
         +-- SchemaNotFound
         +-- ModelNotFound
         +-- UnexpectedModelResponse
-        +-- ModelServerUntrusted   (TLS: the model server's certificate does not verify)
         +-- TopicNotFound
         +-- ArtifactRejected
         +-- ArtifactsMissing
@@ -430,18 +430,6 @@ class UnexpectedModelResponse(ConfigError):
         self.body = body
 
 
-class ModelServerUntrusted(ConfigError):
-    """An ``https://`` model server whose certificate does not verify against the CA the client trusts (an
-    unknown CA, a self-signed certificate, a name that does not match, an expired certificate). Retrying cannot
-    fix it: trust the CA that signed the server's certificate, or fix the certificate. ``url`` is the server."""
-
-    stage = "infer"
-
-    def __init__(self, message: str, *, url: str) -> None:
-        super().__init__(message)
-        self.url = url
-
-
 class TopicNotFound(ConfigError):
     """The topic does not exist (and auto-creation is off) or we are not authorised to write it."""
 
@@ -485,6 +473,18 @@ class UntrustedCertificate(AccessDenied):
     for the host name we connected to. The CA file (named in the message) or the server's certificate is wrong."""
 
     reason = "tls"
+
+
+class ModelServerUntrusted(UntrustedCertificate):
+    """An ``https://`` model server whose certificate does not verify against the CA the client trusts (an
+    unknown CA, a self-signed certificate, a name that does not match, an expired certificate). ``url`` is the
+    server."""
+
+    stage = "infer"
+
+    def __init__(self, message: str, *, url: str) -> None:
+        super().__init__(message, service="model-server", endpoint=url)
+        self.url = url
 
 
 class ArtifactRejected(ConfigError):

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from vatic.connectors.inference import tls_context
 from vatic.schemas import AvroCodec, load_schema, topic_subject
 from vatic.schemas.errors import ConfigError, DecodeError, InvalidRecord, Retryable, SchemaSourceUnavailable
 from vatic.schemas.validate import record_validator
@@ -93,6 +94,7 @@ class BatchProcessor:
             model_url=self.settings.model_url,
             redis_url=self.settings.redis_url,
             retry=self.retry,
+            verify=tls_context(self.settings.model_ca_file) if self.settings.model_ca_file else None,
         )
         self.max_bytes = spec.max_record_bytes
 

@@ -38,6 +38,9 @@ class JobSettings(BaseSettings):
         "security (SASL, TLS) comes from the VATIC_KAFKA_* environment, secrets never from the command line",
     )
     model_url: str = Field("http://127.0.0.1:8080", description="base URL of the service's model server")
+    model_ca_file: Path | None = Field(
+        None, description="PEM CA that signed an https:// model server's certificate (default: the system's CAs)"
+    )
     redis_url: str | None = Field(None, description="read features from this Redis instead of the repo's store")
     schema_registry_url: str | None = Field(None, description="Confluent-compatible registry; None: local store")
     schema_store: Path | None = Field(None, description="folder of the embedded local schema store")
@@ -52,7 +55,7 @@ class JobSettings(BaseSettings):
     #: start from the earliest offset when the group has no committed offset (never 'latest': it skips events)
     start_from: str = Field("group-offsets", pattern="^(group-offsets|earliest-offset)$")
 
-    @field_validator("service_dir", "schema_store", "kafka_connector_jar", "checkpoint_dir")
+    @field_validator("service_dir", "schema_store", "kafka_connector_jar", "checkpoint_dir", "model_ca_file")
     @classmethod
     def _absolute(cls, path: Path | None) -> Path | None:
         """Paths are made absolute where the settings are read (the client): Flink's Python workers run in

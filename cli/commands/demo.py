@@ -261,7 +261,7 @@ def demo(
     settings = StackSettings()
     stack = Stack(settings)
     services = _services(stack)
-    kafka = KafkaSettings(bootstrap_servers=settings.kafka_bootstrap)
+    kafka = settings.kafka()
     for service in services:
         ensure_topics(service.topics, partitions=2, settings=kafka)
     # one source of schema ids for the producers, the job and the readers: the stack's registry when it runs

@@ -362,7 +362,8 @@ def tail(
     schema = "dead_letter" if dead_letters else "prediction"
     source, _ = open_source(schema_registry_url)
     codec = AvroCodec(source, topic_subject(topic), load_schema(schema))
-    settings = KafkaSettings(bootstrap_servers=os.environ.get("VATIC_STREAM_BOOTSTRAP_SERVERS", stack.kafka_bootstrap))
+    bootstrap = os.environ.get("VATIC_STREAM_BOOTSTRAP_SERVERS")
+    settings = KafkaSettings(bootstrap_servers=bootstrap) if bootstrap else stack.kafka()
     reset = "earliest" if from_beginning else "latest"
     consumer = Consumer([topic], f"vatic-tail-{uuid.uuid4().hex[:8]}", settings, config={"auto.offset.reset": reset})
     seen = 0

@@ -19,7 +19,7 @@ Contract:
 
 Environment variable names are the shared contract of the Kafka, gateway, model server, Redis and schema
 registry settings (``VATIC_KAFKA_*``, ``VATIC_GATEWAY_*``, ``VATIC_MODEL_TLS_*``, ``VATIC_REDIS_*``,
-``VATIC_SCHEMA_REGISTRY_*``), plus ``VATIC_MODEL_CA_FILE`` for the job's client of a model server that serves
+``VATIC_SCHEMA_REGISTRY_*``), plus ``VATIC_STREAM_MODEL_CA_FILE`` for the job's client of a model server that serves
 TLS.
 """
 
@@ -150,9 +150,9 @@ def model_tls_access(config: ServiceConfig) -> Access:
 
 
 def model_ca_access(config: ServiceConfig) -> Access:
-    """``VATIC_MODEL_CA_FILE`` of the job's model client: the CA that signed the model server's certificate."""
+    """``VATIC_STREAM_MODEL_CA_FILE`` of the job's model client: the CA that signed the model server's certificate."""
     out = Access()
-    out.file("VATIC_MODEL_CA_FILE", config.kubernetes.security.model.ca, "model-ca", "ca.crt")
+    out.file("VATIC_STREAM_MODEL_CA_FILE", config.kubernetes.security.model.ca, "model-ca", "ca.crt")
     return out
 
 

@@ -273,6 +273,20 @@ def job_acls(
     return grants
 
 
+def app_acls(principal: str, *, produce: Iterable[str] = (), consume: Iterable[str] = ()) -> list[Grant]:
+    """An application's grants: write the ``produce`` topics, read the ``consume`` topics in any consumer group
+    of its own (a reader of predictions, the dead-letter tools)."""
+    user = f"User:{principal}"
+    grants = []
+    for topic in produce:
+        grants += [Grant(user, "WRITE", "topic", topic), Grant(user, "DESCRIBE", "topic", topic)]
+    for topic in consume:
+        grants += [Grant(user, "READ", "topic", topic), Grant(user, "DESCRIBE", "topic", topic)]
+    if consume:
+        grants.append(Grant(user, "READ", "group", "*"))
+    return grants
+
+
 def apply_acls(settings: KafkaSettings, grants: Iterable[Grant], *, timeout: float = 30.0) -> int:
     """Create ``grants`` on the broker (as a super user); returns how many were created. Idempotent."""
     from confluent_kafka.admin import (  # type: ignore[attr-defined]

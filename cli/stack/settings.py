@@ -11,9 +11,12 @@ from __future__ import annotations
 import os
 from functools import cache
 from pathlib import Path
+from typing import Any
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from vatic.connectors.kafka import KafkaSettings
 
 
 @cache
@@ -81,6 +84,14 @@ class StackSettings(BaseSettings):
     flink_task_slots: int = Field(2, ge=1, le=64, description="slots of the Flink TaskManager")
     flink_jobmanager_memory: str = Field("1024m", description="Flink jobmanager.memory.process.size")
     flink_taskmanager_memory: str = Field("1536m", description="Flink taskmanager.memory.process.size")
+
+    def kafka(self, **extra: Any) -> KafkaSettings:
+        """The settings of vatic's own Kafka clients (CLI, demo, bench): the ``VATIC_KAFKA_*`` environment when it
+        names a broker (another one, or the secured one: ``set -a; . .vatic/kafka-secure/vatic-app.env``), else
+        the stack's plain broker."""
+        if os.environ.get("VATIC_KAFKA_BOOTSTRAP_SERVERS"):
+            return KafkaSettings(**extra)
+        return KafkaSettings(bootstrap_servers=self.kafka_bootstrap, **extra)
 
     @property
     def kafka_bootstrap(self) -> str:

@@ -7,6 +7,7 @@ from collections.abc import Iterable, Sequence
 from vatic.cli.stack.components import COMPONENTS, Component, Health
 from vatic.cli.stack.flink import FLINK
 from vatic.cli.stack.gateway import GatewayProcess
+from vatic.cli.stack.secure import SecureKafkaBroker
 from vatic.cli.stack.services import MODEL_SERVERS
 from vatic.cli.stack.settings import StackSettings
 from vatic.schemas.errors import ConfigError
@@ -15,9 +16,10 @@ from vatic.schemas.errors import ConfigError
 #: model servers of the demo services, then the gateway in front of them.
 STACK: dict[str, type[Component]] = {**COMPONENTS, **MODEL_SERVERS, GatewayProcess.name: GatewayProcess}
 
-#: Components started only when named (``vatic stack up flink``), after the default ones: the standalone Flink
-#: cluster costs ~1.5 GB. ``down``/``status`` without names include those of them that run.
-OPTIONAL: dict[str, type[Component]] = {**FLINK}
+#: Components started only when named (``vatic stack up flink``, ``vatic stack up --secure``), after the default
+#: ones: the standalone Flink cluster costs ~1.5 GB; the secured broker runs beside the plain one on its own ports.
+#: ``down``/``status`` without names include those of them that run.
+OPTIONAL: dict[str, type[Component]] = {SecureKafkaBroker.name: SecureKafkaBroker, **FLINK}
 
 #: Names that select several components.
 GROUPS: dict[str, list[str]] = {"flink": list(FLINK)}

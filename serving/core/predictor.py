@@ -20,6 +20,7 @@ Contract of :meth:`Predictor.predict` for a batch of N events:
 
 from __future__ import annotations
 
+import ssl
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -122,14 +123,16 @@ class Predictor:
         model_url: str,
         redis_url: str | None = None,
         retry: RetryPolicy | None = None,
+        verify: ssl.SSLContext | None = None,
     ) -> Predictor:
         """The core of one service, built the same way for every door (the streaming job, the gateway): a V2
         client of ``model_url`` with the service's deadline, the reader of the service's Feast features (its
         repository is found from ``service_dir``; ``redis_url`` replaces the repository's online store) and
-        ``retry``. The predictor owns both clients: release them with :meth:`aclose`."""
+        ``retry``; an ``https://`` model server is verified with ``verify`` (else the system's CAs). The predictor
+        owns both clients: release them with :meth:`aclose`."""
         from vatic.serving.core.enrich import Enricher  # Feast: imported only by a service that reads features
 
-        client = InferenceClient(model_url, deadline_s=config.timeout_s)
+        client = InferenceClient(model_url, deadline_s=config.timeout_s, verify=verify)
         features = None
         if config.features is not None:
             features = Enricher.from_spec(config.features, service_dir, redis_url=redis_url)

@@ -10,7 +10,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from vatic.connectors.inference import InferenceClient
 from vatic.schemas import load_schema
 from vatic.schemas.errors import InvalidRecord
 from vatic.schemas.jsonschema import to_json_schema
@@ -47,22 +46,13 @@ class ServiceRuntime:
         *,
         verify: ssl.SSLContext | None = None,
     ) -> ServiceRuntime:
-        """The runtime of one service; ``verify`` verifies its model server when the endpoint is ``https://``.
-
-        The predictor is built as :meth:`Predictor.from_config` builds it, with a model client that verifies
-        TLS with ``verify`` (the gateway's ``VATIC_GATEWAY_MODEL_CA_FILE``)."""
+        """The runtime of one service; ``verify`` verifies its model server when the endpoint is ``https://``
+        (the gateway's ``VATIC_GATEWAY_MODEL_CA_FILE``)."""
         endpoint = settings.endpoints.get(config.service, f"http://127.0.0.1:{config.serving.port}")
-        features = None
-        if config.features is not None:
-            from vatic.serving.core.enrich import Enricher  # Feast: imported only by a service that reads features
-
-            features = Enricher.from_spec(config.features, folder, redis_url=settings.redis_url)
-        predictor = Predictor(
-            config,
-            inference=InferenceClient(endpoint, deadline_s=config.timeout_s, verify=verify),
-            features=features,
-            retry=RetryPolicy(budget_s=settings.retry_budget_s),
-        )
+        predictor = Predictor.from_config(
+            config, service_dir=folder, model_url=endpoint, redis_url=settings.redis_url,
+            retry=RetryPolicy(budget_s=settings.retry_budget_s), verify=verify,
+        )  # fmt: skip
         batcher = MicroBatcher(
             predictor,
             max_batch=settings.max_batch,

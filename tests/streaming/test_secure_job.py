@@ -22,7 +22,7 @@ import pytest
 from tests.streaming.test_job import VATIC, Run, check_oracle, drain, make_run, produce
 from vatic.cli.stack.certs import LocalCA
 from vatic.cli.stack.mlserver import ModelServer
-from vatic.cli.stack.secure import ADMIN, APP, JOB, SecureKafkaBroker, apply_acls, job_acls
+from vatic.cli.stack.secure import ADMIN, APP, JOB, SecureKafkaBroker, app_acls, apply_acls, job_acls
 from vatic.cli.stack.settings import StackSettings
 from vatic.connectors.kafka import KafkaSettings, ensure_topics
 from vatic.serving.config import load_service
@@ -68,14 +68,7 @@ def secure_run(broker: SecureKafkaBroker, tmp_path: Path, features: Path, regist
         ),
     )
     # the application user writes the input and reads the outputs (the test's side of the oracle)
-    apply_acls(
-        admin,
-        job_acls(
-            APP, input_topic=run.topics["output"], output_topics=[run.topics["input"]], group="*",
-            transactional_prefix="none-",
-        )
-        + job_acls(APP, input_topic=run.topics["dead"], output_topics=[], group="*", transactional_prefix="none-"),
-    )  # fmt: skip
+    apply_acls(admin, app_acls(APP, produce=[run.topics["input"]], consume=[run.topics["output"], run.topics["dead"]]))
     return run
 
 

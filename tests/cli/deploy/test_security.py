@@ -207,7 +207,7 @@ def test_mutual_tls_and_store_credentials_reach_the_job_as_files(scorer_producti
             "VATIC_KAFKA_SSL_KEY_LOCATION": security.kafka.client_key,
             "VATIC_SCHEMA_REGISTRY_CA_FILE": security.schema_registry.ca,
             "VATIC_REDIS_CA_FILE": security.redis.ca,
-            "VATIC_MODEL_CA_FILE": security.model.ca,
+            "VATIC_STREAM_MODEL_CA_FILE": security.model.ca,
         }
         for name, ref in files.items():
             assert _file_source(pod, main, env[name]) == (ref.name, ref.key), name
