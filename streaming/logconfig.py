@@ -50,3 +50,23 @@ def file_log4j() -> str:
             "",
         ]
     )
+
+
+def console_log4j() -> str:
+    """A log4j2 configuration writing to the console (Kubernetes pods: the FlinkDeployment's
+    ``log4j-console.properties``), with :data:`QUIET_LOGGERS`."""
+    return "\n".join(
+        [
+            "# rendered by vatic (vatic.streaming.logconfig): never log the Python workers' environment",
+            "rootLogger.level = ${env:ROOT_LOG_LEVEL:-INFO}",
+            "rootLogger.appenderRef.console.ref = ConsoleAppender",
+            "appender.console.name = ConsoleAppender",
+            "appender.console.type = CONSOLE",
+            "appender.console.layout.type = PatternLayout",
+            "appender.console.layout.pattern = %d{yyyy-MM-dd HH:mm:ss,SSS} %-5p %-60c %x - %m%n",
+            "logger.netty.name = org.jboss.netty.channel.DefaultChannelPipeline",
+            "logger.netty.level = OFF",
+            *logger_lines(),
+            "",
+        ]
+    )

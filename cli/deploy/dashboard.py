@@ -12,6 +12,7 @@ latency percentiles      gateway ``vatic_gateway_request_seconds_bucket{route=/v
 requests/s               gateway ``vatic_gateway_requests_total`` by status; MLServer
                          ``model_infer_request_success_total`` / ``model_infer_request_failure_total``
 errors by class          gateway ``vatic_gateway_errors_total`` by ``error_class`` and ``stage``
+requests by client       gateway ``vatic_gateway_client_requests_total`` by ``client`` and answer
 consumer lag             ``kafka_consumergroup_lag`` (kafka-exporter) of the job's group on the input topic,
                          the number KEDA scales on - streaming services only
 feature misses           gateway ``vatic_gateway_feature_misses_total`` by feature - services with features
@@ -93,6 +94,17 @@ def dashboard(config: ServiceConfig) -> dict[str, Any]:
         )
     ]
     panels.append(_panel("Errors by class", "reqps", errors, "Failed predictions by error class and pipeline stage."))
+
+    clients = [
+        (
+            f'sum by (client, status) (rate(vatic_gateway_client_requests_total{{namespace="{ns}",'
+            f'service="{s}-gateway"}}[{_RATE}]))',
+            "{{client}} {{status}}",
+        )
+    ]
+    panels.append(
+        _panel("Requests by client", "reqps", clients, "Authenticated callers (401: anonymous, 403, 429 per client).")
+    )
 
     if config.streaming is not None:
         lag = [

@@ -89,6 +89,7 @@ from vatic.cli.deploy.security import (
 from vatic.schemas.errors import ConfigError
 from vatic.serving.config.loader import BASE_FILE
 from vatic.serving.config.model import GpuSpec, PodResources, ServiceConfig
+from vatic.streaming.logconfig import console_log4j
 from vatic.streaming.recovery import checkpoint_timeout_s, recovery_settings
 from vatic.streaming.settings import JobSettings, job_arguments
 
@@ -889,6 +890,8 @@ def _flink_deployment(config: ServiceConfig, files: dict[str, tuple[str, str]]) 
             "flinkVersion": flink.flink_version,
             "serviceAccount": flink.service_account,
             "flinkConfiguration": conf,
+            # Beam logs a Python worker's whole environment (the Secrets in it) unless told not to
+            "logConfiguration": {"log4j-console.properties": console_log4j()},
             "podTemplate": pod_template,
             "jobManager": {
                 "replicas": 1,
