@@ -743,7 +743,7 @@ def check_access(
     per topic and group) is the one source of truth. ``transactional_prefix``: also check that transactional ids
     under it may be used, by initialising one (``<prefix>access-check``), as an exactly-once sink does.
     """
-    from confluent_kafka import ConsumerGroupTopicPartitions, TopicCollection
+    from confluent_kafka import ConsumerGroupTopicPartitions
     from confluent_kafka.admin import AclOperation  # type: ignore[attr-defined]
 
     admin = admin_client(settings)
@@ -752,32 +752,14 @@ def check_access(
     needs = {topic: {AclOperation.READ} for topic in read}
     for topic in write:
         needs.setdefault(topic, set()).add(AclOperation.WRITE)
-    if needs:
-        futures = admin.describe_topics(TopicCollection(list(needs)), request_timeout=timeout,
-                                        include_authorized_operations=True)  # fmt: skip
-        for topic, future in futures.items():
-            try:
-                allowed = set(future.result(timeout=timeout).authorized_operations or ())
-            except KafkaException as exc:
-                code = exc.args[0].code()
-                if code == KafkaError.TOPIC_AUTHORIZATION_FAILED:
-                    allowed = set()
-                elif code in _NO_TOPIC:
-                    raise TopicNotFound(
-                        f"topic {topic!r} does not exist: create it (topic auto-creation is off on vatic's brokers)",
-                        topic=topic,
-                    ) from exc
-                else:
-                    raise ServiceUnavailable(
-                        f"Kafka did not describe topic {topic!r}: {exc.args[0].str()}", service="kafka"
-                    ) from exc
-            for op in sorted(needs[topic] - allowed, key=lambda o: o.name):
-                raise AccessDenied(
-                    f"Kafka ACLs do not let {principal} {op.name} topic {topic!r}: grant it (`kafka-acls --add "
-                    f"--allow-principal {principal} --operation {op.name.title()} --topic {topic}`)",
-                    service="kafka",
-                    reason="authorization",
-                )
+    for topic, allowed in _authorized_operations(admin, list(needs), timeout).items():
+        for op in sorted(needs[topic] - allowed, key=lambda o: o.name):
+            raise AccessDenied(
+                f"Kafka ACLs do not let {principal} {op.name} topic {topic!r}: grant it (`kafka-acls --add "
+                f"--allow-principal {principal} --operation {op.name.title()} --topic {topic}`)",
+                service="kafka",
+                reason="authorization",
+            )
     if group is not None:
         request = [ConsumerGroupTopicPartitions(group)]
         try:
@@ -795,6 +777,44 @@ def check_access(
             raise ServiceUnavailable(f"Kafka did not list group {group!r}: {error.str()}", service="kafka") from exc
     if transactional_prefix is not None:
         _check_transactional(settings, transactional_prefix, principal, timeout)
+
+
+def _authorized_operations(admin: AdminClient, topics: list[str], timeout: float) -> dict[str, set[Any]]:
+    """topic -> the operations the broker authorizes this client for (empty: may not even DESCRIBE it). A topic
+    the broker does not know yet is asked again for up to 5 s (a topic created a moment ago may not be in the
+    metadata the broker answers from), then :class:`TopicNotFound`."""
+    from confluent_kafka import TopicCollection
+
+    deadline = time.monotonic() + min(timeout, 5.0)
+    answers: dict[str, set[Any]] = {}
+    pending = list(topics)
+    while pending:
+        futures = admin.describe_topics(TopicCollection(pending), request_timeout=timeout,
+                                        include_authorized_operations=True)  # fmt: skip
+        unknown = []
+        for topic, future in futures.items():
+            try:
+                answers[topic] = set(future.result(timeout=timeout).authorized_operations or ())
+            except KafkaException as exc:
+                code = exc.args[0].code()
+                if code == KafkaError.TOPIC_AUTHORIZATION_FAILED:
+                    answers[topic] = set()
+                elif code in _NO_TOPIC:
+                    if time.monotonic() >= deadline:
+                        raise TopicNotFound(
+                            f"topic {topic!r} does not exist: create it (topic auto-creation is off on vatic's "
+                            "brokers)",
+                            topic=topic,
+                        ) from exc
+                    unknown.append(topic)
+                else:
+                    raise ServiceUnavailable(
+                        f"Kafka did not describe topic {topic!r}: {exc.args[0].str()}", service="kafka"
+                    ) from exc
+        pending = unknown
+        if pending:
+            time.sleep(0.2)
+    return answers
 
 
 def _check_transactional(settings: KafkaSettings, prefix: str, principal: str, timeout: float) -> None:
