@@ -29,13 +29,15 @@ import subprocess
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from vatic.cli.stack.certs import LocalCA
 from vatic.cli.stack.components import KafkaBroker, _java, new_cluster_id
 from vatic.cli.stack.process import port_accepts
-from vatic.connectors.kafka import KafkaSettings
 from vatic.schemas.errors import ConfigError
+
+if TYPE_CHECKING:  # confluent-kafka is in the pipeline environment only (the stack module is imported by both)
+    from vatic.connectors.kafka import KafkaSettings
 
 #: the super user (inter-broker and controller traffic, topic and ACL administration)
 ADMIN = "admin"
@@ -87,6 +89,8 @@ class SecureKafkaBroker(KafkaBroker):
 
     def client_settings(self, user: str = APP, *, mechanism: str = "SCRAM-SHA-512", **extra: Any) -> KafkaSettings:
         """Settings for a client of the SASL_SSL listener as ``user``."""
+        from vatic.connectors.kafka import KafkaSettings
+
         return KafkaSettings(
             bootstrap_servers=self.bootstrap,
             security_protocol="SASL_SSL",
@@ -99,6 +103,8 @@ class SecureKafkaBroker(KafkaBroker):
 
     def mtls_settings(self, user: str = JOB, **extra: Any) -> KafkaSettings:
         """Settings for a client of the mutual-TLS listener authenticated by a certificate for ``user``."""
+        from vatic.connectors.kafka import KafkaSettings
+
         cert, key = self.ca.client(user)
         return KafkaSettings(
             bootstrap_servers=self.mtls_bootstrap,

@@ -11,12 +11,13 @@ from __future__ import annotations
 import os
 from functools import cache
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from vatic.connectors.kafka import KafkaSettings
+if TYPE_CHECKING:  # confluent-kafka is in the pipeline environment only; the model-server one reads these settings
+    from vatic.connectors.kafka import KafkaSettings
 
 
 @cache
@@ -89,6 +90,8 @@ class StackSettings(BaseSettings):
         """The settings of vatic's own Kafka clients (CLI, demo, bench): the ``VATIC_KAFKA_*`` environment when it
         names a broker (another one, or the secured one: ``set -a; . .vatic/kafka-secure/vatic-app.env``), else
         the stack's plain broker."""
+        from vatic.connectors.kafka import KafkaSettings
+
         if os.environ.get("VATIC_KAFKA_BOOTSTRAP_SERVERS"):
             return KafkaSettings(**extra)
         return KafkaSettings(bootstrap_servers=self.kafka_bootstrap, **extra)

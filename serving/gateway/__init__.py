@@ -6,8 +6,7 @@ requests through to the model servers. See :mod:`vatic.serving.gateway.app`.
 
 Security: per-client credentials, authorization and rate limits on both doors (:mod:`.auth`); TLS and mTLS on
 both doors (``VATIC_GATEWAY_TLS_*``, :class:`GatewaySettings`); model servers reached over ``https://`` are
-verified with ``VATIC_GATEWAY_MODEL_CA_FILE``. The full-custom tier serves TLS itself; MLServer 1.7.1 has no TLS
-settings and is not patched: its pods get TLS from a terminating sidecar or the mesh
+verified with ``VATIC_GATEWAY_MODEL_CA_FILE``. Every model-server tier serves TLS given a certificate
 (docs/decisions/0009-tls-on-model-servers.md).
 """
 

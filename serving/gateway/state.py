@@ -10,9 +10,8 @@ start-up with its file:line message; :meth:`GatewayState.open` opens clients, fe
 (in the app's lifespan), :meth:`GatewayState.close` closes them in reverse.
 
 Model servers: an ``https://`` endpoint is verified with ``VATIC_GATEWAY_MODEL_CA_FILE`` (the system CAs when
-unset), by the services' model clients and the pass-through alike. The full-custom tier serves TLS itself
-(``VATIC_MODEL_TLS_CERT_FILE``/``_KEY_FILE``); MLServer 1.7.1 has no TLS settings, so an MLServer model server
-is reached through a TLS-terminating sidecar or a service mesh (docs/decisions/0009-tls-on-model-servers.md).
+unset), by the services' model clients and the pass-through alike. Model servers of every tier serve TLS with
+``VATIC_MODEL_TLS_CERT_FILE``/``_KEY_FILE`` (docs/decisions/0009-tls-on-model-servers.md).
 """
 
 from __future__ import annotations

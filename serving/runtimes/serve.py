@@ -9,6 +9,12 @@ is answered 413 ``{"error": "..."}`` (MLServer's error form) before the model se
 ``VATIC_MODEL_MAX_BODY_BYTES`` (default :data:`DEFAULT_MAX_BODY_BYTES`); gRPC has its own
 (``grpc_max_message_length`` in ``settings.json``).
 
+TLS: with ``VATIC_MODEL_TLS_CERT_FILE`` and ``VATIC_MODEL_TLS_KEY_FILE`` (PEM files mounted from a Secret) the
+REST and gRPC ports serve TLS only (MLServer 1.7.1 has no TLS setting: its REST server takes the files through its
+``_custom_rest_server_settings``, its gRPC server gets a secure port where it asks for an insecure one); the
+metrics port stays plain HTTP (scraped in-cluster, behind the model server's NetworkPolicy). One file without the
+other, or a pair that does not load, is one line and exit status 1.
+
 One more difference, for the same image run anywhere: MLServer reads its ``MLSERVER_*`` environment only when the
 folder has no ``settings.json``, and vatic's settings writer always writes one. Here the listening address
 (:data:`ENV_OVERRIDES`: ``MLSERVER_HOST``, ``MLSERVER_HTTP_PORT``, ``MLSERVER_GRPC_PORT``,
@@ -21,6 +27,7 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Awaitable, Callable, MutableMapping
+from pathlib import Path
 from typing import Any
 
 MAX_BODY_ENV = "VATIC_MODEL_MAX_BODY_BYTES"
@@ -152,12 +159,68 @@ def _patch_settings(overrides: dict[str, Any]) -> None:
     cli.load_settings = load_settings
 
 
+TLS_CERT_ENV = "VATIC_MODEL_TLS_CERT_FILE"
+TLS_KEY_ENV = "VATIC_MODEL_TLS_KEY_FILE"
+
+
+def tls_files(environ: MutableMapping[str, str] | None = None) -> tuple[str, str] | None:
+    """``(certificate, key)`` when both variables are set and the pair loads; None when neither is set;
+    ``ValueError`` naming the problem otherwise."""
+    import ssl
+
+    environ = os.environ if environ is None else environ
+    cert, key = environ.get(TLS_CERT_ENV), environ.get(TLS_KEY_ENV)
+    if not cert and not key:
+        return None
+    if not cert or not key:
+        raise ValueError(f"TLS needs both {TLS_CERT_ENV} and {TLS_KEY_ENV} (one is set)")
+    try:
+        ssl.create_default_context(ssl.Purpose.CLIENT_AUTH).load_cert_chain(cert, key)
+    except (OSError, ssl.SSLError) as exc:
+        raise ValueError(f"{TLS_CERT_ENV}={cert} / {TLS_KEY_ENV}={key} do not load as a PEM pair: {exc}") from None
+    return cert, key
+
+
+def _patch_grpc_tls(cert: str, key: str) -> None:
+    """MLServer's gRPC server asks ``grpc.aio`` for an insecure port: give it a secure one with ``cert``/``key``."""
+    import grpc
+    import mlserver.grpc.server as grpc_server
+
+    credentials = grpc.ssl_server_credentials([(Path(key).read_bytes(), Path(cert).read_bytes())])
+    real = grpc_server.aio
+
+    class _SecurePorts:
+        def __init__(self, server: Any) -> None:
+            self._server = server
+
+        def add_insecure_port(self, address: str) -> int:
+            return int(self._server.add_secure_port(address, credentials))
+
+        def __getattr__(self, name: str) -> Any:
+            return getattr(self._server, name)
+
+    class _Aio:
+        def __getattr__(self, name: str) -> Any:
+            return getattr(real, name)
+
+        @staticmethod
+        def server(*args: Any, **kwargs: Any) -> Any:
+            return _SecurePorts(real.server(*args, **kwargs))
+
+    grpc_server.aio = _Aio()  # type: ignore[assignment,unused-ignore]
+
+
 def main() -> None:
     _patch_mlserver(max_body_bytes())
     try:
-        overrides = environment_overrides()
+        overrides: dict[str, Any] = environment_overrides()
+        tls = tls_files()
     except ValueError as exc:
         raise SystemExit(f"vatic: {exc}") from None
+    if tls is not None:
+        cert, key = tls
+        overrides["_custom_rest_server_settings"] = {"ssl_certfile": cert, "ssl_keyfile": key}
+        _patch_grpc_tls(cert, key)
     if overrides:
         _patch_settings(overrides)
     from mlserver.cli.main import main as mlserver_main

@@ -31,8 +31,8 @@ import pytest
 import redis
 from feast.infra.online_stores.redis import RedisOnlineStoreConfig
 
-from tests.connectors.certs import Pki, make_pki
 from tests.fixtures.feast_repo import FEATURES, build_repo
+from tests.fixtures.pki import Pki, make_pki
 from vatic.connectors.features import FeatureClient
 from vatic.connectors.features.redis_security import RedisSecurity, redis_connection
 from vatic.schemas.errors import (

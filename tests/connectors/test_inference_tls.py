@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.serving.gateway.pki import CA
+from tests.fixtures.pki import CA
 from tests.serving.gateway.tls_model import TlsModelServer
 from vatic.connectors.inference import Datatype, InferenceClient, InferenceRequest, Tensor, tls_context
 from vatic.schemas.errors import ConfigError, ModelServerUnavailable, ModelServerUntrusted

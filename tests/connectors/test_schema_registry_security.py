@@ -30,8 +30,8 @@ import uvicorn
 from confluent_kafka.schema_registry import Schema, SchemaRegistryClient
 from confluent_kafka.schema_registry.error import SchemaRegistryError
 
-from tests.connectors.certs import Pki, make_pki
 from tests.fixtures.model_server import free_port
+from tests.fixtures.pki import Pki, make_pki
 from vatic.connectors.schema_registry import ConfluentSchemaRegistry, RegistryCredentials, schema_source
 from vatic.schemas.canonical import canonical_json
 from vatic.schemas.errors import ConfigError, CredentialsRejected, UntrustedCertificate

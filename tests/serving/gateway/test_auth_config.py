@@ -18,7 +18,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from starlette.testclient import TestClient
 
-from tests.serving.gateway.pki import CA
+from tests.fixtures.pki import CA
 from tests.serving.gateway.test_gateway import iris_service
 from vatic.schemas.errors import ConfigError
 from vatic.serving.gateway import GatewaySettings, create_app

@@ -30,7 +30,7 @@ import uvicorn
 import yaml
 
 from tests.fixtures.model_server import free_port
-from tests.serving.gateway.pki import CA, Pair
+from tests.fixtures.pki import CA, Pair
 from tests.serving.gateway.test_gateway import iris_service
 from tests.serving.gateway.tls_model import TlsModelServer
 from vatic.connectors.inference import untrusted_certificate

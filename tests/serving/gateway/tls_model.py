@@ -17,7 +17,7 @@ from pathlib import Path
 import httpx
 
 from tests.fixtures.model_server import free_port
-from tests.serving.gateway.pki import Pair
+from tests.fixtures.pki import Pair
 
 MODEL_APP = """
 from pathlib import Path

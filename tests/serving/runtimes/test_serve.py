@@ -31,13 +31,18 @@ def test_only_the_variables_set_are_overrides_and_a_bad_port_is_named() -> None:
         environment_overrides({"MLSERVER_GRPC_PORT": "eighty"})
 
 
-def test_the_environment_moves_the_ports_a_settings_json_names(tmp_path: Path) -> None:
+def _echo_repo(tmp_path: Path) -> Path:
     repo = tmp_path / "repo"
     (repo / "echo").mkdir(parents=True)
     shutil.copy2(ROOT / "bench" / "models" / "echo_runtime.py", repo / "echo" / "echo_runtime.py")
     (repo / "echo" / "model-settings.json").write_text(
         json.dumps({"name": "echo", "implementation": "echo_runtime.EchoModel"})
     )
+    return repo
+
+
+def test_the_environment_moves_the_ports_a_settings_json_names(tmp_path: Path) -> None:
+    repo = _echo_repo(tmp_path)
     taken = free_port()  # what the file says: nothing may listen there
     (repo / "settings.json").write_text(
         json.dumps({"host": "0.0.0.0", "http_port": taken, "grpc_port": taken, "metrics_port": taken})
@@ -87,3 +92,73 @@ def test_a_port_that_is_no_number_is_one_line_and_exit_1(tmp_path: Path) -> None
     )
     assert done.returncode == 1
     assert done.stderr.strip() == "vatic: MLSERVER_HTTP_PORT='eighty' is not a port number"
+
+
+def test_with_a_certificate_rest_and_grpc_serve_tls_only(tmp_path: Path) -> None:
+    """MLServer itself has no TLS setting; the launcher gives both of its ports TLS. The outside parties:
+    httpx trusting the CA, and tritonclient's gRPC client with ``ssl=True`` and the CA as root certificates."""
+    import tritonclient.grpc as triton_grpc
+
+    from tests.fixtures.pki import CA
+
+    ca = CA(tmp_path / "pki")
+    pair = ca.issue("model-server", server=True)
+    repo = _echo_repo(tmp_path)
+    http, grpc, metrics = free_port(), free_port(), free_port()
+    env = {
+        "PATH": "/usr/bin:/bin",
+        "MLSERVER_HOST": "127.0.0.1",
+        "MLSERVER_HTTP_PORT": str(http),
+        "MLSERVER_GRPC_PORT": str(grpc),
+        "MLSERVER_METRICS_PORT": str(metrics),
+        "MLSERVER_PARALLEL_WORKERS": "0",
+        "VATIC_MODEL_TLS_CERT_FILE": str(pair.cert),
+        "VATIC_MODEL_TLS_KEY_FILE": str(pair.key),
+    }
+    log = (tmp_path / "server.log").open("wb")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "vatic.serving.runtimes.serve", "start", str(repo)], env=env, stdout=log, stderr=log
+    )
+    base = f"https://localhost:{http}"
+    try:
+        deadline = time.monotonic() + 90
+        while True:
+            assert proc.poll() is None, (tmp_path / "server.log").read_text()[-2000:]
+            try:
+                if httpx.get(f"{base}/v2/models/echo/ready", timeout=1, verify=str(ca.cert_file)).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            assert time.monotonic() < deadline, (tmp_path / "server.log").read_text()[-2000:]
+            time.sleep(0.3)
+        body = {"inputs": [{"name": "x", "shape": [1], "datatype": "FP32", "data": [2.5]}]}
+        answer = httpx.post(f"{base}/v2/models/echo/infer", json=body, timeout=10, verify=str(ca.cert_file))
+        assert answer.json()["outputs"][0]["data"] == [2.5]
+        with pytest.raises(httpx.HTTPError):  # plain HTTP on the TLS port
+            httpx.get(f"http://127.0.0.1:{http}/v2/health/live", timeout=2)
+        with pytest.raises(httpx.ConnectError, match="CERTIFICATE_VERIFY_FAILED"):  # a client without the CA
+            httpx.get(f"{base}/v2/health/live", timeout=2)
+        client = triton_grpc.InferenceServerClient(f"localhost:{grpc}", ssl=True, root_certificates=str(ca.cert_file))
+        assert client.is_server_live()
+        assert client.is_model_ready("echo")
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
+def test_a_certificate_without_its_key_is_one_line_and_exit_1(tmp_path: Path) -> None:
+    from tests.fixtures.pki import CA
+
+    pair = CA(tmp_path / "pki").issue("model-server", server=True)
+    done = subprocess.run(
+        [sys.executable, "-m", "vatic.serving.runtimes.serve", "start", str(tmp_path)],
+        env={"PATH": "/usr/bin:/bin", "VATIC_MODEL_TLS_CERT_FILE": str(pair.cert)},
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=60,
+    )
+    assert done.returncode == 1
+    assert done.stderr.strip() == (
+        "vatic: TLS needs both VATIC_MODEL_TLS_CERT_FILE and VATIC_MODEL_TLS_KEY_FILE (one is set)"
+    )
