@@ -129,6 +129,48 @@ def test_ten_thousand_events_each_end_up_exactly_once_on_a_secured_broker(
             assert secret not in file.read_text(errors="replace"), file
 
 
+def mtls_environment(broker: SecureKafkaBroker, cert: Path, key: Path) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("VATIC_KAFKA_", "VATIC_STREAM_BOOTSTRAP"))}
+    env.update(
+        {
+            "VATIC_KAFKA_BOOTSTRAP_SERVERS": broker.mtls_bootstrap,
+            "VATIC_KAFKA_SECURITY_PROTOCOL": "SSL",
+            "VATIC_KAFKA_SSL_CA_LOCATION": str(broker.ca.cert),
+            "VATIC_KAFKA_SSL_CERTIFICATE_LOCATION": str(cert),
+            "VATIC_KAFKA_SSL_KEY_LOCATION": str(key),
+        }
+    )
+    return env
+
+
+@pytest.mark.parametrize("identity", ["client-certificate", "sasl-plain"])
+def test_the_job_authenticates_with_a_client_certificate_or_sasl_plain(
+    broker, registry_url, server, features, tmp_path, identity
+):
+    """The other two identities Flink's (shaded) Kafka client takes from the same settings: mutual TLS (the key
+    read by Kafka's directory config provider from its PEM file) and SASL PLAIN."""
+    run = secure_run(broker, tmp_path, features, registry_url)
+    produce(run, "unused", 300)
+    if identity == "client-certificate":
+        env = mtls_environment(broker, *broker.ca.client(JOB))
+    else:
+        env = job_environment(broker, VATIC_KAFKA_SASL_MECHANISM="PLAIN")
+    code, log = run_job(run, server, tmp_path, env, timeout=300)
+    assert code == 0, log[-3000:]
+    predictions, dead = drain(run, "unused", expected=300, timeout_s=60)
+    check_oracle(run, predictions, dead)
+    assert len(predictions) + len(dead) == 300
+
+
+def test_an_expired_client_certificate_ends_the_run_with_one_line(broker, registry_url, server, features, tmp_path):
+    run = secure_run(broker, tmp_path, features, registry_url)
+    cert, key = broker.ca.client("expired-" + os.urandom(3).hex(), expired=True)
+    code, log = run_job(run, server, tmp_path, mtls_environment(broker, cert, key), 180)
+    last = _one_line_failure(code, log)
+    assert "refused the client certificate" in last, last
+    assert "VATIC_KAFKA_SSL_CERTIFICATE_LOCATION" in last, last
+
+
 def _one_line_failure(code: int, log: str) -> str:
     assert code == 2, log[-3000:]
     last = log.strip().splitlines()[-1]
