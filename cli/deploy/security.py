@@ -134,6 +134,9 @@ def gateway_access(config: ServiceConfig) -> Access:
     out.file("VATIC_GATEWAY_TLS_KEY_FILE", gateway.tls_key, "gateway-tls-key", "tls.key")
     out.file("VATIC_GATEWAY_TLS_CLIENT_CA_FILE", gateway.client_ca, "gateway-client-ca", "ca.crt")
     out.file("VATIC_GATEWAY_CLIENTS_FILE", gateway.clients, "gateway-clients", "clients.yaml")
+    out.file("VATIC_GATEWAY_JWT_KEY_FILE", gateway.jwt_key, "gateway-jwt-key", "jwt.pem")
+    out.value("VATIC_GATEWAY_JWT_AUDIENCE", gateway.jwt_audience if gateway.jwt_key else None)
+    out.value("VATIC_GATEWAY_JWT_ISSUER", gateway.jwt_issuer if gateway.jwt_key else None)
     out.file("VATIC_GATEWAY_MODEL_CA_FILE", config.kubernetes.security.model.ca, "model-ca", "ca.crt")
     return out
 
@@ -210,7 +213,7 @@ def refuse_literal_secrets(config: ServiceConfig) -> None:
 
 def _gateway_authenticates(config: ServiceConfig) -> bool:
     gateway = config.kubernetes.security.gateway
-    return bool(config.gateway.auth_token_env or gateway.clients or gateway.client_ca)
+    return bool(config.gateway.auth_token_env or gateway.clients or gateway.client_ca or gateway.jwt_key)
 
 
 def security_check(config: ServiceConfig) -> list[str]:
@@ -235,7 +238,7 @@ def security_check(config: ServiceConfig) -> list[str]:
     if not _gateway_authenticates(config) and not security.allow_unauthenticated_gateway:
         line = (
             f"{where}: the gateway authenticates no client; set kubernetes.security.gateway.clients (a Secret "
-            f"with the clients file) or kubernetes.security.gateway.client_ca (mutual TLS) in {file}"
+            f"with the clients file), gateway.jwt_key (JWTs) or gateway.client_ca (mutual TLS) in {file}"
         )
         if production:
             refused.append(f"{line}, or kubernetes.security.allow_unauthenticated_gateway: true to accept it")

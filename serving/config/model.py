@@ -484,9 +484,16 @@ class GatewaySecurity(_SecretRefs):
         None, description="Secret key holding the CA of client certificates: requires them (mutual TLS)"
     )
     clients: SecretKeyRef | None = Field(None, description="Secret key holding the per-client credentials file")
+    jwt_key: SecretKeyRef | None = Field(
+        None, description="Secret key holding the public key (PEM) that signs bearer JWTs: JWT clients"
+    )
+    jwt_audience: str | None = Field(None, description="the audience (aud) a JWT must name (required with jwt_key)")
+    jwt_issuer: str | None = Field(None, description="the issuer (iss) a JWT must name, when set")
 
     @model_validator(mode="after")
     def _pairs(self) -> GatewaySecurity:
+        if self.jwt_key is not None and not self.jwt_audience:
+            raise ValueError("jwt_key needs jwt_audience: the gateway accepts only JWTs issued for it")
         if (self.tls_cert is None) != (self.tls_key is None):
             raise ValueError("gateway TLS needs both tls_cert and tls_key (or neither)")
         if (self.client_ca or self.tls_ca) and self.tls_cert is None:

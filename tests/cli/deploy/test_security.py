@@ -429,6 +429,26 @@ def test_a_gateway_token_or_mutual_tls_counts_as_authentication(tmp_path):
     assert render_all([Target(service, "production")])
 
 
+def test_jwt_clients_count_as_authentication_and_reach_the_gateway_by_reference(tmp_path):
+    service = _service_copy(tmp_path)
+    _overlay(service, "production", _security(gateway={"clients": None}))
+    jwt = {"jwt_key": {"name": "fraud-jwt", "key": "public.pem"}, "jwt_audience": "fraud-detection",
+           "jwt_issuer": "https://login.example.com"}  # fmt: skip
+    _overlay(service, "production", _security(gateway=jwt))
+    rendered = render_all([Target(service, "production")])
+    gateway = yaml.safe_load(next(t for p, t in rendered.items() if p.name == "gateway-deployment.yaml"))
+    pod = gateway["spec"]["template"]
+    (container,) = [c for c in _containers(pod) if c["name"] == "gateway"]
+    env = _env(container)
+    assert env["VATIC_GATEWAY_JWT_AUDIENCE"]["value"] == "fraud-detection"
+    assert env["VATIC_GATEWAY_JWT_ISSUER"]["value"] == "https://login.example.com"
+    key_file = env["VATIC_GATEWAY_JWT_KEY_FILE"]["value"]
+    assert _file_source(pod, container, key_file) == ("fraud-jwt", "public.pem")
+    _overlay(service, "production", _security(gateway={"jwt_audience": None}))
+    with pytest.raises(ConfigFileError, match="jwt_audience"):
+        render_all([Target(service, "production")])
+
+
 def test_staging_renders_with_a_warning_line(tmp_path):
     service = _service_copy(tmp_path)
     done = _render(service, "staging", tmp_path / "k8s")
