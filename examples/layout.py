@@ -23,11 +23,12 @@ from __future__ import annotations
 import os
 from pathlib import Path
 from typing import Any, Literal
-from urllib.parse import unquote, urlparse
+from urllib.parse import urlparse
 
 import yaml
 
 from vatic.cli.stack.settings import StackSettings
+from vatic.schemas.errors import ConfigError
 
 Case = Literal["fraud_detection", "product_categorization"]
 CASES: tuple[Case, ...] = ("fraud_detection", "product_categorization")
@@ -88,13 +89,18 @@ def feast_config(case: Case, home: Path | None = None, redis_url: str | None = N
 
 
 def redis_connection_string(url: str) -> str:
-    """Feast's Redis connection string (``host:port,db=N[,password=...]``) of a ``redis://`` URL."""
+    """Feast's Redis connection string (``host:port,db=N[,ssl=true]``) of a ``redis://`` URL. A URL with a
+    password is refused (the password would be copied into Feast's configuration, which Feast prints): credentials
+    come from ``VATIC_REDIS_PASSWORD`` / ``VATIC_REDIS_USERNAME``."""
     parsed = urlparse(url)
     if parsed.scheme not in ("redis", "rediss") or not parsed.hostname:
-        raise ValueError(f"not a redis:// URL: {url!r}")
+        raise ValueError(f"not a redis:// URL: {parsed.scheme}://{parsed.hostname}...")
+    if parsed.password or parsed.username:
+        raise ConfigError(
+            f"the Redis URL for {parsed.hostname}:{parsed.port or 6379} carries credentials: leave them out of the "
+            "URL and set VATIC_REDIS_PASSWORD (and VATIC_REDIS_USERNAME)"
+        )
     parts = [f"{parsed.hostname}:{parsed.port or 6379}", f"db={parsed.path.strip('/') or '0'}"]
-    if parsed.password:
-        parts.append(f"password={unquote(parsed.password)}")
     if parsed.scheme == "rediss":
         parts.append("ssl=true")
     return ",".join(parts)

@@ -219,3 +219,13 @@ def test_changed_generator_parameters_train_a_new_version(prepared):
     assert result.version == "2"
     assert LocalFolderRegistry(again.registry).resolve("fraud-detector").version == "2"
     assert list(again.cases) == ["fraud_detection"]
+
+
+def test_a_redis_url_with_a_password_is_refused_without_echoing_it() -> None:
+    from vatic.examples.layout import redis_connection_string
+    from vatic.schemas.errors import ConfigError
+
+    assert redis_connection_string("rediss://cache:6380/2") == "cache:6380,db=2,ssl=true"
+    with pytest.raises(ConfigError, match="set VATIC_REDIS_PASSWORD") as refused:
+        redis_connection_string("redis://:hunter2-canary@cache:6379/0")
+    assert "hunter2-canary" not in str(refused.value)
