@@ -743,7 +743,6 @@ def check_access(
     per topic and group) is the one source of truth. ``transactional_prefix``: also check that transactional ids
     under it may be used, by initialising one (``<prefix>access-check``), as an exactly-once sink does.
     """
-    from confluent_kafka import ConsumerGroupTopicPartitions
     from confluent_kafka.admin import AclOperation  # type: ignore[attr-defined]
 
     admin = admin_client(settings)
@@ -753,7 +752,7 @@ def check_access(
     for topic in write:
         needs.setdefault(topic, set()).add(AclOperation.WRITE)
     for topic, allowed in _authorized_operations(admin, list(needs), timeout).items():
-        for op in sorted(needs[topic] - allowed, key=lambda o: o.name):
+        for op in sorted(needs[topic] - allowed if allowed is not None else (), key=lambda o: o.name):
             raise AccessDenied(
                 f"Kafka ACLs do not let {principal} {op.name} topic {topic!r}: grant it (`kafka-acls --add "
                 f"--allow-principal {principal} --operation {op.name.title()} --topic {topic}`)",
@@ -761,32 +760,25 @@ def check_access(
                 reason="authorization",
             )
     if group is not None:
-        request = [ConsumerGroupTopicPartitions(group)]
-        try:
-            admin.list_consumer_group_offsets(request, request_timeout=timeout)[group].result(timeout=timeout)
-        except KafkaException as exc:
-            error = exc.args[0]
-            if error.code() == KafkaError.GROUP_AUTHORIZATION_FAILED:
-                raise AccessDenied(
-                    f"Kafka ACLs do not let {principal} READ consumer group {group!r}: grant it (`kafka-acls --add "
-                    f"--allow-principal {principal} --operation Read --group {group}`)",
-                    service="kafka",
-                    reason="authorization",
-                ) from exc
-            admin.access.check()  # type: ignore[attr-defined]
-            raise ServiceUnavailable(f"Kafka did not list group {group!r}: {error.str()}", service="kafka") from exc
+        _check_group(admin, group, principal, timeout)
     if transactional_prefix is not None:
         _check_transactional(settings, transactional_prefix, principal, timeout)
 
 
-def _authorized_operations(admin: AdminClient, topics: list[str], timeout: float) -> dict[str, set[Any]]:
+def _operations(reported: list[Any] | None) -> set[Any] | None:
+    """The operations a broker reported, or None when it reports none (an old broker): nothing is refused then,
+    the job itself meets a missing grant."""
+    return None if reported is None else set(reported)
+
+
+def _authorized_operations(admin: AdminClient, topics: list[str], timeout: float) -> dict[str, set[Any] | None]:
     """topic -> the operations the broker authorizes this client for (empty: may not even DESCRIBE it). A topic
     the broker does not know yet is asked again for up to 5 s (a topic created a moment ago may not be in the
     metadata the broker answers from), then :class:`TopicNotFound`."""
     from confluent_kafka import TopicCollection
 
     deadline = time.monotonic() + min(timeout, 5.0)
-    answers: dict[str, set[Any]] = {}
+    answers: dict[str, set[Any] | None] = {}
     pending = list(topics)
     while pending:
         futures = admin.describe_topics(TopicCollection(pending), request_timeout=timeout,
@@ -794,7 +786,7 @@ def _authorized_operations(admin: AdminClient, topics: list[str], timeout: float
         unknown = []
         for topic, future in futures.items():
             try:
-                answers[topic] = set(future.result(timeout=timeout).authorized_operations or ())
+                answers[topic] = _operations(future.result(timeout=timeout).authorized_operations)
             except KafkaException as exc:
                 code = exc.args[0].code()
                 if code == KafkaError.TOPIC_AUTHORIZATION_FAILED:
@@ -815,6 +807,46 @@ def _authorized_operations(admin: AdminClient, topics: list[str], timeout: float
         if pending:
             time.sleep(0.2)
     return answers
+
+
+_COORDINATOR_MOVING = {
+    KafkaError.NOT_COORDINATOR,
+    KafkaError.COORDINATOR_LOAD_IN_PROGRESS,
+    KafkaError.COORDINATOR_NOT_AVAILABLE,
+}
+
+
+def _check_group(admin: AdminClient, group: str, principal: str, timeout: float) -> None:
+    """READ on the consumer group, from the operations the broker authorizes on it (``DescribeGroups``). Not
+    ``list_consumer_group_offsets``: librdkafka 2.16's admin client crashes the process (SIGSEGV) in it when the
+    group coordinator is still loading, as it does for a while after a broker starts."""
+    from confluent_kafka.admin import AclOperation  # type: ignore[attr-defined]
+
+    deadline = time.monotonic() + timeout
+    while True:
+        future = admin.describe_consumer_groups([group], request_timeout=timeout, include_authorized_operations=True)
+        try:
+            allowed = _operations(future[group].result(timeout=timeout).authorized_operations)
+            break
+        except KafkaException as exc:
+            error = exc.args[0]
+            if error.code() == KafkaError.GROUP_AUTHORIZATION_FAILED:
+                allowed = set()
+                break
+            # a coordinator that moves or still loads after a broker start: ask again within the timeout
+            if error.code() not in _COORDINATOR_MOVING or time.monotonic() >= deadline:
+                admin.access.check()  # type: ignore[attr-defined]
+                raise ServiceUnavailable(
+                    f"Kafka did not describe group {group!r}: {error.str()}", service="kafka"
+                ) from exc
+            time.sleep(0.2)
+    if allowed is not None and AclOperation.READ not in allowed:
+        raise AccessDenied(
+            f"Kafka ACLs do not let {principal} READ consumer group {group!r}: grant it (`kafka-acls --add "
+            f"--allow-principal {principal} --operation Read --group {group}`)",
+            service="kafka",
+            reason="authorization",
+        )
 
 
 def _check_transactional(settings: KafkaSettings, prefix: str, principal: str, timeout: float) -> None:
