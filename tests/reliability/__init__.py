@@ -2,7 +2,9 @@
 
 Run ``make test-reliability`` (all cases, a table, ``reliability: <held>/<total> cases held, <lost> events
 lost``; non-zero exit when a case fails) or ``python -m tests.reliability CASE ... [--keep] [--seed S]
-[--runs N]``; ``make test`` runs a 3-case subset (``test_reliability.py``). Everything runs on a private stack
+[--runs N] [--secure]``; ``make test`` runs a 3-case subset (``test_reliability.py``). ``--secure`` (CI: five
+cases, after the plain suite) runs the cases on the secured broker: SASL_SSL, SCRAM, a private CA and ACLs, the job as
+``vatic-job`` with exactly its case's grants (``test_secure_stack.py``). Everything runs on a private stack
 (:mod:`.stack`: its own Kafka, Redis, schema registry, Feast repo, MLServer and latency proxies on free ports
 under a temp folder); the job is ``vatic stream run`` (embedded mini-cluster, EXACTLY_ONCE, schemas from the
 registry) as a subprocess. Modules: :mod:`.events` (seeded inputs), :mod:`.fault_runtime` (the model),

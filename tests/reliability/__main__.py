@@ -4,7 +4,8 @@ Exit status 0 when every case held (the oracle, and recovery within the case's b
 temporary folder (job logs, checkpoints, stack logs) for inspection; its path is printed either way.
 ``--runs N`` runs the selection N times in a row, each on a fresh private stack with a seed of its own;
 ``--seed S`` fixes the (first) run's seed, which is printed: a failed case is replayed with
-``python -m tests.reliability --seed S CASE``.
+``python -m tests.reliability --seed S CASE``. ``--secure`` runs the same cases on the secured broker (SASL_SSL with
+SCRAM, a private CA, ACLs: the job as ``vatic-job`` with exactly its case's grants; see :mod:`.stack`).
 """
 
 from __future__ import annotations
@@ -42,10 +43,12 @@ def summary(results: list[CaseResult]) -> str:
     return f"reliability: {held}/{len(results)} cases held, {lost} events lost"
 
 
-def run_suite(cases: list[Case], *, seed: int, keep: bool) -> list[CaseResult]:
-    """One run of ``cases``, in order, on a fresh private stack; prints each case as it ends."""
-    stack = PrivateStack(keep=keep)
-    print(f"reliability: seed {seed}; private stack under {stack.root} (kafka {stack.bootstrap}, redis "
+def run_suite(cases: list[Case], *, seed: int, keep: bool, secure: bool = False) -> list[CaseResult]:
+    """One run of ``cases``, in order, on a fresh private stack (with the secured broker if ``secure``); prints
+    each case as it ends."""
+    stack = PrivateStack(keep=keep, secure=secure)
+    kafka = f"secured kafka {stack.bootstrap} (SASL_SSL, SCRAM-SHA-512, ACLs)" if secure else f"kafka {stack.bootstrap}"
+    print(f"reliability: seed {seed}; private stack under {stack.root} ({kafka}, redis "
           f"{stack.settings.redis_port}, registry {stack.registry_url}, model {stack.model_url})",
           flush=True)  # fmt: skip
     results: list[CaseResult] = []
@@ -77,6 +80,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--n", type=int, default=None, help="events per case (default 10,000)")
     parser.add_argument("--seed", type=int, default=None, help="seed of the (first) run (default: random)")
     parser.add_argument("--runs", type=int, default=1, help="run the selection this many times (default 1)")
+    parser.add_argument(
+        "--secure",
+        action="store_true",
+        help="run on the secured broker (SASL_SSL, SCRAM, private CA, ACLs) instead of the plain one",
+    )
     args = parser.parse_args(argv)
     unknown = [c for c in args.cases if c not in BY_NAME]
     if unknown:
@@ -97,10 +105,10 @@ def main(argv: list[str] | None = None) -> int:
         run_seed = seed + k
         if args.runs > 1:
             print(f"== run {k + 1} of {args.runs}, seed {run_seed}", flush=True)
-        runs.append((run_seed, run_suite(cases, seed=run_seed, keep=args.keep)))
+        runs.append((run_seed, run_suite(cases, seed=run_seed, keep=args.keep, secure=args.secure)))
     print()
     for run_seed, results in runs:
-        print(f"seed {run_seed}:")
+        print(f"seed {run_seed}{' (secured broker)' if args.secure else ''}:")
         print(table(results))
         print(summary(results))
         print()

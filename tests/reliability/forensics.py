@@ -61,10 +61,11 @@ def checkpoint_history(port: int) -> list[dict[str, Any]]:
     return entries
 
 
-def stable_offsets(bootstrap: str, topics: Iterable[str]) -> list[str]:
+def stable_offsets(kafka: str | dict[str, Any], topics: Iterable[str]) -> list[str]:
     """Per partition: the high watermark and the last stable offset. LSO < HW for long means a transaction
-    is open on that partition, and ``read_committed`` readers cannot read past it."""
-    admin = AdminClient({"bootstrap.servers": bootstrap})
+    is open on that partition, and ``read_committed`` readers cannot read past it. ``kafka``: the bootstrap
+    servers of a plain broker, or the admin client's whole confluent-kafka configuration (a secured one)."""
+    admin = AdminClient({"bootstrap.servers": kafka} if isinstance(kafka, str) else kafka)
     metadata = admin.list_topics(timeout=10)
     parts = [TopicPartition(t, p) for t in topics for p in sorted(metadata.topics[t].partitions)]
     out = []
@@ -81,11 +82,14 @@ def stable_offsets(bootstrap: str, topics: Iterable[str]) -> list[str]:
     return out
 
 
-def open_transactions(kafka_libs: Path, bootstrap: str, prefix: str) -> list[str]:
-    """Transactions of ``prefix`` the broker holds open, from Kafka's own ``kafka-transactions.sh``."""
+def open_transactions(kafka_libs: Path, bootstrap: str, prefix: str, command_config: Path | None = None) -> list[str]:
+    """Transactions of ``prefix`` the broker holds open, from Kafka's own ``kafka-transactions.sh``;
+    ``command_config``: its client properties file (security and credentials of a secured broker)."""
     java = shutil.which("java") or "java"
     command = [java, "-cp", f"{kafka_libs}/*", "org.apache.kafka.tools.TransactionsCommand",
                "--bootstrap-server", bootstrap]  # fmt: skip
+    if command_config is not None:
+        command += ["--command-config", str(command_config)]
     listed = subprocess.run([*command, "list"], capture_output=True, text=True, timeout=60, check=False)
     out = []
     for line in listed.stdout.splitlines()[1:]:

@@ -6,7 +6,9 @@ committed group offsets -> pre-produce ``pre`` records -> start ``vatic stream r
 private stack, schemas from its registry) -> once the job answers, produce the rest at ``rate`` records/s ->
 when ``trigger`` answers were read (jittered by the seed), run the case's fault (it returns when the fault is
 healed) -> wait until every record is answered and one more checkpoint completed (or nothing moved for
-``stall_s``) -> stop the job -> oracle, and the recovery time against the case's bound.
+``stall_s``) -> stop the job -> oracle, and the recovery time against the case's bound. On the secured broker
+(``PrivateStack(secure=True)``) the case's topics are granted to the job's principal right after they are made,
+the input producer and the output reader are the application user and every other client is ``admin``.
 
 Everything random in a case (the events, their order, the trigger point, injected latencies) comes from one
 seed derived from the run's seed and the case name (:func:`case_seed`): ``python -m tests.reliability
@@ -26,6 +28,7 @@ import sys
 import threading
 import time
 import uuid
+import warnings
 import zlib
 from collections import defaultdict
 from collections.abc import Callable
@@ -44,6 +47,7 @@ from tests.fixtures.echo import echo_model
 from tests.reliability import forensics, oracle
 from tests.reliability.events import EventSet, InputRecord, generate
 from tests.reliability.stack import MODEL, PrivateStack
+from vatic.cli.stack.secure import ADMIN, APP
 from vatic.connectors.schema_registry import ConfluentSchemaRegistry
 from vatic.schemas import AvroCodec, load_schema, topic_subject
 
@@ -144,7 +148,7 @@ class CaseRun:
     # -- setup ------------------------------------------------------------------------------------------------
 
     def admin(self) -> AdminClient:
-        return AdminClient({"bootstrap.servers": self.stack.bootstrap, "logger": self.client_log})
+        return AdminClient(self.stack.kafka_config(ADMIN, logger=self.client_log))
 
     def input_partitions(self) -> int:
         metadata = self.admin().list_topics(self.topics["input"], timeout=10)
@@ -196,6 +200,26 @@ class CaseRun:
         }
         (folder / "service.yaml").write_text(yaml.safe_dump(config), encoding="utf-8")
         return folder
+
+    def grant(self) -> None:
+        """On the secured broker: the ACLs of this case's job (input, outputs, group, transactional ids) and of the
+        application user (writes the input, reads the outputs); nothing on the plain broker."""
+        if not self.stack.secure:
+            return
+        from vatic.serving.config import load_service
+
+        with warnings.catch_warnings():  # the job module imports PyFlink, whose deprecations are no news here
+            warnings.simplefilter("ignore", DeprecationWarning)
+            from vatic.streaming.job import transactional_prefix
+
+        config = load_service(self.dir / "service", "local")  # `vatic stream run`'s default environment
+        created = self.stack.grant_case(
+            input_topic=self.topics["input"],
+            output_topics=[self.topics["output"], self.topics["dead"]],
+            group=config.consumer_group,
+            transactional_prefix=transactional_prefix(config),
+        )
+        self.notes.append(f"secured broker: {created} ACLs granted to the job and the application user")
 
     # -- the job ------------------------------------------------------------------------------------------------
 
@@ -270,16 +294,18 @@ class CaseRun:
 
     def _produce(self, started: threading.Event) -> None:
         producer = RdProducer(
-            {
-                "bootstrap.servers": self.stack.bootstrap,
-                "enable.idempotence": True,
-                "acks": "all",
-                "linger.ms": 5,
-                "message.max.bytes": 3_500_000,
-                "message.timeout.ms": 600_000,
-                "topic.metadata.refresh.interval.ms": 1000,  # partitions added while the case runs
-                "logger": self.client_log,
-            }
+            self.stack.kafka_config(
+                APP,
+                **{
+                    "enable.idempotence": True,
+                    "acks": "all",
+                    "linger.ms": 5,
+                    "message.max.bytes": 3_500_000,
+                    "message.timeout.ms": 600_000,
+                    "topic.metadata.refresh.interval.ms": 1000,  # partitions added while the case runs
+                    "logger": self.client_log,
+                },
+            )
         )
 
         def placed(record: InputRecord) -> Callable[[Any, Any], None]:
@@ -321,16 +347,18 @@ class CaseRun:
         prediction = AvroCodec(source, topic_subject(self.topics["output"]), load_schema("prediction"))
         dead = AvroCodec(source, topic_subject(self.topics["dead"]), load_schema("dead_letter"))
         consumer = RdConsumer(
-            {
-                "bootstrap.servers": self.stack.bootstrap,
-                "group.id": f"tail-{uuid.uuid4().hex}",
-                "auto.offset.reset": "earliest",
-                "isolation.level": "read_committed",
-                "enable.auto.commit": False,
-                "fetch.max.bytes": 10_000_000,
-                "max.partition.fetch.bytes": 4_000_000,
-                "logger": self.client_log,
-            }
+            self.stack.kafka_config(
+                APP,
+                **{
+                    "group.id": f"tail-{uuid.uuid4().hex}",
+                    "auto.offset.reset": "earliest",
+                    "isolation.level": "read_committed",
+                    "enable.auto.commit": False,
+                    "fetch.max.bytes": 10_000_000,
+                    "max.partition.fetch.bytes": 4_000_000,
+                    "logger": self.client_log,
+                },
+            )
         )
         consumer.subscribe([self.topics["output"], self.topics["dead"]])
         try:
@@ -355,12 +383,9 @@ class CaseRun:
 
     def _monitor(self) -> None:
         consumer = RdConsumer(
-            {
-                "bootstrap.servers": self.stack.bootstrap,
-                "group.id": self.group,
-                "enable.auto.commit": False,
-                "logger": self.client_log,
-            }
+            self.stack.kafka_config(
+                ADMIN, **{"group.id": self.group, "enable.auto.commit": False, "logger": self.client_log}
+            )
         )
         try:
             while not self._stop.is_set():
@@ -403,6 +428,7 @@ class CaseRun:
         t_start = time.monotonic()
         self.create_topics()
         self.write_service()
+        self.grant()
         self.events = generate(
             self.registry, self.topics["input"], self.case.n, seed=self.seed, extra=self.case.extra,
             late=self.case.late,
@@ -470,9 +496,10 @@ class CaseRun:
         probes: list[tuple[str, Callable[[], list[str]]]] = [
             ("job process", lambda: [f"job process {'alive' if self.job_alive() else 'gone'}"]),
             ("flink", lambda: forensics.flink_view(port) if port else ["no Flink REST port in the job's log"]),
-            ("offsets", lambda: forensics.stable_offsets(self.stack.bootstrap, topics)),
+            ("offsets", lambda: forensics.stable_offsets(self.stack.kafka_config(ADMIN), topics)),
             ("transactions", lambda: forensics.open_transactions(
-                self.stack.kafka.artifacts.require_kafka(), self.stack.bootstrap, f"vatic-{self.service}-")),
+                self.stack.kafka.artifacts.require_kafka(), self.stack.bootstrap, f"vatic-{self.service}-",
+                self.stack.command_config())),
         ]  # fmt: skip
         if job is not None and job.poll() is None:
             probes.append(("stacks", lambda: forensics.dump_stacks(job.pid, self.dir / "stacks.txt", _PY_SPY)))

@@ -4,6 +4,13 @@ The suite kills and pauses processes, so it never touches the default stack (``v
 developers and the other tests use: everything lives under a temporary ``VATIC_STACK_HOME`` and binds free
 loopback ports picked at start. Every process it signals is one this module started (PIDs from our own
 :class:`~vatic.cli.stack.process.ManagedProcess` records).
+
+``secure=True`` runs the secured broker (:class:`~vatic.cli.stack.secure.SecureKafkaBroker`: SASL_SSL with
+SCRAM, a private CA, ACLs denying by default) instead of the plain one, on free ports of its own too. Then every
+Kafka client of the suite connects through :meth:`PrivateStack.kafka_config` as ``admin`` or the application
+user, each case grants the job's principal (``vatic-job``) its own topics, group and transactional ids
+(:meth:`PrivateStack.grant_case`), the job gets its identity from ``VATIC_KAFKA_*`` (:meth:`PrivateStack.job_env`)
+and Kafka's command-line tools a client properties file (:meth:`PrivateStack.command_config`, mode 0600).
 """
 
 from __future__ import annotations
@@ -18,16 +25,21 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
 
 from tests.fixtures.model_server import free_ports
 from vatic.cli.stack.components import KafkaBroker, Redis, SchemaRegistry
 from vatic.cli.stack.mlserver import ModelServer
+from vatic.cli.stack.secure import ADMIN, APP, JOB, SecureKafkaBroker, app_acls, apply_acls, job_acls
 from vatic.cli.stack.settings import StackSettings, checkout_root
 
 HERE = Path(__file__).resolve().parent
 RUNTIME = HERE / "fault_runtime.py"
 MODEL = "faulty"
+#: the StackSettings fields of the secured broker's listeners (SASL_SSL clients, controller, mutual TLS)
+_SECURE_PORTS = ("kafka_secure_port", "kafka_secure_controller_port", "kafka_mtls_port")
 
 
 class LatencyProxy:
@@ -76,14 +88,19 @@ class PrivateStack:
     one MLServer with the fault model, and latency proxies in front of Redis and the model server.
 
     ``start()`` brings everything up (about a minute); ``stop()`` stops every process this object started
-    and removes the temporary home unless ``keep``.
+    and removes the temporary home unless ``keep``. ``secure``: the secured broker instead of the plain one (see
+    the module docstring).
     """
 
-    def __init__(self, root: Path | None = None, *, keep: bool = False) -> None:
+    def __init__(self, root: Path | None = None, *, keep: bool = False, secure: bool = False) -> None:
         self.root = Path(root or tempfile.mkdtemp(prefix="vatic-reliability-"))
         self.keep = keep
+        self.secure = secure
         self.home = self.root / "home"
-        kafka, controller, redis, registry, http, grpc, metrics = free_ports(7)
+        # one call: no two ports the same. The secured broker's listeners get free ports too (never 9094-9096)
+        ports = free_ports(7 + (len(_SECURE_PORTS) if secure else 0))
+        kafka, controller, redis, registry, http, grpc, metrics = ports[:7]
+        secure_ports = dict(zip(_SECURE_PORTS, ports[7:], strict=True)) if secure else {}
         cache = (checkout_root() or Path.cwd()) / ".cache"
         self.settings = StackSettings(
             home=self.home,
@@ -95,8 +112,8 @@ class PrivateStack:
             start_timeout_s=120,
             kafka_heap="384m",
             registry_heap="256m",
-        )
-        self.kafka = KafkaBroker(self.settings)
+        ).model_copy(update=secure_ports)
+        self.kafka: KafkaBroker = SecureKafkaBroker(self.settings) if secure else KafkaBroker(self.settings)
         self.redis = Redis(self.settings)
         self.registry = SchemaRegistry(self.settings)
         self.fault_file = self.root / "model-fault"
@@ -161,7 +178,62 @@ class PrivateStack:
 
     @property
     def bootstrap(self) -> str:
+        if isinstance(self.kafka, SecureKafkaBroker):
+            return self.kafka.bootstrap
         return self.settings.kafka_bootstrap
+
+    def kafka_config(self, user: str = ADMIN, **extra: Any) -> dict[str, Any]:
+        """A confluent-kafka configuration for this stack's broker; on the secured one as ``user`` (``admin``: the
+        super user; ``vatic-app``: what :meth:`grant_case` granted it), SCRAM-SHA-512 over TLS, librdkafka's log
+        lines to vatic's ``vatic.kafka.librdkafka`` logger unless ``extra`` (applied last) names another ``logger``
+        (the harness's clients send theirs to the case's ``clients.log``)."""
+        if isinstance(self.kafka, SecureKafkaBroker):
+            conf = self.kafka.client_settings(user).librdkafka()
+        else:
+            conf = {"bootstrap.servers": self.bootstrap}
+        conf.update(extra)
+        return conf
+
+    def command_config(self) -> Path | None:
+        """A client properties file (``--command-config``) for Kafka's command-line tools as ``admin`` on the
+        secured broker (mode 0600, in this stack's folder: it holds the password); None on the plain broker."""
+        if not isinstance(self.kafka, SecureKafkaBroker):
+            return None
+        file = self.root / "kafka-admin.properties"
+        password = self.kafka.credentials()[ADMIN]
+        lines = [
+            "security.protocol=SASL_SSL",
+            "sasl.mechanism=SCRAM-SHA-512",
+            "sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required "
+            f'username="{ADMIN}" password="{password}";',
+            "ssl.truststore.type=PEM",
+            f"ssl.truststore.location={self.kafka.ca.cert}",
+        ]
+        file.touch(mode=0o600, exist_ok=True)
+        os.chmod(file, 0o600)
+        file.write_text("\n".join(lines) + "\n", encoding="utf-8")
+        return file
+
+    def grant_case(
+        self, *, input_topic: str, output_topics: Iterable[str], group: str, transactional_prefix: str
+    ) -> int:
+        """On the secured broker: grant the job's principal exactly what one case's job needs (its topics, its
+        consumer group, its transactional ids) and the application user the input (write) and outputs (read);
+        returns how many ACLs were created (0 on the plain broker, which has no authorizer)."""
+        if not isinstance(self.kafka, SecureKafkaBroker):
+            return 0
+        outputs = list(output_topics)
+        grants = [
+            *job_acls(
+                JOB,
+                input_topic=input_topic,
+                output_topics=outputs,
+                group=group,
+                transactional_prefix=transactional_prefix,
+            ),
+            *app_acls(APP, produce=[input_topic], consume=outputs),
+        ]
+        return apply_acls(self.kafka.client_settings(ADMIN), grants)
 
     @property
     def model_url(self) -> str:
@@ -178,8 +250,11 @@ class PrivateStack:
         return f"redis://127.0.0.1:{self.redis_proxy.port}/0"
 
     def job_env(self) -> dict[str, str]:
-        """Environment of a ``vatic stream run`` child that points it at this stack and nothing else."""
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("VATIC_STACK_", "VATIC_STREAM_"))}
+        """Environment of a ``vatic stream run`` child that points it at this stack and nothing else; on the
+        secured broker the job is ``vatic-job`` (``VATIC_KAFKA_*``: SCRAM-SHA-512 over TLS, this stack's CA)."""
+        env = {
+            k: v for k, v in os.environ.items() if not k.startswith(("VATIC_STACK_", "VATIC_STREAM_", "VATIC_KAFKA_"))
+        }
         env.update(
             {
                 "VATIC_STACK_HOME": str(self.home),
@@ -194,6 +269,21 @@ class PrivateStack:
                 "VATIC_STREAM_REDIS_URL": self.settings.redis_url,
             }
         )
+        if isinstance(self.kafka, SecureKafkaBroker):
+            job = self.kafka.client_settings(JOB)
+            assert job.sasl_mechanism is not None
+            assert job.sasl_password is not None
+            env.update(
+                {
+                    **{f"VATIC_STACK_{field.upper()}": str(getattr(self.settings, field)) for field in _SECURE_PORTS},
+                    "VATIC_KAFKA_BOOTSTRAP_SERVERS": job.bootstrap_servers,
+                    "VATIC_KAFKA_SECURITY_PROTOCOL": job.security_protocol,
+                    "VATIC_KAFKA_SASL_MECHANISM": job.sasl_mechanism,
+                    "VATIC_KAFKA_SASL_USERNAME": JOB,
+                    "VATIC_KAFKA_SASL_PASSWORD": job.sasl_password.get_secret_value(),
+                    "VATIC_KAFKA_SSL_CA_LOCATION": str(self.kafka.ca.cert),
+                }
+            )
         return env
 
     @property
