@@ -7,7 +7,7 @@ Pure functions over plain data: no I/O, no framework. A value that cannot be enc
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Hashable, Mapping, Sequence
 from typing import Any
 
 from vatic.connectors.v2.types import Datatype, Tensor
@@ -28,6 +28,8 @@ def _cell(spec: TensorSpec, column: str, value: Any) -> Any:
     """One value converted to the tensor's datatype; raises :class:`EncodingProblem`."""
     if column in spec.encodings:
         table = spec.encodings[column]
+        if not isinstance(value, Hashable):  # a list or an object is no category, not even the catch-all one
+            raise EncodingProblem(f"{column}={value!r} is not a category: one of {sorted(table)}")
         if value in table:
             value = table[value]
         elif OTHER in table:
