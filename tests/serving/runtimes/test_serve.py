@@ -95,9 +95,11 @@ def test_a_port_that_is_no_number_is_one_line_and_exit_1(tmp_path: Path) -> None
 
 
 def test_with_a_certificate_rest_and_grpc_serve_tls_only(tmp_path: Path) -> None:
-    """MLServer itself has no TLS setting; the launcher gives both of its ports TLS. The outside parties:
-    httpx trusting the CA, and tritonclient's gRPC client with ``ssl=True`` and the CA as root certificates."""
-    import tritonclient.grpc as triton_grpc
+    """MLServer itself has no TLS setting; the launcher gives both of its ports TLS. The outside parties: httpx
+    trusting the CA, and a grpc channel with the CA as root certificates calling MLServer's own V2 stubs
+    (tritonclient's gRPC client cannot share a process with MLServer: both register the ``inference`` protos)."""
+    import grpc as grpclib
+    from mlserver.grpc import dataplane_pb2, dataplane_pb2_grpc
 
     from tests.fixtures.pki import CA
 
@@ -138,9 +140,15 @@ def test_with_a_certificate_rest_and_grpc_serve_tls_only(tmp_path: Path) -> None
             httpx.get(f"http://127.0.0.1:{http}/v2/health/live", timeout=2)
         with pytest.raises(httpx.ConnectError, match="CERTIFICATE_VERIFY_FAILED"):  # a client without the CA
             httpx.get(f"{base}/v2/health/live", timeout=2)
-        client = triton_grpc.InferenceServerClient(f"localhost:{grpc}", ssl=True, root_certificates=str(ca.cert_file))
-        assert client.is_server_live()
-        assert client.is_model_ready("echo")
+        credentials = grpclib.ssl_channel_credentials(root_certificates=ca.cert_file.read_bytes())
+        with grpclib.secure_channel(f"localhost:{grpc}", credentials) as channel:
+            stub = dataplane_pb2_grpc.GRPCInferenceServiceStub(channel)
+            assert stub.ServerLive(dataplane_pb2.ServerLiveRequest(), timeout=10).live
+            assert stub.ModelReady(dataplane_pb2.ModelReadyRequest(name="echo"), timeout=10).ready
+        with grpclib.insecure_channel(f"localhost:{grpc}") as channel, pytest.raises(grpclib.RpcError):
+            dataplane_pb2_grpc.GRPCInferenceServiceStub(channel).ServerLive(
+                dataplane_pb2.ServerLiveRequest(), timeout=5
+            )
     finally:
         proc.terminate()
         proc.wait(timeout=30)
