@@ -53,11 +53,12 @@ $(SERVER)/.synced: uv.lock pyproject.toml | $(UV)
 	@touch $@
 
 # Debian packages the local stack runs: redis-server (Feast's online store), Java 17 and Maven (Kafka broker,
-# Flink, schema registry); docker-compose (optional, no engine needed) lets the tests run `docker-compose config` on
-# docker-compose.yml. Installed only when absent.
+# Flink, schema registry), openssl (the secured broker's certificates); docker-compose (optional, no engine
+# needed) lets the tests run `docker-compose config` on docker-compose.yml. Installed only when absent.
 system-deps:
 	@missing=""; \
 	command -v redis-server >/dev/null || missing="$$missing redis-server"; \
+	command -v openssl >/dev/null || missing="$$missing openssl"; \
 	command -v java >/dev/null || missing="$$missing openjdk-17-jre-headless"; \
 	command -v mvn >/dev/null || missing="$$missing maven"; \
 	if [ -n "$$missing" ]; then \
