@@ -25,6 +25,7 @@ import sys
 import tempfile
 import time
 import uuid
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any
@@ -95,52 +96,58 @@ def _start_job(services: list[Service], log: Path, registry: str | None) -> subp
     return subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=log.open("wb"), start_new_session=True)
 
 
+#: deliberately bad records per service: undecodable bytes, a too-short payload, another schema's record
+BAD_PER_SERVICE = 3
+
+
 def _produce(
-    console: Console, services: list[Service], store: SchemaSource, events: int, kafka: KafkaSettings, rate: float
+    progress: Progress, services: list[Service], store: SchemaSource, events: int, kafka: KafkaSettings, rate: float
 ) -> int:
-    """Produce ``events`` per service (``rate`` events/s each) plus the bad ones; returns how many records went in."""
+    """Produce ``events`` per service (``rate`` events/s each) plus the bad ones; returns how many records went in.
+    Runs while the outputs are read (:func:`_collect`), so that the latencies measured are the job's: an event is
+    recorded as sent before it is produced. ``progress`` is the one display both share (rich shows one at a
+    time)."""
     producer = Producer(kafka)
     run = uuid.uuid4().hex[:8]
     total = 0
-    with _progress(console) as progress:
-        for service in services:
-            input_topic, _, _ = service.topics
-            schema = service.config.streaming.input_schema if service.config.streaming else ""
-            codec = AvroCodec(store, topic_subject(input_topic), load_schema(schema))
-            now = time.time_ns() // 1_000_000
-            if schema == "transaction":
-                generated: Any = (e for e, _ in transactions(make_world(), events, start_ms=now))
-            else:
-                generated = (e for e, _ in products(events, start_ms=now))
-            task = progress.add_task(f"produce {input_topic}", total=events)
-            for i, event in enumerate(generated):
-                # the generators are seeded: ids of their own would repeat those of an earlier run, whose records a
-                # restarted job may still replay from its last committed offsets
-                event["event_id"] = str(uuid.uuid4())
-                event["event_time"] = time.time_ns() // 1_000_000
-                if i % 500 == 250 and schema == "transaction":
-                    event["merchant_category"] = "0000"  # no such category code: the model cannot encode it
-                key = str(event.get("customer_id") or event.get("product_id")).encode()
-                producer.produce(input_topic, codec.encode(event), key)
-                service.sent[str(event["event_id"])] = int(event["event_time"])
-                progress.advance(task)
-                if i % 50 == 49:
-                    producer.poll(0)
-                    time.sleep(50 / rate)  # a stream at a steady rate, not a dump
-            # deliberately bad records (unique to this run): undecodable bytes, a payload shorter than the
-            # wire-format header, and a record written with another (incompatible) schema
-            for payload in (f"demo {run}: not Avro at all".encode(), b"\x00" + run[:3].encode()):
-                service.bad_bytes.add(payload)
-                producer.produce(input_topic, payload, b"bad")
-            other = "product_created" if schema == "transaction" else "transaction"
-            foreign = AvroCodec(store, topic_subject(f"{input_topic}.foreign"), load_schema(other))
-            sample = next(transactions(make_world(), 1))[0] if other == "transaction" else next(products(1))[0]
-            sample["event_id"] = str(uuid.uuid4())
-            payload = foreign.encode(sample)
+    for service in services:
+        input_topic, _, _ = service.topics
+        schema = service.config.streaming.input_schema if service.config.streaming else ""
+        codec = AvroCodec(store, topic_subject(input_topic), load_schema(schema))
+        now = time.time_ns() // 1_000_000
+        if schema == "transaction":
+            generated: Any = (e for e, _ in transactions(make_world(), events, start_ms=now))
+        else:
+            generated = (e for e, _ in products(events, start_ms=now))
+        task = progress.add_task(f"produce {input_topic}", total=events)
+        for i, event in enumerate(generated):
+            # the generators are seeded: ids of their own would repeat those of an earlier run, whose records a
+            # restarted job may still replay from its last committed offsets
+            event["event_id"] = str(uuid.uuid4())
+            event["event_time"] = time.time_ns() // 1_000_000
+            if i % 500 == 250 and schema == "transaction":
+                event["merchant_category"] = "0000"  # no such category code: the model cannot encode it
+            key = str(event.get("customer_id") or event.get("product_id")).encode()
+            service.sent[str(event["event_id"])] = int(event["event_time"])
+            producer.produce(input_topic, codec.encode(event), key)
+            progress.advance(task)
+            if i % 50 == 49:
+                producer.poll(0)
+                time.sleep(50 / rate)  # a stream at a steady rate, not a dump
+        # deliberately bad records (unique to this run): undecodable bytes, a payload shorter than the
+        # wire-format header, and a record written with another (incompatible) schema
+        for payload in (f"demo {run}: not Avro at all".encode(), b"\x00" + run[:3].encode()):
             service.bad_bytes.add(payload)
-            producer.produce(input_topic, payload, b"foreign")
-            total += len(service.sent) + 3
-        producer.flush()
+            producer.produce(input_topic, payload, b"bad")
+        other = "product_created" if schema == "transaction" else "transaction"
+        foreign = AvroCodec(store, topic_subject(f"{input_topic}.foreign"), load_schema(other))
+        sample = next(transactions(make_world(), 1))[0] if other == "transaction" else next(products(1))[0]
+        sample["event_id"] = str(uuid.uuid4())
+        payload = foreign.encode(sample)
+        service.bad_bytes.add(payload)
+        producer.produce(input_topic, payload, b"foreign")
+        total += len(service.sent) + BAD_PER_SERVICE
+    producer.flush()
     return total
 
 
@@ -192,10 +199,12 @@ def _output_consumer(services: list[Service], kafka: KafkaSettings) -> Consumer:
 
 
 def _collect(
-    console: Console, services: list[Service], store: SchemaSource, consumer: Consumer, total: int,
-    timeout_s: float, job: subprocess.Popen[bytes], log: Path,
+    progress: Progress, services: list[Service], store: SchemaSource, consumer: Consumer, total: int,
+    timeout_s: float, job: subprocess.Popen[bytes], log: Path, producing: Future[int],
 ) -> tuple[dict[str, dict[str, Any]], list[dict[str, Any]], list[float], list[float]]:  # fmt: skip
-    """Read predictions and dead letters of this run until every input is accounted for (or time runs out)."""
+    """Read predictions and dead letters of this run, while ``producing`` writes the inputs, until every input is
+    accounted for (or time runs out). Visible latency is measured as a ``read_committed`` consumer sees it: from
+    the event's time to the moment the prediction is read here."""
     codecs, owner = {}, {}
     for service in services:
         _, output, dead = service.topics
@@ -207,27 +216,28 @@ def _collect(
     dead_sources: set[tuple[Any, ...]] = set()
     processed, visible = [], []
     deadline = time.monotonic() + timeout_s
-    with _progress(console) as progress:
-        task = progress.add_task("predictions + dead letters", total=total)
-        while len(predictions) + len(dead_letters) < total and time.monotonic() < deadline:
-            if job.poll() is not None:
-                raise ConfigError(f"the streaming job exited ({job.returncode}); log: {log}")
-            for record in consumer.poll_batch(1000, timeout=0.5):
-                service = owner[record.topic]
-                value = codecs[record.topic].decode(record.value or b"")
-                if record.topic == service.topics[1]:
-                    event_id = value["event_id"]
-                    if event_id in service.sent and event_id not in predictions:
-                        predictions[event_id] = value
-                        processed.append(value["timings"]["emit_time"] - value["timings"]["event_time"])
-                        visible.append(time.time_ns() / 1e6 - value["timings"]["event_time"])
-                        progress.advance(task)
-                elif value["event_id"] in service.sent or value["value"] in service.bad_bytes:
-                    source = (value["topic"], value["partition"], value["offset"])
-                    if source not in dead_sources:  # a record replayed after a restart is dead-lettered again
-                        dead_sources.add(source)
-                        dead_letters.append(value)
-                        progress.advance(task)
+    task = progress.add_task("predictions + dead letters", total=total)
+    while len(predictions) + len(dead_letters) < total and time.monotonic() < deadline:
+        if job.poll() is not None:
+            raise ConfigError(f"the streaming job exited ({job.returncode}); log: {log}")
+        if producing.done() and producing.exception() is not None:
+            raise producing.exception()  # type: ignore[misc]
+        for record in consumer.poll_batch(1000, timeout=0.5):
+            service = owner[record.topic]
+            value = codecs[record.topic].decode(record.value or b"")
+            if record.topic == service.topics[1]:
+                event_id = value["event_id"]
+                if event_id in service.sent and event_id not in predictions:
+                    predictions[event_id] = value
+                    processed.append(value["timings"]["emit_time"] - value["timings"]["event_time"])
+                    visible.append(time.time_ns() / 1e6 - value["timings"]["event_time"])
+                    progress.advance(task)
+            elif value["event_id"] in service.sent or value["value"] in service.bad_bytes:
+                source = (value["topic"], value["partition"], value["offset"])
+                if source not in dead_sources:  # a record replayed after a restart is dead-lettered again
+                    dead_sources.add(source)
+                    dead_letters.append(value)
+                    progress.advance(task)
     consumer.close()
     return predictions, dead_letters, processed, visible
 
@@ -278,8 +288,16 @@ def demo(
     job = _start_job(services, log, url)
     try:
         _warm_up(console, services, store, consumer, kafka, job, log)
-        total = _produce(console, services, store, events, kafka, rate)
-        predictions, dead, processed, visible = _collect(console, services, store, consumer, total, timeout_s, job, log)
+        total = (events + BAD_PER_SERVICE) * len(services)
+        # produce and read at once: the latencies printed are the job's, not the time the demo took to produce
+        with _progress(console) as progress, ThreadPoolExecutor(1, thread_name_prefix="demo-produce") as pool:
+            producing = pool.submit(_produce, progress, services, store, events, kafka, rate)
+            predictions, dead, processed, visible = _collect(
+                progress, services, store, consumer, total, timeout_s, job, log, producing
+            )
+            produced = producing.result()
+        if produced != total:
+            raise ConfigError(f"the demo produced {produced} records, expected {total}")
         console.print(
             f"  {len(predictions)} predictions: processed p50 {_percentile(processed, 0.5):.0f} ms, "
             f"p99 {_percentile(processed, 0.99):.0f} ms; visible (read_committed) p50 "
