@@ -75,7 +75,7 @@ from typing import Self, TypeVar
 import httpx
 import orjson
 
-from vatic.connectors.http import retry_after
+from vatic.connectors.http import cause_of, retry_after
 from vatic.connectors.v2.types import (
     Datatype,
     InferenceRequest,
@@ -352,14 +352,7 @@ def tls_context(ca_file: str | Path | None) -> ssl.SSLContext:
 def untrusted_certificate(exc: BaseException) -> ssl.SSLCertVerificationError | None:
     """The certificate verification failure behind an httpx error (its causes are followed), if that is what it
     is; a refused connection, a reset or any other TLS failure is not."""
-    seen: BaseException | None = exc
-    for _ in range(8):
-        if seen is None:
-            return None
-        if isinstance(seen, ssl.SSLCertVerificationError):
-            return seen
-        seen = seen.__cause__ or seen.__context__
-    return None
+    return cause_of(exc, ssl.SSLCertVerificationError)
 
 
 def _check_deadline(deadline_s: float) -> float:

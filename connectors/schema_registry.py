@@ -47,7 +47,7 @@ import httpx
 from pydantic import SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from vatic.connectors.http import retry_after
+from vatic.connectors.http import cause_of, retry_after
 from vatic.schemas.canonical import AvroSchema, canonical_json, validate
 from vatic.schemas.compat import CompatibilityLevel
 from vatic.schemas.errors import (
@@ -313,7 +313,7 @@ class ConfluentSchemaRegistry:
                 f"schema registry {self.url} timed out on {method} {path}: {type(exc).__name__}"
             ) from exc
         except httpx.TransportError as exc:
-            untrusted = _cert_error(exc)
+            untrusted = cause_of(exc, ssl.SSLCertVerificationError)
             if untrusted is not None:
                 trusted = (
                     f"{CA_FILE_ENV}={self._ca_file}" if self._ca_file else f"the system CAs ({CA_FILE_ENV} is unset)"
@@ -423,18 +423,6 @@ class ConfluentSchemaRegistry:
 def _q(segment: str) -> str:
     """A subject or version as one URL path segment."""
     return quote(segment, safe="")
-
-
-def _cert_error(exc: BaseException) -> ssl.SSLCertVerificationError | None:
-    """The certificate verification failure behind a transport error, if that is what it is."""
-    seen: set[int] = set()
-    current: BaseException | None = exc
-    while current is not None and id(current) not in seen:
-        if isinstance(current, ssl.SSLCertVerificationError):
-            return current
-        seen.add(id(current))
-        current = current.__cause__ or current.__context__
-    return None
 
 
 def _json_or_none(response: httpx.Response) -> Any:

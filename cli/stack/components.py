@@ -171,19 +171,7 @@ class KafkaBroker(Component):
                 "controller.listener.names=CONTROLLER",
                 "inter.broker.listener.name=PLAINTEXT",
                 "listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT",
-                f"log.dirs={self.data_dir}",
-                "num.partitions=1",
-                "auto.create.topics.enable=false",
-                "offsets.topic.replication.factor=1",
-                "offsets.topic.num.partitions=5",
-                "transaction.state.log.replication.factor=1",
-                "transaction.state.log.min.isr=1",
-                "transaction.state.log.num.partitions=5",
-                "transaction.max.timeout.ms=3600000",
-                "group.initial.rebalance.delay.ms=0",
-                "share.coordinator.state.topic.replication.factor=1",
-                "share.coordinator.state.topic.min.isr=1",
-                "log.flush.interval.messages=9223372036854775807",
+                *broker_durability(self.data_dir),
                 "",
             ]
         )
@@ -236,6 +224,27 @@ class RedisTls:
     def __repr__(self) -> str:
         files = f"cert_file={self.cert_file!r}, key_file={self.key_file!r}, ca_file={self.ca_file!r}"
         return f"RedisTls(password='***', {files})"
+
+
+def broker_durability(data_dir: Path) -> list[str]:
+    """``server.properties`` lines every local broker shares (plain and secured): its data folder, no topic
+    auto-creation, one-node replication of the internal topics, transaction timeouts Flink's exactly-once sinks
+    need, and fsync left to the OS (see :class:`KafkaBroker`)."""
+    return [
+        f"log.dirs={data_dir}",
+        "num.partitions=1",
+        "auto.create.topics.enable=false",
+        "offsets.topic.replication.factor=1",
+        "offsets.topic.num.partitions=5",
+        "transaction.state.log.replication.factor=1",
+        "transaction.state.log.min.isr=1",
+        "transaction.state.log.num.partitions=5",
+        "transaction.max.timeout.ms=3600000",
+        "group.initial.rebalance.delay.ms=0",
+        "share.coordinator.state.topic.replication.factor=1",
+        "share.coordinator.state.topic.min.isr=1",
+        "log.flush.interval.messages=9223372036854775807",
+    ]
 
 
 class Redis(Component):

@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from vatic.cli.stack.certs import LocalCA
-from vatic.cli.stack.components import KafkaBroker, _java, new_cluster_id
+from vatic.cli.stack.components import KafkaBroker, _java, broker_durability, new_cluster_id
 from vatic.cli.stack.process import port_accepts
 from vatic.schemas.errors import ConfigError
 
@@ -163,7 +163,7 @@ class SecureKafkaBroker(KafkaBroker):
                 "authorizer.class.name=org.apache.kafka.metadata.authorizer.StandardAuthorizer",
                 f"super.users=User:{ADMIN}",
                 "allow.everyone.if.no.acl.found=false",
-                *_common_properties(self.data_dir),
+                *broker_durability(self.data_dir),
                 "",
             ]
         )
@@ -227,25 +227,6 @@ class SecureKafkaBroker(KafkaBroker):
             f"SASL_SSL {self.bootstrap}, mutual TLS {self.mtls_bootstrap}, CA {self.ca.cert}; "
             f"client settings: set -a; . {self.process.dir / (APP + '.env')}"
         )
-
-
-def _common_properties(data_dir: Path) -> list[str]:
-    """The durability and transaction settings every local broker shares (see :class:`KafkaBroker`)."""
-    return [
-        f"log.dirs={data_dir}",
-        "num.partitions=1",
-        "auto.create.topics.enable=false",
-        "offsets.topic.replication.factor=1",
-        "offsets.topic.num.partitions=5",
-        "transaction.state.log.replication.factor=1",
-        "transaction.state.log.min.isr=1",
-        "transaction.state.log.num.partitions=5",
-        "transaction.max.timeout.ms=3600000",
-        "group.initial.rebalance.delay.ms=0",
-        "share.coordinator.state.topic.replication.factor=1",
-        "share.coordinator.state.topic.min.isr=1",
-        "log.flush.interval.messages=9223372036854775807",
-    ]
 
 
 @dataclass(frozen=True)

@@ -36,6 +36,7 @@ from feast.infra.online_stores.redis import RedisOnlineStore, RedisOnlineStoreCo
 from pydantic import SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from vatic.connectors.http import cause_of
 from vatic.schemas.errors import ConfigError, CredentialsRejected, UntrustedCertificate, VaticError
 
 __all__ = [
@@ -111,25 +112,13 @@ class RedisConnection:
         if isinstance(exc, redis.exceptions.NoPermissionError):
             message = f"{where}: ACL user {user!r} may not read the feature keys ({exc}): grant it +hmget on them"
             return CredentialsRejected(message, service=_SERVICE, endpoint=self.endpoint, stage="enrich")
-        cause = _ssl_cause(exc)
+        cause = cause_of(exc, ssl.SSLError)
         if isinstance(cause, ssl.SSLCertVerificationError):
             trusted = f"{CA_FILE_ENV}={self.ca_file}" if self.ca_file else f"the system CAs ({CA_FILE_ENV} is unset)"
             reason = cause.verify_message or cause.reason or str(cause)
             message = f"{where} presented a TLS certificate that does not verify against {trusted}: {reason}"
             return UntrustedCertificate(message, service=_SERVICE, endpoint=self.endpoint, stage="enrich")
         return None
-
-
-def _ssl_cause(exc: BaseException) -> ssl.SSLError | None:
-    """The ``ssl.SSLError`` behind ``exc`` (redis-py wraps it in a ``ConnectionError``), if any."""
-    seen: set[int] = set()
-    current: BaseException | None = exc
-    while current is not None and id(current) not in seen:
-        if isinstance(current, ssl.SSLError):
-            return current
-        seen.add(id(current))
-        current = current.__cause__ or current.__context__
-    return None
 
 
 def _redacted(connection_string: str) -> str:

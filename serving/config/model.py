@@ -14,7 +14,7 @@ the model server environment, the pipeline environment and the CLI all read the 
 from __future__ import annotations
 
 import re
-from typing import Annotated, Any, Literal, get_args
+from typing import Annotated, Any, Literal, TypeVar, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -24,6 +24,18 @@ DNS_LABEL = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
 QUANTITY = r"^[0-9]+(\.[0-9]+)?(m|k|Ki|Mi|Gi|Ti|M|G|T)?$"
 FEATURE_REF = r"^[A-Za-z_][A-Za-z0-9_]*:[A-Za-z_][A-Za-z0-9_]*$"
 TOPIC = r"^[A-Za-z0-9._-]{1,249}$"
+
+
+_EnvMap = TypeVar("_EnvMap", bound=dict[str, Any])
+
+
+def _env_names(value: _EnvMap) -> _EnvMap:
+    """``value`` unchanged when every key is a valid environment variable name; ValueError naming the first that is
+    not."""
+    for name in value:
+        if not re.match(r"^[A-Za-z_][A-Za-z0-9_]*$", name):
+            raise ValueError(f"{name!r} is not a valid environment variable name")
+    return value
 
 
 class Section(BaseModel):
@@ -516,11 +528,8 @@ class ModelSecurity(_SecretRefs):
 
     @field_validator("secret_env")
     @classmethod
-    def _env_names(cls, value: dict[str, SecretKeyRef]) -> dict[str, SecretKeyRef]:
-        for name in value:
-            if not re.match(r"^[A-Za-z_][A-Za-z0-9_]*$", name):
-                raise ValueError(f"{name!r} is not a valid environment variable name")
-        return value
+    def _secret_env_names(cls, value: dict[str, SecretKeyRef]) -> dict[str, SecretKeyRef]:
+        return _env_names(value)
 
     @model_validator(mode="after")
     def _pairs(self) -> ModelSecurity:
@@ -628,11 +637,8 @@ class ServiceConfig(Section):
 
     @field_validator("env")
     @classmethod
-    def _env_names(cls, value: dict[str, str]) -> dict[str, str]:
-        for name in value:
-            if not re.match(r"^[A-Za-z_][A-Za-z0-9_]*$", name):
-                raise ValueError(f"{name!r} is not a valid environment variable name")
-        return value
+    def _plain_env_names(cls, value: dict[str, str]) -> dict[str, str]:
+        return _env_names(value)
 
     @model_validator(mode="after")
     def _columns_resolve(self) -> ServiceConfig:
