@@ -41,12 +41,9 @@ def _echo_repo(tmp_path: Path) -> Path:
     return repo
 
 
-def test_the_environment_moves_the_ports_a_settings_json_names(tmp_path: Path) -> None:
-    repo = _echo_repo(tmp_path)
-    taken = free_port()  # what the file says: nothing may listen there
-    (repo / "settings.json").write_text(
-        json.dumps({"host": "0.0.0.0", "http_port": taken, "grpc_port": taken, "metrics_port": taken})
-    )
+def _serve(repo: Path, tmp_path: Path, **extra: str) -> tuple[subprocess.Popen[bytes], int, int]:
+    """``python -m vatic.serving.runtimes.serve start repo`` on free loopback ports with ``extra`` environment;
+    returns the process and its REST and gRPC ports."""
     http, grpc, metrics = free_port(), free_port(), free_port()
     env = {
         "PATH": "/usr/bin:/bin",
@@ -55,22 +52,38 @@ def test_the_environment_moves_the_ports_a_settings_json_names(tmp_path: Path) -
         "MLSERVER_GRPC_PORT": str(grpc),
         "MLSERVER_METRICS_PORT": str(metrics),
         "MLSERVER_PARALLEL_WORKERS": "0",
+        **extra,
     }
     log = (tmp_path / "server.log").open("wb")
     proc = subprocess.Popen(
         [sys.executable, "-m", "vatic.serving.runtimes.serve", "start", str(repo)], env=env, stdout=log, stderr=log
     )
+    return proc, http, grpc
+
+
+def _wait_ready(proc: subprocess.Popen[bytes], url: str, tmp_path: Path, verify: str | bool = True) -> None:
+    """Wait (90 s at most) until ``url`` answers 200; the server log is the message if it exits or never does."""
+    deadline = time.monotonic() + 90
+    while True:
+        assert proc.poll() is None, (tmp_path / "server.log").read_text()[-2000:]
+        try:
+            if httpx.get(url, timeout=1, verify=verify).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        assert time.monotonic() < deadline, (tmp_path / "server.log").read_text()[-2000:]
+        time.sleep(0.3)
+
+
+def test_the_environment_moves_the_ports_a_settings_json_names(tmp_path: Path) -> None:
+    repo = _echo_repo(tmp_path)
+    taken = free_port()  # what the file says: nothing may listen there
+    (repo / "settings.json").write_text(
+        json.dumps({"host": "0.0.0.0", "http_port": taken, "grpc_port": taken, "metrics_port": taken})
+    )
+    proc, http, _ = _serve(repo, tmp_path)
     try:
-        deadline = time.monotonic() + 90
-        while True:
-            assert proc.poll() is None, (tmp_path / "server.log").read_text()[-2000:]
-            try:
-                if httpx.get(f"http://127.0.0.1:{http}/v2/models/echo/ready", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            assert time.monotonic() < deadline, (tmp_path / "server.log").read_text()[-2000:]
-            time.sleep(0.3)
+        _wait_ready(proc, f"http://127.0.0.1:{http}/v2/models/echo/ready", tmp_path)
         body = {"inputs": [{"name": "x", "shape": [1], "datatype": "FP32", "data": [1.5]}]}
         answer = httpx.post(f"http://127.0.0.1:{http}/v2/models/echo/infer", json=body, timeout=10).json()
         assert answer["outputs"][0]["data"] == [1.5]
@@ -106,33 +119,12 @@ def test_with_a_certificate_rest_and_grpc_serve_tls_only(tmp_path: Path) -> None
     ca = CA(tmp_path / "pki")
     pair = ca.issue("model-server", server=True)
     repo = _echo_repo(tmp_path)
-    http, grpc, metrics = free_port(), free_port(), free_port()
-    env = {
-        "PATH": "/usr/bin:/bin",
-        "MLSERVER_HOST": "127.0.0.1",
-        "MLSERVER_HTTP_PORT": str(http),
-        "MLSERVER_GRPC_PORT": str(grpc),
-        "MLSERVER_METRICS_PORT": str(metrics),
-        "MLSERVER_PARALLEL_WORKERS": "0",
-        "VATIC_MODEL_TLS_CERT_FILE": str(pair.cert),
-        "VATIC_MODEL_TLS_KEY_FILE": str(pair.key),
-    }
-    log = (tmp_path / "server.log").open("wb")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "vatic.serving.runtimes.serve", "start", str(repo)], env=env, stdout=log, stderr=log
+    proc, http, grpc = _serve(
+        repo, tmp_path, VATIC_MODEL_TLS_CERT_FILE=str(pair.cert), VATIC_MODEL_TLS_KEY_FILE=str(pair.key)
     )
     base = f"https://localhost:{http}"
     try:
-        deadline = time.monotonic() + 90
-        while True:
-            assert proc.poll() is None, (tmp_path / "server.log").read_text()[-2000:]
-            try:
-                if httpx.get(f"{base}/v2/models/echo/ready", timeout=1, verify=str(ca.cert_file)).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            assert time.monotonic() < deadline, (tmp_path / "server.log").read_text()[-2000:]
-            time.sleep(0.3)
+        _wait_ready(proc, f"{base}/v2/models/echo/ready", tmp_path, verify=str(ca.cert_file))
         body = {"inputs": [{"name": "x", "shape": [1], "datatype": "FP32", "data": [2.5]}]}
         answer = httpx.post(f"{base}/v2/models/echo/infer", json=body, timeout=10, verify=str(ca.cert_file))
         assert answer.json()["outputs"][0]["data"] == [2.5]
