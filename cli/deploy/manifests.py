@@ -625,16 +625,27 @@ def _model_network_policy(config: ServiceConfig) -> dict[str, Any]:
                 "ports": [{"protocol": "TCP", "port": "metrics"}],
             }
         )  # fmt: skip
+    return _ingress_policy(config, "model", ingress)
+
+
+def _ingress_policy(
+    config: ServiceConfig, part: str, ingress: list[dict[str, Any]] | None, *, pods: dict[str, str] | None = None
+) -> dict[str, Any]:
+    """The NetworkPolicy ``<service>-<part>``: ingress to ``part``'s pods (or ``pods``, a label selector) only as
+    ``ingress`` allows; None allows nothing (a default deny)."""
+    component = None if pods is not None else part
+    spec: dict[str, Any] = {
+        "podSelector": {"matchLabels": pods if pods is not None else selector(config, part)},
+        "policyTypes": ["Ingress"],
+    }
+    if ingress is not None:
+        spec["ingress"] = ingress
     return {
         "apiVersion": "networking.k8s.io/v1",
         "kind": "NetworkPolicy",
-        "metadata": _meta(config, f"{config.service}-model", "model"),
-        "spec": {
-            "podSelector": {"matchLabels": selector(config, "model")},
-            "policyTypes": ["Ingress"],
-            "ingress": ingress,
-        },
-    }  # fmt: skip
+        "metadata": _meta(config, f"{config.service}-{part}", component),
+        "spec": spec,
+    }
 
 
 def _default_deny(config: ServiceConfig) -> dict[str, Any]:
@@ -644,12 +655,7 @@ def _default_deny(config: ServiceConfig) -> dict[str, Any]:
     and their stores (see docs/decisions/0010-k8s-security.md).
     """
     service_pods = {"app.kubernetes.io/instance": config.service, "vatic.dev/service": config.service}
-    return {
-        "apiVersion": "networking.k8s.io/v1",
-        "kind": "NetworkPolicy",
-        "metadata": _meta(config, f"{config.service}-default-deny"),
-        "spec": {"podSelector": {"matchLabels": service_pods}, "policyTypes": ["Ingress"]},
-    }
+    return _ingress_policy(config, "default-deny", None, pods=service_pods)
 
 
 def flink_rest_port(config: ServiceConfig) -> int:
@@ -661,22 +667,17 @@ def _stream_network_policy(config: ServiceConfig) -> dict[str, Any]:
     """The job's pods talk to each other on any port (RPC, blobs, data exchange use ports Flink picks), and the
     Flink Kubernetes Operator's namespace reaches the JobManager's REST port; nothing else gets in."""
     operator = {"kubernetes.io/metadata.name": config.kubernetes.flink.operator_namespace}
-    return {
-        "apiVersion": "networking.k8s.io/v1",
-        "kind": "NetworkPolicy",
-        "metadata": _meta(config, f"{config.service}-stream", "stream"),
-        "spec": {
-            "podSelector": {"matchLabels": selector(config, "stream")},
-            "policyTypes": ["Ingress"],
-            "ingress": [
-                {"from": [{"podSelector": {"matchLabels": selector(config, "stream")}}]},
-                {
-                    "from": [{"namespaceSelector": {"matchLabels": operator}}],
-                    "ports": [{"protocol": "TCP", "port": flink_rest_port(config)}],
-                },
-            ],
-        },
-    }
+    return _ingress_policy(
+        config,
+        "stream",
+        [
+            {"from": [{"podSelector": {"matchLabels": selector(config, "stream")}}]},
+            {
+                "from": [{"namespaceSelector": {"matchLabels": operator}}],
+                "ports": [{"protocol": "TCP", "port": flink_rest_port(config)}],
+            },
+        ],
+    )
 
 
 def _service_monitor(config: ServiceConfig, part: str, port: str) -> dict[str, Any]:
@@ -782,16 +783,7 @@ def _gateway_service(config: ServiceConfig) -> dict[str, Any]:
 
 
 def _gateway_network_policy(config: ServiceConfig) -> dict[str, Any]:
-    return {
-        "apiVersion": "networking.k8s.io/v1",
-        "kind": "NetworkPolicy",
-        "metadata": _meta(config, f"{config.service}-gateway", "gateway"),
-        "spec": {
-            "podSelector": {"matchLabels": selector(config, "gateway")},
-            "policyTypes": ["Ingress"],
-            "ingress": [{"ports": [{"protocol": "TCP", "port": "http"}]}],
-        },
-    }
+    return _ingress_policy(config, "gateway", [{"ports": [{"protocol": "TCP", "port": "http"}]}])
 
 
 def state_claim(config: ServiceConfig) -> str:
