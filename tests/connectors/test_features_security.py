@@ -32,6 +32,7 @@ import redis
 from feast.infra.online_stores.redis import RedisOnlineStoreConfig
 
 from tests.fixtures.feast_repo import FEATURES, build_repo
+from tests.fixtures.leaks import assert_absent, chain_text
 from tests.fixtures.pki import Pki, make_pki
 from vatic.connectors.features import FeatureClient
 from vatic.connectors.features.redis_security import RedisSecurity, redis_connection
@@ -183,21 +184,6 @@ def _errors(client: FeatureClient) -> list[BaseException]:
     return caught
 
 
-def _assert_no_secret(*texts: str) -> None:
-    for text in texts:
-        for secret in SECRETS:
-            assert secret not in text
-
-
-def _chain_text(exc: BaseException) -> str:
-    parts, current, seen = [], exc, set()
-    while current is not None and id(current) not in seen:
-        seen.add(id(current))
-        parts += [repr(current), str(current)]
-        current = current.__cause__ or current.__context__  # type: ignore[assignment]
-    return "\n".join(parts)
-
-
 # --- reads over AUTH and TLS ---------------------------------------------------------------------------------
 
 
@@ -275,8 +261,8 @@ def test_refused_credentials(
         assert err.stage == "enrich"
         assert str(err).startswith(f"redis at localhost:{port}")
         assert expected in str(err)
-        _assert_no_secret(_chain_text(err))
-    _assert_no_secret(caplog.text)
+        assert_absent(SECRETS, chain_text(err))
+    assert_absent(SECRETS, caplog.text)
 
 
 def test_a_password_for_a_server_without_one(
@@ -291,7 +277,7 @@ def test_a_password_for_a_server_without_one(
         for err in _errors(client):
             assert type(err) is CredentialsRejected
             assert "has no password configured for user 'default', but VATIC_REDIS_PASSWORD is set" in str(err)
-            _assert_no_secret(_chain_text(err))
+            assert_absent(SECRETS, chain_text(err))
     finally:
         server.stop()
 
@@ -331,8 +317,8 @@ def test_untrusted_server_certificate(
         assert f"redis at {host}:{port} presented a TLS certificate that does not verify against" in message
         assert f"VATIC_REDIS_CA_FILE={ca_file.resolve()}" in message
         assert reason in message
-        _assert_no_secret(_chain_text(err))
-    _assert_no_secret(caplog.text)
+        assert_absent(SECRETS, chain_text(err))
+    assert_absent(SECRETS, caplog.text)
 
 
 @pytest.mark.parametrize("tls_client", [True, False], ids=["tls-to-plaintext", "plaintext-to-tls"])
@@ -349,7 +335,7 @@ def test_a_tls_mismatch_is_an_outage_and_leaks_nothing(
     client = FeatureClient.from_repo(repo, redis_url=f"redis://localhost:{port}/0", store_timeout_s=0.5)
     with client, pytest.raises(FeatureStoreUnavailable) as info:
         client.get_sync([{"customer_id": "c1"}], FEATURES, deadline_s=5)
-    _assert_no_secret(_chain_text(info.value))
+    assert_absent(SECRETS, chain_text(info.value))
 
 
 # --- settings that are refused before any connection -------------------------------------------------------
@@ -359,7 +345,7 @@ def test_a_password_in_the_url_is_refused_without_echoing_it(repo: Path) -> None
     for url in (f"redis://:{PASSWORD}@localhost:6379/0", f"rediss://admin:{PASSWORD}@localhost:6379/0"):
         with pytest.raises(ConfigError, match=r"carries credentials: .* set VATIC_REDIS_PASSWORD") as info:
             FeatureClient.from_repo(repo, redis_url=url)
-        _assert_no_secret(_chain_text(info.value))
+        assert_absent(SECRETS, chain_text(info.value))
 
 
 def test_settings_refused_up_front(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -380,7 +366,7 @@ def test_settings_refused_up_front(tmp_path: Path, monkeypatch: pytest.MonkeyPat
         connect("localhost:6379,ssl=true,ssl_check_hostname=false")
     with pytest.raises(ConfigError, match="names no host:port") as info:
         connect(f"db=0,password={PASSWORD}")
-    _assert_no_secret(str(info.value))
+    assert_absent(SECRETS, str(info.value))
 
 
 def test_the_password_is_in_no_repr(
@@ -397,7 +383,8 @@ def test_the_password_is_in_no_repr(
         assert connection.tls
         assert connection.authenticated
         assert connection.ca_file == str(pki.ca.resolve())
-        _assert_no_secret(
+        assert_absent(
+            SECRETS,
             repr(security),
             str(security.model_dump()),
             repr(connection),
@@ -420,7 +407,7 @@ def test_the_stack_redis_serves_tls_with_a_password(
     pki = make_pki(tmp_path / "pki", dns_names=(), ips=("127.0.0.1",))
     settings = StackSettings(home=tmp_path / "home", redis_port=_free_port(), start_timeout_s=30)
     component = Redis(settings, secure=RedisTls(PASSWORD, pki.cert, pki.key, pki.ca))
-    _assert_no_secret(" ".join(component.argv()), repr(component.secure), component.describe())
+    assert_absent(SECRETS, " ".join(component.argv()), repr(component.secure), component.describe())
     assert component.start()
     try:
         assert component.secure_config.stat().st_mode & 0o077 == 0  # the password file is the owner's only

@@ -30,6 +30,7 @@ import uvicorn
 from confluent_kafka.schema_registry import Schema, SchemaRegistryClient
 from confluent_kafka.schema_registry.error import SchemaRegistryError
 
+from tests.fixtures.leaks import assert_absent, chain_text
 from tests.fixtures.model_server import free_port
 from tests.fixtures.pki import Pki, make_pki
 from vatic.connectors.schema_registry import ConfluentSchemaRegistry, RegistryCredentials, schema_source
@@ -168,21 +169,6 @@ def _schema(tag: str) -> dict[str, Any]:
     }
 
 
-def _no_secret(*texts: str) -> None:
-    for text in texts:
-        for secret in SECRETS:
-            assert secret not in text
-
-
-def _chain(exc: BaseException) -> str:
-    parts, current, seen = [], exc, set()
-    while current is not None and id(current) not in seen:
-        seen.add(id(current))
-        parts += [repr(current), str(current)]
-        current = current.__cause__ or current.__context__  # type: ignore[assignment]
-    return "\n".join(parts)
-
-
 def _confluent(port: int, pki: Pki, user_info: str | None, host: str = "localhost") -> SchemaRegistryClient:
     conf = {"url": f"https://{host}:{port}", "ssl.ca.location": str(pki.ca), "max.retries": 0}
     if user_info is not None:
@@ -282,7 +268,7 @@ def test_refused_credentials(
     assert str(err).startswith(f"schema registry {url} ")
     assert expected in str(err)
     assert "VATIC_SCHEMA_REGISTRY_USERNAME and VATIC_SCHEMA_REGISTRY_PASSWORD" in str(err)
-    _no_secret(_chain(err), caplog.text, repr(RegistryCredentials()))
+    assert_absent(SECRETS, chain_text(err), caplog.text, repr(RegistryCredentials()))
 
     theirs = _confluent(port, pki, f"{user}:{password}" if user else None)
     with pytest.raises(SchemaRegistryError) as refused:
@@ -316,7 +302,7 @@ def test_untrusted_registry_certificate(
     assert message.startswith(f"schema registry {url} presented a TLS certificate that does not verify against ")
     assert f"VATIC_SCHEMA_REGISTRY_CA_FILE={ca_file.resolve()}" in message
     assert reason in message
-    _no_secret(_chain(info.value))
+    assert_absent(SECRETS, chain_text(info.value))
 
     theirs = SchemaRegistryClient({"url": url, "ssl.ca.location": str(ca_file), "max.retries": 0})
     with pytest.raises(Exception, match="CERTIFICATE_VERIFY_FAILED") as theirs_info:
@@ -331,7 +317,7 @@ def test_settings_refused_up_front(tmp_path: Path, monkeypatch: pytest.MonkeyPat
     for url in (f"https://{WRITER}:{WRITER_PASSWORD}@localhost:1/", f"http://:{WRONG}@registry:8081"):
         with pytest.raises(ConfigError, match=r"carries credentials: .* set VATIC_SCHEMA_REGISTRY_USERNAME") as info:
             ConfluentSchemaRegistry(url)
-        _no_secret(_chain(info.value))
+        assert_absent(SECRETS, chain_text(info.value))
     _env(monkeypatch, WRITER, None, None)
     with pytest.raises(
         ConfigError, match="VATIC_SCHEMA_REGISTRY_USERNAME is set without VATIC_SCHEMA_REGISTRY_PASSWORD"
