@@ -49,11 +49,11 @@ def run(settings: JobSettings | list[JobSettings], *, resume_from: Path | None =
     # every subtask's Python code in this client process, on one GIL, whatever the parallelism.
     os.environ.setdefault("_python_worker_execution_mode", "process")
     services = settings if isinstance(settings, list) else [settings]
-    for one in services:  # a refused identity or a missing ACL stops here, before Flink would restart on it
-        check_kafka(load_service(one.service_dir, one.environment), one)
+    configs = [load_service(one.service_dir, one.environment) for one in services]
+    for config, one in zip(configs, services, strict=True):
+        check_kafka(config, one)  # a refused identity or a missing ACL stops here, before Flink would restart on it
     first = services[0]
-    config = load_service(first.service_dir, first.environment)
-    conf = flink_configuration(config, first, local=local)
+    conf = flink_configuration(configs[0], first, local=local)
     if resume_from is not None:
         conf.set_string("execution.state-recovery.path", resume_from.resolve().as_uri())
     if local:
@@ -66,7 +66,7 @@ def run(settings: JobSettings | list[JobSettings], *, resume_from: Path | None =
     t_env = None
     for one in services:
         t_env = build(env, one, t_env)
-    names = "+".join(load_service(s.service_dir, s.environment).service for s in services)
+    names = "+".join(config.service for config in configs)
     try:
         env.execute(first.job_name or f"vatic-{names}")
     except Py4JJavaError as exc:  # Flink gave up: the restart attempts are spent (or a failure it never retries)
