@@ -13,6 +13,19 @@ outage is never dead-lettered). That holds for the schema registry too: a writer
 registry is unreachable is retried, never dead-lettered, and the worker looks its own output schemas up when
 it opens, so that a registry outage fails it there rather than in the middle of a batch. Configuration errors
 are raised at once.
+
+Output keys and headers (the contract a consumer relies on; README "Delivery guarantees"):
+
+* a prediction is keyed by its input record's key under ``exactly_once`` (outputs stay co-partitioned with the
+  input), and by its event id (the UUID string's UTF-8 bytes) under ``at_least_once``, so that a replayed answer
+  lands in the same partition as the first one and a compacted topic or a consumer dedupes it by key; a dead
+  letter keeps its input record's key in both modes (its event id may be unknown: its identity is the
+  ``vatic-source`` header, ``topic/partition/offset`` of the input record);
+* every output carries ``vatic-attempt`` (:data:`ATTEMPT_HEADER`): the incarnation of the worker that wrote it,
+  an ASCII decimal integer (see :func:`incarnation`). Within one incarnation an input record is answered once;
+  a replay (at-least-once, after a restart from a checkpoint) is written by a later incarnation, so of two answers
+  of one record the replay has the larger attempt. Deduping by key (event id) also drops the second answer of an
+  event id that the producer upstream sent twice: under at-least-once an event id is the identity of an event.
 """
 
 from __future__ import annotations
@@ -23,8 +36,9 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from vatic.connectors.dedupe import ATTEMPT_HEADER  # the header naming the worker incarnation (see incarnation)
 from vatic.connectors.inference import tls_context
 from vatic.schemas import AvroCodec, load_schema, topic_subject
 from vatic.schemas.errors import ConfigError, DecodeError, InvalidRecord, Retryable, SchemaSourceUnavailable
@@ -33,8 +47,23 @@ from vatic.serving.config import ServiceConfig, load_service
 from vatic.serving.core import Predictor, RetryPolicy, SourceRecord, dead_letter
 from vatic.streaming.settings import JobSettings
 
+if TYPE_CHECKING:
+    from vatic.streaming.metrics import JobMetrics
+
 PREDICTION = "P"
 DEAD_LETTER = "D"
+
+
+def incarnation() -> bytes:
+    """The ``vatic-attempt`` value of a worker opened now: the wall-clock time in epoch milliseconds, as ASCII.
+
+    Contract: compared as integers, a worker opened after a restart has a larger value than every worker of the
+    run that failed (a restart waits at least the job's restart delay, 1 s, far above the clock skew between
+    hosts kept by NTP), so a replayed answer carries a larger attempt than its first answer. Flink's own attempt
+    number cannot serve: the vectorized function's context does not expose it, and it starts again at 0 when a
+    job is resubmitted from a retained checkpoint (a killed ``vatic stream run``, a redeploy).
+    """
+    return str(time.time_ns() // 1_000_000).encode()
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,8 +88,10 @@ def schema_source(settings: JobSettings) -> Any:
 class BatchProcessor:
     """Decode -> enrich -> infer -> encode for a micro-batch. Build it with :meth:`open` in the worker."""
 
-    def __init__(self, settings: JobSettings) -> None:
+    def __init__(self, settings: JobSettings, metrics: JobMetrics | None = None) -> None:
+        """``metrics``: where each batch is recorded (:meth:`JobMetrics.batch`); None records nothing."""
         self.settings = settings
+        self.metrics = metrics
 
     def open(self) -> None:
         """Load the service config and open the codecs, the model client and the feature reader.
@@ -97,6 +128,13 @@ class BatchProcessor:
             verify=tls_context(self.settings.model_ca_file) if self.settings.model_ca_file else None,
         )
         self.max_bytes = spec.max_record_bytes
+        self._open_outputs(spec.guarantee)
+
+    def _open_outputs(self, guarantee: str) -> None:
+        """How this worker keys and labels its outputs (see the module docstring): its incarnation, and whether
+        predictions are keyed by event id (``at_least_once``)."""
+        self.attempt = incarnation()
+        self.key_by_event_id = guarantee == "at_least_once"
 
     async def process(self, records: Sequence[SourceRecord]) -> list[Output]:
         """Exactly one output per record, in input order."""
@@ -104,6 +142,7 @@ class BatchProcessor:
         outputs: list[Output | None] = [None] * len(records)
         events: list[dict[str, Any]] = []
         positions: list[int] = []
+        result = None
         for index, record in enumerate(records):
             raw = record.value
             if raw is not None and len(raw) > self.max_bytes:
@@ -137,7 +176,14 @@ class BatchProcessor:
                     records[index], failure.stage, failure.error.error_class, failure.error.message,
                     attempts=failure.attempts, event=events[failure.index], model_response=failure.model_response,
                 )  # fmt: skip
-        return [output for output in outputs if output is not None]
+        done = [output for output in outputs if output is not None]
+        if self.metrics is not None:
+            if result is None:  # nothing decoded: no feature read, no model call
+                self.metrics.batch(len(records), done)
+            else:
+                self.metrics.batch(len(records), done, model_ms=result.infer_ms, feature_ms=result.enrich_ms,
+                                   model_calls=result.model_calls, model_retries=result.model_retries)  # fmt: skip
+        return done
 
     async def _decode_retrying(self, raw: bytes) -> dict[str, Any]:
         """Decode ``raw`` while the schema source is unavailable: retried inside the retry budget (the lookup
@@ -154,7 +200,9 @@ class BatchProcessor:
             return self._dead(record, "encode", type(exc).__name__, str(exc), event=event)
         if len(payload) > self.max_bytes:
             return self._dead(record, "encode", "RecordTooLarge", f"prediction of {len(payload)} bytes", event=event)
-        return Output(PREDICTION, record.key, payload, {"vatic-event-id": str(prediction["event_id"]).encode()})
+        event_id = str(prediction["event_id"]).encode()
+        key = event_id if self.key_by_event_id else record.key
+        return Output(PREDICTION, key, payload, {"vatic-event-id": event_id, ATTEMPT_HEADER: self.attempt})
 
     def _dead(
         self, record: SourceRecord, stage: str, error_class: str, message: str, *, attempts: int = 1,
@@ -177,6 +225,7 @@ class BatchProcessor:
             "vatic-stage": stage.encode(),
             "vatic-error-class": error_class.encode(),
             "vatic-source": f"{record.topic}/{record.partition}/{record.offset}".encode(),
+            ATTEMPT_HEADER: self.attempt,
         }
         return Output(DEAD_LETTER, record.key, self.dead.encode(value), headers)
 

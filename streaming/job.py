@@ -75,6 +75,7 @@ from pyflink.table.udf import udf
 from vatic.connectors.kafka import check_access
 from vatic.schemas.errors import ConfigError
 from vatic.serving.config import ServiceConfig, load_service
+from vatic.streaming.metrics import prometheus_reporter
 from vatic.streaming.operators import (
     DEAD_LETTERS,
     PICKLED,
@@ -89,7 +90,8 @@ from vatic.streaming.vectorized import RESULT_TYPE, VectorizedInference
 
 
 def flink_configuration(config: ServiceConfig, settings: JobSettings, *, local: bool = True) -> Configuration:
-    """The Flink configuration of the job: jars, Python workers, latency, checkpointing, restarts."""
+    """The Flink configuration of the job: jars, Python workers, latency, checkpointing, restarts; for a local
+    job also the Prometheus reporter on ``settings.metrics_port`` (:mod:`vatic.streaming.metrics`)."""
     assert config.streaming is not None
     spec = config.streaming
     import sys
@@ -125,6 +127,11 @@ def flink_configuration(config: ServiceConfig, settings: JobSettings, *, local: 
     conf.set_string("pipeline.name", settings.job_name or f"vatic-{config.service}")
     if local:
         conf.set_string("taskmanager.numberOfTaskSlots", str(max(1, settings.parallelism or spec.parallelism)))
+        # the mini-cluster's one metric registry (JobManager and TaskManager in one JVM): one endpoint; a cluster
+        # has its own reporter configuration (the rendered FlinkDeployment's, the local session cluster's)
+        if settings.metrics_port:
+            for key, value in prometheus_reporter(settings.metrics_port).items():
+                conf.set_string(key, value)
     return conf
 
 

@@ -24,7 +24,7 @@ from py4j.protocol import Py4JJavaError
 from pydantic import ValidationError
 from pyflink.datastream import StreamExecutionEnvironment
 
-from vatic.schemas.errors import VaticError
+from vatic.schemas.errors import PortInUse, VaticError
 from vatic.serving.config import load_service
 from vatic.streaming.job import build, check_kafka, flink_configuration
 from vatic.streaming.minicluster import exit_cluster_lost, watch_task_managers
@@ -53,6 +53,8 @@ def run(settings: JobSettings | list[JobSettings], *, resume_from: Path | None =
     for config, one in zip(configs, services, strict=True):
         check_kafka(config, one)  # a refused identity or a missing ACL stops here, before Flink would restart on it
     first = services[0]
+    if local:
+        first = _metrics_port(first)
     conf = flink_configuration(configs[0], first, local=local)
     if resume_from is not None:
         conf.set_string("execution.state-recovery.path", resume_from.resolve().as_uri())
@@ -83,6 +85,37 @@ def root_cause(error: Py4JJavaError) -> str:
     lines = [line.strip() for line in text.splitlines() if line.strip()]
     python = [line for line in lines if re.match(r"^[\w.]+(Error|Exception|Unavailable|Exceeded)\b.*:", line)]
     return (python[-1] if python else lines[0] if lines else text)[:500]
+
+
+def _metrics_port(settings: JobSettings) -> JobSettings:
+    """The settings with a metrics port the local job can bind: a taken port given on purpose (option or
+    ``VATIC_STREAM_METRICS_PORT``) is one :class:`PortInUse` line; the default port taken (another local job
+    serves it) is one warning line and no endpoint for this job, which still runs (Flink itself would only log
+    that its reporter failed)."""
+    port = settings.metrics_port
+    if not port or _bindable(port):
+        return settings
+    if "metrics_port" in settings.model_fields_set:
+        raise PortInUse(
+            f"the job's metrics port {port} is taken by another process: pass --metrics-port <free port> "
+            "(VATIC_STREAM_METRICS_PORT), or 0 for no metrics endpoint"
+        )
+    print(
+        f"vatic: the default metrics port {port} is taken (another local job?): this job runs without a metrics "
+        "endpoint; pass --metrics-port <free port> to get one",
+        file=sys.stderr,
+        flush=True,
+    )
+    return settings.model_copy(update={"metrics_port": 0})
+
+
+def _bindable(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        try:
+            sock.bind(("", port))  # the reporter listens on every interface
+        except OSError:
+            return False
+    return True
 
 
 def _free_port() -> int:

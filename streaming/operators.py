@@ -27,6 +27,7 @@ from pyflink.datastream.state import ListStateDescriptor, ValueStateDescriptor
 
 from vatic.serving.core import SourceRecord
 from vatic.streaming.batch import PREDICTION, BatchProcessor, source_record
+from vatic.streaming.metrics import JobMetrics
 from vatic.streaming.settings import JobSettings
 
 #: the Kafka sink row: key bytes, value bytes, headers
@@ -104,7 +105,7 @@ class BatchedInferenceFunction(AsyncFunction):  # type: ignore[misc]
         self.settings = settings
 
     def open(self, runtime_context: RuntimeContext) -> None:
-        self.processor = BatchProcessor(self.settings)
+        self.processor = BatchProcessor(self.settings, JobMetrics(runtime_context.get_metrics_group()))
         self.processor.open()
 
     async def async_invoke(self, value: bytes) -> list[bytes]:

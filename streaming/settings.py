@@ -50,6 +50,13 @@ class JobSettings(BaseSettings):
     checkpoint_dir: Path | None = Field(None, description="durable checkpoint storage (file://...); None: a temp dir")
     parallelism: int | None = Field(None, ge=1, description="override the service config's parallelism")
     job_name: str | None = None
+    metrics_port: int = Field(
+        9249,
+        ge=0,
+        le=65535,
+        description="port of the Prometheus endpoint (/metrics) of a local (mini-cluster) job; 0: no endpoint. "
+        "A job on a cluster uses the cluster's reporter configuration instead",
+    )
     #: read the input topic up to its end offsets at start and stop (tests, backfills); False: run forever
     bounded: bool = False
     #: start from the earliest offset when the group has no committed offset (never 'latest': it skips events)

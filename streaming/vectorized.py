@@ -23,6 +23,7 @@ from pyflink.table import DataTypes
 from pyflink.table.udf import FunctionContext, ScalarFunction
 
 from vatic.streaming.batch import BatchProcessor, source_record
+from vatic.streaming.metrics import JobMetrics
 from vatic.streaming.settings import JobSettings
 
 #: the function's result: which sink, the record key and value, and the record headers (keys, values)
@@ -51,7 +52,7 @@ class VectorizedInference(ScalarFunction):  # type: ignore[misc]
 
     def open(self, function_context: FunctionContext) -> None:
         self.loop = asyncio.new_event_loop()
-        self.processor = BatchProcessor(self.settings)
+        self.processor = BatchProcessor(self.settings, JobMetrics(function_context.get_metric_group()))
         self.processor.open()
 
     def eval(

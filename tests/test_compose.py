@@ -91,6 +91,22 @@ def test_host_ports_match_the_local_stack_defaults(compose):
     assert defaults.product_http_port in host_ports["product-model"]
     assert {defaults.gateway_port, defaults.gateway_grpc_port} <= host_ports["gateway"]
     assert defaults.flink_rest_port in host_ports["jobmanager"]
+    assert defaults.flink_jobmanager_metrics_port in host_ports["jobmanager"]
+    assert defaults.flink_taskmanager_metrics_port in host_ports["taskmanager"]
+
+
+def test_the_flink_services_export_prometheus_metrics_on_their_published_port(compose):
+    """The same reporter configuration as the local stack's session cluster, loaded from the image's plugins/."""
+    from vatic.streaming.metrics import prometheus_reporter
+
+    for name in ("jobmanager", "taskmanager"):
+        service = compose["services"][name]
+        properties = yaml.safe_load(service["environment"]["FLINK_PROPERTIES"])
+        reporter = {key: str(value).lower() if isinstance(value, bool) else str(value)
+                    for key, value in properties.items() if key.startswith("metrics.reporter.")}  # fmt: skip
+        container_port = reporter["metrics.reporter.prom.port"]
+        assert reporter == prometheus_reporter(container_port)
+        assert any(p.split(":")[1] == container_port for p in service["ports"]), service["ports"]
 
 
 def test_the_registry_keeps_its_schemas_on_a_volume(compose):

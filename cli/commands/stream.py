@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 import time
@@ -117,6 +118,14 @@ def run(
     resume: Annotated[bool, typer.Option(help="restore from the newest retained checkpoint")] = True,
     schema_registry_url: RegistryUrl = None,
     create_topics: Annotated[bool, typer.Option(help="create the services' topics when missing")] = True,
+    metrics_port: Annotated[
+        int | None,
+        typer.Option(
+            min=0,
+            max=65535,
+            help="Prometheus endpoint of the job (default: VATIC_STREAM_METRICS_PORT, then 9249); 0: none",
+        ),
+    ] = None,
 ) -> None:
     """Run the job in the embedded local mini-cluster (blocks until it ends or Ctrl-C).
 
@@ -141,6 +150,8 @@ def run(
         )  # fmt: skip
         if create_topics:
             _create_topics(service_dir, env, payload["bootstrap_servers"])
+        if metrics_port is not None:
+            payload["metrics_port"] = metrics_port
         services.append(JobSettings(**payload))
     # the mini-cluster's log (task failures, restarts) goes next to the job's checkpoints, not into PyFlink's
     # install folder where every job on the machine would overwrite it
@@ -151,11 +162,15 @@ def run(
         log4j.write_text(file_log4j(), encoding="utf-8")
         os.environ["LOG4J_PROPERTIES"] = str(log4j)
     typer.echo(f"flink log: {logs}", err=True)
+    _private_jvm_tmp(checkpoints.with_name(checkpoints.name + ".tmp"))
     url = services[0].schema_registry_url
     typer.echo(f"schemas: {f'schema registry {url}' if url else f'embedded schema store {services[0].schema_store}'}",
                err=True)  # fmt: skip
     for one in services:
         typer.echo(f"running {one.service_dir.name} (model {one.model_url})", err=True)
+    if services[0].metrics_port:
+        _reporter_on_classpath()
+        typer.echo(f"metrics: http://127.0.0.1:{services[0].metrics_port}/metrics (Prometheus)", err=True)
     code = run_supervised(
         services,
         lambda: latest_checkpoint(checkpoints),
@@ -164,6 +179,32 @@ def run(
     )
     if code != 0:
         raise typer.Exit(code)
+
+
+def _private_jvm_tmp(folder: Path) -> None:
+    """Point the mini-cluster JVM's temporary files (``java.io.tmpdir``: the table planner's extracted jar, about
+    44 MB, the Python distribution, shuffle, blob and I/O folders) at ``folder``, emptied first.
+
+    A JVM deletes these on a clean exit only; a killed one leaves them behind. Kept beside the job's checkpoints,
+    what a killed run left is swept by the next run of the same job instead of piling up in the system's temp
+    folder. A path with whitespace cannot travel in ``JVM_ARGS`` (PyFlink's launcher splits it on whitespace):
+    then the JVM keeps its default."""
+    if any(c.isspace() for c in str(folder.resolve())):
+        return
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir(parents=True, exist_ok=True)
+    os.environ["JVM_ARGS"] = f"{os.environ.get('JVM_ARGS', '')} -Djava.io.tmpdir={folder.resolve()}".strip()
+
+
+def _reporter_on_classpath() -> None:
+    """Put the pinned Prometheus reporter on the classpath of the job's mini-cluster (it ignores ``plugins/``):
+    ``FLINK_LIB_DIR`` of the job process, which PyFlink's launcher reads when ``FLINK_HOME`` is set."""
+    from vatic.cli.stack.flink import flink_home, mini_cluster_lib
+
+    stack = StackSettings()
+    reporter = Artifacts(stack.cache).require_prometheus_reporter()
+    os.environ.setdefault("FLINK_HOME", str(flink_home()))
+    os.environ["FLINK_LIB_DIR"] = str(mini_cluster_lib(stack, [reporter]))
 
 
 @app.command()
@@ -349,8 +390,23 @@ def tail(
     limit: Annotated[int | None, typer.Option(min=1, help="stop after this many records")] = None,
     timeout_s: Annotated[float | None, typer.Option(help="stop after this long without records")] = None,
     schema_registry_url: RegistryUrl = None,
+    dedupe: Annotated[
+        bool,
+        typer.Option(
+            "--dedupe",
+            help="print each output once: drop replays (at-least-once) by event id / source position "
+            "(vatic.connectors.dedupe), within the last --dedupe-capacity records and --dedupe-window-s seconds",
+        ),
+    ] = False,
+    dedupe_capacity: Annotated[int, typer.Option(min=1, help="identities remembered by --dedupe")] = 200_000,
+    dedupe_window_s: Annotated[float, typer.Option(min=1, help="how long --dedupe remembers one")] = 600.0,
 ) -> None:
-    """Print prediction (or dead-letter) records of a service as JSON lines, as they arrive (read_committed)."""
+    """Print prediction (or dead-letter) records of a service as JSON lines, as they arrive (read_committed).
+
+    With --dedupe, a record whose identity (``vatic-event-id`` for a prediction, ``vatic-source`` for a dead
+    letter) was printed within the window is skipped, and the number skipped is said on stderr at the end.
+    """
+    from vatic.connectors.dedupe import SeenKeys, identity
     from vatic.connectors.kafka import Consumer, KafkaSettings
     from vatic.schemas import AvroCodec, load_schema, topic_subject
 
@@ -367,6 +423,7 @@ def tail(
     reset = "earliest" if from_beginning else "latest"
     consumer = Consumer([topic], f"vatic-tail-{uuid.uuid4().hex[:8]}", settings, config={"auto.offset.reset": reset})
     seen = 0
+    recent = SeenKeys(dedupe_capacity, dedupe_window_s) if dedupe else None
     idle_since = time.monotonic()
     try:
         while limit is None or seen < limit:
@@ -377,6 +434,10 @@ def tail(
                 continue
             idle_since = time.monotonic()
             for record in records:
+                if recent is not None:
+                    key = identity(record.headers, record.key)
+                    if key is not None and not recent.first(key):
+                        continue
                 value = codec.decode(record.value or b"")
                 typer.echo(json.dumps(value, default=_bytes_repr))
                 seen += 1
@@ -384,6 +445,8 @@ def tail(
                     break
     finally:
         consumer.close()
+        if recent is not None:
+            typer.echo(f"--dedupe: {recent.duplicates} duplicate(s) skipped", err=True)
 
 
 def _bytes_repr(value: Any) -> Any:

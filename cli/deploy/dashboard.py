@@ -20,7 +20,20 @@ batch sizes              gateway ``vatic_gateway_batch_size_bucket`` (adaptive m
                          adaptive batching ``batch_request_queue_bucket`` when ``max_batch_size`` > 1
 replicas                 kube-state-metrics ``kube_deployment_status_replicas_available``
 GPU utilisation          ``kubernetes.gpu_metric`` (dcgm-exporter) - GPU services only
+stream: events/s         the job's own metrics (:mod:`vatic.streaming.metrics`, Flink's Prometheus reporter,
+                         prefix ``flink_taskmanager_job_task_operator_vatic_``): ``eventsIn``, ``predictions``
+stream: dead letters/s   ``stage_deadLetters`` by ``stage``
+stream: batch size       ``batchSize_le_bucket`` p50/p95 and the mean (``batchSize_sum`` / ``batchSize_count``)
+stream: model calls/s    ``modelCalls`` and ``modelRetries`` (requests repeated after a failed attempt)
+stream: model call and   ``modelCallMs_le_bucket`` and ``featureReadMs_le_bucket`` p50/p99 (ms per batch)
+feature read latency
+stream: source lag       the Kafka source's own metrics: ``flink_taskmanager_job_task_operator_pendingRecords``
+                         (FLIP-33: records behind the end offsets) and the consumer's
+                         ``..._KafkaSourceReader_KafkaConsumer_records_lag_max``
 =======================  ==================================================================================
+
+The stream panels (streaming services only) follow the job by its Flink ``job_name`` (``vatic-<service>``) in
+the service's namespace; they are the last row.
 
 The dashboard is a plain Grafana JSON model (schema version 39) with a Prometheus data source variable; the
 kustomization ships it as a ConfigMap labelled ``grafana_dashboard: "1"`` for Grafana's dashboard sidecar.
@@ -59,6 +72,53 @@ def _quantiles(bucket: str, selector: str, label: str) -> list[tuple[str, str]]:
     return [
         (f"histogram_quantile({q}, sum by (le) (rate({bucket}{{{selector}}}[{_RATE}])))", f"{label} p{int(q * 100)}")
         for q in (0.5, 0.95, 0.99)
+    ]
+
+
+#: the prefix of the job's own metrics as Flink's Prometheus reporter names them (operator scope + group "vatic")
+STREAM_PREFIX = "flink_taskmanager_job_task_operator_vatic_"
+
+
+def _stream_panels(config: ServiceConfig) -> list[dict[str, Any]]:
+    """The streaming job's row: its own counters and histograms, and the Kafka source's lag."""
+    job = f'namespace="{config.namespace}",job_name="vatic-{config.service}"'
+    p = STREAM_PREFIX
+
+    def rate(name: str, by: str = "") -> str:
+        return f"sum{f' by ({by})' if by else ''} (rate({p}{name}{{{job}}}[{_RATE}]))"
+
+    def quantiles(name: str, label: str, qs: tuple[float, ...]) -> list[tuple[str, str]]:
+        return [
+            (f"histogram_quantile({q}, sum by (le) (rate({p}{name}_le_bucket{{{job}}}[{_RATE}])))",
+             f"{label} p{int(q * 100)}")
+            for q in qs
+        ]  # fmt: skip
+
+    throughput = [(rate("eventsIn"), "events in"), (rate("predictions"), "predictions")]
+    calls = [(rate("modelCalls"), "model calls"), (rate("modelRetries"), "retries")]
+    dead = [(rate("stage_deadLetters", "stage"), "{{stage}}")]
+    mean = (f"{rate('batchSize_sum')} / {rate('batchSize_count')}", "mean")
+    batches = [*quantiles("batchSize", "batch", (0.5, 0.95)), mean]
+    latency = quantiles("modelCallMs", "model call", (0.5, 0.99))
+    if config.features is not None:
+        latency += quantiles("featureReadMs", "feature read", (0.5, 0.99))
+    operator = "flink_taskmanager_job_task_operator_"
+    lag = [
+        (f"sum({operator}pendingRecords{{{job}}})", "pending records"),
+        (f"max({operator}KafkaSourceReader_KafkaConsumer_records_lag_max{{{job}}})", "consumer records-lag-max"),
+    ]
+    return [
+        _panel("Stream events/s", "short", throughput, "Records the job read and predictions it wrote."),
+        _panel("Stream dead letters/s", "short", dead, "Dead-letter records by the stage that refused the event."),
+        _panel("Stream batch size", "short", batches, "Records per micro-batch (one feature read, one model call)."),
+        _panel(
+            "Stream model calls/s",
+            "short",
+            calls,
+            "V2 requests of the job, and those repeated after a failed attempt (flaky or overloaded server).",
+        ),
+        _panel("Stream latency", "ms", latency, "Per micro-batch: model call (retries included) and feature read."),
+        _panel("Stream source lag", "short", lag, "Input records not yet read (Kafka source's own metrics)."),
     ]
 
 
@@ -162,6 +222,9 @@ def dashboard(config: ServiceConfig) -> dict[str, Any]:
         metric = config.kubernetes.gpu_metric
         gpu = [(f'avg({metric}{{namespace="{ns}",pod=~"{s}-model-.*"}})', "GPU utilisation %")]
         panels.append(_panel("GPU utilisation", "percent", gpu, "Mean GPU utilisation of the model server pods."))
+
+    if config.streaming is not None:
+        panels += _stream_panels(config)
 
     for index, panel in enumerate(panels):
         panel["id"] = index + 1

@@ -31,8 +31,12 @@ Objects (``<s>`` is the service name; every object is in the service's namespace
     gateway-servicemonitor.yaml  ServiceMonitor <s>-gateway: /metrics of the gateway
     flink-state-pvc.yaml         PersistentVolumeClaim <s>-flink-state (ReadWriteMany) - streaming, no claim named
     flink-deployment.yaml        FlinkDeployment <s>-stream (Flink Kubernetes Operator) - streaming section set
-    stream-networkpolicy.yaml    NetworkPolicy <s>-stream: the job's pods among themselves, and the operator's
-                                 namespace to the JobManager's REST port               - streaming section set
+    stream-networkpolicy.yaml    NetworkPolicy <s>-stream: the job's pods among themselves, the operator's
+                                 namespace to the JobManager's REST port and the monitoring namespace to the
+                                 metrics port                                          - streaming section set
+    stream-metrics-service.yaml  headless Service <s>-stream-metrics: the metrics port of the job's pods
+    stream-servicemonitor.yaml   ServiceMonitor <s>-stream: Flink's Prometheus reporter of the JobManager and the
+                                 TaskManagers (the job's own metrics, vatic.streaming.metrics)  - streaming set
 
 Secrets (``kubernetes.security``, :mod:`vatic.cli.deploy.security`): only by reference, as environment variables
 ``valueFrom.secretKeyRef`` or read-only ``secret`` volumes under ``/var/run/secrets/vatic``; no manifest holds a
@@ -63,7 +67,9 @@ would give ``flink run -pym``) through Flink's ``PythonDriver`` in the pipeline 
 mounted as above, checkpoints and savepoints on the state volume (``file:///flink-state/...``), ``/tmp``
 (``io.tmp.dirs``) and Flink's log folder on emptyDirs under a read-only root filesystem, Kubernetes HA,
 ``upgradeMode: savepoint`` by default, the parallelism of ``streaming.parallelism`` and the job's recovery settings
-(:mod:`vatic.streaming.recovery`).
+(:mod:`vatic.streaming.recovery`). Every Flink pod serves Flink's Prometheus reporter on the container port
+``metrics`` (``metrics.reporter.prom.port``, 9249 unless ``kubernetes.flink.configuration`` sets it; the image's
+Flink distribution ships the reporter in ``plugins/metrics-prometheus``, enabled by its ``factory.class``).
 """
 
 from __future__ import annotations
@@ -90,6 +96,7 @@ from vatic.schemas.errors import ConfigError
 from vatic.serving.config.loader import BASE_FILE
 from vatic.serving.config.model import GpuSpec, PodResources, ServiceConfig
 from vatic.streaming.logconfig import console_log4j
+from vatic.streaming.metrics import prometheus_reporter
 from vatic.streaming.recovery import checkpoint_timeout_s, recovery_settings
 from vatic.streaming.settings import JobSettings, job_arguments
 
@@ -663,10 +670,32 @@ def flink_rest_port(config: ServiceConfig) -> int:
     return int(config.kubernetes.flink.configuration.get("rest.port", "8081"))
 
 
+#: the port of Flink's Prometheus reporter in the job's pods, unless the Flink configuration sets another
+FLINK_METRICS_PORT = 9249
+
+
+def flink_metrics_port(config: ServiceConfig) -> int:
+    """The job's Prometheus port (``metrics.reporter.prom.port`` of the Flink configuration, else 9249)."""
+    return int(config.kubernetes.flink.configuration.get("metrics.reporter.prom.port", str(FLINK_METRICS_PORT)))
+
+
+def _stream_metrics_service(config: ServiceConfig) -> dict[str, Any]:
+    """A headless Service over the job's pods (JobManager and TaskManagers), for the ServiceMonitor to find them."""
+    port = {"name": "metrics", "port": flink_metrics_port(config), "targetPort": "metrics", "protocol": "TCP"}
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": _meta(config, f"{config.service}-stream-metrics", "stream"),
+        "spec": {"clusterIP": "None", "selector": selector(config, "stream"), "ports": [port]},
+    }
+
+
 def _stream_network_policy(config: ServiceConfig) -> dict[str, Any]:
-    """The job's pods talk to each other on any port (RPC, blobs, data exchange use ports Flink picks), and the
-    Flink Kubernetes Operator's namespace reaches the JobManager's REST port; nothing else gets in."""
+    """The job's pods talk to each other on any port (RPC, blobs, data exchange use ports Flink picks), the
+    Flink Kubernetes Operator's namespace reaches the JobManager's REST port and the monitoring namespace the
+    metrics port; nothing else gets in."""
     operator = {"kubernetes.io/metadata.name": config.kubernetes.flink.operator_namespace}
+    monitoring = {"kubernetes.io/metadata.name": config.kubernetes.monitoring_namespace}
     return _ingress_policy(
         config,
         "stream",
@@ -675,6 +704,10 @@ def _stream_network_policy(config: ServiceConfig) -> dict[str, Any]:
             {
                 "from": [{"namespaceSelector": {"matchLabels": operator}}],
                 "ports": [{"protocol": "TCP", "port": flink_rest_port(config)}],
+            },
+            {
+                "from": [{"namespaceSelector": {"matchLabels": monitoring}}],
+                "ports": [{"protocol": "TCP", "port": "metrics"}],
             },
         ],
     )
@@ -839,6 +872,7 @@ def _flink_deployment(config: ServiceConfig, files: dict[str, tuple[str, str]]) 
         "python.executable": "/opt/venv/bin/python",
         "python.client.executable": "/opt/venv/bin/python",
         "io.tmp.dirs": "/tmp",  # noqa: S108 - an emptyDir: the root filesystem is read-only
+        **prometheus_reporter(FLINK_METRICS_PORT),
         **flink.configuration,
     }
     # the JobManager runs the Python driver and the Kafka source's enumerator, the TaskManagers the readers and
@@ -846,6 +880,7 @@ def _flink_deployment(config: ServiceConfig, files: dict[str, tuple[str, str]]) 
     access = kafka_access(config) + registry_access(config) + redis_access(config) + model_ca_access(config)
     main_container = {
         "name": "flink-main-container",
+        "ports": [{"name": "metrics", "containerPort": flink_metrics_port(config), "protocol": "TCP"}],
         "env": _env({"HOME": "/tmp", "VATIC_STACK_HOME": "/tmp/vatic"}) + access.env,  # noqa: S108
         "securityContext": _container_security(),
         "volumeMounts": [
@@ -941,4 +976,6 @@ def build_manifests(config: ServiceConfig, service_dir: Path) -> list[Manifest]:
             out.append(Manifest("flink-state-pvc.yaml", _state_pvc(config)))
         out.append(Manifest("flink-deployment.yaml", _flink_deployment(config, files)))
         out.append(Manifest("stream-networkpolicy.yaml", _stream_network_policy(config)))
+        out.append(Manifest("stream-metrics-service.yaml", _stream_metrics_service(config)))
+        out.append(Manifest("stream-servicemonitor.yaml", _service_monitor(config, "stream", "metrics")))
     return out

@@ -6,6 +6,8 @@ artifact                               version         why this one
 Apache Kafka broker (kafka_2.13)       4.1.1           KRaft only (no ZooKeeper), Java 17; the cluster the
                                                        Flink connector's kafka-clients 4.x talks to
 Flink Kafka SQL connector              5.0.0-2.2       newest release; built for Flink 2.2 (PyFlink 2.2.1)
+Flink Prometheus metrics reporter      2.2.1           PyFlink's version; the local job's mini-cluster finds
+                                                       reporters on its classpath only (not in plugins/)
 Apicurio Registry (Quarkus app)        3.0.9           Confluent-compatible REST API (``/apis/ccompat/v7``);
                                                        3.1+ needs Java 21, this machine has Java 17
 =====================================  ==============  ===================================================
@@ -32,6 +34,7 @@ from vatic.schemas.errors import MissingArtifact
 
 KAFKA_VERSION = "4.1.1"
 FLINK_KAFKA_CONNECTOR_VERSION = "5.0.0-2.2"
+FLINK_PROMETHEUS_REPORTER_VERSION = "2.2.1"
 APICURIO_VERSION = "3.0.9"
 MAVEN_CENTRAL = "https://repo1.maven.org/maven2"
 
@@ -57,6 +60,10 @@ class Artifacts:
     @property
     def flink_kafka_connector(self) -> Path:
         return self.cache / "flink" / f"flink-sql-connector-kafka-{FLINK_KAFKA_CONNECTOR_VERSION}.jar"
+
+    @property
+    def prometheus_reporter(self) -> Path:
+        return self.cache / "flink" / f"flink-metrics-prometheus-{FLINK_PROMETHEUS_REPORTER_VERSION}.jar"
 
     @property
     def apicurio_home(self) -> Path:
@@ -89,6 +96,19 @@ class Artifacts:
             )
         return self.flink_kafka_connector
 
+    def require_prometheus_reporter(self) -> Path:
+        """The pinned reporter jar: the fetched copy, else the identical one PyFlink ships as a plugin (so that a
+        checkout fetched before the pin still runs)."""
+        if self.prometheus_reporter.is_file():
+            return self.prometheus_reporter
+        shipped = _pyflink_plugin(f"metrics-prometheus/{self.prometheus_reporter.name}")
+        if shipped is not None:
+            return shipped
+        raise MissingArtifact(
+            f"Flink Prometheus reporter {FLINK_PROMETHEUS_REPORTER_VERSION} is not at {self.prometheus_reporter}: "
+            "run `make setup` (or `vatic stack fetch`), or run the job with --metrics-port 0"
+        )
+
     def require_apicurio(self) -> Path:
         if not (self.apicurio_home / ".complete").is_file():
             raise MissingArtifact(
@@ -101,7 +121,12 @@ class Artifacts:
 
     def fetch_all(self) -> list[str]:
         """Fetch whatever is missing; return one line per artifact saying what was done."""
-        return [self.fetch_kafka(), self.fetch_flink_kafka_connector(), self.fetch_apicurio()]
+        return [
+            self.fetch_kafka(),
+            self.fetch_flink_kafka_connector(),
+            self.fetch_prometheus_reporter(),
+            self.fetch_apicurio(),
+        ]
 
     def fetch_kafka(self) -> str:
         marker = self.kafka_libs / ".complete"
@@ -127,6 +152,18 @@ class Artifacts:
             f"-DoutputDirectory={jar.parent}",
         )
         return f"flink-sql-connector-kafka {FLINK_KAFKA_CONNECTOR_VERSION}: fetched to {jar}"
+
+    def fetch_prometheus_reporter(self) -> str:
+        jar = self.prometheus_reporter
+        name = f"flink-metrics-prometheus {FLINK_PROMETHEUS_REPORTER_VERSION}"
+        if jar.is_file():
+            return f"{name}: cached at {jar}"
+        self._mvn(
+            "dependency:copy",
+            f"-Dartifact=org.apache.flink:flink-metrics-prometheus:{FLINK_PROMETHEUS_REPORTER_VERSION}",
+            f"-DoutputDirectory={jar.parent}",
+        )
+        return f"{name}: fetched to {jar}"
 
     def fetch_apicurio(self) -> str:
         marker = self.apicurio_home / ".complete"
@@ -160,3 +197,14 @@ class Artifacts:
         if done.returncode != 0:
             tail = (done.stdout + done.stderr).strip().splitlines()[-5:]
             raise MissingArtifact(f"`mvn {' '.join(args[:2])}` failed: {' | '.join(tail)}")
+
+
+def _pyflink_plugin(relative: str) -> Path | None:
+    """A file under the installed PyFlink's ``plugins/`` folder, if it is there."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("pyflink")
+    if spec is None or spec.origin is None:
+        return None
+    path = Path(spec.origin).parent / "plugins" / relative
+    return path if path.is_file() else None

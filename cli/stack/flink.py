@@ -28,6 +28,10 @@ Contract:
   pipeline environment, where vatic and PyFlink are installed), so Python UDF workers import vatic; default
   checkpoint and savepoint folders ``<home>/flink/checkpoints`` and ``<home>/flink/savepoints``; ``env.java.home``
   from ``StackSettings.java``; the JVM options the distribution's own config carries (Java 17 ``--add-opens``).
+* Metrics: each process serves Flink's Prometheus reporter (``/metrics``; the distribution's
+  ``plugins/metrics-prometheus``) on its own port, ``flink_jobmanager_metrics_port`` (9250) and
+  ``flink_taskmanager_metrics_port`` (9251; the TaskManager's endpoint carries the job's own metrics,
+  :mod:`vatic.streaming.metrics`); 0 turns an endpoint off.
 * Ready: the JobManager answers ``GET /overview`` on its REST port; the TaskManager is ready when the JobManager
   lists it (``GET /taskmanagers``, by its resource id ``vatic-<component>``) with all its slots. Starting the
   TaskManager without a JobManager answering is one :class:`StartFailed` line, as are a taken port
@@ -41,6 +45,7 @@ Contract:
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import os
 import re
@@ -58,6 +63,7 @@ from vatic.cli.stack.process import kill_session, port_is_free
 from vatic.cli.stack.settings import StackSettings
 from vatic.schemas.errors import ConfigError, MissingDependency, PortInUse, StartFailed
 from vatic.streaming.logconfig import logger_lines
+from vatic.streaming.metrics import prometheus_reporter
 
 __all__ = [
     "FLINK",
@@ -66,6 +72,7 @@ __all__ = [
     "FlinkTaskManager",
     "flink_home",
     "java_home",
+    "mini_cluster_lib",
 ]
 
 #: what a REST call may take before the cluster counts as not answering
@@ -122,6 +129,31 @@ def _distribution_java_opts(home: Path) -> str:
     if node is None:
         node = loaded.get("env.java.opts.all", "") if isinstance(loaded, dict) else ""
     return str(node or "")
+
+
+def _variable(field: str) -> str:
+    """The environment variable of a :class:`StackSettings` field."""
+    return f"VATIC_STACK_{field.upper()}"
+
+
+def mini_cluster_lib(settings: StackSettings, jars: list[Path]) -> Path:
+    """A ``FLINK_LIB_DIR`` for the local job's mini-cluster: links to the distribution's ``lib/*.jar`` plus
+    ``jars`` (the metrics reporter: a mini-cluster loads reporters from its classpath, never from ``plugins/``).
+
+    Shared by every local job of the stack's home and safe to build while another job starts: links are added or
+    replaced one by one, never the folder at once."""
+    folder = settings.home / "flink" / "mini-cluster-lib"
+    folder.mkdir(parents=True, exist_ok=True)
+    wanted = {jar.name: jar.resolve() for jar in [*sorted((flink_home() / "lib").glob("*.jar")), *jars]}
+    for entry in folder.iterdir():
+        if entry.name not in wanted or not entry.is_symlink() or entry.resolve() != wanted[entry.name]:
+            entry.unlink(missing_ok=True)
+    for name, jar in wanted.items():
+        link = folder / name
+        if not link.is_symlink():
+            with contextlib.suppress(FileExistsError):  # another job made the same link meanwhile
+                link.symlink_to(jar)
+    return folder
 
 
 class FlinkRest:
@@ -206,10 +238,17 @@ class _FlinkProcess(Component):
     script: str  # bin/<script> start-foreground
     #: (port, name of the setting that moves it) for every port the process binds
     _port_settings: tuple[tuple[str, str], ...]
+    #: the setting of the process's Prometheus endpoint (0: none)
+    _metrics_port_setting: str
+
+    @property
+    def metrics_port(self) -> int:
+        return int(getattr(self.settings, self._metrics_port_setting))
 
     @property
     def ports(self) -> list[int]:
-        return [int(getattr(self.settings, field)) for field, _ in self._port_settings]
+        ports = [int(getattr(self.settings, field)) for field, _ in self._port_settings]
+        return [*ports, self.metrics_port] if self.metrics_port else ports
 
     @property
     def rest(self) -> FlinkRest:
@@ -276,6 +315,7 @@ class _FlinkProcess(Component):
             "python.client.executable": sys.executable,
             "execution.checkpointing.dir": (flink_dir / "checkpoints").resolve().as_uri(),
             "execution.checkpointing.savepoint-dir": (flink_dir / "savepoints").resolve().as_uri(),
+            **(prometheus_reporter(self.metrics_port) if self.metrics_port else {}),
         }
 
     def prepare(self) -> None:
@@ -305,7 +345,8 @@ class _FlinkProcess(Component):
     def start(self) -> bool:
         """Start unless running and wait until ready; True if this call started it. One-line errors."""
         if self.process.pid() is None:
-            for (field, variable), port in zip(self._port_settings, self.ports, strict=True):
+            settings = [*self._port_settings, (self._metrics_port_setting, _variable(self._metrics_port_setting))]
+            for (field, variable), port in zip(settings, self.ports, strict=False):
                 if not port_is_free(self.settings.host, port):
                     raise PortInUse(
                         f"{self.name}: port {port} on {self.settings.host} ({field}) is taken by another process; "
@@ -337,6 +378,7 @@ class FlinkJobManager(_FlinkProcess):
         ("flink_rest_port", "VATIC_STACK_FLINK_REST_PORT"),
         ("flink_jobmanager_rpc_port", "VATIC_STACK_FLINK_JOBMANAGER_RPC_PORT"),
     )
+    _metrics_port_setting = "flink_jobmanager_metrics_port"
 
     def ready(self) -> bool:
         return "flink-version" in self.rest.overview()
@@ -358,6 +400,7 @@ class FlinkTaskManager(_FlinkProcess):
     name = "flink-taskmanager"
     script = "taskmanager.sh"
     _port_settings = (("flink_taskmanager_rpc_port", "VATIC_STACK_FLINK_TASKMANAGER_RPC_PORT"),)
+    _metrics_port_setting = "flink_taskmanager_metrics_port"
 
     def start(self) -> bool:
         if self.process.pid() is None:

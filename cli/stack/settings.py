@@ -82,6 +82,12 @@ class StackSettings(BaseSettings):
     flink_rest_port: int = Field(8088, ge=1, le=65535, description="Flink JobManager: REST API and web UI")
     flink_jobmanager_rpc_port: int = Field(6123, ge=1, le=65535, description="Flink JobManager: RPC")
     flink_taskmanager_rpc_port: int = Field(6122, ge=1, le=65535, description="Flink TaskManager: RPC")
+    flink_jobmanager_metrics_port: int = Field(
+        9250, ge=0, le=65535, description="Flink JobManager: Prometheus metrics (/metrics); 0: no endpoint"
+    )
+    flink_taskmanager_metrics_port: int = Field(
+        9251, ge=0, le=65535, description="Flink TaskManager: Prometheus metrics (the job's own too); 0: none"
+    )
     flink_task_slots: int = Field(2, ge=1, le=64, description="slots of the Flink TaskManager")
     flink_jobmanager_memory: str = Field("1024m", description="Flink jobmanager.memory.process.size")
     flink_taskmanager_memory: str = Field("1536m", description="Flink taskmanager.memory.process.size")

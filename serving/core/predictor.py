@@ -72,6 +72,8 @@ class BatchResult:
     enrich_ms: float | None = None
     infer_ms: float = 0.0
     model_calls: int = 0
+    #: V2 requests repeated after a failed attempt (an outage answer, a timeout, a reset, a suspicious 5xx)
+    model_retries: int = 0
 
 
 class FeatureReader(Protocol):
@@ -226,6 +228,7 @@ class Predictor:
         try:
             response, attempts = await self._call(request, single=len(clean) == 1)
         except (ModelRejected, ModelFailedOnInput) as exc:
+            result.model_retries += max(0, getattr(exc, "attempts", 1) - 1)
             if len(clean) == 1:
                 body = getattr(exc, "body", None)
                 result.failures.append(
@@ -242,6 +245,7 @@ class Predictor:
             await self._infer(events, clean[half:], values, missing, answers, result)
             return
         result.model_calls += attempts
+        result.model_retries += attempts - 1
         try:
             rows = response.split(len(clean), squeeze=True)
         except ValueError as exc:

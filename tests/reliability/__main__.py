@@ -6,6 +6,9 @@ temporary folder (job logs, checkpoints, stack logs) for inspection; its path is
 ``--seed S`` fixes the (first) run's seed, which is printed: a failed case is replayed with
 ``python -m tests.reliability --seed S CASE``. ``--secure`` runs the same cases on the secured broker (SASL_SSL with
 SCRAM, a private CA, ACLs: the job as ``vatic-job`` with exactly its case's grants; see :mod:`.stack`).
+``--guarantee at_least_once`` runs the job with ``streaming.guarantee: at_least_once``: duplicates are then a
+reported figure after a fault and a failure without one; lost and misrouted records fail as always (see
+:mod:`.oracle`).
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from pathlib import Path
 
 from tests.reliability.cases import BY_NAME, CASES
 from tests.reliability.harness import Case, CaseResult, run_case
+from tests.reliability.oracle import GUARANTEES
 from tests.reliability.stack import PrivateStack
 
 
@@ -37,10 +41,13 @@ def table(results: list[CaseResult]) -> str:
     return "\n".join(lines)
 
 
-def summary(results: list[CaseResult]) -> str:
+def summary(results: list[CaseResult], guarantee: str = "exactly_once") -> str:
     held = sum(r.held for r in results)
     lost = sum(r.verdict.lost for r in results)
-    return f"reliability: {held}/{len(results)} cases held, {lost} events lost"
+    line = f"reliability: {held}/{len(results)} cases held, {lost} events lost"
+    if guarantee == "at_least_once":
+        line += f", {sum(r.verdict.duplicates for r in results)} duplicates (at-least-once: reported, after faults)"
+    return line
 
 
 def run_suite(cases: list[Case], *, seed: int, keep: bool, secure: bool = False) -> list[CaseResult]:
@@ -85,13 +92,20 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="run on the secured broker (SASL_SSL, SCRAM, private CA, ACLs) instead of the plain one",
     )
+    parser.add_argument(
+        "--guarantee",
+        choices=GUARANTEES,
+        default="exactly_once",
+        help="the job's streaming.guarantee (default exactly_once); at_least_once reports duplicates after a fault",
+    )
     args = parser.parse_args(argv)
     unknown = [c for c in args.cases if c not in BY_NAME]
     if unknown:
         parser.error(f"unknown case(s) {unknown}; known: {', '.join(BY_NAME)}")
     cases = [BY_NAME[c] for c in args.cases] if args.cases else CASES
-    if args.n:
-        for case in cases:
+    for case in cases:
+        case.guarantee = args.guarantee
+        if args.n:
             case.n = args.n
 
     def interrupted(signum: int, frame: object) -> None:
@@ -99,6 +113,7 @@ def main(argv: list[str] | None = None) -> int:
 
     signal.signal(signal.SIGTERM, interrupted)
     seed = args.seed if args.seed is not None else random.SystemRandom().randrange(1, 1_000_000)
+    at_least_once = args.guarantee == "at_least_once"
     runs: list[tuple[int, list[CaseResult]]] = []
     t0 = time.monotonic()
     for k in range(args.runs):
@@ -108,16 +123,19 @@ def main(argv: list[str] | None = None) -> int:
         runs.append((run_seed, run_suite(cases, seed=run_seed, keep=args.keep, secure=args.secure)))
     print()
     for run_seed, results in runs:
-        print(f"seed {run_seed}{' (secured broker)' if args.secure else ''}:")
+        flags = (("secured broker", args.secure), ("at-least-once", at_least_once))
+        labels = ", ".join(label for label, on in flags if on)
+        print(f"seed {run_seed}{f' ({labels})' if labels else ''}:")
         print(table(results))
-        print(summary(results))
+        print(summary(results, args.guarantee))
         print()
     print(f"(total {time.monotonic() - t0:.0f}s)")
     everything = [r for _, results in runs for r in results]
     if args.runs > 1:
         print(f"{args.runs} runs: {sum(all(r.held for r in results) for _, results in runs)} of {args.runs} "
               f"held every case")  # fmt: skip
-    print(summary(everything) if args.runs == 1 else f"over all runs: {summary(everything)}")
+    total = summary(everything, args.guarantee)
+    print(total if args.runs == 1 else f"over all runs: {total}")
     return 0 if all(r.held for r in everything) else 1
 
 

@@ -30,7 +30,7 @@ import time
 import uuid
 import warnings
 import zlib
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -48,6 +48,7 @@ from tests.reliability import forensics, oracle
 from tests.reliability.events import EventSet, InputRecord, generate
 from tests.reliability.stack import MODEL, PrivateStack
 from vatic.cli.stack.secure import ADMIN, APP
+from vatic.connectors.dedupe import attempt
 from vatic.connectors.schema_registry import ConfluentSchemaRegistry
 from vatic.schemas import AvroCodec, load_schema, topic_subject
 
@@ -141,6 +142,10 @@ class CaseRun:
         self.samples: list[tuple[float, dict[int, int]]] = []
         #: the job's checkpoints as Flink's REST API reported them, by id (the newest report of each)
         self.checkpoint_history: dict[int, dict[str, Any]] = {}
+        self._answered = 0  # input records answered so far (see answered)
+        self._dead_positions: set[tuple[int, int]] = set()
+        self._predicted: Counter[str] = Counter()
+        self._sent: Counter[str] = Counter()  # how many times each event id is sent (set with the events)
         self.produced_all = threading.Event()
         self._stop = threading.Event()
         self._lock = threading.Lock()
@@ -269,8 +274,21 @@ class CaseRun:
     # -- counters ---------------------------------------------------------------------------------------------
 
     def answered(self) -> int:
+        """How many input records have an answer (a replayed answer, at-least-once, is not counted again)."""
         with self._lock:
-            return len(self.predictions) + len(self.dead)
+            return self._answered
+
+    def _count_answer(self, kind: str, what: Any) -> None:
+        """Count one answer read (under the lock): a dead letter of a position not yet answered, or a prediction
+        of an id answered fewer times than it was sent."""
+        if kind == "D":
+            if what not in self._dead_positions:
+                self._dead_positions.add(what)
+                self._answered += 1
+            return
+        self._predicted[what] += 1
+        if self._predicted[what] <= self._sent.get(what, 0):
+            self._answered += 1
 
     def wait_answered(self, n: int, timeout_s: float) -> bool:
         deadline = time.monotonic() + timeout_s
@@ -367,17 +385,21 @@ class CaseRun:
                     if msg.error():
                         continue
                     now = time.monotonic()
+                    meta = {oracle.KAFKA_KEY: msg.key(), oracle.ATTEMPT: attempt(msg.headers())}
                     if msg.topic() == self.topics["output"]:
-                        p = prediction.decode(msg.value())
+                        p = {**prediction.decode(msg.value()), **meta}
                         with self._lock:
                             self.predictions.append(p)
                             self.seen_times.append((now, "P", str(p["event_id"])))
                             self.emitted.append((now, int(p["timings"]["emit_time"])))
+                            self._count_answer("P", str(p["event_id"]))
                     else:
-                        d = dead.decode(msg.value())
+                        d = {**dead.decode(msg.value()), **meta}
                         with self._lock:
                             self.dead.append(d)
-                            self.seen_times.append((now, "D", (int(d["partition"]), int(d["offset"]))))
+                            position = (int(d["partition"]), int(d["offset"]))
+                            self.seen_times.append((now, "D", position))
+                            self._count_answer("D", position)
         finally:
             consumer.close()
 
@@ -433,6 +455,7 @@ class CaseRun:
             self.registry, self.topics["input"], self.case.n, seed=self.seed, extra=self.case.extra,
             late=self.case.late,
         )  # fmt: skip
+        self._sent = Counter(r.event_id for r in self.events.records if r.event_id is not None)
         started = threading.Event()
         threads = [
             threading.Thread(target=self._produce, args=(started,), daemon=True),
@@ -465,8 +488,13 @@ class CaseRun:
             for t in threads:
                 t.join(timeout=30)
         with self._lock:
-            verdict = oracle.check(self.events.records, self.topics["input"], self.predictions, self.dead)
+            verdict = oracle.check(
+                self.events.records, self.topics["input"], self.predictions, self.dead,
+                guarantee=self.case.guarantee, faulted=self.case.fault is not None,
+            )  # fmt: skip
             first_seen = self._first_seen()
+            self.notes.extend(verdict.notes)
+            self.notes.append(self._visibility())
         count, example = oracle.offset_violations(self.events.records, self.samples, first_seen, grace_s)
         verdict.offset_violations = count
         if count:
@@ -525,6 +553,16 @@ class CaseRun:
                 self.notes.append(f"the job exited with {self.job.returncode} (log {self.log})")
                 return
             time.sleep(0.5)
+
+    def _visibility(self) -> str:
+        """The visible delay of the predictions: from the worker's ``emit_time`` (just before the sink) to the
+        moment the tail consumer read it (read_committed); median and 99th percentile, one line."""
+        offset_ms = time.time() * 1000 - time.monotonic() * 1000  # monotonic -> epoch ms (one host)
+        delays = sorted(seen * 1000 + offset_ms - emitted for seen, emitted in self.emitted)
+        if not delays:
+            return "visible delay: no prediction read"
+        p50, p99 = delays[len(delays) // 2], delays[min(len(delays) - 1, int(len(delays) * 0.99))]
+        return f"visible delay ({self.case.guarantee}): p50 {p50:.0f} ms, p99 {p99:.0f} ms after emit"
 
     def _first_seen(self) -> dict[tuple[int, int], float]:
         positions: dict[str, list[tuple[int, int]]] = defaultdict(list)

@@ -13,7 +13,17 @@ Checks (each failure is one line in :attr:`Verdict.problems`):
   "truncated" in the message), the source topic/partition/offset, the expected stage and an error class the
   kind allows;
 * offsets: a committed group offset never covers a record whose answer was not yet visible (see
-  :func:`offset_violations`).
+  :func:`offset_violations`);
+* keys and attempts (when the reader recorded them: :data:`KAFKA_KEY` and :data:`ATTEMPT` in an answer): a
+  prediction is keyed by its event id under at-least-once and by its input record's key under exactly-once, a
+  dead letter by its input record's key; every answer carries an integer ``vatic-attempt``, and one attempt (one
+  worker incarnation) never answers a record twice: a second answer must come from a later incarnation (a
+  replay), and an event id sent k times is answered at most k times per attempt.
+
+The delivery guarantee changes one rule. Under ``exactly_once`` a duplicate is a failure. Under
+``at_least_once`` duplicates are a reported figure (:attr:`Verdict.notes`) after a fault (a restart replays
+what was read since the last checkpoint), a failure in a run without one (nothing replays then); lost and
+misrouted records fail in both.
 """
 
 from __future__ import annotations
@@ -23,6 +33,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from tests.reliability.events import EXPECTED, InputRecord
+
+#: keys an answer's dict may carry besides its decoded fields: the Kafka record key and its ``vatic-attempt``
+KAFKA_KEY = "__kafka_key"
+ATTEMPT = "__attempt"
+GUARANTEES = ("exactly_once", "at_least_once")
 
 
 @dataclass
@@ -34,7 +49,10 @@ class Verdict:
     duplicates: int = 0
     misrouted: int = 0
     offset_violations: int = 0
+    key_problems: int = 0
+    attempt_problems: int = 0
     problems: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)  # reported figures that do not fail the run
 
     @property
     def held(self) -> bool:
@@ -42,9 +60,13 @@ class Verdict:
 
 
 def check(
-    records: list[InputRecord], input_topic: str, predictions: list[dict[str, Any]], dead: list[dict[str, Any]]
-) -> Verdict:
-    """The verdict for one run; see the module docstring."""
+    records: list[InputRecord], input_topic: str, predictions: list[dict[str, Any]], dead: list[dict[str, Any]],
+    *, guarantee: str = "exactly_once", faulted: bool = True,
+) -> Verdict:  # fmt: skip
+    """The verdict for one run; see the module docstring. ``faulted``: whether the run had a fault (under
+    at-least-once, duplicates are allowed only then)."""
+    if guarantee not in GUARANTEES:
+        raise ValueError(f"unknown guarantee {guarantee!r}: one of {GUARANTEES}")
     verdict = Verdict(events_in=len(records), predictions=len(predictions), dead_lettered=len(dead))
     by_position = {(r.partition, r.offset): r for r in records}
     unplaced = [r for r in records if r.partition < 0]
@@ -89,16 +111,79 @@ def check(
         kinds = Counter(r.kind for r in lost)
         verdict.problems.append(f"{len(lost)} records lost ({dict(kinds)}), e.g. {_where(lost[0])}")
     if verdict.duplicates:
-        verdict.problems.append(
+        line = (
             f"{verdict.duplicates} duplicate answers ({leftover} extra predictions, {unknown} of ids never sent; "
             f"{foreign_dead} dead letters of unknown positions)"
         )
+        if guarantee == "at_least_once" and faulted and not unknown and not foreign_dead:
+            verdict.notes.append(f"at-least-once: {line}, replayed after the fault")
+        elif guarantee == "at_least_once" and not faulted:
+            verdict.problems.append(f"{line} in a run without a fault (at-least-once replays only after one)")
+        else:
+            verdict.problems.append(line)
+    elif guarantee == "at_least_once":
+        verdict.notes.append(f"at-least-once: no duplicates{' after the fault' if faulted else ''}")
+    _check_keys_and_attempts(verdict, records, input_topic, predictions, dead, guarantee)
     if verdict.misrouted:
         examples = Counter(misrouted_examples).most_common(3)
         verdict.problems.append(f"{verdict.misrouted} records misrouted: {examples}")
     if wrong_dead:
         verdict.problems.append(f"{len(wrong_dead)} dead-letter content problems, e.g. {wrong_dead[:3]}")
     return verdict
+
+
+def _check_keys_and_attempts(
+    verdict: Verdict, records: list[InputRecord], input_topic: str, predictions: list[dict[str, Any]],
+    dead: list[dict[str, Any]], guarantee: str,
+) -> None:  # fmt: skip
+    """Keys and ``vatic-attempt`` headers of the answers that carry them (see the module docstring)."""
+    keys_of_id: dict[str, set[bytes]] = defaultdict(set)
+    sent = Counter(r.event_id for r in records if r.event_id is not None)
+    for r in records:
+        if r.event_id is not None:
+            keys_of_id[r.event_id].add(r.key)
+    key_at = {(r.partition, r.offset): r.key for r in records}
+    wrong_keys: list[str] = []
+    per_attempt: Counter[tuple[str, Any, int]] = Counter()
+    no_attempt = 0
+    for p in predictions:
+        event_id = str(p["event_id"])
+        if KAFKA_KEY in p:
+            key = p[KAFKA_KEY]
+            if guarantee == "at_least_once" and key != event_id.encode():
+                wrong_keys.append(f"prediction of {event_id} keyed {key!r} (expected its event id)")
+            elif guarantee == "exactly_once" and event_id in keys_of_id and key not in keys_of_id[event_id]:
+                wrong_keys.append(f"prediction of {event_id} keyed {key!r} (expected its input key)")
+        if ATTEMPT in p:
+            if p[ATTEMPT] is None:
+                no_attempt += 1
+            else:
+                per_attempt[("P", event_id, p[ATTEMPT])] += 1
+    for d in dead:
+        position = (int(d["partition"]), int(d["offset"]))
+        if KAFKA_KEY in d and d["topic"] == input_topic and position in key_at and d[KAFKA_KEY] != key_at[position]:
+            wrong_keys.append(f"dead letter of {position} keyed {d[KAFKA_KEY]!r} (expected its input key)")
+        if ATTEMPT in d:
+            if d[ATTEMPT] is None:
+                no_attempt += 1
+            else:
+                per_attempt[("D", position, d[ATTEMPT])] += 1
+    twice = [
+        (kind, what, attempt)
+        for (kind, what, attempt), n in per_attempt.items()
+        if n > (max(1, sent.get(what, 0)) if kind == "P" else 1)  # an id never sent: already a duplicate
+    ]
+    verdict.key_problems = len(wrong_keys)
+    verdict.attempt_problems = no_attempt + len(twice)
+    if wrong_keys:
+        verdict.problems.append(f"{len(wrong_keys)} answers with a wrong Kafka key, e.g. {wrong_keys[:3]}")
+    if no_attempt:
+        verdict.problems.append(f"{no_attempt} answers without an integer vatic-attempt header")
+    if twice:
+        verdict.problems.append(
+            f"{len(twice)} records answered twice by one worker incarnation (a duplicate that is no replay), "
+            f"e.g. {twice[:3]}"
+        )
 
 
 def _where(r: InputRecord) -> str:

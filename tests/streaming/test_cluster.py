@@ -29,13 +29,15 @@ EVENTS = 2_000
 
 
 def cluster_settings(home: Path) -> StackSettings:
-    """A private cluster: own home, three distinct free ports, the shared download cache."""
-    ports = free_ports(3)
+    """A private cluster: own home, five distinct free ports (REST, RPC, metrics), the shared download cache."""
+    ports = free_ports(5)
     return StackSettings(
         home=home,
         flink_rest_port=ports[0],
         flink_jobmanager_rpc_port=ports[1],
         flink_taskmanager_rpc_port=ports[2],
+        flink_jobmanager_metrics_port=ports[3],
+        flink_taskmanager_metrics_port=ports[4],
         start_timeout_s=240,
     )
 

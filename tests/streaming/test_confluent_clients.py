@@ -11,8 +11,6 @@ schema; predictions and dead letters read back with ``AvroDeserializer``.
 from __future__ import annotations
 
 import json
-import os
-import signal
 import struct
 import subprocess
 import time
@@ -27,7 +25,7 @@ from confluent_kafka.schema_registry.avro import AvroDeserializer, AvroSerialize
 from confluent_kafka.serialization import MessageField, SerializationContext
 
 from tests.serving.gateway.test_gateway import transaction
-from tests.streaming.test_job import VATIC, make_run, start_job
+from tests.streaming.test_job import VATIC, make_run, run_bounded
 from vatic.cli.stack.mlserver import ModelServer
 from vatic.schemas import load_schema, topic_subject
 
@@ -87,13 +85,7 @@ def test_confluent_serializers_are_the_outside_party_of_the_stream(
     producer.flush(30)
 
     log = tmp_path / "job.log"
-    job = start_job(run, server, tmp_path / "checkpoints", bounded=True, log=log)
-    try:
-        assert job.wait(timeout=300) == 0, log.read_text()[-3000:]
-    finally:
-        if job.poll() is None:
-            os.killpg(job.pid, signal.SIGKILL)
-            job.wait()
+    run_bounded(run, server, tmp_path / "checkpoints", log, timeout_s=300)
     assert f"schemas: schema registry {registry_url}" in log.read_text()
 
     # read both topics back with confluent-kafka's own deserializer (writer schemas from the registry)

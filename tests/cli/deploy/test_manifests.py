@@ -203,3 +203,73 @@ def test_the_dashboard_has_gpu_and_batching_panels_only_where_they_apply():
     assert "batch_request_queue_bucket" not in json.dumps(fraud)
     assert {"Latency percentiles", "Requests/s", "Errors by class", "Consumer lag", "Feature misses/s",
             "Batch sizes"} <= set(titles(fraud))  # fmt: skip
+
+
+def test_the_job_pods_serve_metrics_where_the_service_monitor_scrapes(fraud):
+    spec = fraud["FlinkDeployment/fraud-detection-stream"]["spec"]
+    conf = spec["flinkConfiguration"]
+    factory = "org.apache.flink.metrics.prometheus.PrometheusReporterFactory"
+    assert conf["metrics.reporter.prom.factory.class"] == factory
+    assert conf["metrics.reporter.prom.filterLabelValueCharacters"] == "false"  # le="2.5", le="+Inf" intact
+    (container,) = spec["podTemplate"]["spec"]["containers"]
+    ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+    assert ports["metrics"] == int(conf["metrics.reporter.prom.port"])
+    service = fraud["Service/fraud-detection-stream-metrics"]
+    assert service["spec"]["clusterIP"] == "None"
+    assert _matches({"matchLabels": service["spec"]["selector"]}, spec["podTemplate"]["metadata"]["labels"])
+    assert [p["targetPort"] for p in service["spec"]["ports"]] == ["metrics"]
+    monitor = fraud["ServiceMonitor/fraud-detection-stream"]["spec"]
+    assert _matches(monitor["selector"], service["metadata"]["labels"])
+    assert monitor["endpoints"][0]["port"] == "metrics"
+    # the monitoring namespace may reach that port (and only that one) through the job's network policy
+    policy = fraud["NetworkPolicy/fraud-detection-stream"]["spec"]["ingress"]
+    monitoring = [rule for rule in policy if "monitoring" in json.dumps(rule.get("from", []))]
+    assert [rule["ports"] for rule in monitoring] == [[{"protocol": "TCP", "port": "metrics"}]]
+
+
+def _job_metric_names() -> set[str]:
+    """The Prometheus names of the job's own metrics: Flink's operator scope, the group names without the values
+    of key/value groups (those become labels), the metric name."""
+    from pyflink.fn_execution.metrics.process.metric_impl import GenericMetricGroup, MetricGroupType
+
+    from vatic.streaming.batch import PREDICTION, Output
+    from vatic.streaming.metrics import JobMetrics
+
+    root = GenericMetricGroup(None, None)
+    JobMetrics(root).batch(1, [Output(PREDICTION, None, b"", {})], model_ms=1.0, feature_ms=1.0, model_calls=1)
+    names: set[str] = set()
+
+    def walk(group: GenericMetricGroup) -> None:
+        scope, types = group._get_metric_group_names_and_types()
+        kept = [n for n, t in zip(scope, types, strict=True) if t != str(MetricGroupType.value)]
+        names.update("flink_taskmanager_job_task_operator_" + "_".join([*kept, m]) for m in group._flink_gauge)
+        for sub in group._sub_groups:
+            walk(sub)
+
+    walk(root)
+    return names
+
+
+def test_the_dashboard_stream_row_reads_the_jobs_own_metric_names():
+    import re
+
+    board = dashboard(load_service(service_dir("fraud_detection"), "production"))
+    stream = [p for p in board["panels"] if p["title"].startswith("Stream ")]
+    assert [p["title"] for p in stream] == [
+        "Stream events/s", "Stream dead letters/s", "Stream batch size", "Stream model calls/s", "Stream latency",
+        "Stream source lag",
+    ]  # fmt: skip
+    text = json.dumps(stream)
+    used = set(re.findall(r"flink_taskmanager_job_task_operator_vatic_\w+", text))
+    exported = _job_metric_names()
+    assert used <= exported, used - exported
+    shown = ("eventsIn", "predictions", "deadLetters", "_le_bucket", "modelCalls", "modelRetries")
+    assert {n for n in exported if n.endswith(shown)} <= used
+    assert 'job_name=\\"vatic-fraud-detection\\"' in text
+    for lag in ("_operator_pendingRecords", "_KafkaSourceReader_KafkaConsumer_records_lag_max"):
+        assert lag in text
+
+
+def test_a_service_without_streaming_has_no_stream_row():
+    config = load_service(service_dir("fraud_detection"), "production").model_copy(update={"streaming": None})
+    assert not any(p["title"].startswith("Stream ") for p in dashboard(config)["panels"])

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import socket
 import sys
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -16,13 +17,14 @@ from vatic.cli.stack.process import port_accepts, processes_with_token
 from vatic.cli.stack.settings import StackSettings
 from vatic.cli.stack.stack import Stack
 from vatic.schemas.errors import MissingDependency, PortInUse, StartFailed
+from vatic.streaming.metrics import PROMETHEUS_FACTORY
 
 
 @pytest.fixture
 def spare(tmp_path) -> StackSettings:
     """A private cluster: own home, distinct free ports, the shared download cache."""
     ports: list[int] = []
-    while len(ports) < 3:
+    while len(ports) < 5:
         port = free_port()
         if port not in ports:
             ports.append(port)
@@ -31,6 +33,8 @@ def spare(tmp_path) -> StackSettings:
         flink_rest_port=ports[0],
         flink_jobmanager_rpc_port=ports[1],
         flink_taskmanager_rpc_port=ports[2],
+        flink_jobmanager_metrics_port=ports[3],
+        flink_taskmanager_metrics_port=ports[4],
         start_timeout_s=240,
     )
 
@@ -47,6 +51,16 @@ def test_configuration_is_loopback_with_two_slots_and_the_pipeline_interpreter(s
     assert config["jobmanager.rpc.port"] == spare.flink_jobmanager_rpc_port
     assert config["taskmanager.rpc.port"] == spare.flink_taskmanager_rpc_port
     assert config["taskmanager.numberOfTaskSlots"] == 2
+    # each process its own Prometheus endpoint; label values intact (the job's histograms' le="+Inf")
+    assert config["metrics.reporter.prom.factory.class"] == PROMETHEUS_FACTORY
+    assert config["metrics.reporter.prom.port"] == str(spare.flink_jobmanager_metrics_port)
+    assert config["metrics.reporter.prom.filterLabelValueCharacters"] == "false"
+    taskmanager = FlinkTaskManager(spare)
+    taskmanager.prepare()
+    tm_config = yaml.safe_load((taskmanager.conf_dir / "config.yaml").read_text())
+    assert tm_config["metrics.reporter.prom.port"] == str(spare.flink_taskmanager_metrics_port)
+    off = FlinkJobManager(spare.model_copy(update={"flink_jobmanager_metrics_port": 0}))
+    assert not any(key.startswith("metrics.reporter") for key in off.flink_config())
     assert config["python.executable"] == sys.executable
     assert config["execution.checkpointing.dir"] == (spare.home / "flink" / "checkpoints").resolve().as_uri()
     assert config["execution.checkpointing.savepoint-dir"] == (spare.home / "flink" / "savepoints").resolve().as_uri()
@@ -77,6 +91,14 @@ def test_taken_port_is_one_clear_line(spare):
     assert "\n" not in message
     assert str(spare.flink_rest_port) in message
     assert "VATIC_STACK_FLINK_REST_PORT" in message
+
+
+def test_a_taken_metrics_port_is_one_clear_line(spare):
+    with socket.socket() as squatter:
+        squatter.bind(("127.0.0.1", spare.flink_jobmanager_metrics_port))
+        squatter.listen()
+        with pytest.raises(PortInUse, match="VATIC_STACK_FLINK_JOBMANAGER_METRICS_PORT"):
+            FlinkJobManager(spare).start()
 
 
 def test_missing_java_is_one_clear_line(spare):
@@ -120,6 +142,13 @@ def test_flink_group_is_optional_and_comes_up_and_down_with_the_stack(spare):
         # the logs are the component's own files, nothing under the distribution
         assert "StandaloneSessionClusterEntrypoint" in jobmanager.process.log_file.read_text()
         assert "TaskManagerRunner" in taskmanager.process.log_file.read_text()
+        # Flink's Prometheus reporter (the distribution's plugin) serves each process's metrics
+        for port, name in (
+            (spare.flink_jobmanager_metrics_port, "flink_jobmanager_numRegisteredTaskManagers"),
+            (spare.flink_taskmanager_metrics_port, "flink_taskmanager_Status_JVM_CPU_Load"),
+        ):
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as response:
+                assert name in response.read().decode()
     finally:
         stopped = stack.down(None)  # a plain `vatic stack down` stops running optional components too
     assert stopped == ["flink-taskmanager", "flink-jobmanager"]

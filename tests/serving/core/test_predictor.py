@@ -145,6 +145,7 @@ def test_iris_predictions_equal_the_models_own(server, repo):
     assert result.failures == []
     assert [i for i, _ in result.predictions] == list(range(len(rows)))
     assert result.model_calls == 1  # the whole batch in one V2 request
+    assert result.model_retries == 0
     expected = [LABELS[c] for c in repo.expected["iris"]["predict"]]
     assert [p["outputs"]["species"] for _, p in result.predictions] == expected
     first = result.predictions[0][1]
@@ -209,6 +210,7 @@ def test_a_poison_input_is_dead_lettered_after_bounded_attempts(server, features
     failure = result.failures[0]
     assert isinstance(failure.error, ModelFailedOnInput)
     assert failure.attempts == 3
+    assert result.model_retries == 2  # the poison input alone, tried 3 times; the halves that held it, once each
     assert sorted(i for i, _ in result.predictions) == [0, 1, 2, 3, 4, 6, 7]
 
 
