@@ -27,7 +27,7 @@ export UV_CACHE_DIR := $(CURDIR)/$(CACHE)/uv
 export UV_PYTHON_DOWNLOADS := never
 export UV_LINK_MODE := copy
 
-.PHONY: help setup envs system-deps artifacts usecases test test-pipeline test-server lint fmt demo stack-up stack-down clean bench bench-quick
+.PHONY: help setup envs system-deps artifacts usecases test test-pipeline test-server lint fmt demo stack-up stack-down clean bench bench-quick bench-soak bench-gpu
 
 help:
 	@sed -n '2,7p' Makefile | sed 's/^# \{0,1\}//'
@@ -115,18 +115,29 @@ test-server:
 # run; the target fails when either failed. Wall time on 2 cores: about 17 min plain + 5-7 min secured (the five
 # secured cases, stack start included, measured 298 s, and 391 s on a busy machine); see
 # docs/decisions/0012-reliability-on-the-secured-broker.md. `make test-reliability-secure` runs only the latter.
-.PHONY: test-reliability test-reliability-secure
+# Last, the job under `streaming.guarantee: at_least_once` (`--guarantee at_least_once`) for a case without a
+# fault (`duplicates`: the same input twice) and one with (`job-killed`) (RELIABILITY_ALO_ARGS, default
+# $(RELIABILITY_ALO_CASES)): 0 lost and 0 misrouted as always, 0 duplicates without a fault, duplicates after it
+# reported, keys and vatic-attempt headers checked; about 2.5 min on 2 cores; docs/decisions/0015-at-least-once.md.
+# `make test-reliability-alo` runs only that part (RELIABILITY_ALO_ARGS="kafka-clean" for a broker restart too).
+.PHONY: test-reliability test-reliability-secure test-reliability-alo
 RELIABILITY_ARGS ?=
 RELIABILITY_SECURE_CASES := kafka-clean kafka-hard job-killed dlq-unavailable malformed-avro
 RELIABILITY_SECURE_ARGS ?= $(RELIABILITY_SECURE_CASES)
+RELIABILITY_ALO_CASES := duplicates job-killed
+RELIABILITY_ALO_ARGS ?= $(RELIABILITY_ALO_CASES)
 test-reliability: setup
 	rc=0; \
 	$(PIPE)/bin/python -m tests.reliability $(RELIABILITY_ARGS) || rc=1; \
 	$(PIPE)/bin/python -m tests.reliability --secure $(RELIABILITY_SECURE_ARGS) || rc=1; \
+	$(PIPE)/bin/python -m tests.reliability --guarantee at_least_once $(RELIABILITY_ALO_ARGS) || rc=1; \
 	exit $$rc
 
 test-reliability-secure: setup
 	$(PIPE)/bin/python -m tests.reliability --secure $(RELIABILITY_SECURE_ARGS)
+
+test-reliability-alo: setup
+	$(PIPE)/bin/python -m tests.reliability --guarantee at_least_once $(RELIABILITY_ALO_ARGS)
 
 # mypy and lint-imports (the layer contracts in pyproject.toml) cannot follow setuptools' package-dir mapping
 # (streaming/ -> vatic.streaming): give them a link tree.
@@ -153,6 +164,19 @@ bench: setup
 
 bench-quick: setup
 	$(PIPE)/bin/python -m bench.run --quick $(BENCH_ARGS)
+
+# vatic's job at half its max for SOAK_MINUTES (default 30): RSS and lag trends, loss; merges into summary.json.
+# Not part of `make test` or `make bench`. SOAK_ARGS="--rate 500 --interval 5" sets the rate and sampling.
+SOAK_MINUTES ?= 30
+SOAK_ARGS ?=
+
+bench-soak: setup
+	$(PIPE)/bin/python -m bench.soak --minutes $(SOAK_MINUTES) $(SOAK_ARGS)
+
+# The product model server on CUDA vs CPU (same service, V2 REST) and GPU utilisation; one skip line without a
+# GPU. Guarded to 8 minutes of wall clock. Not part of `make bench`'s default run.
+bench-gpu: setup
+	timeout 480 $(PIPE)/bin/python -m bench.gpu --service $(GPU_ARGS)
 
 # --- demo and stack --------------------------------------------------------------------------------------
 

@@ -20,6 +20,10 @@ TITLES = {
     "batching": "4. Adaptive batching on vs off (vatic's model server)",
     "gpu": "5. GPU: product categorization runtime, GPU vs CPU",
     "doors": "6. The gateway's doors: V2 JSON vs the binary tensor data extension vs gRPC",
+    "memory": "9. Memory: RSS of vatic's job and model server at the job's max rate",
+    "soak": "10. Soak (`make bench-soak`): vatic's job at half its max for a long while",
+    "peers": "7. Streaming peers: vatic's job vs a batched confluent-kafka consumer and a Quix Streams app",
+    "visible": "8. Visible latency: vatic's job by delivery profile, as a read_committed consumer sees it",
 }
 
 
@@ -38,6 +42,13 @@ METHOD = [
     "vatic's job writes in Kafka transactions (exactly-once): a `read_committed` consumer sees a prediction when the "
     "next checkpoint commits (up to `checkpoint_interval_s`, 5 s by default); `guarantee: at_least_once` or a "
     "`read_uncommitted` consumer sees it at the append time measured here.",
+    "- **Visible latency** (comparisons 7 and 8): a `read_committed` consumer runs while the open-loop producer "
+    "produces and stamps each prediction with its own receive wall-clock; visible = receive time minus scheduled "
+    "send time, processed = append time minus scheduled send time.",
+    "- **Peers**: the batched consumer (`bench/peer.py`: `consume(64)`, vatic's `BatchProcessor`, a Kafka "
+    "transaction every 100 ms with the offsets in it) and the Quix Streams app (`bench/quix_app.py`, "
+    "`processing_guarantee=exactly-once`, its default 5 s commit interval, one message at a time) run as 2 "
+    "processes in one group; max events/s and latency at half their own max, as vatic's job.",
     "- **Features**: in-process, call after call for a fixed time; 14 features of two views (customer, merchant).",
     "- **Batching**: vatic's repository with `max_batch_size`/`max_batch_time` added, vs the same without.",
     "- Ratios are vatic / baseline of the medians. Missed targets were profiled with py-spy (`--nonblocking`, "
@@ -193,10 +204,31 @@ def _profile_lines(name: str, profile: dict[str, Any]) -> list[str]:
     return lines
 
 
+def stored_results(folder: Path) -> dict[str, Any]:
+    """The raw results stored in ``folder``/summary.json by the last run ({} when there are none)."""
+    path = folder / "summary.json"
+    if not path.is_file():
+        return {}
+    try:
+        raw: dict[str, Any] = json.loads(path.read_text()).get("raw", {})
+    except ValueError:
+        return {}
+    return raw
+
+
+def merge(name: str, result: dict[str, Any], options: Any, started: datetime) -> dict[str, Any]:
+    """Put ``result`` as comparison ``name`` into the stored results of ``options.results`` (the others kept)
+    and rewrite summary.json, report.md and the plots; returns the summary."""
+    raw = stored_results(options.results)
+    raw[name] = result
+    return write(raw, options, started, options.results)
+
+
 def write(
     results: dict[str, Any], options: Any, started: datetime, folder: Path, measured: dict[str, Any] | None = None
 ) -> dict[str, Any]:
-    """Write summary.json, report.md and the plots into ``folder``; returns the summary.
+    """Write summary.json (with ``results`` as its ``raw``, what ``--report-only`` and :func:`merge` read back),
+    report.md and the plots into ``folder``; returns the summary.
 
     ``measured``: a stored summary being re-rendered (``--report-only``); its finish time, machine and versions
     are kept, since they describe the run that measured the results, not the machine that re-renders them.
@@ -225,6 +257,7 @@ def write(
             for name in TITLES
             if name in results
         },
+        "raw": results,
     }
     (folder / "summary.json").write_text(json.dumps(summary, indent=2, default=str) + "\n", encoding="utf-8")
     images = plots(results, folder)
@@ -250,7 +283,15 @@ def write(
         "|---|---|---|---|---|---|---|",
     ]
     for r in rows:
-        met = "skipped" if r["met"] is None else "yes" if r["met"] else "**no**: " + shortfall(r)
+        met = (
+            f"skipped: {r['skipped']}"
+            if r["met"] is None and r.get("skipped")
+            else "skipped"
+            if r["met"] is None
+            else "yes"
+            if r["met"]
+            else "**no**: " + shortfall(r)
+        )
         lines.append(
             f"| {r['comparison']} | {r['metric']} ({r['unit']}) | {_fmt(r['vatic'])} | {_fmt(r['baseline'])} | "
             f"{_fmt(r['ratio'])}{'' if math.isnan(r['ratio']) else 'x'} | {r['target']} | {met} |"
@@ -331,6 +372,7 @@ def _details(name: str, data: dict[str, Any]) -> list[str]:
             lines.append(
                 f"- latency, {who} at {lat['rate']:,.0f} events/s: p50 {lat['p50_ms']:.0f} ms, p99 "
                 f"{lat['p99_ms']:.0f} ms, max {lat['max_ms']:.0f} ms ({lat['received']}/{lat['sent']} back)"
+                + _visible(lat)
             )
             if lat.get("breakdown"):
                 parts = ", ".join(
@@ -345,8 +387,110 @@ def _details(name: str, data: dict[str, Any]) -> list[str]:
                 lines.append(f"  - same job at lower rates first (latency vs load): {points}")
         for note in data.get("diagnostics", []):
             lines.append(f"- diagnostic: {note}")
+    if name in ("memory", "soak"):
+        lines += _memory_details(name, data)
+    if name == "peers" and data.get("vatic"):
+        lines += _peer_details(data)
+    if name == "visible" and data.get("delivery"):
+        lines += _visible_details(data)
     if name == "gpu" and data.get("cells"):
         lines += ["| device | batch | rows/s | p50 ms |", "|---|---|---|---|"]
         for cell in data["cells"]:
             lines.append(f"| {cell['device']} | {cell['batch']} | {cell['rows_per_s']:,.0f} | {cell['p50_ms']:.2f} |")
+    return lines
+
+
+def _memory_details(name: str, data: dict[str, Any]) -> list[str]:
+    """Per-kind RSS of the memory comparison; trends and samples of the soak."""
+    lines: list[str] = []
+    if name == "memory" and data.get("draining"):
+        lines += [
+            f"Drain of {data['events']:,} events at {data['eps']:,.0f} events/s (parallelism {data['parallelism']}), "
+            f"RSS sampled every {data['interval_s']} s from the first output to the job's exit:",
+            "",
+            "| process tree | kind | peak MB | mean MB |",
+            "|---|---|---|---|",
+        ]
+        for group, summary in data["draining"].items():
+            lines.append(f"| {group} | all ({summary['processes']} processes) | {summary['peak_mb']:,.0f} | "
+                         f"{summary['mean_mb']:,.0f} |")  # fmt: skip
+            for kind, cell in summary["kinds"].items():
+                lines.append(f"| {group} | {kind} | {cell['peak_mb']:,.0f} | {cell['mean_mb']:,.0f} |")
+    if name == "soak" and data.get("rss"):
+        lag = data["lag"]
+        lines += [
+            f"{data['seconds'] / 60:.1f} minutes at {data['rate']:,.0f} events/s, {data['samples']} samples; "
+            f"{data['sent']:,} sent, {data['lost']:,} lost, {data.get('duplicates', 0):,} duplicates, "
+            f"{data.get('dead', 0):,} dead letters; lag {lag['start'] or 0:,.0f} -> {lag['end'] or 0:,.0f} "
+            f"(slope {lag['slope_per_s']:.3g} events/s).",
+            "",
+            "| process tree | kind | mean MB | slope MB/h (second half) |",
+            "|---|---|---|---|",
+        ]
+        for group, trend in data["rss"].items():
+            lines.append(f"| {group} | all | {trend['mean_mb']:,.0f} | {trend['slope_mb_per_h']:+,.1f} |")
+            for kind, cell in trend["kinds"].items():
+                lines.append(f"| {group} | {kind} | {cell['mean_mb']:,.0f} | {cell['slope_mb_per_h']:+,.1f} |")
+        if data.get("p99_windows_ms"):
+            lines += ["", "p99 per window (ms): " + ", ".join(f"{v:.0f}" for v in data["p99_windows_ms"])]
+    return lines
+
+
+def _visible(lat: dict[str, Any]) -> str:
+    """``; visible (read_committed) p50 .. / p99 ..`` when the run had a watcher."""
+    seen = lat.get("visible")
+    if not seen:
+        return ""
+    return f"; visible (read_committed) p50 {seen['p50_ms']:.0f} ms, p99 {seen['p99_ms']:.0f} ms"
+
+
+def _peer_details(data: dict[str, Any]) -> list[str]:
+    vatic = data["vatic"]
+    lines = [
+        "| pipeline | processes | max events/s (runs) | rate | processed p50 / p99 ms | visible p50 / p99 ms |",
+        "|---|---|---|---|---|---|",
+    ]
+
+    def line(name: str, processes: str, runs: str, lat: dict[str, Any]) -> str:
+        seen = lat.get("visible") or {"p50_ms": float("nan"), "p99_ms": float("nan")}
+        return (
+            f"| {name} | {processes} | {runs} | {lat['rate']:,.0f}/s | {lat['p50_ms']:.0f} / {lat['p99_ms']:.0f} | "
+            f"{seen['p50_ms']:.0f} / {seen['p99_ms']:.0f} |"
+        )
+
+    lines.append(line("vatic job (Flink)", "parallelism 2", f"{vatic['eps']:,.0f}", vatic["latency"]))
+    for kind, title in (("batched", "batched consumer"), ("quix", "Quix Streams app")):
+        peer = data.get(kind)
+        if peer:
+            runs = ", ".join(f"{r['eps']:,.0f}" for r in peer["runs"])
+            lines.append(line(title, str(data.get("members", 2)), runs, peer["latency"]))
+    lines.append("")
+    for kind, reason in (data.get("skipped_peers") or {}).items():
+        lines.append(f"- {kind}: skipped ({reason})")
+    if data.get("settings"):
+        lines.append(f"- settings: `{json.dumps(data['settings'])}`")
+    return lines
+
+
+def _visible_details(data: dict[str, Any]) -> list[str]:
+    lines = [
+        f"Parallelism {data['parallelism']}; max events/s with 5 s checkpoints {data['max_eps']:,.0f}, with 1 s "
+        f"{data['max_eps_1s']:,.0f}.",
+        "",
+        "| profile | rate | processed p50 / p99 ms | visible p50 / p99 ms | visible max ms |",
+        "|---|---|---|---|---|",
+    ]
+    for name, lat in data["delivery"].items():
+        points = [
+            {"rate": c["rate"], "p50_ms": c["p50_ms"], "p99_ms": c["p99_ms"],
+             "visible": {k.removeprefix("visible_"): v for k, v in c.items() if k.startswith("visible_")}}
+            for c in lat.get("curve", [])
+        ]  # fmt: skip
+        for point in [*points, lat]:
+            seen = point.get("visible") or {}
+            lines.append(
+                f"| {name.replace('_', ' ')} | {point['rate']:,.0f}/s | {point['p50_ms']:.0f} / "
+                f"{point['p99_ms']:.0f} | {seen.get('p50_ms', float('nan')):.0f} / "
+                f"{seen.get('p99_ms', float('nan')):.0f} | {seen.get('max_ms', float('nan')):.0f} |"
+            )
     return lines

@@ -5,10 +5,12 @@ Usage (from the checkout root)::
     .venv/pipeline/bin/python -m bench.run [--quick] [--only streaming,rest,features,batching,gpu]
                                            [--repeats N] [--duration S] [--base-port P] [--no-profile]
 
-Comparisons: ``streaming`` (vatic's Flink job vs a naive per-event pipeline), ``rest`` (vatic's model
+Comparisons: ``streaming`` (vatic's Flink job vs a naive per-event pipeline), ``peers`` (the job vs a batched
+confluent-kafka consumer and a Quix Streams app, each exactly-once), ``visible`` (the job's read_committed latency
+by delivery profile), ``rest`` (vatic's model
 server and gateway vs stock MLServer 1.7.1 with default settings), ``features`` (vatic's FeatureClient vs
 Feast), ``batching`` (MLServer adaptive batching on/off), ``doors`` (the gateway's V2 JSON vs binary vs gRPC),
-``gpu`` (skipped without a GPU).
+``gpu`` (skipped without a GPU), ``memory`` (RSS of vatic's job and model server at the job's max rate).
 
 It brings up what each comparison needs with vatic's stack code (ports and state folder from ``VATIC_STACK_*``;
 the extra servers on ``--base-port`` .. +5), prints a progress line per measurement, and stops what it started.
@@ -36,12 +38,12 @@ from bench.common import RESULTS, ROOT, BenchError, Options, build_loadgen, say
 if TYPE_CHECKING:
     from bench.stack import BenchStack
 
-COMPARISONS = ("streaming", "rest", "features", "batching", "doors", "gpu")
+COMPARISONS = ("streaming", "peers", "visible", "rest", "features", "batching", "doors", "gpu", "memory")
 
 
 def parse(argv: list[str] | None) -> Options:
     parser = argparse.ArgumentParser(prog="bench", description="vatic's side-by-side benchmarks")
-    parser.add_argument("--quick", action="store_true", help="short runs, one repeat (< 3 minutes)")
+    parser.add_argument("--quick", action="store_true", help="short runs, one repeat (a few minutes per comparison)")
     parser.add_argument("--only", default="", help=f"comma-separated subset of {','.join(COMPARISONS)}")
     parser.add_argument("--repeats", type=int, default=None, help="repeats per cell (default 3; --quick: 1)")
     parser.add_argument("--duration", type=float, default=None, help="seconds per load run (default 5; quick 1.5)")
@@ -81,6 +83,9 @@ NEEDS = {
     "batching": ("fraud-model", "batched"),
     "features": ("redis",),
     "streaming": ("kafka", "redis", "fraud-model", "stock"),
+    "memory": ("kafka", "redis", "fraud-model"),
+    "peers": ("kafka", "redis", "fraud-model"),
+    "visible": ("kafka", "redis", "fraud-model"),
 }
 
 
@@ -100,14 +105,12 @@ def rerender(options: Options, summary_path: Path) -> dict[str, Any]:
         raise BenchError(f"no results to re-render in {summary_path} ({exc}): run the benchmarks first") from None
     options.quick, options.repeats = mode == "quick", int(stored.get("repeats", options.repeats))
     measured = stored if all(k in stored for k in ("finished", "machine", "versions")) else None
-    summary = report.write(raw, options, datetime.fromisoformat(stored["date"]), options.results, measured)
-    summary["raw"] = raw
-    summary_path.write_text(json.dumps(summary, indent=2, default=str) + "\n", encoding="utf-8")
-    return summary
+    return report.write(raw, options, datetime.fromisoformat(stored["date"]), options.results, measured)
 
 
 def measure(options: Options, stack: BenchStack, loadgen: Path | None, results: dict[str, Any]) -> None:
-    """Run the selected comparisons in order (REST first, on a quiet box; streaming last), into ``results``."""
+    """Run the selected comparisons in order (REST first, on a quiet box; streaming last), into ``results``
+    (``peers`` and ``visible`` read vatic's max events/s from ``results["streaming"]`` when it is there)."""
     if options.wants("rest") or options.wants("batching"):
         from bench.workload import write_bodies
 
@@ -140,6 +143,25 @@ def measure(options: Options, stack: BenchStack, loadgen: Path | None, results: 
         stack.stop("gateway")  # frees a core's worth of memory and CPU for the job
         say("== 1. streaming: vatic's job vs the naive pipeline")
         results["streaming"] = streaming(options, stack)
+    if options.wants("peers"):
+        from bench.peers import peers
+
+        stack.stop("gateway")
+        say("== 7. streaming peers: vatic's job vs a batched consumer and a Quix Streams app (exactly-once)")
+        results["peers"] = peers(options, stack, results)
+    if options.wants("visible"):
+        from bench.visible import visible
+
+        stack.stop("gateway")
+        say("== 8. visible latency: vatic's job by delivery profile (read_committed consumer)")
+        results["visible"] = visible(options, stack, results)
+    if options.wants("memory"):
+        from bench.memory import memory
+
+        stack.stop("gateway")
+        say("== 9. memory: RSS of vatic's job and model server at the job's max rate")
+        best = results.get("streaming", {}).get("best_parallelism", 1)
+        results["memory"] = memory(options, stack, parallelism=int(best))
     if options.wants("gpu"):
         from bench.gpu import gpu
 
@@ -157,12 +179,7 @@ def run(options: Options) -> dict[str, Any]:
     summary_path = options.results / "summary.json"
     if options.report_only:
         return rerender(options, summary_path)
-    previous: dict[str, Any] = {}
-    if options.only and summary_path.is_file():
-        try:
-            previous = json.loads(summary_path.read_text()).get("raw", {})
-        except ValueError:
-            previous = {}
+    previous = report.stored_results(options.results) if options.only else {}
     results: dict[str, Any] = {k: v for k, v in previous.items() if k not in options.only}
     loadgen = build_loadgen() if any(options.wants(c) for c in ("rest", "batching")) else None
     stack = BenchStack(options)
@@ -174,10 +191,9 @@ def run(options: Options) -> dict[str, Any]:
         measure(options, stack, loadgen, results)
     finally:
         stack.close()
-    summary = report.write(results, options, started, options.results)
-    summary["raw"] = results
-    summary_path.write_text(json.dumps(summary, indent=2, default=str) + "\n", encoding="utf-8")
-    return summary
+    # the measurements first: a report that fails to render loses no measured run
+    (options.tmp / "raw.json").write_text(json.dumps(results, indent=2, default=str) + "\n", encoding="utf-8")
+    return report.write(results, options, started, options.results)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -20,9 +20,10 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -105,6 +106,13 @@ class Topics:
                 total += high - low
         return total
 
+    def close(self) -> None:
+        """Close the watermark reader of :meth:`output_end` (else it logs connection failures once the broker
+        stops); the topics stay usable (a new reader opens on demand)."""
+        if self._watch is not None:
+            self._watch.close()
+            self._watch = None
+
     def read_outputs(
         self, expected: int, timeout_s: float, decode: Callable[[bytes], str] | None = None
     ) -> tuple[list[int], dict[str, int], int]:
@@ -151,8 +159,9 @@ def _rate(stamps: list[int]) -> float:
 # --- vatic's job ----------------------------------------------------------------------------------------
 
 
-def _service(options: Options, topics: Topics, batch_size: int | None) -> Path:
-    """A copy of the fraud service folder reading/writing ``topics`` (features from the use case's repo)."""
+def _service(options: Options, topics: Topics, batch_size: int | None, overrides: dict[str, Any] | None = None) -> Path:
+    """A copy of the fraud service folder reading/writing ``topics`` (features from the use case's repo);
+    ``overrides``: ``streaming`` keys to set (``checkpoint_interval_s``, ``guarantee``, ...)."""
     config = yaml.safe_load((SERVICE_DIR / "service.yaml").read_text(encoding="utf-8"))
     config["features"]["repo"] = str(FEATURE_REPO)
     config["streaming"].update(
@@ -163,6 +172,7 @@ def _service(options: Options, topics: Topics, batch_size: int | None) -> Path:
     if batch_size is not None:
         config["streaming"]["batch_size"] = batch_size
         config["streaming"]["bundle_size"] = max(1000, batch_size)
+    config["streaming"].update(overrides or {})
     folder = options.tmp / "streaming" / topics.input.removesuffix(".in") / "service"
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "service.yaml").write_text(yaml.safe_dump(config, sort_keys=False), encoding="utf-8")
@@ -170,9 +180,16 @@ def _service(options: Options, topics: Topics, batch_size: int | None) -> Path:
 
 
 def _start_job(
-    options: Options, stack: BenchStack, topics: Topics, *, parallelism: int, batch_size: int | None, bounded: bool
+    options: Options,
+    stack: BenchStack,
+    topics: Topics,
+    *,
+    parallelism: int,
+    batch_size: int | None,
+    bounded: bool,
+    overrides: dict[str, Any] | None = None,
 ) -> tuple[subprocess.Popen[bytes], Path]:
-    folder = _service(options, topics, batch_size)
+    folder = _service(options, topics, batch_size, overrides)
     log = folder.parent / "job.log"
     argv = [
         str(VATIC), "stream", "run", str(folder), "--model-url", stack.url("fraud-model"),
@@ -232,12 +249,15 @@ def _await_output(topics: Topics, proc: subprocess.Popen[bytes], log: Path, what
 
 def vatic_max(
     options: Options, stack: BenchStack, n: int, *, parallelism: int, batch_size: int | None = None,
-    profile: Path | None = None,
+    profile: Path | None = None, overrides: dict[str, Any] | None = None,
 ) -> dict[str, Any]:  # fmt: skip
-    """Drain ``n`` pre-loaded events with a bounded job; events/s from the outputs' append times."""
+    """Drain ``n`` pre-loaded events with a bounded job; events/s from the outputs' append times.
+    ``overrides``: ``streaming`` keys of the service config (e.g. ``{"checkpoint_interval_s": 1}``)."""
     topics = Topics(stack, "vatic")
     topics.preload(n)
-    proc, log = _start_job(options, stack, topics, parallelism=parallelism, batch_size=batch_size, bounded=True)
+    proc, log = _start_job(
+        options, stack, topics, parallelism=parallelism, batch_size=batch_size, bounded=True, overrides=overrides
+    )
     profiler = None
     try:
         _await_output(topics, proc, log, "vatic's streaming job", STALL_S)
@@ -252,6 +272,7 @@ def vatic_max(
             profiler.wait(timeout=60)
     if proc.returncode != 0:
         raise BenchError(f"vatic's streaming job failed ({proc.returncode}): {_tail(log)} (log {log})")
+    topics.close()
     stamps, _, dead = topics.read_outputs(n, 60)
     if len(stamps) + dead < n:
         raise BenchError(f"vatic's streaming job wrote {len(stamps)} predictions + {dead} dead letters for {n} events")
@@ -356,6 +377,125 @@ def _warm(topics: Topics, proc: subprocess.Popen[bytes], log: Path, what: str) -
     time.sleep(1.0)
 
 
+class Watcher:
+    """The consumer a downstream user runs: ``read_committed``, subscribed to the output topic WHILE the producer
+    produces (its own thread), stamping each prediction with its own receive wall-clock (ms).
+
+    Visible latency = receive time - the input's scheduled send time: what a ``read_committed`` reader waits,
+    transaction commits (exactly-once: the next checkpoint) included; processed latency = the record's broker
+    append time - scheduled send time. Use as a context manager; :meth:`wait_for` collects the events of a run.
+    """
+
+    def __init__(self, topics: Topics, decode: Callable[[bytes], str]) -> None:
+        self.topics, self.decode = topics, decode
+        self.consumer = Consumer(
+            {
+                **topics.conf,
+                "group.id": f"bench-visible-{uuid.uuid4().hex[:6]}",
+                "auto.offset.reset": "earliest",
+                "isolation.level": "read_committed",
+                "enable.auto.commit": False,
+                "log_level": 3,
+            }
+        )
+        self._raw: list[tuple[bytes, int, int]] = []  # (value, append ms, receive ms), filled by the thread
+        self._lock = threading.Lock()
+        self._assigned = threading.Event()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="bench-visible", daemon=True)
+        self.appended: dict[str, int] = {}
+        self.received: dict[str, int] = {}
+        #: the events of the latest :meth:`wait_for` ({event_id: scheduled send ms})
+        self.last_sent: dict[str, int] = {}
+
+    def __enter__(self) -> Watcher:
+        self.consumer.subscribe([self.topics.output], on_assign=lambda c, p: self._assigned.set())
+        self._thread.start()
+        if not self._assigned.wait(60):
+            self.close()
+            raise BenchError(f"the read_committed watcher of {self.topics.output} got no partitions in 60 s")
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            messages = self.consumer.consume(1000, 0.05)
+            now = time.time_ns() // 1_000_000
+            batch = [(m.value() or b"", m.timestamp()[1], now) for m in messages if not m.error()]
+            if batch:
+                with self._lock:
+                    self._raw.extend(batch)
+
+    def _drain(self) -> None:
+        with self._lock:
+            raw, self._raw = self._raw, []
+        for value, appended, received in raw:
+            event_id = self.decode(value)
+            self.appended[event_id], self.received[event_id] = appended, received
+
+    def wait_for(self, sent: dict[str, int], timeout_s: float) -> None:
+        """Until every event of ``sent`` has been received (or ``timeout_s``): fills :attr:`appended` and
+        :attr:`received` ({event_id: ms})."""
+        self.last_sent = sent
+        deadline = time.monotonic() + timeout_s
+        while True:
+            self._drain()
+            if all(k in self.received for k in sent) or time.monotonic() > deadline:
+                return
+            time.sleep(0.1)
+
+    def point(self, sent: dict[str, int]) -> dict[str, Any]:
+        """Processed latencies of ``sent`` (:func:`_latencies`) with the visible ones under ``"visible"``."""
+        return {**_latencies(sent, self.appended), "visible": _latencies(sent, self.received)}
+
+    def close(self) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(10)
+        self.consumer.close()
+
+
+def prediction_decoder(topics: Topics, timings: dict[str, dict[str, Any]] | None = None) -> Callable[[bytes], str]:
+    """``event_id`` of an Avro prediction record of ``topics.output`` (its ``timings`` kept in ``timings``)."""
+    codec = AvroCodec(topics.store, topic_subject(topics.output), load_schema("prediction"))
+
+    def decode(payload: bytes) -> str:
+        record = codec.decode(payload)
+        if timings is not None:
+            timings[str(record["event_id"])] = record["timings"]
+        return str(record["event_id"])
+
+    return decode
+
+
+def _curve_point(rate: float, point: dict[str, Any]) -> dict[str, Any]:
+    out = {"rate": rate, **{k: point[k] for k in ("sent", "received", "p50_ms", "p99_ms", "max_ms")}}
+    if "visible" in point:
+        out.update({f"visible_{k}": point["visible"][k] for k in ("received", "p50_ms", "p99_ms", "max_ms")})
+    return out
+
+
+def latency_steps(
+    topics: Topics, watcher: Watcher, rates: Sequence[float], seconds: float, who: str
+) -> list[dict[str, Any]]:
+    """An open-loop run at each of ``rates`` in turn (>= 200 events each) against a running pipeline, the
+    ``watcher`` reading while it produces; processed and visible latency of each (:meth:`Watcher.point`)."""
+    points: list[dict[str, Any]] = []
+    for rate in rates:
+        sent = _open_loop(topics, rate, max(seconds, 200.0 / rate))
+        watcher.wait_for(sent, 60)
+        point = {"rate": rate, **watcher.point(sent)}
+        points.append(point)
+        say(
+            f"streaming latency {who} at {rate:,.0f} events/s: processed p50 {point['p50_ms']:.0f} / p99 "
+            f"{point['p99_ms']:.0f} ms, visible (read_committed) p50 {point['visible']['p50_ms']:.0f} / p99 "
+            f"{point['visible']['p99_ms']:.0f} ms"
+        )
+    return points
+
+
 def vatic_latency(
     options: Options,
     stack: BenchStack,
@@ -363,38 +503,35 @@ def vatic_latency(
     seconds: float,
     parallelism: int,
     curve_rates: tuple[float, ...] = (),
+    *,
+    overrides: dict[str, Any] | None = None,
+    who: str = "vatic",
 ) -> dict[str, Any]:
     """Latency at ``rate``; first, in the same job, at each of ``curve_rates`` (lowest first, so that each step
-    starts with an empty queue): how latency grows with load, without a job start per point."""
+    starts with an empty queue): how latency grows with load, without a job start per point.
+
+    Processed latency (append time) and visible latency (a ``read_committed`` consumer running meanwhile:
+    ``"visible"``, and ``visible_*`` in the curve points); ``overrides``: ``streaming`` keys of the service
+    config (checkpoint interval, guarantee)."""
     topics = Topics(stack, "vatic-lat")
-    proc, log = _start_job(options, stack, topics, parallelism=parallelism, batch_size=None, bounded=False)
+    proc, log = _start_job(
+        options, stack, topics, parallelism=parallelism, batch_size=None, bounded=False, overrides=overrides
+    )
     timings: dict[str, dict[str, Any]] = {}
-    codec = AvroCodec(topics.store, topic_subject(topics.output), load_schema("prediction"))
-
-    def decode(payload: bytes) -> str:
-        record = codec.decode(payload)
-        timings[str(record["event_id"])] = record["timings"]
-        return str(record["event_id"])
-
-    curve: list[dict[str, Any]] = []
     try:
         _warm(topics, proc, log, "vatic's streaming job")
-        produced = 10  # the warm-up events
-        for step in sorted(curve_rates):
-            step_sent = _open_loop(topics, step, max(seconds, 200.0 / step))  # >= 200 samples per point
-            produced += len(step_sent)
-            _, by_id, _ = topics.read_outputs(produced, 60, decode)
-            point = _latencies(step_sent, by_id)
-            curve.append({"rate": step, **{k: point[k] for k in ("sent", "received", "p50_ms", "p99_ms", "max_ms")}})
-            say(
-                f"streaming latency vatic at {step:.0f} events/s: p50 {point['p50_ms']:.0f} ms, "
-                f"p99 {point['p99_ms']:.0f} ms"
-            )
-        sent = _open_loop(topics, rate, seconds)
-        _, by_id, _ = topics.read_outputs(produced + len(sent), 60, decode)
+        with Watcher(topics, prediction_decoder(topics, timings)) as watcher:
+            points = latency_steps(topics, watcher, [*sorted(curve_rates), rate], seconds, who)
     finally:
         _stop(proc)
-    return {"rate": rate, **_latencies(sent, by_id), "breakdown": _breakdown(sent, by_id, timings), "curve": curve}
+        topics.close()
+    *curve, last = points
+    return {
+        **last,
+        "breakdown": _breakdown(watcher.last_sent, watcher.appended, timings),
+        "curve": [_curve_point(p["rate"], p) for p in curve],
+        "overrides": overrides or {},
+    }
 
 
 def _breakdown(sent: dict[str, int], appended: dict[str, int], timings: dict[str, dict[str, Any]]) -> dict[str, Any]:

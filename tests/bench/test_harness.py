@@ -212,3 +212,126 @@ def test_report_only_keeps_the_measuring_run_s_machine_and_times(tmp_path: Path)
     for key in ("date", "finished", "machine", "versions"):
         assert again[key] == stored[key]
     assert "the measuring box" in (tmp_path / "report.md").read_text()
+
+
+def test_the_batched_peer_drains_a_topic_exactly_once_with_two_processes(
+    kafka_bootstrap: str, new_topic: Any, tmp_path: Path
+) -> None:
+    """bench/peer.py, 2 processes in one group, against the real broker: 200 undecodable inputs (dead-lettered in
+    the decode stage, before any model call: no model server needed) come out as exactly 200 committed dead
+    letters, one per input offset - none lost, none twice - and nothing else."""
+    import subprocess
+    import sys
+    import uuid
+
+    import yaml
+    from confluent_kafka import Consumer, Producer, TopicPartition
+
+    from tests.fixtures import feast_repo
+    from tests.serving.gateway.test_gateway import echo_service
+
+    source, output, dead = new_topic("peer-in", 2), new_topic("peer-out", 2), new_topic("peer-dlq", 2)
+    folder = echo_service(tmp_path / "service", feast_repo.build_repo(tmp_path / "feast"), name="echo")
+    config = yaml.safe_load((folder / "service.yaml").read_text())
+    config["streaming"].update({"input_topic": source, "output_topic": output, "dead_letter_topic": dead})
+    (folder / "service.yaml").write_text(yaml.safe_dump(config))
+    producer = Producer({"bootstrap.servers": kafka_bootstrap})
+    for i in range(200):
+        producer.produce(source, f"not avro {i}".encode(), key=f"k{i}".encode())
+    producer.flush(30)
+    group = f"peer-test-{uuid.uuid4().hex[:6]}"
+    argv = [
+        sys.executable, "-m", "bench.peer", "--service-dir", str(folder), "--model-url", "http://127.0.0.1:9",
+        "--bootstrap", kafka_bootstrap, "--schema-store", str(tmp_path / "schemas"), "--group", group,
+        "--members", "2", "--idle-exit-s", "3", "--commit-interval-ms", "0",
+    ]  # fmt: skip
+    root = Path(__file__).resolve().parents[2]
+    procs = [
+        subprocess.Popen([*argv, "--member", str(m)], cwd=root, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        for m in range(2)
+    ]
+    done = [p.communicate(timeout=240) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], [err.decode()[-2000:] for _, err in done]
+    processed = [json.loads(out.decode().strip().splitlines()[-1]) for out, _ in done]
+    assert sum(p["processed"] for p in processed) == 200
+    assert all(p["transactions"] >= 1 for p in processed if p["processed"])
+
+    reader = Consumer(
+        {
+            "bootstrap.servers": kafka_bootstrap,
+            "group.id": f"peer-read-{uuid.uuid4().hex[:6]}",
+            "auto.offset.reset": "earliest",
+            "isolation.level": "read_committed",
+        }
+    )
+    reader.subscribe([output, dead])
+    sources: list[str] = []
+    outputs = 0
+    for _ in range(60):
+        for msg in reader.consume(500, 0.5):
+            if msg.error():
+                continue
+            if msg.topic() == output:
+                outputs += 1
+            else:
+                source_header = dict(msg.headers() or [])["vatic-source"]
+                assert isinstance(source_header, bytes)
+                sources.append(source_header.decode())
+        if len(sources) >= 200:
+            break
+    expected = set()
+    for partition in range(2):
+        low, high = reader.get_watermark_offsets(TopicPartition(source, partition), timeout=10)
+        expected |= {f"{source}/{partition}/{offset}" for offset in range(low, high)}
+    reader.close()
+    assert outputs == 0
+    assert len(expected) == 200
+    assert sorted(sources) == sorted(expected)  # every input once: none lost, none twice
+
+
+def test_peer_and_visible_rows_and_report_sections(tmp_path: Path) -> None:
+    """The peers' target rows (a peer that could not run is a skipped row with its reason, never a failure) and
+    the report sections of comparisons 7 and 8."""
+    from bench.peers import _rows as peer_rows
+    from bench.visible import PROFILES, _row
+
+    def lat(rate: float, p99: float, visible_p99: float) -> dict[str, Any]:
+        seen = {"received": 10, "p50_ms": visible_p99 / 2, "p99_ms": visible_p99, "max_ms": visible_p99}
+        return {
+            "rate": rate,
+            "sent": 10,
+            "received": 10,
+            "p50_ms": p99 / 2,
+            "p99_ms": p99,
+            "max_ms": p99,
+            "visible": seen,
+        }
+
+    vatic = {"eps": 4000.0, "latency": lat(2000, 40, 5200)}
+    batched = {"runs": [{"eps": 5000.0}], "eps": 5000.0, "latency": lat(2500, 30, 150)}
+    rows = peer_rows("batched", vatic, batched, None) + peer_rows("quix", vatic, None, "Quix Streams unavailable")
+    by_id = {r["id"]: r for r in rows}
+    assert by_id["peer_batched_max"]["met"] is False  # 0.8x
+    assert by_id["peer_batched_max_floor"]["met"] is True  # >= 0.75x
+    assert by_id["peer_batched_p99"]["met"] is False  # 40 ms vs 30 ms
+    assert by_id["peer_batched_visible_p99"]["met"] is False
+    assert all(by_id[f"peer_quix_{m}"]["met"] is None for m in ("max", "max_floor", "p99", "visible_p99"))
+    delivery = {name: {**lat(2000, 40, bound * 0.9), "curve": []} for name, (_, bound) in PROFILES.items()}
+    visible_rows = [_row(f"visible_{name}_p99", name, delivery[name]["visible"]["p99_ms"], b)
+                    for name, (_, b) in PROFILES.items()]  # fmt: skip
+    assert all(r["met"] for r in visible_rows)
+    assert _row("x", "x", 101.0, 100.0)["met"] is False
+    results = {
+        "peers": {"vatic": vatic, "batched": batched, "skipped_peers": {"quix": "Quix Streams unavailable"},
+                  "members": 2, "rows": rows, "profiles": {}},
+        "visible": {"max_eps": 4000.0, "max_eps_1s": 3800.0, "parallelism": 2, "delivery": delivery,
+                    "rows": visible_rows},
+    }  # fmt: skip
+    summary = report.write(results, Options(quick=True, repeats=1, results=tmp_path), datetime.now(UTC), tmp_path)
+    assert summary["targets_met"] == "4/7"  # the 4 skipped Quix rows are not counted
+    text = (tmp_path / "report.md").read_text()
+    assert "| peers | max events/s, vatic job vs Quix Streams app (exactly-once): the floor" in text
+    assert "skipped: Quix Streams unavailable |" in text
+    assert "| batched consumer | 2 | 5,000 | 2,500/s | 15 / 30 | 75 / 150 |" in text
+    assert "| exactly once 1s | 2,000/s | 20 / 40 | 675 / 1350 | 1350 |" in text
+    assert "with 1 s 3,800" in text
