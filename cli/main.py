@@ -6,7 +6,20 @@ import sys
 
 import typer
 
-from vatic.cli.commands import demo, gateway, init, plan, predict, render, schema, stack, stream, usecases, workspace
+from vatic.cli.commands import (
+    demo,
+    dlq,
+    gateway,
+    init,
+    plan,
+    predict,
+    render,
+    schema,
+    stack,
+    stream,
+    usecases,
+    workspace,
+)
 from vatic.cli.stack.settings import export_home
 from vatic.schemas.errors import VaticError
 
@@ -28,6 +41,7 @@ app.command(name="render")(render.render)
 app.command(name="plan")(plan.plan)
 app.command(name="predict")(predict.predict)
 app.add_typer(schema.app, name="schema")
+app.add_typer(dlq.app, name="dlq")
 
 
 def main() -> None:

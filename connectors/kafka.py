@@ -21,7 +21,8 @@ import os
 import re
 import threading
 import time
-from collections.abc import Callable, Iterable, Sequence
+import uuid
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Protocol
@@ -357,8 +358,17 @@ class Producer:
         if self._transactional:
             try:
                 self._producer.init_transactions(30)
-            except KafkaException:
+            except KafkaException as exc:
                 self.access.check()
+                if exc.args[0].code() == KafkaError.TRANSACTIONAL_ID_AUTHORIZATION_FAILED:
+                    principal = _principal(self.settings)
+                    raise AccessDenied(
+                        f"Kafka ACLs do not let {principal} WRITE transactional id {transactional_id!r}: grant it "
+                        f"(`kafka-acls --add --allow-principal {principal} --operation Write --transactional-id "
+                        f"{transactional_id}`)",
+                        service="kafka",
+                        reason="authorization",
+                    ) from exc
                 raise
 
     def produce(
@@ -547,18 +557,7 @@ class Consumer:
                 assert partition is not None
                 assert offset is not None
                 self._trackers.setdefault((topic, partition), _PartitionTracker()).hand_out(offset)
-                ts_type, ts = msg.timestamp()
-                records.append(
-                    Record(
-                        topic=topic,
-                        partition=partition,
-                        offset=offset,
-                        key=msg.key(),
-                        value=msg.value(),
-                        headers=list(msg.headers() or []),  # type: ignore[arg-type] # a list at runtime
-                        timestamp_ms=ts if ts_type else None,
-                    )
-                )
+                records.append(_record(msg, topic, partition, offset))
         return records
 
     def confirm(self, records: Iterable[Record]) -> None:
@@ -627,6 +626,138 @@ class Consumer:
                 self._trackers.pop((tp.topic, tp.partition), None)
 
 
+def scan(
+    topic: str,
+    settings: KafkaSettings | None = None,
+    *,
+    start: dict[int, int] | int | None = None,
+    partitions: Iterable[int] | None = None,
+    stall_timeout: float = 30.0,
+    batch: int = 500,
+) -> Iterator[Record]:
+    """Every committed record of ``topic`` (``read_committed``) in ``partitions`` (all by default), from
+    ``start`` (an offset for every partition, or one per partition; the earliest by default) up to the end
+    offsets the topic had when the scan began, then stop: a bounded read for tools (dead-letter listing and
+    replay), not a subscription. No consumer group offset is read or committed.
+
+    A partition ends when the consumer's position reaches its end offset or librdkafka reports its end (for a
+    ``read_committed`` reader: the last stable offset, before a transaction that is still open). Raises
+    :class:`TopicNotFound` for a missing topic and :class:`ServiceUnavailable` when a partition makes no progress
+    for ``stall_timeout`` seconds.
+    """
+    settings = settings or KafkaSettings()
+    conf = settings.librdkafka()
+    conf.update(
+        {
+            "group.id": f"vatic-scan-{uuid.uuid4().hex}",  # never committed: assign(), not subscribe()
+            "enable.auto.commit": False,
+            "enable.auto.offset.store": False,
+            "isolation.level": "read_committed",
+            "auto.offset.reset": "earliest",
+            "enable.partition.eof": True,
+        }
+    )
+    conf.update(settings.extra)
+    access = AccessWatch(settings)
+    consumer = _RdConsumer(access.install(conf))
+    try:
+        ends = _scan_assign(consumer, access, topic, settings, start, partitions)
+        progress = time.monotonic()
+        while ends:
+            messages = consumer.consume(batch, 0.5)
+            if messages:
+                progress = time.monotonic()
+            for msg in messages:
+                record = _scan_record(msg, ends, access, topic)
+                if record is not None:
+                    yield record
+            if ends and not messages:
+                for tp in consumer.position([TopicPartition(topic, p) for p in ends]):
+                    if tp.offset >= ends[tp.partition]:  # past transaction markers or aborted records
+                        ends.pop(tp.partition, None)
+                if ends and time.monotonic() - progress > stall_timeout:
+                    access.check()
+                    raise ServiceUnavailable(
+                        f"reading {topic}: partition(s) {sorted(ends)} made no progress for {stall_timeout:.0f} s "
+                        f"before their end offsets (is the broker up?)",
+                        service="kafka",
+                    )
+    finally:
+        consumer.close()
+
+
+def _scan_assign(
+    consumer: _RdConsumer,
+    access: AccessWatch,
+    topic: str,
+    settings: KafkaSettings,
+    start: dict[int, int] | int | None,
+    partitions: Iterable[int] | None,
+) -> dict[int, int]:
+    """Assign the partitions that hold records to read; return their end offsets (the scan's bounds)."""
+    try:
+        metadata = consumer.list_topics(topic, timeout=10)
+    except KafkaException:
+        access.check()
+        raise ServiceUnavailable(f"no Kafka broker answers at {settings.bootstrap_servers}", service="kafka") from None
+    found = metadata.topics.get(topic)
+    if found is None or found.error is not None or not found.partitions:
+        access.check()
+        raise TopicNotFound(f"topic {topic} does not exist on {settings.bootstrap_servers}", topic=topic)
+    wanted = sorted(found.partitions) if partitions is None else sorted(set(partitions) & set(found.partitions))
+    starts = start if isinstance(start, dict) else dict.fromkeys(wanted, start) if start is not None else {}
+    ends: dict[int, int] = {}
+    assign = []
+    for partition in wanted:
+        low, high = consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout=10, cached=False)
+        first = max(low, starts.get(partition, low))
+        if first < high:
+            ends[partition] = high
+            assign.append(TopicPartition(topic, partition, first))
+    if assign:
+        consumer.assign(assign)
+    return ends
+
+
+def _scan_record(msg: Message, ends: dict[int, int], access: AccessWatch, topic: str) -> Record | None:
+    """The record of one consumed message inside the scan's bounds (a partition leaves ``ends`` at its end)."""
+    err = msg.error()
+    if err is not None and err.code() == KafkaError.GROUP_AUTHORIZATION_FAILED:
+        return None  # librdkafka looks up the coordinator of the scan's throwaway group, which is never used
+    partition = msg.partition()
+    assert partition is not None
+    if err is not None:
+        if err.code() == KafkaError._PARTITION_EOF:
+            ends.pop(partition, None)
+        elif err.code() in _NO_TOPIC:
+            access.check()
+            raise TopicNotFound(f"cannot read {topic}: {err.str()}", topic=topic)
+        elif err.fatal() or not err.retriable():
+            raise ServiceUnavailable(f"consumer error: {err.name()}: {err.str()}", service="kafka")
+        return None
+    offset = msg.offset()
+    assert offset is not None
+    if partition not in ends or offset >= ends[partition]:
+        ends.pop(partition, None)
+        return None
+    if offset + 1 >= ends[partition]:
+        ends.pop(partition, None)
+    return _record(msg, topic, partition, offset)
+
+
+def _record(msg: Message, topic: str, partition: int, offset: int) -> Record:
+    ts_type, ts = msg.timestamp()
+    return Record(
+        topic=topic,
+        partition=partition,
+        offset=offset,
+        key=msg.key(),
+        value=msg.value(),
+        headers=list(msg.headers() or []),  # type: ignore[arg-type] # a list at runtime
+        timestamp_ms=ts if ts_type else None,
+    )
+
+
 class Codec(Protocol):
     """What :class:`AvroSerde` needs of a codec (``vatic.schemas.codec.AvroCodec`` is one)."""
 
@@ -693,7 +824,16 @@ def ensure_topics(
             future.result(timeout=timeout)
             created.append(name)
         except KafkaException as exc:
-            if exc.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
+            code = exc.args[0].code()
+            if code in (KafkaError.TOPIC_AUTHORIZATION_FAILED, KafkaError.CLUSTER_AUTHORIZATION_FAILED):
+                principal = _principal(settings or KafkaSettings())
+                raise AccessDenied(
+                    f"Kafka ACLs do not let {principal} CREATE topic {name!r}: grant it (`kafka-acls --add "
+                    f"--allow-principal {principal} --operation Create --topic {name}`) or create it first",
+                    service="kafka",
+                    reason="authorization",
+                ) from exc
+            if code != KafkaError.TOPIC_ALREADY_EXISTS:
                 raise ConfigError(f"cannot create topic {name}: {exc.args[0].str()}") from exc
     return created
 

@@ -274,6 +274,29 @@ def app_acls(principal: str, *, produce: Iterable[str] = (), consume: Iterable[s
     return grants
 
 
+def replayer_acls(principal: str, *, dead_letter_topic: str, input_topic: str) -> list[Grant]:
+    """What ``vatic dlq list|replay`` needs and nothing more: read the dead letters and the replay ledger, write
+    the replays to the input topic and their entries to the ledger, create the ledger on the first replay, and
+    use the dead-letter topic's one replay transactional id (:mod:`vatic.connectors.dlq`). The bounded reads
+    assign partitions and commit nothing: no consumer group grant."""
+    from vatic.connectors.dlq import ledger_topic, transactional_id
+
+    user = f"User:{principal}"
+    ledger = ledger_topic(dead_letter_topic)
+    return [
+        Grant(user, "READ", "topic", dead_letter_topic),
+        Grant(user, "DESCRIBE", "topic", dead_letter_topic),
+        Grant(user, "READ", "topic", ledger),
+        Grant(user, "WRITE", "topic", ledger),
+        Grant(user, "CREATE", "topic", ledger),
+        Grant(user, "DESCRIBE", "topic", ledger),
+        Grant(user, "WRITE", "topic", input_topic),
+        Grant(user, "DESCRIBE", "topic", input_topic),
+        Grant(user, "WRITE", "transactional_id", transactional_id(dead_letter_topic)),
+        Grant(user, "DESCRIBE", "transactional_id", transactional_id(dead_letter_topic)),
+    ]
+
+
 def apply_acls(settings: KafkaSettings, grants: Iterable[Grant], *, timeout: float = 30.0) -> int:
     """Create ``grants`` on the broker (as a super user); returns how many were created. Idempotent."""
     from confluent_kafka.admin import (  # type: ignore[attr-defined]

@@ -6,7 +6,7 @@ import uuid
 
 import pytest
 
-from vatic.connectors.kafka import Consumer, KafkaSettings, Producer, Record, check_topics, ensure_topics
+from vatic.connectors.kafka import Consumer, KafkaSettings, Producer, Record, check_topics, ensure_topics, scan
 from vatic.schemas.errors import DeliveryFailed, RecordTooLarge, TopicNotFound
 
 
@@ -246,3 +246,53 @@ def test_malformed_bytes_raise_a_typed_error_carrying_the_raw_bytes(kafka_bootst
         assert info.value.raw == record.value
         assert isinstance(info.value, DataError)  # dead-letter material, not an outage
         assert info.value.stage == "decode"
+
+
+def test_a_scan_reads_every_committed_record_up_to_the_end_it_began_with_and_stops(kafka_bootstrap, new_topic):
+    """Bounded: what arrives after the scan began is not read; aborted records never; an open transaction ends a
+    partition at its last stable offset instead of blocking the scan."""
+    topic = new_topic("scan", partitions=2)
+    settings = KafkaSettings(bootstrap_servers=kafka_bootstrap)
+    plain = Producer(settings)
+    for i in range(10):
+        plain.produce(topic, f"v{i}".encode(), b"k", headers=[("h", str(i).encode())])  # one key: one partition
+    plain.produce(topic, b"other", b"another-key-entirely")
+    plain.flush()
+    aborted = Producer(settings, transactional_id=f"scan-aborted-{uuid.uuid4().hex}")
+    aborted.begin()
+    aborted.produce(topic, b"aborted", b"k")
+    aborted.flush()
+    aborted.abort()
+    plain.produce(topic, b"after-abort", b"k")
+    plain.flush()
+    hanging = Producer(settings, transactional_id=f"scan-open-{uuid.uuid4().hex}")
+    hanging.begin()
+    hanging.produce(topic, b"uncommitted", b"k")
+    hanging.flush()  # sent, never committed: the partition's last stable offset stays before it
+
+    records = list(scan(topic, settings, stall_timeout=20))
+    values = [r.value for r in records]
+    assert values.count(b"aborted") == 0
+    assert values.count(b"uncommitted") == 0
+    assert sorted(v for v in values if v and v.startswith(b"v")) == sorted(f"v{i}".encode() for i in range(10))
+    assert b"other" in values
+    assert b"after-abort" in values
+    keyed = [r for r in records if r.key == b"k" and r.value and r.value.startswith(b"v")]
+    assert [r.headers for r in keyed] == [[("h", str(i).encode())] for i in range(10)]  # in order, with headers
+    hanging.abort()
+
+    plain.produce(topic, b"late", b"k")
+    plain.flush()
+    first_k = next(r for r in records if r.key == b"k")
+    later = list(scan(topic, settings, start=first_k.offset + 9, partitions=[first_k.partition]))
+    assert [r.value for r in later if r.key == b"k"] == [
+        b"v9",
+        b"after-abort",
+        b"late",
+    ]  # from an offset, one partition
+
+
+def test_a_scan_of_a_missing_topic_says_so(kafka_bootstrap):
+    settings = KafkaSettings(bootstrap_servers=kafka_bootstrap)
+    with pytest.raises(TopicNotFound, match="does not exist"):
+        list(scan(f"absent-{uuid.uuid4().hex}", settings))

@@ -11,7 +11,7 @@ from collections.abc import Iterator
 import pytest
 from pydantic import SecretStr, ValidationError
 
-from vatic.cli.stack.secure import ADMIN, APP, JOB, SecureKafkaBroker, apply_acls, job_acls
+from vatic.cli.stack.secure import ADMIN, APP, JOB, SecureKafkaBroker, apply_acls, job_acls, replayer_acls
 from vatic.cli.stack.settings import StackSettings
 from vatic.connectors.kafka import (
     FLINK_KAFKA_SHADED,
@@ -205,3 +205,39 @@ def test_the_python_clients_raise_a_refused_login_instead_of_waiting_for_a_broke
             poll_until_refused()
     finally:
         consumer._consumer.close()
+
+
+def test_a_dead_letter_replay_runs_with_exactly_the_replayer_grants(broker, tmp_path) -> None:
+    """``vatic dlq replay`` as an application principal: with :func:`replayer_acls` on its topics it reads,
+    creates the ledger and replays in a transaction; on a dead-letter topic it holds no grant for, it is refused
+    with an AccessDenied naming the principal, not left waiting."""
+    from vatic.connectors.dlq import REPLAY_OF, Replayer
+    from vatic.connectors.kafka import scan
+    from vatic.schemas import AvroCodec, LocalSchemaStore, load_schema, topic_subject
+    from vatic.serving.core import SourceRecord, dead_letter
+
+    tag = uuid.uuid4().hex[:8]
+    source, dlq, other = f"replay-{tag}.in", f"replay-{tag}.dlq", f"replay-{tag}.other-dlq"
+    admin = broker.client_settings(ADMIN)
+    ensure_topics([source, dlq, other], settings=admin)
+    codec = AvroCodec(LocalSchemaStore(tmp_path / "schemas"), topic_subject(dlq), load_schema("dead_letter"))
+    writer = Producer(admin)
+    for offset in range(3):
+        record = SourceRecord(source, 0, offset, b"k", f"bytes {offset}".encode())
+        value = dead_letter(service="s", stage="decode", error_class="DecodeError", message="m", attempts=1,
+                            source=record)  # fmt: skip
+        writer.produce(dlq, codec.encode(value), b"k")
+        writer.produce(other, codec.encode(value), b"k")
+    writer.flush()
+    apply_acls(admin, replayer_acls(APP, dead_letter_topic=dlq, input_topic=source))
+
+    app = broker.client_settings(APP)
+    carried = Replayer(dlq, source, codec, app).replay()
+    assert len(carried.replay) == 3
+    assert sorted(r.value for r in scan(source, admin) if dict(r.headers).get(REPLAY_OF)) == [
+        b"bytes 0",
+        b"bytes 1",
+        b"bytes 2",
+    ]
+    with pytest.raises(AccessDenied, match=APP):
+        Replayer(other, source, codec, app).replay()
