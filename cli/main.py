@@ -13,7 +13,9 @@ from vatic.cli.commands import (
     init,
     plan,
     predict,
+    promote,
     render,
+    rollback,
     schema,
     stack,
     stream,
@@ -42,6 +44,8 @@ app.command(name="plan")(plan.plan)
 app.command(name="predict")(predict.predict)
 app.add_typer(schema.app, name="schema")
 app.add_typer(dlq.app, name="dlq")
+app.command(name="promote")(promote.promote)
+app.command(name="rollback")(rollback.rollback)
 
 
 def main() -> None:

@@ -70,7 +70,7 @@ import urllib.parse
 from collections.abc import AsyncIterator, Callable, Mapping
 from pathlib import Path
 from types import TracebackType
-from typing import Self, TypeVar
+from typing import Any, Self, TypeVar
 
 import httpx
 import orjson
@@ -218,6 +218,32 @@ class InferenceClient:
             "GET", _model_path(model, version), model=model, version=version, deadline_s=deadline_s
         )
         return self._parse(response, ModelMetadata.from_json)
+
+    # -- model repository (MLServer's extension of V2) ---------------------------------------------------
+
+    async def repository_load(self, model: str, *, deadline_s: float | None = None) -> None:
+        """``POST /v2/repository/models/{model}/load``: load every version of ``model`` the server's repository
+        folder holds now and unload the versions it no longer holds (MLServer 1.7.1 reloads the ones it already
+        serves, each swapped in once loaded). A version that fails to load raises :class:`ModelRejected` (400)
+        or :class:`ModelServerUnavailable` (5xx) with the server's reason."""
+        await self._call(
+            "POST",
+            f"/v2/repository/models/{urllib.parse.quote(model, safe='')}/load",
+            body=b"{}",
+            model=model,
+            deadline_s=deadline_s,
+        )
+
+    async def repository_index(self, *, deadline_s: float | None = None) -> list[dict[str, Any]]:
+        """``POST /v2/repository/index``: ``[{"name", "version", "state", "reason"}]`` of every model the server's
+        repository folder holds."""
+        response = await self._call("POST", "/v2/repository/index", body=b"{}", deadline_s=deadline_s)
+        body = self._parse(response, orjson.loads)
+        if not isinstance(body, list):
+            raise UnexpectedModelResponse(
+                f"POST {self.base_url}/v2/repository/index answered {body!r}", status=200, body=str(body)[:200]
+            )
+        return [item for item in body if isinstance(item, dict)]
 
     # -- machinery --------------------------------------------------------------------------------------
 

@@ -36,7 +36,8 @@ ModelUrl = Annotated[
 ]
 
 
-def _model_url(service_dir: Path, explicit: str | None) -> str:
+def model_url_for(service_dir: Path, explicit: str | None) -> str:
+    """``explicit``, else ``VATIC_STREAM_MODEL_URL``, else the local stack's model server of ``service_dir``."""
     if explicit:
         return explicit
     if os.environ.get("VATIC_STREAM_MODEL_URL"):
@@ -75,7 +76,7 @@ def _settings(
         "environment": env,
         "bootstrap_servers": os.environ.get("VATIC_STREAM_BOOTSTRAP_SERVERS")
         or os.environ.get("VATIC_KAFKA_BOOTSTRAP_SERVERS", stack.kafka_bootstrap),
-        "model_url": _model_url(service_dir, model_url),
+        "model_url": model_url_for(service_dir, model_url),
         "redis_url": os.environ.get("VATIC_STREAM_REDIS_URL"),
         "schema_registry_url": registry_url(schema_registry_url),
         "schema_store": str(stack.home / "schemas"),

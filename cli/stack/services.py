@@ -27,6 +27,9 @@ Contract of :meth:`ServiceModelServer.start`:
   is skipped: a service config or artifact that is wrong fails the start with the writer's one-line error.
 * Then a :class:`~vatic.cli.stack.mlserver.ModelServer` on loopback, with the service's
   ``parallel_workers``, is started and waited for until every model has loaded (``model_start_timeout_s``).
+* A service that follows its registry (``registry.refresh_s`` > 0) gets its rollout controller
+  (:mod:`vatic.serving.runtimes.rollout`) as a second process, ``<component>-rollout``, started once the server
+  is ready and stopped before it; its log is ``<home>/<component>-rollout/<component>-rollout.log``.
 """
 
 from __future__ import annotations
@@ -38,10 +41,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, ClassVar
 
 from vatic.cli.stack.components import Component, Health
-from vatic.cli.stack.process import port_is_free
+from vatic.cli.stack.process import ManagedProcess, port_is_free
 from vatic.cli.stack.settings import StackSettings, checkout_root
 from vatic.schemas.errors import ConfigError, PortInUse
-from vatic.serving.runtimes import repository
+from vatic.serving.runtimes import repository, rollout
 
 if TYPE_CHECKING:
     from vatic.cli.stack.mlserver import ModelServer
@@ -50,6 +53,8 @@ __all__ = ["MODEL_SERVERS", "FraudModelServer", "ProductModelServer", "ServiceMo
 
 #: the repository writer's module (serving layer), run as ``python -m`` in the model-server environment
 WRITER = repository.__name__
+#: the rollout controller's module, run the same way beside a server whose service follows its registry
+CONTROLLER = rollout.__name__
 _NOT_PREPARED = repository.EXIT_NOT_PREPARED
 
 
@@ -87,6 +92,8 @@ class ServiceModelServer(Component):
         chosen = ports or tuple(int(getattr(self.settings, field)) for field in self.port_settings)
         self.http_port, self.grpc_port, self.metrics_port = chosen
         self._server: ModelServer | None = None
+        self.follows = False
+        self.controller = ManagedProcess(f"{self.name}-rollout", self.settings.home)
 
     def _default_service_dir(self) -> Path:
         """``<usecases_dir>/<case>/service``; the use cases folder defaults to the checkout's (an installed vatic
@@ -162,6 +169,7 @@ class ServiceModelServer(Component):
         except (ValueError, IndexError, AttributeError, TypeError) as exc:
             raise ConfigError(f"{self.name}: the settings writer printed no summary ({exc})") from None
         self.server.parallel_workers = workers
+        self.follows = float(summary.get("refresh_s") or 0) > 0
         return None
 
     def start(self) -> bool:
@@ -181,9 +189,15 @@ class ServiceModelServer(Component):
             self.skip_file.write_text(reason + "\n", encoding="utf-8")
             return False
         self.skip_file.unlink(missing_ok=True)
-        return server.start()
+        started = server.start()
+        if self.follows and self.controller.pid() is None:
+            python = importlib.import_module("vatic.cli.stack.mlserver").mlserver_executable().parent / "python"
+            argv = [str(python), "-m", CONTROLLER, str(self.service_dir), str(self.repository), "--server", self.url]
+            self.controller.start([*argv, "--registry-root", str(self.registry_root)])
+        return started
 
     def stop(self) -> bool:
+        self.controller.stop()
         return self.server.stop()
 
     def skipped(self) -> str | None:

@@ -218,6 +218,16 @@ class ModelRegistry(ABC):
     def versions(self, name: str) -> list[str]:
         """The versions of model ``name``, oldest first as far as the backend knows."""
 
+    def set_stage(self, name: str, stage: str, version: str) -> str | None:
+        """Point ``stage`` of model ``name`` at ``version`` (which must exist); returns the version it named before
+        (None: the stage is new). Servers that follow the stage roll the version out
+        (:mod:`vatic.serving.runtimes.rollout`). Backends that vatic does not write to raise ``ConfigError``."""
+        raise ConfigError(
+            f"the {self.backend} registry's stages are moved with its own tools (UI or API), not by vatic; "
+            "servers that follow the stage pick the change up",
+            stage="load",
+        )
+
     @abstractmethod
     def _download(self, model: ResolvedModel, staging: Path) -> None:
         """Copy the artifact files of ``model`` into ``staging`` (an empty folder), as plain files.

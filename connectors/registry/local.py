@@ -19,6 +19,7 @@ refused too (``unsupported_file``); symlinked files inside the root are copied a
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import stat
@@ -110,6 +111,25 @@ class LocalFolderRegistry(ModelRegistry):
                 raise ConfigError(f"stage file {path}: bad entry {stage!r}: {version!r}", stage="load")
             stages[_check_name("stage", stage)] = _check_name("version", str(version))
         return stages
+
+    def set_stage(self, name: str, stage: str, version: str) -> str | None:
+        """Rewrite the model's stages file with ``stage: version`` (``stages.json`` unless a YAML one exists),
+        atomically: a server reading it sees the old or the new file, never a part."""
+        _check_name("stage", stage)
+        if version not in self.versions(name):
+            raise model_not_found(
+                f"model {name!r} has no version {version!r} in {self.root}", model=name, version=version
+            )
+        stages = self.stages(name)
+        before = stages.get(stage)
+        stages[stage] = version
+        model_dir = self._model_dir(name)
+        target = next((model_dir / f for f in STAGE_FILES if (model_dir / f).exists()), model_dir / STAGE_FILES[0])
+        text = json.dumps(stages, indent=2) + "\n" if target.suffix == ".json" else yaml.safe_dump(stages)
+        staging = target.with_name(f".{target.name}.tmp")
+        staging.write_text(text, encoding="utf-8")
+        os.replace(staging, target)
+        return before
 
     def versions(self, name: str) -> list[str]:
         """Version folders of model ``name``: numeric ones in numeric order, then the others by name."""

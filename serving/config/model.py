@@ -218,12 +218,29 @@ class RegistrySpec(Section):
     autodownload: bool = True
     artifacts: list[ArtifactPin] = Field(default_factory=list, description="sha256 pins of artifact files")
     allow_pickle: bool = Field(False, description="allow .pkl/.joblib artifacts (only with a sha256 pin)")
+    refresh_s: float = Field(
+        0,
+        ge=0,
+        le=86400,
+        description="follow the registry: every refresh_s seconds the model server loads the version the stages "
+        "(or the latest) name now, checks it and switches to it (0: resolved once, at server start)",
+    )
 
     @model_validator(mode="after")
     def _comet_needs_workspace(self) -> RegistrySpec:
         if self.backend == "comet" and not self.workspace:
             raise ValueError("the comet backend needs workspace: <your Comet workspace>")
+        if self.refresh_s and self.version is not None:
+            raise ValueError(
+                f"registry.refresh_s follows a stage or the latest version; version {self.version!r} is pinned and "
+                "never changes: remove one of them"
+            )
         return self
+
+    @property
+    def follows(self) -> bool:
+        """Whether the served version follows the registry while running (``refresh_s`` > 0)."""
+        return self.refresh_s > 0
 
 
 class FeaturePolicy(Section):
@@ -639,6 +656,20 @@ class ServiceConfig(Section):
     @classmethod
     def _plain_env_names(cls, value: dict[str, str]) -> dict[str, str]:
         return _env_names(value)
+
+    @model_validator(mode="after")
+    def _following_needs_a_repository(self) -> ServiceConfig:
+        if self.registry.follows and self.serving.tier == "full-custom":
+            raise ValueError(
+                "registry.refresh_s rolls new versions out through MLServer's repository API: use the no-code or "
+                "low-code tier, or restart a full-custom server to change its model"
+            )
+        if self.registry.follows and self.model.version is not None:
+            raise ValueError(
+                f"model.version {self.model.version!r} pins the version the clients call; with registry.refresh_s "
+                "the model server says which version is current: remove model.version"
+            )
+        return self
 
     @model_validator(mode="after")
     def _columns_resolve(self) -> ServiceConfig:

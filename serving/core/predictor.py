@@ -42,6 +42,7 @@ from vatic.schemas.errors import (
 from vatic.serving.config.model import ServiceConfig
 from vatic.serving.core.retry import RetryPolicy
 from vatic.serving.core.tensors import build_inputs, output_value
+from vatic.serving.core.versions import VersionFollower
 
 #: 5xx answers that say the server (or what is behind it) is unavailable, whatever the input: retried as an
 #: outage and never counted towards a poison verdict (an overloaded or degraded server is often still "ready")
@@ -106,6 +107,7 @@ class Predictor:
         features: FeatureReader | None = None,
         retry: RetryPolicy | None = None,
         poison_attempts: int = 3,
+        versions: VersionFollower | None = None,
     ) -> None:
         if config.features is not None and features is None:
             raise ValueError(f"service {config.service} declares features: pass a feature reader")
@@ -114,6 +116,7 @@ class Predictor:
         self.features = features
         self.retry = retry or RetryPolicy()
         self.poison_attempts = poison_attempts
+        self.versions = versions
         self._entity_fields = list(config.features.entities.items()) if config.features else []
 
     @classmethod
@@ -138,7 +141,10 @@ class Predictor:
         features = None
         if config.features is not None:
             features = Enricher.from_spec(config.features, service_dir, redis_url=redis_url)
-        return cls(config, inference=client, features=features, retry=retry)
+        versions = None
+        if config.registry.follows:
+            versions = VersionFollower(client, config.model.name, refresh_s=min(config.registry.refresh_s, 1.0))
+        return cls(config, inference=client, features=features, retry=retry, versions=versions)
 
     async def aclose(self) -> None:
         """Close the model client and the feature reader."""
@@ -151,6 +157,10 @@ class Predictor:
     ) -> BatchResult:
         """Predict a batch; see the module docstring for the contract."""
         received = received_ms if received_ms is not None else now_ms()
+        # one version per batch, read before anything else: no batch is split across versions
+        version = self.config.model.version
+        if self.versions is not None:
+            version = await self.versions.version() or version
         result = BatchResult()
         alive = list(range(len(events)))
 
@@ -183,7 +193,7 @@ class Predictor:
         # 3. encode + 4. infer (bisecting to isolate inputs the model refuses)
         started = time.perf_counter()
         answers: dict[int, tuple[dict[str, Any], str | None]] = {}
-        await self._infer(events, alive, values, missing, answers, result)
+        await self._infer(events, alive, values, missing, answers, result, version)
         result.infer_ms = (time.perf_counter() - started) * 1000
 
         # 5. prediction events
@@ -210,6 +220,7 @@ class Predictor:
         missing: Mapping[int, Mapping[str, str]],
         answers: dict[int, tuple[dict[str, Any], str | None]],
         result: BatchResult,
+        version: str | None,
     ) -> None:
         if not indexes:
             return
@@ -226,7 +237,7 @@ class Predictor:
             return
         request = InferenceRequest(inputs=tuple(tensors), outputs=tuple(o.name for o in self.config.model.outputs))
         try:
-            response, attempts = await self._call(request, single=len(clean) == 1)
+            response, attempts = await self._call(request, version, single=len(clean) == 1)
         except (ModelRejected, ModelFailedOnInput) as exc:
             result.model_retries += max(0, getattr(exc, "attempts", 1) - 1)
             if len(clean) == 1:
@@ -241,8 +252,8 @@ class Predictor:
                 )
                 return
             half = len(clean) // 2
-            await self._infer(events, clean[:half], values, missing, answers, result)
-            await self._infer(events, clean[half:], values, missing, answers, result)
+            await self._infer(events, clean[:half], values, missing, answers, result, version)
+            await self._infer(events, clean[half:], values, missing, answers, result, version)
             return
         result.model_calls += attempts
         result.model_retries += attempts - 1
@@ -252,16 +263,18 @@ class Predictor:
             from vatic.schemas.errors import UnexpectedModelResponse
 
             raise UnexpectedModelResponse(str(exc), status=200, body="") from exc
-        version = response.model_version or self.config.model.version
+        answered = response.model_version or version
         for i, row in zip(clean, rows, strict=True):
-            answers[i] = (row, version)
+            answers[i] = (row, answered)
 
-    async def _call(self, request: InferenceRequest, *, single: bool) -> tuple[InferenceResponse, int]:
+    async def _call(
+        self, request: InferenceRequest, version: str | None, *, single: bool
+    ) -> tuple[InferenceResponse, int]:
         """One V2 call with retries. A 5xx answered to a request while the server is healthy is suspicious:
         after ``poison_attempts`` such answers the request is treated as bad data (the caller splits it, and a
         single event is dead-lettered)."""
         suspicious = 0
-        model, version = self.config.model.name, self.config.model.version
+        model = self.config.model.name
 
         async def attempt() -> InferenceResponse:
             nonlocal suspicious
@@ -270,7 +283,7 @@ class Predictor:
             except ModelServerUnavailable as exc:
                 if exc.status is None or exc.status < 500 or exc.status in OUTAGE_STATUSES:
                     raise  # unreachable, overloaded or answering "unavailable": an outage, never poison
-                if not await self._server_healthy():
+                if not await self._server_healthy(version):
                     raise
                 suspicious += 1
                 if suspicious >= self.poison_attempts or not single:
@@ -284,9 +297,9 @@ class Predictor:
 
         return await self.retry.run(attempt)
 
-    async def _server_healthy(self) -> bool:
+    async def _server_healthy(self, version: str | None) -> bool:
         try:
-            return await self.inference.ready(self.config.model.name, version=self.config.model.version, deadline_s=1.0)
+            return await self.inference.ready(self.config.model.name, version=version, deadline_s=1.0)
         except Retryable:
             return False
 

@@ -71,6 +71,7 @@ import os
 import shutil
 import sys
 import tempfile
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -81,11 +82,13 @@ from vatic.connectors.registry.spec import fetch_from_spec, registry_from_spec
 from vatic.schemas.errors import ArtifactsMissing, ConfigError, ModelNotFound, VaticError
 from vatic.serving.config.loader import load_service
 from vatic.serving.config.model import ServiceConfig, TensorSpec
+from vatic.serving.core.versions import pointer_name
 
 __all__ = [
     "MARKER",
     "MODEL_FILES",
     "NOCODE_OUTPUTS",
+    "POINTER_IMPLEMENTATION",
     "ArtifactsMissing",
     "WrittenModel",
     "WrittenRepository",
@@ -93,7 +96,9 @@ __all__ = [
     "input_metadata",
     "main",
     "model_settings",
+    "pointer_settings",
     "server_settings",
+    "write_pointer",
     "write_repository",
 ]
 
@@ -141,12 +146,15 @@ class WrittenRepository:
     root: Path
     server: dict[str, Any]
     models: tuple[WrittenModel, ...]
+    #: ``registry.refresh_s``: > 0 when a rollout controller should follow the registry beside the server
+    refresh_s: float = 0.0
 
     def summary(self) -> dict[str, Any]:
         """A JSON-able description (what the command line prints)."""
         return {
             "repository": str(self.root),
             "parallel_workers": self.server.get("parallel_workers"),
+            "refresh_s": self.refresh_s,
             "models": [
                 {
                     "name": m.name,
@@ -253,6 +261,28 @@ def model_settings(
         settings["max_batch_size"] = serving.max_batch_size
         settings["max_batch_time"] = serving.max_batch_time_ms / 1000.0
     return settings
+
+
+POINTER_IMPLEMENTATION = "vatic.serving.runtimes.pointer.RolloutPointer"
+
+
+def pointer_settings(model: str, versions: Sequence[str], seq: int) -> dict[str, Any]:
+    """The ``model-settings.json`` of the rollout pointer of ``model`` (``versions``: current first)."""
+    return {
+        "name": pointer_name(model),
+        "implementation": POINTER_IMPLEMENTATION,
+        "platform": "vatic-rollout",
+        "versions": list(versions),
+        "parameters": {"version": str(seq), "extra": {"model": model, "switched_at": time.time()}},
+    }
+
+
+def write_pointer(repository: Path, model: str, versions: Sequence[str], seq: int = 1) -> Path:
+    """Write the pointer's folder ``<repository>/<model>.rollout/``; returns it."""
+    folder = repository / pointer_name(model)
+    folder.mkdir(parents=True, exist_ok=True)
+    _write_json(folder / MODEL_SETTINGS, pointer_settings(model, versions, seq))
+    return folder
 
 
 def _pickle_pins(files: dict[str, str] | None) -> dict[str, Any]:
@@ -411,6 +441,8 @@ def write_repository(
                 continue
             os.replace(stale, holder / f"old-{stale.name}")
         os.replace(incoming, target / name)
+        if config.registry.follows:
+            write_pointer(target, name, [settings["parameters"]["version"]])
         if server:
             _write_json(target / "settings.json", server)
     finally:
@@ -426,7 +458,7 @@ def write_repository(
         digest=fetched.digest,
         files=dict(fetched.files),
     )
-    return WrittenRepository(root=target, server=server, models=(written,))
+    return WrittenRepository(root=target, server=server, models=(written,), refresh_s=config.registry.refresh_s)
 
 
 # --- command line -----------------------------------------------------------------------------------------

@@ -77,6 +77,12 @@ def test_environment_overlays_merge_key_by_key(tmp_path):
         ({"kubernetes": {"image_pull_policy": "Sometimes"}}, "fix: use one of 'Always', 'IfNotPresent' or 'Never'"),
         ({"kubernetes": {"flink": {"flink_version": "2.2"}}}, "fix: write flink_version to match"),
         ({"gateway": {"replicas": -2}}, "fix: set replicas to a value >= 0"),
+        ({"registry": {"version": "3", "refresh_s": 5}}, "version '3' is pinned and never changes"),
+        ({"registry": {"refresh_s": 5}, "model": {**MINIMAL["model"], "version": "3"}}, "remove model.version"),
+        (
+            {"registry": {"refresh_s": 5}, "serving": {"tier": "full-custom", "layer": "fastapi", "entrypoint": "a:b"}},
+            "use the no-code or low-code tier",
+        ),
     ],
 )
 def test_bad_values_name_file_line_and_fix(tmp_path, change, expected):

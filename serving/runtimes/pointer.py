@@ -1,0 +1,31 @@
+"""The rollout pointer as an MLServer model: ``<model>.rollout``, whose metadata ``versions`` list says which
+version of ``<model>`` clients call (``[current, previous...]``, see :mod:`vatic.serving.core.versions`).
+
+It has no artifact and answers no inference: MLServer serves it so that the pointer lives where the versions
+live, is read with the V2 metadata call every client already makes, and moves atomically when the rollout
+controller rewrites its ``model-settings.json`` and reloads it through the repository API.
+
+Server environment only (imports ``mlserver``).
+"""
+
+from __future__ import annotations
+
+from mlserver import MLModel
+from mlserver.errors import InferenceError
+from mlserver.types import InferenceRequest, InferenceResponse
+
+__all__ = ["RolloutPointer"]
+
+
+class RolloutPointer(MLModel):  # type: ignore[misc]  # MLModel is untyped where mypy runs (pipeline env)
+    """Loads instantly; refuses inference with a 400 naming the model to call instead."""
+
+    async def load(self) -> bool:
+        return True
+
+    async def predict(self, payload: InferenceRequest) -> InferenceResponse:
+        versions = list(self.settings.versions or [])
+        model = self.name.removesuffix(".rollout")
+        raise InferenceError(
+            f"{self.name} is the rollout pointer of {model}: call {model} version {versions[0] if versions else '?'}"
+        )
