@@ -54,9 +54,12 @@ version, checks its sha256 pins and writes MLServer's settings into the ``models
 ``model-server`` container then serves ``/models`` read-only (``mlserver start /models``, or ``uvicorn
 <entrypoint>`` with ``VATIC_MODEL_DIR=/models/<model>`` for the full-custom tier). Without ``autodownload`` there is
 no init container and no models volume: the image must hold the repository at ``registry.dest_path``, which is
-served instead. Probes: startup and liveness on ``/v2/health/live``, readiness on ``/v2/health/ready`` (HTTPS when
-the model server serves TLS). Security: non-root (65532), read-only root filesystem (``/tmp`` is an emptyDir), every
-capability dropped, no privilege escalation, RuntimeDefault seccomp, no service-account token, no service links.
+served instead. A service that follows its registry (``registry.refresh_s`` > 0) gets a second container,
+``rollout``, the rollout controller: it writes new versions into the ``models`` volume (mounted read-write there
+only) and loads them through MLServer's repository API on loopback; its metrics on port 9099. Probes: startup and
+liveness on ``/v2/health/live``, readiness on ``/v2/health/ready`` (HTTPS when the model server serves TLS).
+Security: non-root (65532), read-only root filesystem (``/tmp`` is an emptyDir), every capability dropped, no
+privilege escalation, RuntimeDefault seccomp, no service-account token, no service links.
 GPUs: ``resources.gpu`` adds the extended resource as request and limit, a node selector ``<gpu.node_label>:
 <gpu.type>`` and a toleration of the ``<gpu.resource>`` taint. With autoscaling the Deployment has no ``replicas``
 (the autoscaler owns the count, as the Kubernetes docs advise); without, ``replicas`` is the config's. A pod
@@ -363,6 +366,35 @@ def _fetch_container(config: ServiceConfig) -> dict[str, Any]:
     }
 
 
+#: the rollout controller's Prometheus port in the model server pod
+ROLLOUT_METRICS_PORT = 9099
+
+
+def _rollout_container(config: ServiceConfig) -> dict[str, Any]:
+    """The rollout controller beside MLServer (``registry.refresh_s`` > 0): it writes new versions into the models
+    volume and loads them through MLServer's repository API on loopback (:mod:`vatic.serving.runtimes.rollout`)."""
+    command = ["python", "-m", "vatic.serving.runtimes.rollout", f"{CONFIG_ROOT}/service", MODELS_DIR]
+    command += ["--server", f"http://127.0.0.1:{config.serving.port}", "--metrics-port", str(ROLLOUT_METRICS_PORT)]
+    if config.environment != "local":
+        command += ["--environment", config.environment]
+    return {
+        "name": "rollout",
+        "image": config.image,
+        "imagePullPolicy": config.kubernetes.image_pull_policy,
+        "command": command,
+        "ports": [{"name": "rollout-metrics", "containerPort": ROLLOUT_METRICS_PORT, "protocol": "TCP"}],
+        "env": _env({"HOME": "/tmp"}),  # noqa: S108
+        "envFrom": [{"secretRef": {"name": f"{config.service}-registry", "optional": True}}],
+        "resources": _resources(PodResources(cpu="100m", memory="256Mi")),
+        "securityContext": _container_security(),
+        "volumeMounts": [
+            {"name": "config", "mountPath": CONFIG_ROOT, "readOnly": True},
+            {"name": "models", "mountPath": MODELS_DIR},
+            {"name": "tmp", "mountPath": "/tmp"},  # noqa: S108
+        ],
+    }
+
+
 def _model_process(config: ServiceConfig, models: str) -> tuple[list[str], list[dict[str, Any]], dict[str, str]]:
     """The model server's command, container ports and plain environment (MLServer or uvicorn)."""
     serving = config.serving
@@ -435,7 +467,7 @@ def _model_deployment(config: ServiceConfig, files: dict[str, tuple[str, str]]) 
     pod["topologySpreadConstraints"] = _spread(config, "model")
     if init:
         pod["initContainers"] = init
-    pod["containers"] = [container]
+    pod["containers"] = [container, _rollout_container(config)] if config.registry.follows else [container]
     pod["volumes"] = [_config_volume(config, files)]
     if config.registry.autodownload:
         pod["volumes"].append({"name": "models", "emptyDir": {"sizeLimit": k8s.model_storage}})

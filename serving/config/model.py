@@ -230,6 +230,11 @@ class RegistrySpec(Section):
     def _comet_needs_workspace(self) -> RegistrySpec:
         if self.backend == "comet" and not self.workspace:
             raise ValueError("the comet backend needs workspace: <your Comet workspace>")
+        if self.refresh_s and not self.autodownload:
+            raise ValueError(
+                "registry.refresh_s loads new versions from the registry, and autodownload: false serves the models "
+                "the image holds: remove one of them"
+            )
         if self.refresh_s and self.version is not None:
             raise ValueError(
                 f"registry.refresh_s follows a stage or the latest version; version {self.version!r} is pinned and "
@@ -663,6 +668,11 @@ class ServiceConfig(Section):
             raise ValueError(
                 "registry.refresh_s rolls new versions out through MLServer's repository API: use the no-code or "
                 "low-code tier, or restart a full-custom server to change its model"
+            )
+        if self.registry.follows and self.kubernetes.security.model.tls_cert is not None:
+            raise ValueError(
+                "registry.refresh_s with a TLS model server: the rollout controller beside it calls it on loopback, "
+                "over plain HTTP; serve the model without kubernetes.security.model.tls_cert to follow the registry"
             )
         if self.registry.follows and self.model.version is not None:
             raise ValueError(

@@ -16,6 +16,10 @@ Contract of :meth:`Predictor.predict` for a batch of N events:
   An outage is never turned into failures: the caller backs off (stream: the task fails and Flink restarts
   from its checkpoint; REST: 503/504).
 * Configuration errors (unknown model, unknown feature view) are raised at once.
+* One model version answers a whole batch: the version is read once, before anything else (for a service that
+  follows its registry: from the model server's rollout pointer, :mod:`vatic.serving.core.versions`) and every
+  request of the batch names it. A server that does not have that version (yet) is retried as not ready, never
+  sent to another version.
 """
 
 from __future__ import annotations
@@ -34,6 +38,8 @@ from vatic.schemas.errors import (
     InputProblem,
     MissingEntityKey,
     ModelFailedOnInput,
+    ModelNotFound,
+    ModelNotReady,
     ModelRejected,
     ModelServerUnavailable,
     OutputProblem,
@@ -280,6 +286,13 @@ class Predictor:
             nonlocal suspicious
             try:
                 return await self.inference.infer(model, request, version=version, deadline_s=self.config.timeout_s)
+            except ModelNotFound as exc:
+                if self.versions is None or version is None:
+                    raise
+                # a rollout in progress: a replica behind the same address may not have loaded it yet
+                raise ModelNotReady(
+                    f"model {model!r} version {version!r} is not loaded here yet: {exc}", model=model
+                ) from exc
             except ModelServerUnavailable as exc:
                 if exc.status is None or exc.status < 500 or exc.status in OUTAGE_STATUSES:
                     raise  # unreachable, overloaded or answering "unavailable": an outage, never poison

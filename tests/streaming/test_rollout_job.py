@@ -10,13 +10,13 @@ nothing and the controller says why it refused it.
 
 from __future__ import annotations
 
+import itertools
 import os
 import signal
 import subprocess
 import time
 import uuid
 from collections import defaultdict
-from pathlib import Path
 
 import yaml
 
@@ -27,6 +27,7 @@ from vatic.connectors.kafka import Consumer, scan
 from vatic.schemas import AvroCodec, load_schema, topic_subject
 from vatic.serving.config import load_service
 from vatic.serving.runtimes.repository import write_repository
+
 
 def test_a_new_version_rolls_out_under_load_and_a_broken_one_is_refused(
     kafka_bootstrap, registry_url, features, tmp_path
@@ -101,7 +102,7 @@ def test_a_new_version_rolls_out_under_load_and_a_broken_one_is_refused(
             by_partition[record.partition].append(answered[event_id])
     assert len(by_partition) == 3
     for partition, versions in by_partition.items():
-        changes = [(a, b) for a, b in zip(versions, versions[1:], strict=False) if a != b]
+        changes = [(a, b) for a, b in itertools.pairwise(versions) if a != b]
         assert changes == [("1", "2")], f"partition {partition}: versions change {changes}"
 
     text = controller_log.read_text()

@@ -4,9 +4,11 @@ section asks for holds (a locked-down model server, GPU placement, autoscaling, 
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
+import yaml
 
 from vatic.cli.deploy.dashboard import dashboard
 from vatic.cli.deploy.manifests import build_manifests, flink_cpu, flink_memory
@@ -176,6 +178,26 @@ def test_without_autodownload_the_image_serves_its_own_models():
     assert [v["name"] for v in pod["volumes"]] == ["config", "tmp"]
     env = {e["name"]: e.get("value") for e in pod["containers"][0]["env"]}
     assert env["VATIC_MODEL_DIR"] == "models/scorer"
+
+
+def test_a_following_service_runs_its_rollout_controller_beside_the_model_server(tmp_path):
+    folder = tmp_path / "service"
+    shutil.copytree(service_dir("fraud_detection"), folder)
+    overlay = yaml.safe_load((folder / "production.yaml").read_text())
+    overlay["registry"]["refresh_s"] = 30
+    (folder / "production.yaml").write_text(yaml.safe_dump(overlay))
+    pod = _pod(_objects(folder, "production"), "fraud-detection-model")
+    server, controller = pod["containers"]
+    assert controller["name"] == "rollout"
+    assert controller["command"] == [
+        "python", "-m", "vatic.serving.runtimes.rollout", "/etc/vatic/service", "/models",
+        "--server", "http://127.0.0.1:8080", "--metrics-port", "9099", "--environment", "production",
+    ]  # fmt: skip
+    assert {"name": "models", "mountPath": "/models"} in controller["volumeMounts"]  # it writes new versions there
+    assert {"name": "models", "mountPath": "/models", "readOnly": True} in server["volumeMounts"]
+    assert controller["envFrom"] == pod["initContainers"][0]["envFrom"]  # the registry's credentials
+    assert controller["securityContext"]["readOnlyRootFilesystem"] is True
+    assert len(_pod(_objects(service_dir("fraud_detection"), "production"), "fraud-detection-model")["containers"]) == 1
 
 
 def test_quantity_conversions_for_flink():

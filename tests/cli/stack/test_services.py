@@ -126,6 +126,25 @@ def test_a_prepared_service_starts_serves_and_stops(tmp_path: Path, trained: tup
     assert all(port_is_free("127.0.0.1", port) for port in server.ports)
 
 
+def test_a_following_service_gets_its_rollout_controller_beside_the_server(
+    tmp_path: Path, trained: tuple[Path, dict]
+) -> None:
+    registry, _ = trained
+    folder = _service(tmp_path)
+    config = yaml.safe_load((folder / "service.yaml").read_text())
+    config["registry"]["refresh_s"] = 0.5  # follows the latest version
+    (folder / "service.yaml").write_text(yaml.safe_dump(config))
+    server = _component(tmp_path, folder, registry)
+    try:
+        assert server.start() is True
+        assert server.controller.pid() is not None
+        pointer = httpx.get(f"{server.url}/v2/models/fraud-lgb.rollout", timeout=30, trust_env=False).json()
+        assert pointer["versions"] == ["1"]
+    finally:
+        server.stop()
+    assert server.controller.pid() is None  # stopped with its server
+
+
 def test_a_wrong_service_config_fails_the_start_in_one_line(tmp_path: Path, trained: tuple[Path, dict]) -> None:
     registry, _ = trained
     folder = _service(tmp_path)
