@@ -17,6 +17,8 @@ inputs did not change (a fingerprint of what it depends on is kept in ``<case ho
    1, 2, ... - a new one only when the training inputs changed). Inputs: the labelled set's *content* (times
    excluded: moving the anchor does not retrain), the service's model/features sections, the training code and
    seed. The fingerprint is kept in the version's ``metrics.json``; the newest version is reused when it matches.
+   A model without a ``production`` stage gets one, on that version; a later version waits beside it until
+   ``vatic promote`` moves the stage (the servers that follow it then roll it out).
 
 Everything generated lives under ``<home>/usecases/<case>/`` and ``<home>/registry/`` (see
 :mod:`~vatic.examples.layout`). Concurrent calls wait for each other (a lock file).
@@ -380,6 +382,8 @@ def prepare(
                 state["train"] = {"fingerprint": job.fingerprint, "model": result.model, "version": version}
                 _write_state(layout.case_home(job.case, home), state)
                 say(f"{job.case}: trained {result.model} v{version} in {seconds:.1f}s")
+            for outcome in report.cases.values():
+                _first_production(options, outcome)
         finally:
             for _, job in jobs:
                 if job.process.poll() is None:
@@ -533,6 +537,23 @@ def _store_name(online_store: dict[str, Any]) -> str:
         return str(online_store.get("type"))
     parts = str(online_store.get("connection_string", "")).split(",")
     return "redis " + ",".join(part for part in parts if not part.startswith("password="))
+
+
+#: the registry stage a use case's first version is put in (the fraud service follows it)
+PRODUCTION = "production"
+
+
+def _first_production(options: _Options, result: CaseResult) -> None:
+    """Put the version prepare left in the ``production`` stage when the model has none yet; a later version is
+    registered beside it and reaches production with ``vatic promote``."""
+    if not result.version:
+        return
+    from vatic.connectors.registry import LocalFolderRegistry
+
+    registry = LocalFolderRegistry(options.registry)
+    if PRODUCTION not in registry.stages(result.model):
+        registry.set_stage(result.model, PRODUCTION, result.version)
+        options.say(f"{result.case}: {result.model} v{result.version} is in stage {PRODUCTION}")
 
 
 def _train_step(run: _CaseRun, labelled: Path, content: str) -> _Training | None:

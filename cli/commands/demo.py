@@ -4,8 +4,12 @@
 2. produces sample events of both use cases, with a progress bar, plus a few deliberately bad ones
    (undecodable bytes, a schema-incompatible record, unknown category codes the model cannot encode);
 3. reports predictions as they arrive (count, event-to-prediction latency p50/p99);
-4. makes a few REST calls to the gateway (same enrichment, same models);
-5. shows the dead-letter records, stops the job and ends with exactly one line::
+4. rolls a new model version out while the stream runs (the fraud service follows its registry's ``production``
+   stage): halfway through its events it registers a new version (a copy of the current one's artifact: the act
+   shows the rollout, not a retraining), moves the stage, waits until the model server has switched, then
+   counts the predictions each version answered - one line per step;
+5. makes a few REST calls to the gateway (same enrichment, same models);
+6. shows the dead-letter records, stops the job and ends with exactly one line::
 
        demo: <in> events in, <out> predictions, <dlq> dead-lettered, <lost> lost
 
@@ -21,12 +25,15 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 import signal
 import subprocess
 import sys
 import tempfile
 import time
 import uuid
+from collections import Counter
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -103,12 +110,13 @@ BAD_PER_SERVICE = 3
 
 
 def _produce(
-    progress: Progress, services: list[Service], store: SchemaSource, events: int, kafka: KafkaSettings, rate: float
-) -> int:
+    progress: Progress, services: list[Service], store: SchemaSource, events: int, kafka: KafkaSettings, rate: float,
+    midway: Callable[[Service], None] | None = None,
+) -> int:  # fmt: skip
     """Produce ``events`` per service (``rate`` events/s each) plus the bad ones; returns how many records went in.
     Runs while the outputs are read (:func:`_collect`), so that the latencies measured are the job's: an event is
     recorded as sent before it is produced. ``progress`` is the one display both share (rich shows one at a
-    time)."""
+    time). ``midway`` runs halfway through each service's events, once what was produced is flushed."""
     producer = Producer(kafka)
     run = uuid.uuid4().hex[:8]
     total = 0
@@ -123,6 +131,9 @@ def _produce(
             generated = (e for e, _ in products(events, start_ms=now))
         task = progress.add_task(f"produce {input_topic}", total=events)
         for i, event in enumerate(generated):
+            if midway is not None and i == events // 2:
+                producer.flush()
+                midway(service)
             # the generators are seeded: ids of their own would repeat those of an earlier run, whose records a
             # restarted job may still replay from its last committed offsets
             event["event_id"] = str(uuid.uuid4())
@@ -251,6 +262,57 @@ def _collect(
     return predictions, dead_letters, processed, visible
 
 
+@dataclass
+class Rollout:
+    """The rollout act of one run: which service, from which version to which (see the module docstring)."""
+
+    service: str = ""
+    before: str = ""
+    after: str = ""
+    seconds: float = 0.0
+
+
+def _rollout_act(console: Console, settings: StackSettings, act: Rollout) -> Callable[[Service], None]:
+    """The ``midway`` step of :func:`_produce`: for a service that follows its registry's stage, register a new
+    version, move the stage and wait until the service's model server has switched to it."""
+    from vatic.cli.commands.promote import wait_for
+    from vatic.connectors.registry import LocalFolderRegistry
+    from vatic.serving.core.versions import FOLLOW_S
+
+    def midway(service: Service) -> None:
+        spec = service.config.registry
+        if act.service or not spec.follows or not spec.stages or spec.backend != "local" or spec.uri:
+            return
+        registry = LocalFolderRegistry(settings.model_registry_root)
+        name, stage, who = spec.model or service.config.model.name, spec.stages[0], service.config.service
+        current = registry.stages(name).get(stage)
+        if current is None:
+            return
+        numbered = [int(v) for v in registry.versions(name) if v.isdigit()]
+        new = str(max(numbered, default=0) + 1)
+        shutil.copytree(registry.root / name / current, registry.root / name / new)
+        console.print(f"  rollout {who}: registered {name} v{new} (a copy of v{current}'s artifact)")
+        registry.set_stage(name, stage, new)
+        console.print(f"  rollout {who}: stage {stage} moved from v{current} to v{new} while the stream runs")
+        started = time.monotonic()
+        wait_for(service.model_url, service.config, new, timeout_s=120)
+        act.service, act.before, act.after, act.seconds = who, current, new, time.monotonic() - started
+        console.print(
+            f"  rollout {who}: the model server loaded, checked and switched to v{new} in {act.seconds:.1f} s"
+        )
+        time.sleep(FOLLOW_S + 0.2)  # the job and the gateway read the pointer at least this often
+
+    return midway
+
+
+def _rollout_summary(console: Console, act: Rollout, predictions: dict[str, dict[str, Any]]) -> None:
+    if not act.service:
+        return
+    answered = Counter(p["model_version"] for p in predictions.values() if p["service"] == act.service)
+    counts = ", ".join(f"{n} by v{version}" for version, n in sorted(answered.items()))
+    console.print(f"  rollout {act.service}: predictions {counts}, one job throughout (no restart)")
+
+
 def _rest_calls(console: Console, services: list[Service], stack: StackSettings) -> None:
     url = f"http://{stack.host}:{stack.gateway_port}"
     samples = {
@@ -300,7 +362,9 @@ def demo(
         total = (events + BAD_PER_SERVICE) * len(services)
         # produce and read at once: the latencies printed are the job's, not the time the demo took to produce
         with _progress(console) as progress, ThreadPoolExecutor(1, thread_name_prefix="demo-produce") as pool:
-            producing = pool.submit(_produce, progress, services, store, events, kafka, rate)
+            act = Rollout()
+            midway = _rollout_act(console, settings, act)
+            producing = pool.submit(_produce, progress, services, store, events, kafka, rate, midway)
             predictions, dead, processed, visible = _collect(
                 progress, services, store, consumer, total, timeout_s, job, log, producing
             )
@@ -315,6 +379,7 @@ def demo(
                 f"ms, p99 {_percentile(times, 0.99):.0f} ms; visible (read_committed) p50 {_percentile(seen, 0.5):.0f} "
                 f"ms, p99 {_percentile(seen, 0.99):.0f} ms"
             )
+        _rollout_summary(console, act, predictions)
         _rest_calls(console, services, settings)
         table = Table(title="dead-lettered records", show_lines=False)
         for column in ("service", "stage", "error", "message", "source"):

@@ -385,7 +385,7 @@ def _rollout_container(config: ServiceConfig) -> dict[str, Any]:
         "ports": [{"name": "rollout-metrics", "containerPort": ROLLOUT_METRICS_PORT, "protocol": "TCP"}],
         "env": _env({"HOME": "/tmp"}),  # noqa: S108
         "envFrom": [{"secretRef": {"name": f"{config.service}-registry", "optional": True}}],
-        "resources": _resources(PodResources(cpu="100m", memory="256Mi")),
+        "resources": _resources(PodResources(cpu="100m", memory="512Mi")),
         "securityContext": _container_security(),
         "volumeMounts": [
             {"name": "config", "mountPath": CONFIG_ROOT, "readOnly": True},

@@ -48,7 +48,7 @@ from vatic.schemas.errors import (
 from vatic.serving.config.model import ServiceConfig
 from vatic.serving.core.retry import RetryPolicy
 from vatic.serving.core.tensors import build_inputs, output_value
-from vatic.serving.core.versions import VersionFollower
+from vatic.serving.core.versions import FOLLOW_S, VersionFollower
 
 #: 5xx answers that say the server (or what is behind it) is unavailable, whatever the input: retried as an
 #: outage and never counted towards a poison verdict (an overloaded or degraded server is often still "ready")
@@ -149,7 +149,7 @@ class Predictor:
             features = Enricher.from_spec(config.features, service_dir, redis_url=redis_url)
         versions = None
         if config.registry.follows:
-            versions = VersionFollower(client, config.model.name, refresh_s=min(config.registry.refresh_s, 1.0))
+            versions = VersionFollower(client, config.model.name, refresh_s=min(config.registry.refresh_s, FOLLOW_S))
         return cls(config, inference=client, features=features, retry=retry, versions=versions)
 
     async def aclose(self) -> None:

@@ -27,7 +27,7 @@ from vatic.schemas.errors import VaticError
 from vatic.serving.config.model import ModelSpec, TensorSpec
 from vatic.serving.core.tensors import output_value
 
-__all__ = ["POINTER_SUFFIX", "VersionFollower", "check_probe", "pointer_name", "probe_request"]
+__all__ = ["FOLLOW_S", "POINTER_SUFFIX", "VersionFollower", "check_probe", "pointer_name", "probe_request"]
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +35,8 @@ log = logging.getLogger(__name__)
 POINTER_SUFFIX = ".rollout"
 #: rows of the contract probe
 PROBE_ROWS = 2
+#: the longest a client follows a stale pointer: it reads the pointer at least this often (when it has batches)
+FOLLOW_S = 1.0
 
 
 def pointer_name(model: str) -> str:

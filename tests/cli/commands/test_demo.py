@@ -22,6 +22,15 @@ def test_demo_accounts_for_every_event(full_stack):
     assert events_in == 2 * 300 + 6  # 300 per use case + 3 bad records each
     assert predictions + dead == events_in
     assert dead >= 6  # at least the deliberately bad records
+    # the rollout act: a new fraud model version registered, staged and switched to while the stream runs
+    switched = re.search(r"rollout fraud-detection: stage production moved from v(\d+) to v(\d+)", done.stdout)
+    assert switched, done.stdout[-3000:]
+    before, after = switched.groups()
+    assert f"switched to v{after} in" in done.stdout
+    answered = re.search(r"rollout fraud-detection: predictions (.*), one job throughout", done.stdout)
+    assert answered, done.stdout[-3000:]
+    assert f"by v{before}" in answered.group(1)
+    assert f"by v{after}" in answered.group(1)
     assert "REST fraud-detection: 200" in done.stdout
     assert "REST product-categorization: 200" in done.stdout
     # one source of schema ids: the stack's registry; librdkafka's own lines stay out of the output

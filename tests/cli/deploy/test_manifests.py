@@ -4,11 +4,9 @@ section asks for holds (a locked-down model server, GPU placement, autoscaling, 
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import pytest
-import yaml
 
 from vatic.cli.deploy.dashboard import dashboard
 from vatic.cli.deploy.manifests import build_manifests, flink_cpu, flink_memory
@@ -48,7 +46,7 @@ def test_the_model_server_is_locked_down(fraud):
         assert security["readOnlyRootFilesystem"] is True
         assert security["allowPrivilegeEscalation"] is False
         assert security["capabilities"] == {"drop": ["ALL"]}
-    (server,) = pod["containers"]
+    server = pod["containers"][0]
     assert server["livenessProbe"]["httpGet"]["path"] == "/v2/health/live"
     assert server["readinessProbe"]["httpGet"]["path"] == "/v2/health/ready"
     assert {"name": "models", "mountPath": "/models", "readOnly": True} in server["volumeMounts"]
@@ -180,13 +178,8 @@ def test_without_autodownload_the_image_serves_its_own_models():
     assert env["VATIC_MODEL_DIR"] == "models/scorer"
 
 
-def test_a_following_service_runs_its_rollout_controller_beside_the_model_server(tmp_path):
-    folder = tmp_path / "service"
-    shutil.copytree(service_dir("fraud_detection"), folder)
-    overlay = yaml.safe_load((folder / "production.yaml").read_text())
-    overlay["registry"]["refresh_s"] = 30
-    (folder / "production.yaml").write_text(yaml.safe_dump(overlay))
-    pod = _pod(_objects(folder, "production"), "fraud-detection-model")
+def test_a_following_service_runs_its_rollout_controller_beside_the_model_server(fraud, product):
+    pod = _pod(fraud, "fraud-detection-model")  # the fraud service follows its registry's production stage
     server, controller = pod["containers"]
     assert controller["name"] == "rollout"
     assert controller["command"] == [
@@ -196,8 +189,7 @@ def test_a_following_service_runs_its_rollout_controller_beside_the_model_server
     assert {"name": "models", "mountPath": "/models"} in controller["volumeMounts"]  # it writes new versions there
     assert {"name": "models", "mountPath": "/models", "readOnly": True} in server["volumeMounts"]
     assert controller["envFrom"] == pod["initContainers"][0]["envFrom"]  # the registry's credentials
-    assert controller["securityContext"]["readOnlyRootFilesystem"] is True
-    assert len(_pod(_objects(service_dir("fraud_detection"), "production"), "fraud-detection-model")["containers"]) == 1
+    assert [c["name"] for c in _pod(product, "product-categorization-model")["containers"]] == ["model-server"]
 
 
 def test_quantity_conversions_for_flink():
