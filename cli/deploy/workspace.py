@@ -7,7 +7,8 @@
    under ``--registry-root``) into ``<state>/model/models``; then MLServer serves it
    (:class:`~vatic.cli.stack.mlserver.ModelServer`), or - full-custom tier - ``uvicorn <entrypoint>``
    with ``VATIC_MODEL_DIR`` set to the model folder. The service's project folder (the service folder's parent,
-   as ``vatic init`` lays it out) is put on ``PYTHONPATH`` so that low-code runtimes and apps import;
+   as ``vatic init`` lays it out) is put on ``PYTHONPATH`` so that low-code runtimes and apps import. A service
+   that follows its registry (``registry.refresh_s``) gets its rollout controller beside it (process ``rollout``);
 2. the **gateway** (``vatic gateway``) in front of it, with Swagger at ``/docs``;
 3. optionally the **stream job** (``vatic stream run``, local mini-cluster) against the local stack's Kafka.
 
@@ -33,7 +34,7 @@ from typing import Any
 from vatic.cli.stack.components import Component
 from vatic.cli.stack.gateway import vatic_executable
 from vatic.cli.stack.mlserver import ModelServer, mlserver_executable
-from vatic.cli.stack.process import port_is_free
+from vatic.cli.stack.process import ManagedProcess, port_is_free
 from vatic.cli.stack.settings import StackSettings
 from vatic.schemas.errors import ConfigError, PortInUse
 from vatic.serving.config.loader import load_service
@@ -253,8 +254,9 @@ class Workspace:
 
     # -- up --------------------------------------------------------------------------------------------------
 
-    def write_repository(self, service_dir: Path, environment: str, registry_root: Path | None) -> int:
-        """Run the settings writer into ``<state>/model/models``; returns MLServer's ``parallel_workers``."""
+    def write_repository(self, service_dir: Path, environment: str, registry_root: Path | None) -> dict[str, Any]:
+        """Run the settings writer into ``<state>/model/models``; returns its summary (``parallel_workers``,
+        ``refresh_s``)."""
         repository = self.dir / "model" / "models"
         python = mlserver_executable().parent / "python"
         argv = [str(python), "-m", WRITER, str(service_dir), str(repository)]
@@ -271,9 +273,32 @@ class Workspace:
             raise ConfigError(f"workspace {self.service}: the model repository could not be written: {why}{hint}")
         try:
             summary = json.loads(done.stdout.strip().splitlines()[-1])
-            return int(summary.get("parallel_workers") or 0)
-        except (ValueError, IndexError, TypeError, AttributeError):
-            return 0
+        except (ValueError, IndexError):
+            return {}
+        return summary if isinstance(summary, dict) else {}
+
+    @property
+    def controller(self) -> ManagedProcess:
+        """The rollout controller beside the model server of a service that follows its registry."""
+        return ManagedProcess("rollout", self.dir)
+
+    def _start_controller(
+        self, service_dir: Path, environment: str, registry_root: Path | None, state: WorkspaceState
+    ) -> None:
+        python = mlserver_executable().parent / "python"
+        argv = [
+            str(python),
+            "-m",
+            "vatic.serving.runtimes.rollout",
+            str(service_dir),
+            str(self.dir / "model" / "models"),
+        ]
+        argv += ["--server", f"http://{state.host}:{state.model_port}"]
+        if environment != "local":
+            argv += ["--environment", environment]
+        if registry_root is not None:
+            argv += ["--registry-root", str(registry_root)]
+        self.controller.start(argv)
 
     def up(
         self,
@@ -309,7 +334,8 @@ class Workspace:
         self.dir.mkdir(parents=True, exist_ok=True)
         self.settings = StackSettings(home=self.dir, host=host, start_timeout_s=180.0)
         paths = [service_dir.parent, *(pythonpath or [])]
-        workers = self.write_repository(service_dir, environment, registry_root)
+        summary = self.write_repository(service_dir, environment, registry_root)
+        workers = int(summary.get("parallel_workers") or 0)
         self.state_file.write_text(json.dumps(asdict(state), indent=2) + "\n", encoding="utf-8")
         model = self._model(state, config, paths, workers)
         gateway = _Gateway(self.settings, state=state, redis_url=redis_url)
@@ -320,6 +346,8 @@ class Workspace:
                 raise PortInUse(f"gateway port {state.gateway_port} on {host} is taken; pass another --gateway-port")
             gateway.process.start(gateway.argv(), env=gateway.env())
             model.start()
+            if float(summary.get("refresh_s") or 0) > 0:
+                self._start_controller(service_dir, environment, registry_root, state)
             gateway.process.wait_ready(gateway.ready, self.settings.start_timeout_s)
             if stream:
                 _StreamJob(self.settings, state=state).start()
@@ -360,10 +388,12 @@ class Workspace:
 
     def running(self) -> list[str]:
         """Names of this workspace's processes that run now (verified by their ownership token)."""
-        return [c.name for c in self._components() if c.process.pid() is not None]
+        names = [c.name for c in self._components() if c.process.pid() is not None]
+        return names + (["rollout"] if self.controller.pid() is not None else [])
 
     def down(self) -> list[str]:
         """Stop this workspace's processes (only them) and forget its state; returns what was stopped."""
-        stopped = [c.name for c in self._components() if c.stop()]
+        stopped = ["rollout"] if self.controller.stop() else []
+        stopped += [c.name for c in self._components() if c.stop()]
         self.state_file.unlink(missing_ok=True)
         return stopped

@@ -46,7 +46,9 @@ def test_the_fraud_service_in_a_workspace_predicts_with_features(tmp_path):
         status = run("workspace", "status")
         assert status.returncode == 0
         assert "fraud-detection" in status.stdout
+        # the fraud service follows its registry's production stage: its rollout controller runs beside the server
+        assert "rollout" in Workspace(home, "fraud-detection").running()
     finally:
         down = run("workspace", "down", str(service_dir("fraud_detection")))
-    assert "stopped gateway, model" in down.stdout
+    assert "stopped rollout, gateway, model" in down.stdout
     assert Workspace(home, "fraud-detection").running() == []
