@@ -61,13 +61,14 @@ def test_a_new_version_rolls_out_under_load_and_a_broken_one_is_refused(
             rounds.append(set(run.sent) - before)
 
         produce_round()
-        # the job answers with version 1 before anything moves
+        # the job answers most of the first round (every partition) with version 1 before anything moves
         watcher = Consumer([run.topics["output"]], f"watch-{uuid.uuid4().hex}", run.settings(kafka_bootstrap))
         try:
-            deadline = time.monotonic() + 300
-            while not watcher.poll_batch(100, timeout=0.5):
+            deadline, seen = time.monotonic() + 300, 0
+            while seen < 800:
                 assert job.poll() is None, log.read_text()[-3000:]
-                assert time.monotonic() < deadline, "the job committed nothing"
+                assert time.monotonic() < deadline, f"the job committed {seen} predictions"
+                seen += len(watcher.poll_batch(1000, timeout=0.5))
         finally:
             watcher.close()
         for number in range(1, 10):
