@@ -212,7 +212,10 @@ class ServiceModelServer(Component):
         reason = self.skipped()
         if health.state == "down" and reason is not None:
             return Health(self.name, "skipped", health.port, None, reason)
-        return Health(self.name, health.state, health.port, health.pid, health.detail)
+        detail = health.detail
+        if health.state == "up" and self.controller.recorded() is not None and self.controller.pid() is None:
+            detail = f"{detail}; its rollout controller has exited (log {self.controller.log_file})".lstrip("; ")
+        return Health(self.name, health.state, health.port, health.pid, detail)
 
     def describe(self) -> str:
         return self.server.describe()

@@ -5,8 +5,11 @@ home; the model is a real LightGBM booster trained in the server environment."""
 from __future__ import annotations
 
 import json
+import os
+import signal
 import socket
 import subprocess
+import time
 from pathlib import Path
 
 import httpx
@@ -140,6 +143,14 @@ def test_a_following_service_gets_its_rollout_controller_beside_the_server(
         assert server.controller.pid() is not None
         pointer = httpx.get(f"{server.url}/v2/models/fraud-lgb.rollout", timeout=30, trust_env=False).json()
         assert pointer["versions"] == ["1"]
+        assert "rollout controller" not in server.health().detail
+        pid = server.controller.pid()
+        assert pid is not None
+        os.kill(pid, signal.SIGKILL)
+        deadline = time.monotonic() + 10
+        while server.controller.pid() is not None and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert "its rollout controller has exited" in server.health().detail  # `vatic stack status` says so
     finally:
         server.stop()
     assert server.controller.pid() is None  # stopped with its server
