@@ -55,6 +55,11 @@ def test_a_first_run_generates_applies_and_trains_both_models(prepared):
         "1",
     )
     assert Path(report.registry) == home / "model-registry"
+    # a model's first version is put in the production stage, which the fraud service follows
+    registry = LocalFolderRegistry(report.registry)
+    assert registry.resolve("fraud-detector@production").version == "1"
+    assert registry.resolve("product-categorizer@production").version == "1"
+    assert "fraud_detection: fraud-detector v1 is in stage production" in lines
     # held-out metrics: well above chance, below perfection (a real signal, not a leak)
     assert 0.75 < fraud.metrics["roc_auc"] < 0.99
     assert 0.7 < product.metrics["accuracy"] < 1.0
@@ -218,6 +223,8 @@ def test_changed_generator_parameters_train_a_new_version(prepared):
     assert result.ran == ["data", "features", "train"]
     assert result.version == "2"
     assert LocalFolderRegistry(again.registry).resolve("fraud-detector").version == "2"
+    # a later version waits beside production until promoted: the servers that follow the stage keep version 1
+    assert LocalFolderRegistry(again.registry).resolve("fraud-detector@production").version == "1"
     assert list(again.cases) == ["fraud_detection"]
 
 
