@@ -344,26 +344,44 @@ def _configmap(config: ServiceConfig, files: dict[str, tuple[str, str]]) -> dict
     }
 
 
-def _fetch_container(config: ServiceConfig) -> dict[str, Any]:
-    """The init container that materialises the registry version into the models volume (settings writer)."""
-    writer = ["python", "-m", "vatic.serving.runtimes.repository", f"{CONFIG_ROOT}/service", MODELS_DIR]
+def _registry_container(
+    config: ServiceConfig, name: str, module: str, extra: list[str], resources: PodResources,
+    ports: list[dict[str, Any]] | None = None,
+) -> dict[str, Any]:  # fmt: skip
+    """A container of the model-server image that reads the registry (its credentials come from the optional
+    Secret ``<service>-registry``) and writes into the models volume: ``python -m <module> /etc/vatic/service
+    /models <extra> [--environment <env>]``."""
+    command = ["python", "-m", module, f"{CONFIG_ROOT}/service", MODELS_DIR, *extra]
     if config.environment != "local":
-        writer += ["--environment", config.environment]
-    return {
-        "name": "fetch-model",
+        command += ["--environment", config.environment]
+    container: dict[str, Any] = {
+        "name": name,
         "image": config.image,
         "imagePullPolicy": config.kubernetes.image_pull_policy,
-        "command": writer,
-        "env": _env({"HOME": "/tmp"}),  # noqa: S108
-        "envFrom": [{"secretRef": {"name": f"{config.service}-registry", "optional": True}}],
-        "resources": _resources(PodResources(cpu="250m", memory=config.resources.memory)),
-        "securityContext": _container_security(),
-        "volumeMounts": [
-            {"name": "config", "mountPath": CONFIG_ROOT, "readOnly": True},
-            {"name": "models", "mountPath": MODELS_DIR},
-            {"name": "tmp", "mountPath": "/tmp"},  # noqa: S108
-        ],
+        "command": command,
     }
+    if ports:
+        container["ports"] = ports
+    container.update(
+        {
+            "env": _env({"HOME": "/tmp"}),  # noqa: S108
+            "envFrom": [{"secretRef": {"name": f"{config.service}-registry", "optional": True}}],
+            "resources": _resources(resources),
+            "securityContext": _container_security(),
+            "volumeMounts": [
+                {"name": "config", "mountPath": CONFIG_ROOT, "readOnly": True},
+                {"name": "models", "mountPath": MODELS_DIR},
+                {"name": "tmp", "mountPath": "/tmp"},  # noqa: S108
+            ],
+        }
+    )
+    return container
+
+
+def _fetch_container(config: ServiceConfig) -> dict[str, Any]:
+    """The init container that materialises the registry version into the models volume (settings writer)."""
+    resources = PodResources(cpu="250m", memory=config.resources.memory)
+    return _registry_container(config, "fetch-model", "vatic.serving.runtimes.repository", [], resources)
 
 
 #: the rollout controller's Prometheus port in the model server pod
@@ -373,26 +391,10 @@ ROLLOUT_METRICS_PORT = 9099
 def _rollout_container(config: ServiceConfig) -> dict[str, Any]:
     """The rollout controller beside MLServer (``registry.refresh_s`` > 0): it writes new versions into the models
     volume and loads them through MLServer's repository API on loopback (:mod:`vatic.serving.runtimes.rollout`)."""
-    command = ["python", "-m", "vatic.serving.runtimes.rollout", f"{CONFIG_ROOT}/service", MODELS_DIR]
-    command += ["--server", f"http://127.0.0.1:{config.serving.port}", "--metrics-port", str(ROLLOUT_METRICS_PORT)]
-    if config.environment != "local":
-        command += ["--environment", config.environment]
-    return {
-        "name": "rollout",
-        "image": config.image,
-        "imagePullPolicy": config.kubernetes.image_pull_policy,
-        "command": command,
-        "ports": [{"name": "rollout-metrics", "containerPort": ROLLOUT_METRICS_PORT, "protocol": "TCP"}],
-        "env": _env({"HOME": "/tmp"}),  # noqa: S108
-        "envFrom": [{"secretRef": {"name": f"{config.service}-registry", "optional": True}}],
-        "resources": _resources(PodResources(cpu="100m", memory="512Mi")),
-        "securityContext": _container_security(),
-        "volumeMounts": [
-            {"name": "config", "mountPath": CONFIG_ROOT, "readOnly": True},
-            {"name": "models", "mountPath": MODELS_DIR},
-            {"name": "tmp", "mountPath": "/tmp"},  # noqa: S108
-        ],
-    }
+    server = ["--server", f"http://127.0.0.1:{config.serving.port}", "--metrics-port", str(ROLLOUT_METRICS_PORT)]
+    ports = [{"name": "rollout-metrics", "containerPort": ROLLOUT_METRICS_PORT, "protocol": "TCP"}]
+    resources = PodResources(cpu="100m", memory="512Mi")
+    return _registry_container(config, "rollout", "vatic.serving.runtimes.rollout", server, resources, ports)
 
 
 def _model_process(config: ServiceConfig, models: str) -> tuple[list[str], list[dict[str, Any]], dict[str, str]]:
