@@ -70,7 +70,7 @@ import urllib.parse
 from collections.abc import AsyncIterator, Callable, Mapping
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Self, TypeVar
+from typing import Self, TypeVar
 
 import httpx
 import orjson
@@ -233,17 +233,6 @@ class InferenceClient:
             model=model,
             deadline_s=deadline_s,
         )
-
-    async def repository_index(self, *, deadline_s: float | None = None) -> list[dict[str, Any]]:
-        """``POST /v2/repository/index``: ``[{"name", "version", "state", "reason"}]`` of every model the server's
-        repository folder holds."""
-        response = await self._call("POST", "/v2/repository/index", body=b"{}", deadline_s=deadline_s)
-        body = self._parse(response, orjson.loads)
-        if not isinstance(body, list):
-            raise UnexpectedModelResponse(
-                f"POST {self.base_url}/v2/repository/index answered {body!r}", status=200, body=str(body)[:200]
-            )
-        return [item for item in body if isinstance(item, dict)]
 
     # -- machinery --------------------------------------------------------------------------------------
 

@@ -77,11 +77,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from vatic.connectors.registry import ModelRegistry, is_pickle, open_registry
+from vatic.connectors.registry import MaterializedModel, ModelRegistry, is_pickle, open_registry
 from vatic.connectors.registry.spec import fetch_from_spec, registry_from_spec
 from vatic.schemas.errors import ArtifactsMissing, ConfigError, ModelNotFound, VaticError
 from vatic.serving.config.loader import load_service
-from vatic.serving.config.model import ServiceConfig, TensorSpec
+from vatic.serving.config.model import RegistrySpec, ServiceConfig, TensorSpec
 from vatic.serving.core.versions import pointer_name
 
 __all__ = [
@@ -95,9 +95,11 @@ __all__ = [
     "implementation_for",
     "input_metadata",
     "main",
+    "materialize_model",
     "model_settings",
     "pointer_settings",
     "server_settings",
+    "service_registry",
     "write_pointer",
     "write_repository",
 ]
@@ -327,7 +329,9 @@ def _model_file(config: ServiceConfig, files: Sequence[str], where: str) -> str:
 # --- the writer -------------------------------------------------------------------------------------------
 
 
-def _registry(config: ServiceConfig, service_dir: Path, registry_root: Path | None) -> ModelRegistry:
+def service_registry(config: ServiceConfig, service_dir: Path, registry_root: Path | None) -> ModelRegistry:
+    """The registry the service's model server reads: a ``local`` one at ``registry_root`` when given, else the
+    service's ``registry`` section (``ArtifactsMissing`` for a local folder that does not exist)."""
     if registry_root is not None:
         if not registry_root.is_dir():
             raise ArtifactsMissing(
@@ -378,6 +382,39 @@ def _adopt_shipped_settings(folder: Path) -> dict[str, Any] | None:
     return base
 
 
+def materialize_model(
+    config: ServiceConfig,
+    folder: Path,
+    *,
+    registry: ModelRegistry,
+    service_dir: Path,
+    spec: RegistrySpec | None = None,
+    validate_inputs: bool = True,
+) -> tuple[MaterializedModel, str, dict[str, Any]]:
+    """Steps 1-3 of the module docstring for one model folder: fetch and verify what ``spec`` (default: the
+    service's ``registry`` section) names into ``folder`` (which must not exist or be empty), adopt a shipped
+    ``model-settings.json`` and write ours (``vatic-model.json`` for the full-custom tier). Returns the fetched
+    model, the settings' ``uri`` and the settings written. ``ModelNotFound`` when the registry has no such model."""
+    spec = spec or config.registry
+    fetched = fetch_from_spec(spec, folder, service_dir=service_dir, default_name=config.model.name, registry=registry)
+    where = f"model {fetched.name}:{fetched.version}"
+    base = _adopt_shipped_settings(folder)
+    uri = "./" + _model_file(config, list(fetched.files), where) if config.serving.tier == "no-code" else "."
+    settings = model_settings(
+        config,
+        uri=uri,
+        registry_version=fetched.version,
+        digest=fetched.digest,
+        registry_model=fetched.name,
+        files=dict(fetched.files),
+        base=base,
+        validate_inputs=validate_inputs,
+    )
+    custom = implementation_for(config, validate_inputs=validate_inputs) is None
+    _write_json(folder / (CUSTOM_SETTINGS if custom else MODEL_SETTINGS), settings)
+    return fetched, uri, settings
+
+
 def write_repository(
     config: ServiceConfig,
     repository: str | os.PathLike[str] | None = None,
@@ -402,33 +439,19 @@ def write_repository(
     _check_nocode_outputs(config)
     implementation = implementation_for(config, validate_inputs=validate_inputs)
     if registry is None:
-        registry = _registry(config, service_path, Path(registry_root) if registry_root is not None else None)
+        registry = service_registry(config, service_path, Path(registry_root) if registry_root is not None else None)
     _claim(target)
     name = config.model.name
     holder = Path(tempfile.mkdtemp(prefix=f".{name}.incoming-", dir=target))
     try:
         incoming = holder / name
         try:
-            fetched = fetch_from_spec(
-                config.registry, incoming, service_dir=service_path, default_name=name, registry=registry
+            fetched, uri, settings = materialize_model(
+                config, incoming, registry=registry, service_dir=service_path, validate_inputs=validate_inputs
             )
         except ModelNotFound as exc:
             raise ArtifactsMissing(f"service {config.service}: {exc}", stage="load") from exc
-        where = f"model {fetched.name}:{fetched.version}"
-        base = _adopt_shipped_settings(incoming)
-        uri = "./" + _model_file(config, list(fetched.files), where) if config.serving.tier == "no-code" else "."
-        settings = model_settings(
-            config,
-            uri=uri,
-            registry_version=fetched.version,
-            digest=fetched.digest,
-            registry_model=fetched.name,
-            files=dict(fetched.files),
-            base=base,
-            validate_inputs=validate_inputs,
-        )
         full_custom = implementation is None
-        _write_json(incoming / (CUSTOM_SETTINGS if full_custom else MODEL_SETTINGS), settings)
         server = {} if full_custom else server_settings(config)
         # swap: the old model folder out, the new one in; other folders vatic wrote earlier go too
         (target / MARKER).write_text(json.dumps({"service": config.service}) + "\n", encoding="utf-8")

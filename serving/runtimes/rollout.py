@@ -56,20 +56,12 @@ from typing import Any
 
 from vatic.connectors.inference import InferenceClient
 from vatic.connectors.registry import ModelRegistry
-from vatic.connectors.registry.spec import fetch_from_spec, resolve_from_spec
+from vatic.connectors.registry.spec import resolve_from_spec
 from vatic.schemas.errors import ConfigError, Retryable, VaticError
 from vatic.serving.config.loader import load_service
 from vatic.serving.config.model import ServiceConfig
 from vatic.serving.core.versions import check_probe, pointer_name, probe_request
-from vatic.serving.runtimes.repository import (
-    MODEL_SETTINGS,
-    _adopt_shipped_settings,
-    _model_file,
-    _registry,
-    _write_json,
-    model_settings,
-    write_pointer,
-)
+from vatic.serving.runtimes.repository import MODEL_SETTINGS, materialize_model, service_registry, write_pointer
 
 __all__ = ["Rollout", "StepResult", "main"]
 
@@ -114,12 +106,6 @@ class StepResult:
 
 
 @dataclass
-class _Version:
-    version: str
-    folder: Path
-
-
-@dataclass
 class Rollout:
     """The controller of one service's model on one server (see the module docstring)."""
 
@@ -141,24 +127,28 @@ class Rollout:
         self.repository = Path(self.repository)
         self.model = self.config.model.name
         if self.registry is None:
-            self.registry = _registry(self.config, Path(self.service_dir), self.registry_root)
+            self.registry = service_registry(self.config, Path(self.service_dir), self.registry_root)
         self.metrics.pointer(self.model, self.pointer()[:2])
 
     # -- state on disk ---------------------------------------------------------------------------------------
 
+    def _pointer_settings(self) -> dict[str, Any]:
+        path = self.repository / pointer_name(self.model) / MODEL_SETTINGS
+        try:
+            settings = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return {}
+        return settings if isinstance(settings, dict) else {}
+
     def pointer(self) -> list[str]:
         """The pointer's versions, current first (empty when there is no pointer yet)."""
-        path = self.repository / pointer_name(self.model) / MODEL_SETTINGS
-        try:
-            return [str(v) for v in json.loads(path.read_text(encoding="utf-8")).get("versions") or []]
-        except (OSError, ValueError):
-            return []
+        return [str(v) for v in self._pointer_settings().get("versions") or []]
 
     def _seq(self) -> int:
-        path = self.repository / pointer_name(self.model) / MODEL_SETTINGS
+        """The pointer's own version: how many times it was written."""
         try:
-            return int(json.loads(path.read_text(encoding="utf-8"))["parameters"]["version"])
-        except (OSError, ValueError, KeyError, TypeError):
+            return int(self._pointer_settings()["parameters"]["version"])
+        except (KeyError, TypeError, ValueError):
             return 0
 
     def versions_on_disk(self) -> dict[str, Path]:
@@ -267,28 +257,9 @@ class Rollout:
         target = self.repository / f"{self.model}@{version}"
         holder = Path(tempfile.mkdtemp(prefix=f".{self.model}.incoming-", dir=self.repository))
         try:
+            assert self.registry is not None
             incoming = holder / "model"
-            fetched = fetch_from_spec(
-                spec,
-                incoming,
-                service_dir=self.service_dir,
-                default_name=self.config.registry.model or self.model,
-                registry=self.registry,
-            )
-            where = f"model {fetched.name}:{fetched.version}"
-            base = _adopt_shipped_settings(incoming)
-            no_code = self.config.serving.tier == "no-code"
-            uri = "./" + _model_file(self.config, list(fetched.files), where) if no_code else "."
-            settings = model_settings(
-                self.config,
-                uri=uri,
-                registry_version=fetched.version,
-                digest=fetched.digest,
-                registry_model=fetched.name,
-                files=dict(fetched.files),
-                base=base,
-            )
-            _write_json(incoming / MODEL_SETTINGS, settings)
+            materialize_model(self.config, incoming, registry=self.registry, service_dir=self.service_dir, spec=spec)
             if target.exists():
                 shutil.rmtree(target)
             os.replace(incoming, target)
@@ -325,16 +296,6 @@ class Rollout:
                 log.warning("model %s: rollout step failed: %s", self.model, exc)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), timeout=self.config.registry.refresh_s)
-
-    def describe(self) -> dict[str, Any]:
-        pointer = self.pointer()
-        return {
-            "model": self.model,
-            "current": pointer[0] if pointer else None,
-            "previous": pointer[1] if len(pointer) > 1 else None,
-            "loaded": sorted(self.versions_on_disk()),
-            "refused": dict(self.refused),
-        }
 
 
 def _as_dict(result: StepResult) -> dict[str, Any]:
