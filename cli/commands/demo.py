@@ -47,7 +47,7 @@ from rich.table import Table
 
 from vatic.cli.commands.schema import registry_url
 from vatic.cli.stack.services import MODEL_SERVERS
-from vatic.cli.stack.settings import StackSettings
+from vatic.cli.stack.settings import StackSettings, registry_root_for
 from vatic.cli.stack.stack import Stack
 from vatic.connectors.kafka import LIBRDKAFKA_LOG, Consumer, KafkaSettings, Producer, ensure_topics
 from vatic.connectors.schema_registry import schema_source
@@ -281,9 +281,10 @@ def _rollout_act(console: Console, settings: StackSettings, act: Rollout) -> Cal
 
     def midway(service: Service) -> None:
         spec = service.config.registry
-        if act.service or not spec.follows or not spec.stages or spec.backend != "local" or spec.uri:
+        root = registry_root_for(spec, settings=settings)
+        if act.service or not spec.follows or not spec.stages or root is None:
             return
-        registry = LocalFolderRegistry(settings.model_registry_root)
+        registry = LocalFolderRegistry(root)
         name, stage, who = spec.model or service.config.model.name, spec.stages[0], service.config.service
         current = registry.stages(name).get(stage)
         if current is None:

@@ -51,16 +51,14 @@ TimeoutS = Annotated[float, typer.Option(help="how long --wait waits, in seconds
 
 def open_registry_of(config: ServiceConfig, service_dir: Path, registry_root: Path | None) -> ModelRegistry:
     """The registry the service's model servers follow."""
-    from vatic.cli.stack.settings import StackSettings
+    from vatic.cli.stack.settings import registry_root_for
     from vatic.connectors.registry import open_registry
     from vatic.connectors.registry.spec import registry_from_spec
 
-    spec = config.registry
-    if registry_root is not None:
-        return open_registry("local", root=registry_root)
-    if spec.backend == "local" and not spec.uri:
-        return open_registry("local", root=StackSettings().model_registry_root)
-    return registry_from_spec(spec, service_dir=service_dir)
+    root = registry_root_for(config.registry, registry_root)
+    if root is not None:
+        return open_registry("local", root=root)
+    return registry_from_spec(config.registry, service_dir=service_dir)
 
 
 def following_stage(config: ServiceConfig) -> str:

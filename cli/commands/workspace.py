@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 
 from vatic.cli.deploy.workspace import Workspace, default_home, load_state
+from vatic.cli.stack.settings import registry_root_for
 from vatic.schemas.errors import ConfigError
 
 app = typer.Typer(
@@ -54,11 +55,7 @@ def up(
     if not (service_dir / "service.yaml").is_file():
         raise ConfigError(f"{service_dir}: no service.yaml here; pass a service folder")
     workspace, config = Workspace.for_service_dir(home or default_home(), service_dir, env)
-    if registry_root is None and config.registry.backend == "local" and not config.registry.uri:
-        # as the stack's model servers do: the registry `vatic usecases prepare` trains into
-        from vatic.cli.stack.settings import StackSettings
-
-        registry_root = StackSettings().model_registry_root
+    registry_root = registry_root_for(config.registry, registry_root)
     state = workspace.up(
         service_dir, environment=env, host=host, model_port=model_port, gateway_port=gateway_port,
         registry_root=registry_root, redis_url=redis_url, stream=stream,

@@ -39,6 +39,7 @@ from vatic.cli.stack.settings import StackSettings
 from vatic.schemas.errors import ConfigError, PortInUse
 from vatic.serving.config.loader import load_service
 from vatic.serving.config.model import ServiceConfig
+from vatic.serving.runtimes.rollout import controller_argv
 
 __all__ = ["STATE_FILE", "Workspace", "WorkspaceState", "default_home", "free_port", "load_state"]
 
@@ -286,19 +287,11 @@ class Workspace:
         self, service_dir: Path, environment: str, registry_root: Path | None, state: WorkspaceState
     ) -> None:
         python = mlserver_executable().parent / "python"
-        argv = [
-            str(python),
-            "-m",
-            "vatic.serving.runtimes.rollout",
-            str(service_dir),
-            str(self.dir / "model" / "models"),
-        ]
-        argv += ["--server", f"http://{state.host}:{state.model_port}"]
-        if environment != "local":
-            argv += ["--environment", environment]
-        if registry_root is not None:
-            argv += ["--registry-root", str(registry_root)]
-        self.controller.start(argv)
+        models = self.dir / "model" / "models"
+        server = f"http://{state.host}:{state.model_port}"
+        self.controller.start(
+            controller_argv(python, service_dir, models, server, environment=environment, registry_root=registry_root)
+        )
 
     def up(
         self,

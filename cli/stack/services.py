@@ -53,8 +53,6 @@ __all__ = ["MODEL_SERVERS", "FraudModelServer", "ProductModelServer", "ServiceMo
 
 #: the repository writer's module (serving layer), run as ``python -m`` in the model-server environment
 WRITER = repository.__name__
-#: the rollout controller's module, run the same way beside a server whose service follows its registry
-CONTROLLER = rollout.__name__
 _NOT_PREPARED = repository.EXIT_NOT_PREPARED
 
 
@@ -192,8 +190,11 @@ class ServiceModelServer(Component):
         started = server.start()
         if self.follows and self.controller.pid() is None:
             python = importlib.import_module("vatic.cli.stack.mlserver").mlserver_executable().parent / "python"
-            argv = [str(python), "-m", CONTROLLER, str(self.service_dir), str(self.repository), "--server", self.url]
-            self.controller.start([*argv, "--registry-root", str(self.registry_root)])
+            self.controller.start(
+                rollout.controller_argv(
+                    python, self.service_dir, self.repository, self.url, registry_root=self.registry_root
+                )
+            )
         return started
 
     def stop(self) -> bool:

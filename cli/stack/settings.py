@@ -18,6 +18,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 if TYPE_CHECKING:  # confluent-kafka is in the pipeline environment only; the model-server one reads these settings
     from vatic.connectors.kafka import KafkaSettings
+    from vatic.connectors.registry.spec import RegistrySpecLike
 
 
 @cache
@@ -125,6 +126,19 @@ class StackSettings(BaseSettings):
     def registry_url(self) -> str:
         """Base URL of the Confluent-compatible REST API (Apicurio's ``ccompat`` v7)."""
         return f"http://{self.host}:{self.registry_port}/apis/ccompat/v7"
+
+
+def registry_root_for(
+    spec: RegistrySpecLike, explicit: Path | None = None, settings: StackSettings | None = None
+) -> Path | None:
+    """The local registry folder a service's model is read from outside a cluster: ``explicit`` when given; for a
+    ``local`` registry without a ``uri``, the stack's model registry (where ``vatic usecases prepare`` trains
+    into), as the stack's model servers read it; else None (the registry section says where)."""
+    if explicit is not None:
+        return explicit
+    if spec.backend == "local" and not spec.uri:
+        return (settings or StackSettings()).model_registry_root
+    return None
 
 
 def export_home() -> None:

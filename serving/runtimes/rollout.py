@@ -63,7 +63,7 @@ from vatic.serving.config.model import ServiceConfig
 from vatic.serving.core.versions import check_probe, pointer_name, probe_request
 from vatic.serving.runtimes.repository import MODEL_SETTINGS, materialize_model, service_registry, write_pointer
 
-__all__ = ["Rollout", "StepResult", "main"]
+__all__ = ["Rollout", "StepResult", "controller_argv", "main"]
 
 log = logging.getLogger("vatic.rollout")
 
@@ -296,6 +296,25 @@ class Rollout:
                 log.warning("model %s: rollout step failed: %s", self.model, exc)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), timeout=self.config.registry.refresh_s)
+
+
+def controller_argv(
+    python: str | os.PathLike[str],
+    service_dir: str | os.PathLike[str],
+    repository: str | os.PathLike[str],
+    server: str,
+    *,
+    environment: str | None = None,
+    registry_root: str | os.PathLike[str] | None = None,
+) -> list[str]:
+    """The command line that runs this controller with ``python`` (the model-server environment's) beside the
+    MLServer at ``server`` serving ``repository``."""
+    argv = [str(python), "-m", __name__, str(service_dir), str(repository), "--server", server]
+    if environment not in (None, "local"):
+        argv += ["--environment", str(environment)]
+    if registry_root is not None:
+        argv += ["--registry-root", str(registry_root)]
+    return argv
 
 
 def _as_dict(result: StepResult) -> dict[str, Any]:

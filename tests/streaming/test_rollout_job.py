@@ -27,6 +27,7 @@ from vatic.connectors.kafka import Consumer, scan
 from vatic.schemas import AvroCodec, load_schema, topic_subject
 from vatic.serving.config import load_service
 from vatic.serving.runtimes.repository import write_repository
+from vatic.serving.runtimes.rollout import controller_argv
 
 
 def test_a_new_version_rolls_out_under_load_and_a_broken_one_is_refused(
@@ -44,10 +45,7 @@ def test_a_new_version_rolls_out_under_load_and_a_broken_one_is_refused(
     server.start()
     controller_log = tmp_path / "rollout.log"
     controller = subprocess.Popen(
-        [
-            str(server_python()), "-m", "vatic.serving.runtimes.rollout", str(run.folder), str(repository),
-            "--server", server.url, "--registry-root", str(root), "--grace-s", "5",
-        ],
+        [*controller_argv(server_python(), run.folder, repository, server.url, registry_root=root), "--grace-s", "5"],
         stdout=subprocess.DEVNULL, stderr=controller_log.open("ab"), start_new_session=True,
     )  # fmt: skip
     log = tmp_path / "job.log"

@@ -17,6 +17,7 @@ from tests.fixtures.rollout import MODEL, follow, register, stage
 from vatic.cli.stack.mlserver import ModelServer
 from vatic.serving.config import load_service
 from vatic.serving.runtimes.repository import write_repository
+from vatic.serving.runtimes.rollout import controller_argv
 
 VATIC = str(Path(sys.executable).parent / "vatic")
 
@@ -54,10 +55,7 @@ def served(tmp_path: Path) -> Iterator[tuple[Path, Path, ModelServer]]:
     server = model_server(tmp_path / "home", repository, name="promote-mlserver", parallel_workers=0)
     server.start()
     controller = subprocess.Popen(
-        [
-            str(server_python()), "-m", "vatic.serving.runtimes.rollout", str(folder), str(repository),
-            "--server", server.url, "--registry-root", str(root), "--grace-s", "0",
-        ],
+        [*controller_argv(server_python(), folder, repository, server.url, registry_root=root), "--grace-s", "0"],
         stdout=subprocess.DEVNULL, stderr=(tmp_path / "rollout.log").open("ab"),
     )  # fmt: skip
     try:
