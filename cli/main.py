@@ -7,6 +7,7 @@ import sys
 import typer
 
 from vatic.cli.commands import (
+    compare,
     demo,
     dlq,
     gateway,
@@ -44,6 +45,7 @@ app.command(name="plan")(plan.plan)
 app.command(name="predict")(predict.predict)
 app.add_typer(schema.app, name="schema")
 app.add_typer(dlq.app, name="dlq")
+app.command(name="compare")(compare.compare)
 app.command(name="promote")(promote.promote)
 app.command(name="rollback")(rollback.rollback)
 

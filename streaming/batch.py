@@ -21,6 +21,9 @@ Output keys and headers (the contract a consumer relies on; README "Delivery gua
   lands in the same partition as the first one and a compacted topic or a consumer dedupes it by key; a dead
   letter keeps its input record's key in both modes (its event id may be unknown: its identity is the
   ``vatic-source`` header, ``topic/partition/offset`` of the input record);
+* a shadow prediction (a service with a ``shadow``) rides on its input record's prediction (``Output.shadow``)
+  to the shadow topic, with the prediction's key and headers; it never changes the prediction itself (the shadow
+  answer of an event that is dead-lettered is counted in the metrics only);
 * every output carries ``vatic-attempt`` (:data:`ATTEMPT_HEADER`): the incarnation of the worker that wrote it,
   an ASCII decimal integer (see :func:`incarnation`). Within one incarnation an input record is answered once;
   a replay (at-least-once, after a restart from a checkpoint) is written by a later incarnation, so of two answers
@@ -34,7 +37,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -45,10 +48,13 @@ from vatic.schemas.errors import ConfigError, DecodeError, InvalidRecord, Retrya
 from vatic.schemas.validate import record_validator
 from vatic.serving.config import ServiceConfig, load_service
 from vatic.serving.core import Predictor, RetryPolicy, SourceRecord, dead_letter
+from vatic.serving.core.experiments import ShadowBatch
 from vatic.streaming.settings import JobSettings
 
 if TYPE_CHECKING:
     from vatic.streaming.metrics import JobMetrics
+
+log = logging.getLogger(__name__)
 
 PREDICTION = "P"
 DEAD_LETTER = "D"
@@ -74,6 +80,8 @@ class Output:
     key: bytes | None
     value: bytes
     headers: dict[str, bytes]
+    #: the shadow's prediction of the same record, for the shadow topic (None: no shadow answer in time)
+    shadow: bytes | None = None
 
 
 def schema_source(settings: JobSettings) -> Any:
@@ -118,6 +126,10 @@ class BatchProcessor:
         self.dead = AvroCodec(source, topic_subject(spec.dead_letter_topic), load_schema("dead_letter"))
         # registered (or looked up) now: a registry outage fails the worker's start, not an encode mid-batch
         _ = self.prediction.schema_id, self.dead.schema_id
+        self.shadow = None
+        if self.config.shadow_topic is not None:
+            self.shadow = AvroCodec(source, topic_subject(self.config.shadow_topic), load_schema("prediction"))
+            _ = self.shadow.schema_id
         self.retry = RetryPolicy.from_spec(spec.retry)
         self.predictor = Predictor.from_config(
             self.config,
@@ -127,6 +139,7 @@ class BatchProcessor:
             retry=self.retry,
             verify=tls_context(self.settings.model_ca_file) if self.settings.model_ca_file else None,
         )
+        self.predictor.on_shadow = self._shadow_seen
         self.max_bytes = spec.max_record_bytes
         self._open_outputs(spec.guarantee)
 
@@ -176,6 +189,11 @@ class BatchProcessor:
                     records[index], failure.stage, failure.error.error_class, failure.error.message,
                     attempts=failure.attempts, event=events[failure.index], model_response=failure.model_response,
                 )  # fmt: skip
+            for j, prediction in result.shadows:
+                index = positions[j]
+                output = outputs[index]
+                if output is not None and output.kind == PREDICTION:  # a dead letter's shadow: metrics only
+                    outputs[index] = self._with_shadow(records[index], output, prediction)
         done = [output for output in outputs if output is not None]
         if self.metrics is not None:
             if result is None:  # nothing decoded: no feature read, no model call
@@ -183,7 +201,33 @@ class BatchProcessor:
             else:
                 self.metrics.batch(len(records), done, model_ms=result.infer_ms, feature_ms=result.enrich_ms,
                                    model_calls=result.model_calls, model_retries=result.model_retries)  # fmt: skip
+                versions: dict[str, int] = {}
+                for _, prediction in result.predictions:
+                    versions[prediction["model_version"]] = versions.get(prediction["model_version"], 0) + 1
+                for version, n in versions.items():
+                    self.metrics.version_predictions(version, n)
         return done
+
+    def _shadow_seen(self, batch: ShadowBatch) -> None:
+        if batch.state == "failed":
+            log.warning("service %s: the shadow failed a micro-batch: %s", self.config.service, batch.error)
+        if self.metrics is not None:
+            self.metrics.shadow(batch.state, len(batch.predictions), batch.compared, batch.agreed)
+
+    def _with_shadow(self, record: SourceRecord, output: Output, prediction: dict[str, Any]) -> Output:
+        """``output`` carrying the shadow's prediction of its record; one that cannot be encoded is dropped
+        (the shadow's trouble, counted nowhere else than its log line)."""
+        assert self.shadow is not None
+        try:
+            payload = self.shadow.encode(prediction, validate=False)
+        except (Retryable, ConfigError):
+            raise
+        except Exception as exc:
+            log.warning("service %s: a shadow prediction cannot be encoded: %s", self.config.service, exc)
+            return output
+        if len(payload) > self.max_bytes:
+            return output
+        return replace(output, shadow=payload)
 
     async def _decode_retrying(self, raw: bytes) -> dict[str, Any]:
         """Decode ``raw`` while the schema source is unavailable: retried inside the retry budget (the lookup

@@ -79,6 +79,7 @@ from vatic.streaming.metrics import prometheus_reporter
 from vatic.streaming.operators import (
     DEAD_LETTERS,
     PICKLED,
+    SHADOWS,
     SINK_ROW,
     BatchedInferenceFunction,
     MicroBatchFunction,
@@ -159,7 +160,7 @@ def check_kafka(config: ServiceConfig, settings: JobSettings) -> None:
     check_access(
         settings.kafka(),
         read=[spec.input_topic],
-        write=[spec.output_topic, spec.dead_letter_topic],
+        write=[spec.output_topic, spec.dead_letter_topic, *([config.shadow_topic] if config.shadow_topic else [])],
         group=config.consumer_group,
         transactional_prefix=transactional_prefix(config) if spec.guarantee == "exactly_once" else None,
     )
@@ -296,21 +297,25 @@ def build(
     t_env.execute_sql(source_ddl(config, settings, source))
     t_env.execute_sql(sink_ddl(predictions, spec.output_topic, config, settings))
     t_env.execute_sql(sink_ddl(dead_letters, spec.dead_letter_topic, config, settings))
+    shadows = None
+    if config.shadow_topic is not None:
+        shadows = f"vatic_{tag}_shadow_predictions"
+        t_env.execute_sql(sink_ddl(shadows, config.shadow_topic, config, settings))
 
     statements = t_env.create_statement_set()
     if spec.mode == "vectorized":
-        _vectorized(t_env, statements, settings, tag, source, predictions, dead_letters)
+        _vectorized(t_env, statements, settings, tag, source, predictions, dead_letters, shadows)
     else:
-        _async(env, t_env, statements, config, settings, source, predictions, dead_letters, parallelism)
+        _async(env, t_env, statements, config, settings, source, predictions, dead_letters, shadows, parallelism)
     statements.attach_as_datastream()
     return t_env
 
 
 def _vectorized(
     t_env: StreamTableEnvironment, statements: Any, settings: JobSettings, tag: str, source: str,
-    predictions: str, dead_letters: str,
+    predictions: str, dead_letters: str, shadows: str | None,
 ) -> None:  # fmt: skip
-    """source -> vectorized inference (one call per Arrow batch) -> two filtered inserts."""
+    """source -> vectorized inference (one call per Arrow batch) -> two filtered inserts (three with a shadow)."""
     function = udf(VectorizedInference(settings), result_type=RESULT_TYPE, func_type="pandas")
     t_env.create_temporary_function(f"vatic_{tag}_infer", function)
     # table names are built from [a-z0-9_] only (see build): no quoting issue in these statements
@@ -324,11 +329,16 @@ def _vectorized(
             f"INSERT INTO {sink} SELECT o.k, o.v, MAP_FROM_ARRAYS(o.hk, o.hv) FROM {results} "  # noqa: S608
             f"WHERE o.kind = '{kind}'"
         )
+    if shadows is not None:
+        statements.add_insert_sql(
+            f"INSERT INTO {shadows} SELECT o.k, o.s, MAP_FROM_ARRAYS(o.hk, o.hv) FROM {results} "  # noqa: S608
+            "WHERE o.s IS NOT NULL"
+        )
 
 
 def _async(
     env: StreamExecutionEnvironment, t_env: StreamTableEnvironment, statements: Any, config: ServiceConfig,
-    settings: JobSettings, source: str, predictions: str, dead_letters: str, parallelism: int,
+    settings: JobSettings, source: str, predictions: str, dead_letters: str, shadows: str | None, parallelism: int,
 ) -> None:  # fmt: skip
     """source -> key_by(subtask) -> keyed micro-batches -> AsyncDataStream over batches -> route."""
     spec = config.streaming
@@ -356,6 +366,8 @@ def _async(
     routed = inferred.process(RouteFunction(), output_type=SINK_ROW).uid(uid("route")).name(f"{config.service}: route")
     statements.add_insert(predictions, t_env.from_data_stream(routed))
     statements.add_insert(dead_letters, t_env.from_data_stream(routed.get_side_output(DEAD_LETTERS)))
+    if shadows is not None:
+        statements.add_insert(shadows, t_env.from_data_stream(routed.get_side_output(SHADOWS)))
 
 
 def local_environment(config: ServiceConfig, settings: JobSettings) -> StreamExecutionEnvironment:

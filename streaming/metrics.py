@@ -23,6 +23,12 @@ metric (after the prefix above)            meaning
 ``modelCallMs_le_bucket{le=...}``          histogram of the model-call time of a batch in ms (retries included)
 ``featureReadMs_le_bucket{le=...}``        histogram of the feature-read time of a batch in ms (from the first
                                            feature read on: services with features only)
+``version_predictions{version=...}``       prediction records by the model version that answered (a canary's
+                                           share, a rollout's switch)
+``shadowState_shadowBatches{shadowState=}``  micro-batches by what the shadow did: answered, failed, late
+                                           (services with a shadow only, as are the three below)
+``shadowPredictions``                      shadow answers (written to the shadow topic when they came in time)
+``shadowCompared`` / ``shadowAgreed``      events both models answered, and of those the ones they agree on
 =========================================  ========================================================================
 
 Histograms: Flink has no cumulative histogram of its own (its ``Histogram`` becomes a Prometheus *summary*, whose
@@ -158,6 +164,8 @@ class JobMetrics:
         self.model_call_ms = Histogram(vatic, "modelCallMs", LATENCY_BOUNDS_MS)
         #: made at the first feature read: a service without features exports no such series
         self.feature_read_ms: Histogram | None = None
+        self._versions: dict[str, Count] = {}
+        self._shadow: dict[str, Count] | None = None
 
     @staticmethod
     def _count(group: MetricGroup, name: str) -> Count:
@@ -174,6 +182,29 @@ class JobMetrics:
         if count is None:
             count = self._dead[stage] = self._dead_count(stage)
         count.inc(n)
+
+    def version_predictions(self, version: str, n: int) -> None:
+        """Count ``n`` predictions answered by ``version``."""
+        count = self._versions.get(version)
+        if count is None:
+            count = self._versions[version] = self._count(self._vatic.add_group("version", version), "predictions")
+        count.inc(n)
+
+    def shadow(self, state: str, predictions: int, compared: int, agreed: int) -> None:
+        """Record one micro-batch's shadow outcome (``state``: answered, failed, late)."""
+        if self._shadow is None:
+            self._shadow = {
+                name: self._count(self._vatic.add_group("shadowState", name), "shadowBatches")
+                for name in ("answered", "failed", "late")
+            }
+            for name in ("shadowPredictions", "shadowCompared", "shadowAgreed"):
+                self._shadow[name] = self._count(self._vatic, name)
+        if state not in self._shadow:
+            self._shadow[state] = self._count(self._vatic.add_group("shadowState", state), "shadowBatches")
+        self._shadow[state].inc()
+        self._shadow["shadowPredictions"].inc(predictions)
+        self._shadow["shadowCompared"].inc(compared)
+        self._shadow["shadowAgreed"].inc(agreed)
 
     def batch(
         self,

@@ -40,6 +40,7 @@ SINK_ROW = Types.ROW_NAMED(
     ],
 )
 DEAD_LETTERS = OutputTag("dead-letters", SINK_ROW)
+SHADOWS = OutputTag("shadow-predictions", SINK_ROW)
 PICKLED = Types.PICKLED_BYTE_ARRAY()
 
 
@@ -111,7 +112,7 @@ class BatchedInferenceFunction(AsyncFunction):  # type: ignore[misc]
     async def async_invoke(self, value: bytes) -> list[bytes]:
         records: list[SourceRecord] = pickle.loads(value)  # noqa: S301 - our own records
         outputs = await self.processor.process(records)
-        return [pickle.dumps((o.kind, Row(o.key, o.value, o.headers))) for o in outputs]
+        return [pickle.dumps((o.kind, Row(o.key, o.value, o.headers), o.shadow)) for o in outputs]
 
     def timeout(self, value: bytes) -> list[bytes]:
         # The core bounds its own retries; an operator timeout means the whole batch hung: fail the task so
@@ -124,11 +125,14 @@ class BatchedInferenceFunction(AsyncFunction):  # type: ignore[misc]
 
 
 class RouteFunction(ProcessFunction):  # type: ignore[misc]
-    """Predictions to the main output, dead-letter rows to :data:`DEAD_LETTERS`."""
+    """Predictions to the main output, dead-letter rows to :data:`DEAD_LETTERS`, shadow predictions to
+    :data:`SHADOWS`."""
 
     def process_element(self, value: bytes, ctx: ProcessFunction.Context) -> Iterator[Any]:
-        kind, row = pickle.loads(value)  # noqa: S301 - our own records
+        kind, row, shadow = pickle.loads(value)  # noqa: S301 - our own records
         if kind == PREDICTION:
             yield row
+            if shadow is not None:
+                yield SHADOWS, Row(row[0], shadow, row[2])
         else:
             yield DEAD_LETTERS, row

@@ -4,9 +4,10 @@ PyFlink moves records between the JVM and Python workers one by one for DataStre
 ("pandas") scalar function receives them as Arrow batches instead. :class:`VectorizedInference` is called
 once per batch of up to ``python.fn-execution.arrow.batch.size`` records (the service's ``batch_size``), cut
 at latest every ``python.fn-execution.bundle.time`` ms (``batch_wait_ms``), and returns exactly one
-``(kind, key, value, headers)`` row per record through :class:`~vatic.streaming.batch.BatchProcessor`
+``(kind, key, value, headers, shadow)`` row per record through :class:`~vatic.streaming.batch.BatchProcessor`
 (decode, one feature lookup, one V2 request, encode). Two SQL inserts then route ``kind`` to the
-predictions and dead-letter sinks. The job's default topology (why: docs/decisions/0004-vectorized-default.md).
+predictions and dead-letter sinks, and a third one (a service with a shadow) the shadow column to its topic.
+The job's default topology (why: docs/decisions/0004-vectorized-default.md).
 
 Each subtask processes one batch at a time (the function blocks on its batch's model call), which is the
 backpressure; parallelism adds batches in flight. Checkpoints stay consistent because a bundle is finished
@@ -36,6 +37,8 @@ RESULT_TYPE = DataTypes.ROW(
         # a cast to a non-null key type, and maps out of a pandas function fail); SQL rebuilds the map
         DataTypes.FIELD("hk", DataTypes.ARRAY(DataTypes.STRING())),
         DataTypes.FIELD("hv", DataTypes.ARRAY(DataTypes.BYTES())),
+        # the shadow's prediction of the record (null without one): a third insert writes it to the shadow topic
+        DataTypes.FIELD("s", DataTypes.BYTES()),
     ]
 )
 
@@ -73,6 +76,7 @@ class VectorizedInference(ScalarFunction):  # type: ignore[misc]
                 "v": [o.value for o in outputs],
                 "hk": [list(o.headers) for o in outputs],
                 "hv": [list(o.headers.values()) for o in outputs],
+                "s": [o.shadow for o in outputs],
             }
         )
 

@@ -48,7 +48,7 @@ _SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 _STAGES = ("decode", "enrich", "infer", "encode", "produce", "unknown")
 
 
-def _when(text: str | None, option: str) -> int | None:
+def moment_ms(text: str | None, option: str) -> int | None:
     """Epoch ms of an ISO 8601 time (UTC when it names no zone), an epoch-ms integer, or an age before now."""
     if text is None:
         return None
@@ -78,8 +78,8 @@ def _selection(
         raise ConfigError(f"--stage {', '.join(unknown)}: the stages are {', '.join(_STAGES)}")
     return Selection(
         stages=frozenset(stage or ()), error_classes=frozenset(error_class or ()),
-        since_ms=_when(since, "--since"), until_ms=_when(until, "--until"), partitions=frozenset(partition or ()),
-        from_offset=from_offset, to_offset=to_offset,
+        since_ms=moment_ms(since, "--since"), until_ms=moment_ms(until, "--until"),
+        partitions=frozenset(partition or ()), from_offset=from_offset, to_offset=to_offset,
     )  # fmt: skip
 
 

@@ -113,14 +113,18 @@ def _targets(target: Path, subject: str | None, env: str) -> list[tuple[str, dic
     if target.is_dir():
         if subject is not None:
             raise ConfigError("--subject is for an .avsc file; a service folder names its subjects by its topics")
-        spec = load_service(target, env).streaming
+        config = load_service(target, env)
+        spec = config.streaming
         if spec is None:
             raise ConfigError(f"{target} has no streaming section: no topics, so no subjects")
-        return [
+        subjects = [
             (topic_subject(spec.input_topic), load_schema(spec.input_schema)),
             (topic_subject(spec.output_topic), load_schema("prediction")),
             (topic_subject(spec.dead_letter_topic), load_schema("dead_letter")),
         ]
+        if config.shadow_topic is not None:
+            subjects.append((topic_subject(config.shadow_topic), load_schema("prediction")))
+        return subjects
     if subject is None:
         raise ConfigError(f"{target}: an .avsc file needs --subject (e.g. --subject my.topic-value)")
     try:

@@ -97,15 +97,15 @@ def grant(
         raise ConfigError("the secured broker is not running: `vatic stack up kafka-secure` (or `stack up --secure`)")
     admin = broker.client_settings(ADMIN)
     created = ensure_topics(
-        [spec.input_topic, spec.output_topic, spec.dead_letter_topic], partitions=max(2, spec.parallelism),
+        [spec.input_topic, *config.written_topics], partitions=max(2, spec.parallelism),
         settings=admin,
     )  # fmt: skip
     if created:
         typer.echo(f"created topics: {', '.join(created)}")
     grants = job_acls(
-        JOB, input_topic=spec.input_topic, output_topics=[spec.output_topic, spec.dead_letter_topic],
+        JOB, input_topic=spec.input_topic, output_topics=config.written_topics,
         group=config.consumer_group, transactional_prefix=transactional_prefix(config),
-    ) + app_acls(APP, produce=[spec.input_topic], consume=[spec.output_topic, spec.dead_letter_topic])  # fmt: skip
+    ) + app_acls(APP, produce=[spec.input_topic], consume=config.written_topics)  # fmt: skip
     apply_acls(admin, grants)
     for g in grants:
         pattern = "prefixed " if g.prefixed else ""

@@ -93,7 +93,7 @@ def _create_topics(service_dir: Path, env: str, bootstrap: str | None) -> None:
     config = load_service(service_dir, env)
     assert config.streaming is not None
     spec = config.streaming
-    topics = [spec.input_topic, spec.output_topic, spec.dead_letter_topic]
+    topics = [spec.input_topic, *config.written_topics]
     created = ensure_topics(
         topics,
         partitions=max(2, spec.parallelism),

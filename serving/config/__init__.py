@@ -8,6 +8,7 @@ result with :class:`ServiceConfig` and reports every problem as one line naming 
 from vatic.serving.config.loader import load_service, load_yaml_with_lines
 from vatic.serving.config.model import (
     AutoscalingSpec,
+    CanarySpec,
     FeatureSpec,
     GpuSpec,
     ModelSpec,
@@ -15,12 +16,14 @@ from vatic.serving.config.model import (
     ResourcesSpec,
     ServiceConfig,
     ServingSpec,
+    ShadowSpec,
     StreamingSpec,
     TensorSpec,
 )
 
 __all__ = [
     "AutoscalingSpec",
+    "CanarySpec",
     "FeatureSpec",
     "GpuSpec",
     "ModelSpec",
@@ -28,6 +31,7 @@ __all__ = [
     "ResourcesSpec",
     "ServiceConfig",
     "ServingSpec",
+    "ShadowSpec",
     "StreamingSpec",
     "TensorSpec",
     "load_service",

@@ -248,6 +248,43 @@ class RegistrySpec(Section):
         return self.refresh_s > 0
 
 
+class ShadowSpec(Section):
+    """A second model that answers every event beside the serving one, for comparison only: its answers go to
+    the shadow topic and metrics, never to the caller, the predictions topic or the dead letters."""
+
+    model: str | None = Field(
+        None,
+        pattern=r"^[A-Za-z0-9_.-]+$",
+        description="registry model of the shadow, served under this name (default: the service's own model)",
+    )
+    version: str = Field(description="registry version of the shadow (loaded beside the serving version)")
+    stream_wait_ms: int = Field(
+        100,
+        ge=0,
+        le=60_000,
+        description="stream: after the serving answer, how long a micro-batch waits for the shadow's (later "
+        "answers are dropped and counted)",
+    )
+    rest_wait_ms: int = Field(
+        0,
+        ge=0,
+        le=60_000,
+        description="REST and gRPC: how long an answer waits for the shadow (0: never; the shadow finishes behind it)",
+    )
+    tolerance: float = Field(0.01, ge=0, description="two numeric outputs agree when they differ by at most this much")
+
+
+class CanarySpec(Section):
+    """A share of the entities answered by another version of the model, the same entities on every path."""
+
+    version: str = Field(description="registry version of the canary (loaded beside the serving version)")
+    weight: float = Field(gt=0, lt=1, description="share of entities the canary answers (0 < weight < 1)")
+    key: list[str] = Field(
+        default_factory=list,
+        description="event fields whose values pick an entity's version (default: the feature entity keys)",
+    )
+
+
 class FeaturePolicy(Section):
     on_missing: Literal["default", "reject"] = Field(
         "default", description="default: use the default value and set the missing flag; reject: data error"
@@ -337,6 +374,9 @@ class StreamingSpec(Section):
         le=10_000,
         description="failed restarts in a row (back-off 1 s doubling to 10 s) before the job gives up and FAILS",
     )
+    shadow_topic: str | None = Field(
+        None, pattern=TOPIC, description="topic of the shadow model's answers (default: <service>.shadow-predictions)"
+    )
     partition_discovery_s: float = Field(
         60.0,
         ge=0,
@@ -349,6 +389,8 @@ class StreamingSpec(Section):
         topics = [self.input_topic, self.output_topic, self.dead_letter_topic]
         if len(set(topics)) != 3:
             raise ValueError("input_topic, output_topic and dead_letter_topic must be three different topics")
+        if self.shadow_topic in topics:
+            raise ValueError(f"shadow_topic {self.shadow_topic!r} is already the input, output or dead-letter topic")
         if self.guarantee == "exactly_once" and self.transaction_timeout_s < 3 * self.checkpoint_interval_s + 60:
             raise ValueError(
                 "transaction_timeout_s must stay well above checkpoint + restart time: "
@@ -652,6 +694,8 @@ class ServiceConfig(Section):
     timeout_s: float = Field(5.0, gt=0, le=600, description="deadline of one inference call")
     features: FeatureSpec | None = None
     streaming: StreamingSpec | None = None
+    shadow: ShadowSpec | None = Field(None, description="a model answering beside the serving one, for comparison")
+    canary: CanarySpec | None = Field(None, description="a version answering a fixed share of the entities")
     gateway: GatewaySpec = Field(default_factory=GatewaySpec)
     kubernetes: KubernetesSpec = Field(
         default_factory=KubernetesSpec, description="what `vatic render` needs: cluster addresses, scheduling, labels"
@@ -682,6 +726,26 @@ class ServiceConfig(Section):
         return self
 
     @model_validator(mode="after")
+    def _experiments(self) -> ServiceConfig:
+        if (self.shadow or self.canary) and self.serving.tier == "full-custom":
+            raise ValueError(
+                "shadow and canary load more versions beside the serving one through MLServer: use the no-code or "
+                "low-code tier (a full-custom server serves one model version)"
+            )
+        if self.canary is not None:
+            if not self.canary.key and self.features is None:
+                raise ValueError(
+                    "canary splits by entity: name the event fields of an entity in canary.key (this service has no "
+                    "feature entities to default to)"
+                )
+            if self.model.version is not None and self.canary.version == self.model.version:
+                raise ValueError(f"canary.version {self.canary.version!r} is the serving model.version")
+        shadow = self.shadow
+        if shadow is not None and shadow.model in (None, self.model.name) and shadow.version == self.model.version:
+            raise ValueError(f"shadow.version {shadow.version!r} is the serving model.version")
+        return self
+
+    @model_validator(mode="after")
     def _columns_resolve(self) -> ServiceConfig:
         refs = set(self.features.refs) if self.features else set()
         for tensor in self.model.inputs:
@@ -703,6 +767,45 @@ class ServiceConfig(Section):
         if self.kubernetes.namespace:
             return self.kubernetes.namespace
         return self.project if self.environment in ("local", "production") else f"{self.project}-{self.environment}"
+
+    @property
+    def side_models(self) -> list[tuple[str, str, str]]:
+        """Versions the model server loads beside the serving one: ``(served name, registry model, version)`` of
+        the canary and the shadow, without repeats."""
+        registry_model = self.registry.model or self.model.name
+        sides: list[tuple[str, str, str]] = []
+        if self.canary is not None:
+            sides.append((self.model.name, registry_model, self.canary.version))
+        if self.shadow is not None:
+            name = self.shadow.model or self.model.name
+            side = (name, registry_model if name == self.model.name else name, self.shadow.version)
+            if side not in sides:
+                sides.append(side)
+        return sides
+
+    @property
+    def uses_pointer(self) -> bool:
+        """Whether clients read the serving version from the model server's rollout pointer: when the service
+        follows its registry, and when other versions of the model sit beside an unpinned serving version (the
+        server's default version would be the newest of them)."""
+        if self.registry.follows:
+            return True
+        return self.model.version is None and any(name == self.model.name for name, _, _ in self.side_models)
+
+    @property
+    def shadow_topic(self) -> str | None:
+        """The topic of the shadow's answers (None without a shadow or a streaming section)."""
+        if self.shadow is None or self.streaming is None:
+            return None
+        return self.streaming.shadow_topic or f"{self.service}.shadow-predictions"
+
+    @property
+    def written_topics(self) -> list[str]:
+        """Every topic the streaming job writes: predictions, dead letters and, with a shadow, its answers."""
+        if self.streaming is None:
+            return []
+        topics = [self.streaming.output_topic, self.streaming.dead_letter_topic]
+        return [*topics, self.shadow_topic] if self.shadow_topic else topics
 
     @property
     def consumer_group(self) -> str:

@@ -20,13 +20,21 @@ Contract of :meth:`Predictor.predict` for a batch of N events:
   follows its registry: from the model server's rollout pointer, :mod:`vatic.serving.core.versions`) and every
   request of the batch names it. A server that does not have that version (yet) is retried as not ready, never
   sent to another version.
+* A canary (``canary`` in the service config) answers the events of its share of the entities
+  (:mod:`vatic.serving.core.experiments`): the batch goes to the model as one request per version, in
+  parallel, and every prediction names the version that answered it.
+* A shadow (``shadow``) answers every event that reaches the model, in parallel with the serving call. Its
+  prediction events are in ``BatchResult.shadows`` when they came within ``shadow_wait_s`` after the serving
+  answer; whatever happens to it (down, refusing, slow) the serving outcome of every event is the same as
+  without a shadow. Every shadow outcome, early or late, is handed to ``on_shadow`` (the doors' metrics).
 """
 
 from __future__ import annotations
 
+import asyncio
 import ssl
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -46,9 +54,13 @@ from vatic.schemas.errors import (
     Retryable,
 )
 from vatic.serving.config.model import ServiceConfig
+from vatic.serving.core.experiments import CanaryRouter, ShadowBatch, agrees
 from vatic.serving.core.retry import RetryPolicy
 from vatic.serving.core.tensors import build_inputs, output_value
 from vatic.serving.core.versions import FOLLOW_S, VersionFollower
+
+#: shadow calls still running after their batch was answered; more are not started (counted as late)
+MAX_LATE_SHADOWS = 64
 
 #: 5xx answers that say the server (or what is behind it) is unavailable, whatever the input: retried as an
 #: outage and never counted towards a poison verdict (an overloaded or degraded server is often still "ready")
@@ -81,6 +93,10 @@ class BatchResult:
     model_calls: int = 0
     #: V2 requests repeated after a failed attempt (an outage answer, a timeout, a reset, a suspicious 5xx)
     model_retries: int = 0
+    #: the shadow's prediction events (input index, event) that came within the wait; never the caller's answer
+    shadows: list[tuple[int, dict[str, Any]]] = field(default_factory=list)
+    #: the shadow's outcome for this batch (None: no shadow, or no event reached the model)
+    shadow: ShadowBatch | None = None
 
 
 class FeatureReader(Protocol):
@@ -114,7 +130,11 @@ class Predictor:
         retry: RetryPolicy | None = None,
         poison_attempts: int = 3,
         versions: VersionFollower | None = None,
+        shadow_wait_s: float | None = None,
+        on_shadow: Callable[[ShadowBatch], None] | None = None,
     ) -> None:
+        """``shadow_wait_s``: how long a batch waits for the shadow after the serving answer (default: the
+        config's ``shadow.stream_wait_ms``); ``on_shadow`` receives every shadow outcome (also late ones)."""
         if config.features is not None and features is None:
             raise ValueError(f"service {config.service} declares features: pass a feature reader")
         self.config = config
@@ -124,6 +144,14 @@ class Predictor:
         self.poison_attempts = poison_attempts
         self.versions = versions
         self._entity_fields = list(config.features.entities.items()) if config.features else []
+        self.canary = CanaryRouter(config) if config.canary is not None else None
+        self.shadow = config.shadow
+        self.shadow_name = (config.shadow.model or config.model.name) if config.shadow is not None else None
+        if shadow_wait_s is None:
+            shadow_wait_s = config.shadow.stream_wait_ms / 1000 if config.shadow is not None else 0.0
+        self.shadow_wait_s = shadow_wait_s
+        self.on_shadow = on_shadow
+        self._late_shadows: set[asyncio.Task[ShadowBatch]] = set()
 
     @classmethod
     def from_config(
@@ -148,12 +176,17 @@ class Predictor:
         if config.features is not None:
             features = Enricher.from_spec(config.features, service_dir, redis_url=redis_url)
         versions = None
-        if config.registry.follows:
-            versions = VersionFollower(client, config.model.name, refresh_s=min(config.registry.refresh_s, FOLLOW_S))
+        if config.uses_pointer:
+            refresh = min(config.registry.refresh_s, FOLLOW_S) if config.registry.follows else FOLLOW_S
+            versions = VersionFollower(client, config.model.name, refresh_s=refresh)
         return cls(config, inference=client, features=features, retry=retry, versions=versions)
 
     async def aclose(self) -> None:
-        """Close the model client and the feature reader."""
+        """Cancel shadow calls still running; close the model client and the feature reader."""
+        for task in list(self._late_shadows):
+            task.cancel()
+        if self._late_shadows:
+            await asyncio.gather(*self._late_shadows, return_exceptions=True)
         await self.inference.close()
         if self.features is not None:
             await self.features.aclose()
@@ -166,7 +199,7 @@ class Predictor:
         # one version per batch, read before anything else: no batch is split across versions
         version = self.config.model.version
         if self.versions is not None:
-            version = await self.versions.version() or version
+            version = await self._pointer_version() or version
         result = BatchResult()
         alive = list(range(len(events)))
 
@@ -196,10 +229,16 @@ class Predictor:
                     survivors.append(i)
             alive = survivors
 
-        # 3. encode + 4. infer (bisecting to isolate inputs the model refuses)
+        # 3. encode + 4. infer (bisecting to isolate inputs the model refuses), per version; the shadow beside
         started = time.perf_counter()
+        shadow = self._start_shadow(events, alive, values, missing) if alive else None
         answers: dict[int, tuple[dict[str, Any], str | None]] = {}
-        await self._infer(events, alive, values, missing, answers, result, version)
+        try:
+            await self._infer_versions(events, alive, values, missing, answers, result, version)
+        except BaseException:
+            if shadow is not None:
+                shadow.cancel()
+            raise
         result.infer_ms = (time.perf_counter() - started) * 1000
 
         # 5. prediction events
@@ -211,10 +250,198 @@ class Predictor:
                 result.failures.append(Failure(i, OutputProblem(str(exc))))
                 continue
             result.predictions.append(
-                (i, self._prediction(events[i], shaped, version, values[i], missing[i], origin, received, result))
+                (
+                    i,
+                    self._prediction(
+                        events[i],
+                        shaped,
+                        version,
+                        values[i],
+                        missing[i],
+                        origin,
+                        received,
+                        result.enrich_ms,
+                        result.infer_ms,
+                    ),
+                )
             )
         result.failures.sort(key=lambda f: f.index)
+        if shadow is not None:
+            await self._finish_shadow(shadow, events, values, missing, origin, received, result)
         return result
+
+    async def _pointer_version(self) -> str | None:
+        """The serving version named by the rollout pointer; with other versions of the model loaded beside it,
+        a pointer not read yet is "not ready" (retried): the server's default would be the newest of them."""
+        assert self.versions is not None
+        follower = self.versions
+        if not any(name == self.config.model.name for name, _, _ in self.config.side_models):
+            return await follower.version()
+
+        async def read() -> str:
+            version = await follower.version()
+            if version is None:
+                raise ModelNotReady(
+                    f"model {self.config.model.name!r}: its rollout pointer has not been read yet", model=follower.model
+                )
+            return version
+
+        version, _ = await self.retry.run(read)
+        return version
+
+    async def _infer_versions(
+        self,
+        events: Sequence[Mapping[str, Any]],
+        alive: list[int],
+        values: Mapping[int, Mapping[str, Any]],
+        missing: Mapping[int, Mapping[str, str]],
+        answers: dict[int, tuple[dict[str, Any], str | None]],
+        result: BatchResult,
+        version: str | None,
+    ) -> None:
+        """One request per version: the canary's share of the entities to the canary, the rest to ``version``."""
+        canary = self.canary
+        if canary is None or canary.version == version or not alive:
+            await self._infer(events, alive, values, missing, answers, result, version)
+            return
+        picked = [i for i in alive if canary.picks(events[i])]
+        if not picked:
+            await self._infer(events, alive, values, missing, answers, result, version)
+            return
+        chosen = set(picked)
+        rest = [i for i in alive if i not in chosen]
+        tasks = [asyncio.ensure_future(self._infer(events, picked, values, missing, answers, result, canary.version))]
+        if rest:
+            tasks.append(asyncio.ensure_future(self._infer(events, rest, values, missing, answers, result, version)))
+        try:
+            await asyncio.gather(*tasks)
+        except BaseException:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            raise
+
+    # -- the shadow ------------------------------------------------------------------------------------------
+
+    def _start_shadow(
+        self,
+        events: Sequence[Mapping[str, Any]],
+        alive: list[int],
+        values: Mapping[int, Mapping[str, Any]],
+        missing: Mapping[int, Mapping[str, str]],
+    ) -> asyncio.Task[ShadowBatch] | None:
+        if self.shadow is None:
+            return None
+        if len(self._late_shadows) >= MAX_LATE_SHADOWS:
+            if self.on_shadow is not None:
+                self.on_shadow(ShadowBatch("late", error=f"{MAX_LATE_SHADOWS} shadow calls still running: skipped"))
+            return None
+        return asyncio.ensure_future(self._shadow_call(events, list(alive), values, missing))
+
+    async def _shadow_call(
+        self,
+        events: Sequence[Mapping[str, Any]],
+        indexes: list[int],
+        values: Mapping[int, Mapping[str, Any]],
+        missing: Mapping[int, Mapping[str, str]],
+    ) -> ShadowBatch:
+        """One V2 call to the shadow, no retries; every error becomes the batch's ``failed`` state. The
+        predictions are outputs here (``(index, outputs)``): :meth:`_shadow_events` makes them events."""
+        assert self.shadow is not None
+        assert self.shadow_name is not None
+        model = self.config.model
+        started = time.perf_counter()
+        try:
+            tensors, problems = build_inputs(
+                model, [events[i] for i in indexes], [values[i] for i in indexes], [missing[i] for i in indexes]
+            )
+            clean = [i for j, i in enumerate(indexes) if j not in problems]
+            if not clean:
+                return ShadowBatch()
+            request = InferenceRequest(inputs=tuple(tensors), outputs=tuple(o.name for o in model.outputs))
+            response = await self.inference.infer(
+                self.shadow_name, request, version=self.shadow.version, deadline_s=self.config.timeout_s
+            )
+            rows = response.split(len(clean), squeeze=True)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # the shadow's trouble is data about the shadow, never the serving path's
+            return ShadowBatch("failed", error=f"{type(exc).__name__}: {exc}")
+        batch = ShadowBatch()
+        for i, row in zip(clean, rows, strict=True):
+            try:
+                shaped = {spec.field: output_value(spec, row.get(spec.name)) for spec in model.outputs}
+            except ValueError:
+                continue  # an answer outside the contract: not a shadow prediction
+            batch.predictions.append((i, shaped))
+        batch.infer_ms = (time.perf_counter() - started) * 1000
+        return batch
+
+    async def _finish_shadow(
+        self,
+        task: asyncio.Task[ShadowBatch],
+        events: Sequence[Mapping[str, Any]],
+        values: Mapping[int, Mapping[str, Any]],
+        missing: Mapping[int, Mapping[str, str]],
+        origin: str,
+        received: int,
+        result: BatchResult,
+    ) -> None:
+        """Wait at most ``shadow_wait_s`` for the shadow; compare, build its events, report it."""
+        main = {i: prediction["outputs"] for i, prediction in result.predictions}
+        if not task.done() and self.shadow_wait_s > 0:
+            await asyncio.wait({task}, timeout=self.shadow_wait_s)
+        if task.done():
+            batch = self._shadow_events(task.result(), main, events, values, missing, origin, received, result)
+            result.shadow = batch
+            result.shadows = batch.predictions
+            if self.on_shadow is not None:
+                self.on_shadow(batch)
+            return
+        result.shadow = ShadowBatch("late")
+        self._late_shadows.add(task)
+
+        def late(done: asyncio.Task[ShadowBatch]) -> None:
+            self._late_shadows.discard(done)
+            if done.cancelled() or self.on_shadow is None:
+                return
+            batch = self._shadow_events(done.result(), main, events, values, missing, origin, received, result)
+            if batch.state == "answered" and self.shadow_wait_s > 0:  # with no wait at all, nothing is late
+                batch.state = "late"
+            self.on_shadow(batch)
+
+        task.add_done_callback(late)
+
+    def _shadow_events(
+        self,
+        batch: ShadowBatch,
+        main: Mapping[int, Mapping[str, Any]],
+        events: Sequence[Mapping[str, Any]],
+        values: Mapping[int, Mapping[str, Any]],
+        missing: Mapping[int, Mapping[str, str]],
+        origin: str,
+        received: int,
+        result: BatchResult,
+    ) -> ShadowBatch:
+        if batch.state != "answered":
+            return batch
+        assert self.shadow is not None
+        built = []
+        for i, outputs in batch.predictions:
+            if i in main:
+                batch.compared += 1
+                batch.agreed += agrees(main[i], outputs, self.shadow.tolerance)
+            built.append(
+                (
+                    i,
+                    self._prediction(
+                        events[i], outputs, self.shadow.version, values[i], missing[i], origin, received,
+                        result.enrich_ms, batch.infer_ms, model_name=self.shadow_name,
+                    ),
+                )
+            )  # fmt: skip
+        batch.predictions = built
+        return batch
 
     # -- inference with isolation of bad inputs --------------------------------------------------------------
 
@@ -327,7 +554,10 @@ class Predictor:
         missing: Mapping[str, str],
         origin: str,
         received: int,
-        result: BatchResult,
+        enrich_ms: float | None,
+        infer_ms: float,
+        *,
+        model_name: str | None = None,
     ) -> dict[str, Any]:
         features = {}
         if self.config.features is not None:
@@ -342,15 +572,15 @@ class Predictor:
             "service": self.config.service,
             "origin": origin,
             "entity_keys": {key: str(event.get(f)) for key, f in self._entity_fields},
-            "model_name": self.config.model.name,
+            "model_name": model_name or self.config.model.name,
             "model_version": version or "",
             "outputs": outputs,
             "features": features,
             "timings": {
                 "event_time": int(event_time) if isinstance(event_time, int | float) else received,
                 "received_time": received,
-                "enrich_ms": result.enrich_ms,
-                "infer_ms": result.infer_ms,
+                "enrich_ms": enrich_ms,
+                "infer_ms": infer_ms,
                 "emit_time": now_ms(),
             },
         }

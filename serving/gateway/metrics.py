@@ -32,6 +32,26 @@ class GatewayMetrics:
             "vatic_gateway_feature_misses", "Features not present for an entity", ["service", "feature"],
             registry=self.registry,
         )  # fmt: skip
+        self.predictions = Counter(
+            "vatic_gateway_predictions", "Predictions by the model version that answered (canary, rollout)",
+            ["service", "version"], registry=self.registry,
+        )  # fmt: skip
+        self.shadow_batches = Counter(
+            "vatic_gateway_shadow_batches", "Micro-batches by what the shadow did: answered, failed, late",
+            ["service", "state"], registry=self.registry,
+        )  # fmt: skip
+        self.shadow_predictions = Counter(
+            "vatic_gateway_shadow_predictions", "Shadow answers (never returned to a caller)", ["service"],
+            registry=self.registry,
+        )  # fmt: skip
+        self.shadow_compared = Counter(
+            "vatic_gateway_shadow_compared", "Events both the serving model and the shadow answered", ["service"],
+            registry=self.registry,
+        )  # fmt: skip
+        self.shadow_agreed = Counter(
+            "vatic_gateway_shadow_agreed", "Of those, the events on which they agree", ["service"],
+            registry=self.registry,
+        )  # fmt: skip
         self.batch_size = Histogram(
             "vatic_gateway_batch_size", "Events per model call (adaptive micro-batches)", ["service"],
             buckets=BATCH_BUCKETS, registry=self.registry,

@@ -41,6 +41,7 @@ async def predict_event(
         if not isinstance(exc, Retryable | ConfigError):
             log.exception("prediction failed", extra={"service": service})
         raise
+    metrics.predictions.labels(service, prediction["model_version"]).inc()
     for ref, value in prediction["features"].items():
         if value["missing"]:
             metrics.feature_misses.labels(service, ref).inc()

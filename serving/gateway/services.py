@@ -5,7 +5,7 @@ from __future__ import annotations
 import ssl
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -17,6 +17,7 @@ from vatic.schemas.validate import record_validator
 from vatic.serving.config import ServiceConfig
 from vatic.serving.core import Predictor, RetryPolicy
 from vatic.serving.core.batcher import MicroBatcher
+from vatic.serving.core.experiments import ShadowBatch
 from vatic.serving.gateway.metrics import GatewayMetrics
 from vatic.serving.gateway.settings import GatewaySettings
 
@@ -53,6 +54,10 @@ class ServiceRuntime:
             config, service_dir=folder, model_url=endpoint, redis_url=settings.redis_url,
             retry=RetryPolicy(budget_s=settings.retry_budget_s), verify=verify,
         )  # fmt: skip
+        if config.shadow is not None:
+            # REST waits at most rest_wait_ms for the shadow (0: never); its answers reach the metrics either way
+            predictor.shadow_wait_s = config.shadow.rest_wait_ms / 1000
+            predictor.on_shadow = _shadow_metrics(config.service, metrics)
         batcher = MicroBatcher(
             predictor,
             max_batch=settings.max_batch,
@@ -87,6 +92,16 @@ class ServiceRuntime:
     async def close(self) -> None:
         await self.batcher.close()
         await self.predictor.aclose()
+
+
+def _shadow_metrics(service: str, metrics: GatewayMetrics) -> Callable[[ShadowBatch], None]:
+    def record(batch: ShadowBatch) -> None:
+        metrics.shadow_batches.labels(service, batch.state).inc()
+        metrics.shadow_predictions.labels(service).inc(len(batch.predictions))
+        metrics.shadow_compared.labels(service).inc(batch.compared)
+        metrics.shadow_agreed.labels(service).inc(batch.agreed)
+
+    return record
 
 
 def request_schema(config: ServiceConfig) -> dict[str, Any]:

@@ -10,6 +10,11 @@
         model-settings.json        MLServer model settings (name, implementation, uri, version, metadata)
         <artifact files>           the verified copy of one registry version (e.g. model.skops, head.safetensors)
         registry-model-settings.json   only when the artifact carried a model-settings.json (renamed: see below)
+      <name>@<version>/            the canary's and the shadow's versions (``ServiceConfig.side_models``), each
+                                   fetched and written as the serving one (steps 1-3); MLServer serves them
+                                   beside it, under their own version
+      <model.name>.rollout/        the rollout pointer (:mod:`vatic.serving.core.versions`), when the service
+                                   follows its registry or loads other versions of its model beside an unpinned one
 
 Steps, in order; nothing is replaced in ``repository`` unless all of them succeed:
 
@@ -415,6 +420,51 @@ def materialize_model(
     return fetched, uri, settings
 
 
+def side_config(config: ServiceConfig, name: str) -> ServiceConfig:
+    """The service config as a side model served under ``name`` sees it (its own name, no pinned version)."""
+    return config.model_copy(update={"model": config.model.model_copy(update={"name": name, "version": None})})
+
+
+def side_spec(config: ServiceConfig, registry_model: str, version: str) -> RegistrySpec:
+    """The registry section that names exactly one version of ``registry_model``."""
+    return config.registry.model_copy(
+        update={"model": registry_model, "version": version, "stages": [], "refresh_s": 0}
+    )
+
+
+def _materialize_sides(
+    config: ServiceConfig,
+    holder: Path,
+    serving_version: str,
+    registry: ModelRegistry,
+    service_dir: Path,
+    validate_inputs: bool,
+) -> dict[tuple[str, str], Path]:
+    """Fetch the canary and shadow versions (``ServiceConfig.side_models``) into ``holder``, each as the
+    server's start fetches the serving one; a version equal to the serving one is served by it."""
+    folders: dict[tuple[str, str], Path] = {}
+    for name, registry_model, version in config.side_models:
+        if name == config.model.name and version == serving_version:
+            continue
+        folder = holder / f"side-{len(folders)}"
+        try:
+            materialize_model(
+                side_config(config, name),
+                folder,
+                registry=registry,
+                service_dir=service_dir,
+                spec=side_spec(config, registry_model, version),
+                validate_inputs=validate_inputs,
+            )
+        except ModelNotFound as exc:
+            raise ArtifactsMissing(
+                f"service {config.service}: the canary or shadow version {registry_model}:{version}: {exc}",
+                stage="load",
+            ) from exc
+        folders[(name, version)] = folder
+    return folders
+
+
 def write_repository(
     config: ServiceConfig,
     repository: str | os.PathLike[str] | None = None,
@@ -451,6 +501,9 @@ def write_repository(
             )
         except ModelNotFound as exc:
             raise ArtifactsMissing(f"service {config.service}: {exc}", stage="load") from exc
+        sides = _materialize_sides(
+            config, holder, settings["parameters"]["version"], registry, service_path, validate_inputs
+        )
         full_custom = implementation is None
         server = {} if full_custom else server_settings(config)
         # swap: the old model folder out, the new one in; other folders vatic wrote earlier go too
@@ -464,7 +517,9 @@ def write_repository(
                 continue
             os.replace(stale, holder / f"old-{stale.name}")
         os.replace(incoming, target / name)
-        if config.registry.follows:
+        for (side_name, side_version), folder in sides.items():
+            os.replace(folder, target / f"{side_name}@{side_version}")
+        if config.uses_pointer:
             write_pointer(target, name, [settings["parameters"]["version"]])
         if server:
             _write_json(target / "settings.json", server)

@@ -198,7 +198,7 @@ class Rollout:
             if version not in on_disk:
                 added = await asyncio.to_thread(self._materialize, version)
             if time.monotonic() - self._switched_at >= self.grace_s:
-                self._remove(on_disk, {version, *self.pointer()[:2]})
+                self._remove(on_disk, {version, *self.pointer()[:2], *self._sides()})
             try:
                 await client.repository_load(self.model)
             except VaticError as exc:
@@ -234,7 +234,7 @@ class Rollout:
     async def _retire(self, client: InferenceClient, current: str | None) -> StepResult:
         if time.monotonic() - self._switched_at < self.grace_s:
             return StepResult("unchanged", current, current)
-        keep = set(self.pointer()[:2])
+        keep = set(self.pointer()[:2]) | self._sides()
         on_disk = self.versions_on_disk()
         if not set(on_disk) - keep:
             return StepResult("unchanged", current, current)
@@ -242,6 +242,10 @@ class Rollout:
         await client.repository_load(self.model)
         log.info("model %s: retired version(s) %s", self.model, ", ".join(retired))
         return StepResult("retired", current, current, reason=", ".join(retired))
+
+    def _sides(self) -> set[str]:
+        """Versions of the model the service's canary and shadow name: never retired."""
+        return {version for name, _, version in self.config.side_models if name == self.model}
 
     def _remove(self, on_disk: dict[str, Path], keep: set[str]) -> list[str]:
         gone = []

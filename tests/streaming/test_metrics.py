@@ -208,3 +208,21 @@ def test_the_default_port_taken_by_another_local_job_runs_this_one_without_an_en
             taken.listen()
         assert _metrics_port(default).metrics_port == 0
     assert "default metrics port 9249 is taken" in capsys.readouterr().err
+
+
+def test_predictions_by_version_and_the_shadow_outcomes_are_labelled_series(root: GenericMetricGroup) -> None:
+    metrics = JobMetrics(root)
+    assert not any("shadow" in "".join(key) for key in read(root))  # a service without a shadow has none
+    metrics.version_predictions("1", 7)
+    metrics.version_predictions("2", 3)
+    metrics.version_predictions("1", 1)
+    metrics.shadow("answered", 10, 10, 8)
+    metrics.shadow("failed", 0, 0, 0)
+    values = read(root)
+    assert values[("vatic", "version", "1", "predictions")] == 8
+    assert values[("vatic", "version", "2", "predictions")] == 3
+    assert values[("vatic", "shadowState", "answered", "shadowBatches")] == 1
+    assert values[("vatic", "shadowState", "failed", "shadowBatches")] == 1
+    assert values[("vatic", "shadowState", "late", "shadowBatches")] == 0
+    assert (values[("vatic", "shadowPredictions")], values[("vatic", "shadowCompared")]) == (10, 10)
+    assert values[("vatic", "shadowAgreed")] == 8

@@ -66,3 +66,49 @@ def test_async_mode_builds_the_datastream_topology_with_stable_uids(tmp_path, mo
     assert conf.get_string("python.fn-execution.bundle.size", "") == "500"
     assert conf.get_string("python.fn-execution.bundle.time", "") == "15"
     assert conf.get_string("python.fn-execution.arrow.batch.size", "absent") == "absent"
+
+
+def _with_shadow(folder: Path) -> None:
+    config = yaml.safe_load((folder / "service.yaml").read_text())
+    config["shadow"] = {"version": "7"}
+    (folder / "service.yaml").write_text(yaml.safe_dump(config))
+
+
+def test_a_shadow_adds_a_third_sink_fed_by_the_same_evaluation(tmp_path, monkeypatch):
+    folder = _service(tmp_path, mode="vectorized")
+    _with_shadow(folder)
+    plan, _ = _explain(JobSettings(service_dir=folder), monkeypatch)
+    execution = plan.split("== Optimized Execution Plan ==")[1]
+    assert len(re.findall(r"PythonCalc\(select=\[vatic_\w+_infer\(", execution)) == 1
+    assert execution.count("Reused(reference_id=[1])") == 3
+    assert "where=[o.s IS NOT NULL]" in execution
+    assert "vatic_fraud_detection_shadow_predictions" in plan
+
+
+def test_a_shadow_in_async_mode_is_a_side_output_to_its_own_sink(tmp_path, monkeypatch):
+    folder = _service(tmp_path, mode="async")
+    _with_shadow(folder)
+    plan, _ = _explain(JobSettings(service_dir=folder), monkeypatch)
+    assert "vatic_fraud_detection_shadow_predictions" in plan
+    sinks = set(re.findall(r"Sink\(table=\[default_catalog\.default_database\.(\w+)\]", plan))
+    assert sinks == {f"vatic_fraud_detection_{name}" for name in ("predictions", "dead_letters", "shadow_predictions")}
+
+
+def test_the_route_sends_a_predictions_shadow_to_the_shadow_output_and_drops_none():
+    import pickle
+
+    from pyflink.common import Row
+
+    from vatic.streaming.operators import DEAD_LETTERS, SHADOWS, RouteFunction
+
+    route = RouteFunction()
+    headers = {"vatic-event-id": b"e1"}
+    routed = list(route.process_element(pickle.dumps(("P", Row(b"k", b"v", headers), b"s")), None))
+    assert routed[0] == Row(b"k", b"v", headers)
+    assert routed[1] == (SHADOWS, Row(b"k", b"s", headers))
+    assert list(route.process_element(pickle.dumps(("P", Row(b"k", b"v", headers), None)), None)) == [
+        Row(b"k", b"v", headers)
+    ]
+    assert list(route.process_element(pickle.dumps(("D", Row(b"k", b"d", {}), None)), None)) == [
+        (DEAD_LETTERS, Row(b"k", b"d", {}))
+    ]
