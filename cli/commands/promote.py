@@ -1,12 +1,20 @@
-"""``vatic promote SERVICE_DIR VERSION``: point the stage the service follows at VERSION in its registry, then wait
-until the model server has switched to it (or say that it refused it).
+"""``vatic promote SERVICE_DIR VERSION``: canary first, then every entity: point the registry's canary stage at
+VERSION, hold while it answers its share of the entities, then point the stage the service follows at it and
+wait until the model server has switched (or say that it refused it).
 
-The registry is the one place a version is chosen: the command moves the stage (``registry.stages``, the first
-one) and nothing else; the model server's rollout controller loads, checks and switches
-(:mod:`vatic.serving.runtimes.rollout`), and the stream and REST doors follow its pointer. ``--wait`` (default)
-reads that pointer until it names VERSION: exit 0; when the controller refuses the version the pointer never
-moves, and after ``--timeout-s`` the command exits 1 saying where the reason is. ``vatic rollback`` moves the
-stage back to the pointer's previous version.
+The registry is the one place a version is chosen: the command moves stages (``registry.canary_stage``, then
+``registry.stages[0]``) and nothing else; the model server's rollout controller loads, checks and switches
+(:mod:`vatic.serving.runtimes.rollout`), and the stream and REST doors follow its pointer. Steps:
+
+1. ``--canary`` (default, for a service whose events have an entity key): the canary stage names VERSION; the
+   command waits until the pointer names it as the canary (the controller loaded and checked it), then holds
+   ``--canary-s`` seconds while it answers ``canary.weight`` of the entities (default 10%) on both doors;
+2. the followed stage names VERSION and the canary stage is emptied; ``--wait`` (default) reads the pointer until
+   it names VERSION as current: exit 0.
+
+When the controller refuses the version the pointer never names it, and after ``--timeout-s`` the command exits 1
+saying where the reason is (a refused canary never reaches step 2). ``vatic rollback`` moves the stage back to
+the pointer's previous version and ends a canary.
 
 The registry is the service's (``registry:``); a ``local`` one without ``uri`` is the local stack's
 (``<VATIC_STACK_HOME>/model-registry``, or ``--registry-root``). Backends vatic does not write to (MLflow,
@@ -46,6 +54,11 @@ ModelUrl = Annotated[
     ),
 ]
 Wait = Annotated[bool, typer.Option("--wait/--no-wait", help="wait until the model server has switched")]
+Canary = Annotated[
+    bool,
+    typer.Option("--canary/--no-canary", help="serve the version to a share of the entities first (needs --wait)"),
+]
+CanaryS = Annotated[float, typer.Option(min=0, help="how long the canary answers its share before everyone")]
 TimeoutS = Annotated[float, typer.Option(help="how long --wait waits, in seconds")]
 
 
@@ -71,32 +84,47 @@ def following_stage(config: ServiceConfig) -> str:
     return config.registry.stages[0]
 
 
-def pointer(url: str, model: str) -> list[str]:
-    """The rollout pointer's versions (current first) on the model server at ``url``."""
+def pointer_state(url: str, model: str) -> tuple[list[str], tuple[str, float] | None]:
+    """The rollout pointer on the model server at ``url``: its versions (current first) and its canary."""
     from vatic.connectors.inference import InferenceClient
-    from vatic.serving.core.versions import pointer_name
+    from vatic.serving.core.versions import pointer_canary, pointer_name
 
-    async def read() -> list[str]:
+    async def read() -> tuple[list[str], tuple[str, float] | None]:
         async with InferenceClient(url, deadline_s=5) as client:
-            return list((await client.metadata(pointer_name(model))).versions)
+            metadata = await client.metadata(pointer_name(model))
+            return list(metadata.versions), pointer_canary(metadata.parameters)
 
     return asyncio.run(read())
 
 
-def wait_for(url: str, config: ServiceConfig, version: str, timeout_s: float) -> None:
-    """Poll the pointer until it names ``version``; ``ConfigError`` after ``timeout_s``."""
+def pointer(url: str, model: str) -> list[str]:
+    """The rollout pointer's versions (current first) on the model server at ``url``."""
+    return pointer_state(url, model)[0]
+
+
+_WHY = (
+    "its rollout controller refused {version} or has not loaded it yet; its log says which "
+    "(local stack: .vatic/<model server>-rollout/<model server>-rollout.log)"
+)
+
+
+def wait_for(url: str, config: ServiceConfig, version: str, timeout_s: float, *, canary: bool = False) -> None:
+    """Poll the pointer until it names ``version`` (as current, or with ``canary`` as the canary);
+    ``ConfigError`` after ``timeout_s``."""
     deadline = time.monotonic() + timeout_s
     current: list[str] = []
+    named: tuple[str, float] | None = None
     while time.monotonic() < deadline:
-        current = pointer(url, config.model.name)
-        if current and current[0] == version:
+        current, named = pointer_state(url, config.model.name)
+        if canary and named is not None and named[0] == version:
+            return
+        if not canary and current and current[0] == version:
             return
         time.sleep(0.5)
-    raise ConfigError(
-        f"the model server at {url} still serves version {current[0] if current else '?'} after {timeout_s:.0f} s: "
-        f"its rollout controller refused {version} or has not loaded it yet; its log says which "
-        "(local stack: .vatic/<model server>-rollout/<model server>-rollout.log)"
-    )
+    serving = f"still serves version {current[0] if current else '?'}"
+    if canary:
+        serving += f" (canary: {named[0] if named else 'none'})"
+    raise ConfigError(f"the model server at {url} {serving} after {timeout_s:.0f} s: " + _WHY.format(version=version))
 
 
 def move(
@@ -108,15 +136,21 @@ def move(
     model_url: str | None,
     wait: bool,
     timeout_s: float,
+    canary_s: float | None = None,
 ) -> None:
-    """Move the followed stage to ``version``, then (``wait``) wait for the switch; prints one line per step."""
+    """Move the followed stage to ``version``, then (``wait``) wait for the switch; prints one line per step. With
+    ``canary_s`` (and ``wait``), the canary stage first (module docstring)."""
     config = load_service(service_dir, env)
     stage = following_stage(config)
     registry = open_registry_of(config, service_dir, registry_root)
     name = config.registry.model or config.model.name
     url = model_url_for(service_dir, model_url) if wait else None
+    if canary_s is not None and url is not None:
+        _canary(config, registry, name, url, version, canary_s, timeout_s)
     before = registry.set_stage(name, stage, version)
     typer.echo(f"{name}: stage {stage} moved from version {before or '(none)'} to {version}")
+    if registry.clear_stage(name, config.registry.canary_stage) is not None:
+        typer.echo(f"{name}: stage {config.registry.canary_stage} emptied")
     if url is None:
         return
     started = time.monotonic()
@@ -124,6 +158,38 @@ def move(
     typer.echo(
         f"{config.service}: the model server switched to version {version} in {time.monotonic() - started:.1f} s"
     )
+
+
+def _canary(
+    config: ServiceConfig, registry: ModelRegistry, name: str, url: str, version: str, hold_s: float,
+    timeout_s: float,
+) -> None:  # fmt: skip
+    """Step 1 of the module docstring."""
+    stage = config.registry.canary_stage
+    before = registry.set_stage(name, stage, version)
+    typer.echo(f"{name}: stage {stage} moved from version {before or '(none)'} to {version}")
+    started = time.monotonic()
+    try:
+        wait_for(url, config, version, timeout_s, canary=True)
+    except ConfigError:
+        registry.clear_stage(name, stage)
+        typer.echo(f"{name}: stage {stage} emptied (the canary never started)")
+        raise
+    _, named = pointer_state(url, config.model.name)
+    share = f"{named[1]:.0%}" if named else "its share"
+    typer.echo(
+        f"{config.service}: canary {version} answers {share} of the entities (after {time.monotonic() - started:.1f} "
+        f"s); holding {hold_s:g} s"
+    )
+    deadline = time.monotonic() + hold_s
+    while time.monotonic() < deadline:
+        time.sleep(min(1.0, max(0.0, deadline - time.monotonic())))
+        _, named = pointer_state(url, config.model.name)
+        if named is None or named[0] != version:
+            raise ConfigError(
+                f"the canary {version} stopped while held (the pointer names {named[0] if named else 'none'}): "
+                f"someone moved the stage {stage}; nothing was promoted"
+            )
 
 
 def promote(
@@ -134,6 +200,23 @@ def promote(
     model_url: ModelUrl = None,
     wait: Wait = True,
     timeout_s: TimeoutS = 120.0,
+    canary: Canary = True,
+    canary_s: CanaryS = 30.0,
 ) -> None:
-    """Point the stage the service follows at VERSION; wait until its model server has switched to it."""
-    move(service_dir, env, version, registry_root=registry_root, model_url=model_url, wait=wait, timeout_s=timeout_s)
+    """Serve VERSION to a canary share of the entities, then to all: move the registry stages the service follows
+    and wait until its model server has switched."""
+    config = load_service(service_dir, env)
+    use_canary = canary and wait
+    if use_canary and not _entity_keyed(config):
+        typer.echo(f"{config.service}: no entity key to split by (features or canary.key): promoting without a canary")
+        use_canary = False
+    move(
+        service_dir, env, version, registry_root=registry_root, model_url=model_url, wait=wait, timeout_s=timeout_s,
+        canary_s=canary_s if use_canary else None,
+    )  # fmt: skip
+
+
+def _entity_keyed(config: ServiceConfig) -> bool:
+    from vatic.serving.core.experiments import CanaryRouter
+
+    return CanaryRouter.for_config(config) is not None

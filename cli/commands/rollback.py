@@ -30,4 +30,5 @@ def rollback(
             "there is no previous version to return to (vatic promote SERVICE_DIR VERSION picks any)"
         )
     typer.echo(f"{config.service}: serving version {versions[0]}, returning to {versions[1]}")
+    # a canary in progress ends with the rollback (move empties the canary stage)
     move(service_dir, env, versions[1], registry_root=registry_root, model_url=url, wait=wait, timeout_s=timeout_s)

@@ -222,7 +222,15 @@ class ModelRegistry(ABC):
         """Point ``stage`` of model ``name`` at ``version`` (which must exist); returns the version it named before
         (None: the stage is new). Servers that follow the stage roll the version out
         (:mod:`vatic.serving.runtimes.rollout`). Backends that vatic does not write to raise ``ConfigError``."""
-        raise ConfigError(
+        raise self._stages_elsewhere()
+
+    def clear_stage(self, name: str, stage: str) -> str | None:
+        """Remove ``stage`` of model ``name``; returns the version it named (None: it named none). Backends that
+        vatic does not write to raise ``ConfigError`` (see :meth:`set_stage`)."""
+        raise self._stages_elsewhere()
+
+    def _stages_elsewhere(self) -> ConfigError:
+        return ConfigError(
             f"the {self.backend} registry's stages are moved with its own tools (UI or API), not by vatic; "
             "servers that follow the stage pick the change up",
             stage="load",

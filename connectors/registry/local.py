@@ -123,12 +123,24 @@ class LocalFolderRegistry(ModelRegistry):
         stages = self.stages(name)
         before = stages.get(stage)
         stages[stage] = version
+        self._write_stages(name, stages)
+        return before
+
+    def _write_stages(self, name: str, stages: dict[str, str]) -> None:
         model_dir = self._model_dir(name)
         target = next((model_dir / f for f in STAGE_FILES if (model_dir / f).exists()), model_dir / STAGE_FILES[0])
         text = json.dumps(stages, indent=2) + "\n" if target.suffix == ".json" else yaml.safe_dump(stages)
         staging = target.with_name(f".{target.name}.tmp")
         staging.write_text(text, encoding="utf-8")
         os.replace(staging, target)
+
+    def clear_stage(self, name: str, stage: str) -> str | None:
+        """Remove ``stage`` from the model's stages file, atomically (see :meth:`set_stage`)."""
+        _check_name("stage", stage)
+        stages = self.stages(name)
+        before = stages.pop(stage, None)
+        if before is not None:
+            self._write_stages(name, stages)
         return before
 
     def versions(self, name: str) -> list[str]:

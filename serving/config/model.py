@@ -214,6 +214,12 @@ class RegistrySpec(Section):
     model: str | None = Field(None, description="registry model name (default: model.name)")
     version: str | None = None
     stages: list[str] = Field(default_factory=list, description="accept the newest version in one of these stages")
+    canary_stage: str = Field(
+        "canary",
+        pattern=r"^[A-Za-z0-9_.-]+$",
+        description="with refresh_s: the stage whose version answers a canary share of the entities (canary.weight, "
+        "default 0.1), beside the followed one (`vatic promote` puts a version there first)",
+    )
     dest_path: str = Field("models", description="where artifacts are materialised for the model server")
     autodownload: bool = True
     artifacts: list[ArtifactPin] = Field(default_factory=list, description="sha256 pins of artifact files")
@@ -277,8 +283,12 @@ class ShadowSpec(Section):
 class CanarySpec(Section):
     """A share of the entities answered by another version of the model, the same entities on every path."""
 
-    version: str = Field(description="registry version of the canary (loaded beside the serving version)")
-    weight: float = Field(gt=0, lt=1, description="share of entities the canary answers (0 < weight < 1)")
+    version: str | None = Field(
+        None,
+        description="registry version of the canary, loaded beside the serving version (a service that follows "
+        "its registry takes it from the registry's canary stage instead)",
+    )
+    weight: float = Field(0.1, gt=0, lt=1, description="share of entities the canary answers (0 < weight < 1)")
     key: list[str] = Field(
         default_factory=list,
         description="event fields whose values pick an entity's version (default: the feature entity keys)",
@@ -733,6 +743,13 @@ class ServiceConfig(Section):
                 "low-code tier (a full-custom server serves one model version)"
             )
         if self.canary is not None:
+            if self.registry.follows and self.canary.version is not None:
+                raise ValueError(
+                    f"canary.version {self.canary.version!r} with registry.refresh_s: a service that follows its "
+                    f"registry takes its canary from the stage {self.registry.canary_stage!r}; remove canary.version"
+                )
+            if not self.registry.follows and self.canary.version is None:
+                raise ValueError("canary.version is missing: the registry version that answers the canary share")
             if not self.canary.key and self.features is None:
                 raise ValueError(
                     "canary splits by entity: name the event fields of an entity in canary.key (this service has no "
@@ -774,7 +791,7 @@ class ServiceConfig(Section):
         the canary and the shadow, without repeats."""
         registry_model = self.registry.model or self.model.name
         sides: list[tuple[str, str, str]] = []
-        if self.canary is not None:
+        if self.canary is not None and self.canary.version is not None:
             sides.append((self.model.name, registry_model, self.canary.version))
         if self.shadow is not None:
             name = self.shadow.model or self.model.name

@@ -38,16 +38,19 @@ def canary_share(service: str, key: Sequence[str]) -> float:
 class CanaryRouter:
     """Sorts a batch's events between the serving version and the canary (module docstring)."""
 
-    def __init__(self, config: ServiceConfig) -> None:
-        assert config.canary is not None
-        self.service = config.service
-        self.version = config.canary.version
-        self.weight = config.canary.weight
-        if config.canary.key:
-            self.fields = list(config.canary.key)
-        else:
-            assert config.features is not None
-            self.fields = list(dict.fromkeys(config.features.entities.values()))
+    def __init__(self, service: str, fields: Sequence[str]) -> None:
+        self.service = service
+        self.fields = list(fields)
+
+    @classmethod
+    def for_config(cls, config: ServiceConfig) -> CanaryRouter | None:
+        """The router of a service: keyed by ``canary.key``, else its feature entity keys (None: it has neither,
+        so no event can be sorted)."""
+        if config.canary is not None and config.canary.key:
+            return cls(config.service, config.canary.key)
+        if config.features is not None:
+            return cls(config.service, list(dict.fromkeys(config.features.entities.values())))
+        return None
 
     def key(self, event: Mapping[str, Any]) -> list[str] | None:
         """The entity key of ``event`` (None when a key field is absent)."""
@@ -56,10 +59,10 @@ class CanaryRouter:
             return None
         return [str(value) for value in values]
 
-    def picks(self, event: Mapping[str, Any]) -> bool:
-        """Whether the canary answers ``event``."""
+    def picks(self, event: Mapping[str, Any], weight: float) -> bool:
+        """Whether a canary answering ``weight`` of the entities answers ``event``."""
         key = self.key(event)
-        return key is not None and canary_share(self.service, key) < self.weight
+        return key is not None and canary_share(self.service, key) < weight
 
 
 def agrees(main: Mapping[str, Any], shadow: Mapping[str, Any], tolerance: float) -> bool:

@@ -144,7 +144,11 @@ class Predictor:
         self.poison_attempts = poison_attempts
         self.versions = versions
         self._entity_fields = list(config.features.entities.items()) if config.features else []
-        self.canary = CanaryRouter(config) if config.canary is not None else None
+        self.router = CanaryRouter.for_config(config)
+        #: a canary named by the config (a service that follows its registry reads it from the pointer instead)
+        self.canary: tuple[str, float] | None = None
+        if config.canary is not None and config.canary.version is not None:
+            self.canary = (config.canary.version, config.canary.weight)
         self.shadow = config.shadow
         self.shadow_name = (config.shadow.model or config.model.name) if config.shadow is not None else None
         if shadow_wait_s is None:
@@ -198,8 +202,11 @@ class Predictor:
         received = received_ms if received_ms is not None else now_ms()
         # one version per batch, read before anything else: no batch is split across versions
         version = self.config.model.version
+        canary = self.canary
         if self.versions is not None:
-            version = await self._pointer_version() or version
+            version = await self._pointer_version()
+            if self.config.registry.follows:
+                canary = self.versions.canary  # read with the version: one consistent pointer per batch
         result = BatchResult()
         alive = list(range(len(events)))
 
@@ -234,7 +241,7 @@ class Predictor:
         shadow = self._start_shadow(events, alive, values, missing) if alive else None
         answers: dict[int, tuple[dict[str, Any], str | None]] = {}
         try:
-            await self._infer_versions(events, alive, values, missing, answers, result, version)
+            await self._infer_versions(events, alive, values, missing, answers, result, version, canary)
         except BaseException:
             if shadow is not None:
                 shadow.cancel()
@@ -270,13 +277,12 @@ class Predictor:
             await self._finish_shadow(shadow, events, values, missing, origin, received, result)
         return result
 
-    async def _pointer_version(self) -> str | None:
-        """The serving version named by the rollout pointer; with other versions of the model loaded beside it,
-        a pointer not read yet is "not ready" (retried): the server's default would be the newest of them."""
+    async def _pointer_version(self) -> str:
+        """The serving version named by the rollout pointer. A pointer not read yet is "not ready" (retried):
+        the server's default version would be the newest it holds, which may be a canary, a shadow or a version
+        being rolled out."""
         assert self.versions is not None
         follower = self.versions
-        if not any(name == self.config.model.name for name, _, _ in self.config.side_models):
-            return await follower.version()
 
         async def read() -> str:
             version = await follower.version()
@@ -298,19 +304,21 @@ class Predictor:
         answers: dict[int, tuple[dict[str, Any], str | None]],
         result: BatchResult,
         version: str | None,
+        canary: tuple[str, float] | None,
     ) -> None:
         """One request per version: the canary's share of the entities to the canary, the rest to ``version``."""
-        canary = self.canary
-        if canary is None or canary.version == version or not alive:
+        router = self.router
+        if canary is None or router is None or canary[0] == version or not alive:
             await self._infer(events, alive, values, missing, answers, result, version)
             return
-        picked = [i for i in alive if canary.picks(events[i])]
+        canary_version, weight = canary
+        picked = [i for i in alive if router.picks(events[i], weight)]
         if not picked:
             await self._infer(events, alive, values, missing, answers, result, version)
             return
         chosen = set(picked)
         rest = [i for i in alive if i not in chosen]
-        tasks = [asyncio.ensure_future(self._infer(events, picked, values, missing, answers, result, canary.version))]
+        tasks = [asyncio.ensure_future(self._infer(events, picked, values, missing, answers, result, canary_version))]
         if rest:
             tasks.append(asyncio.ensure_future(self._infer(events, rest, values, missing, answers, result, version)))
         try:

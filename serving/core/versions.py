@@ -9,8 +9,11 @@ calls the pointer's ``current`` never reaches a version that failed to load or t
 
 :class:`VersionFollower` is the client side, the same in the streaming job and the gateway: it reads the pointer
 at most every ``refresh_s`` seconds, and :meth:`Predictor.predict` asks it once per batch, so that no batch is
-split across versions and a partition's batches, started in order, switch once. An unreachable pointer never
-fails a batch: the last version read is kept (before the first read: the server's default version).
+split across versions and a partition's batches, started in order, switch once. The pointer also names the
+canary a following service serves beside its current version (the registry's canary stage), read in the same
+call. An unreachable pointer never fails a batch: the last version read is kept (before the first read the
+predictor waits, as for a model that is not ready: the server's default version would be the newest it holds,
+not the current one).
 """
 
 from __future__ import annotations
@@ -27,7 +30,15 @@ from vatic.schemas.errors import VaticError
 from vatic.serving.config.model import ModelSpec, TensorSpec
 from vatic.serving.core.tensors import output_value
 
-__all__ = ["FOLLOW_S", "POINTER_SUFFIX", "VersionFollower", "check_probe", "pointer_name", "probe_request"]
+__all__ = [
+    "FOLLOW_S",
+    "POINTER_SUFFIX",
+    "VersionFollower",
+    "check_probe",
+    "pointer_canary",
+    "pointer_name",
+    "probe_request",
+]
 
 log = logging.getLogger(__name__)
 
@@ -115,13 +126,15 @@ class VersionFollower:
         self.refresh_s = refresh_s
         self.deadline_s = deadline_s
         self.current: str | None = None
+        #: the canary the pointer names (version, share of the entities), None without one
+        self.canary: tuple[str, float] | None = None
         self.switches = 0
         self._read_at = -float("inf")
         self._reading: asyncio.Task[None] | None = None
         self._complained = False
 
     async def version(self) -> str | None:
-        """The version to call now: ``None`` only until the pointer has been read once (the server's default)."""
+        """The version to call now: ``None`` only until the pointer has been read once."""
         if time.monotonic() - self._read_at >= self.refresh_s:
             if self._reading is None or self._reading.done():
                 self._reading = asyncio.ensure_future(self._read())
@@ -139,15 +152,26 @@ class VersionFollower:
                     self.model,
                     self.pointer,
                     exc,
-                    self.current or "(the server's default)",
+                    self.current or "(none yet: waiting)",
                 )
                 self._complained = True
             self._read_at = time.monotonic()
             return
         self._complained = False
         self._read_at = time.monotonic()
+        self.canary = pointer_canary(metadata.parameters)
         if metadata.versions and metadata.versions[0] != self.current:
             if self.current is not None:
                 self.switches += 1
                 log.info("model %s: switching from version %s to %s", self.model, self.current, metadata.versions[0])
             self.current = metadata.versions[0]
+
+
+def pointer_canary(parameters: Mapping[str, Any] | None) -> tuple[str, float] | None:
+    """The pointer's canary from its metadata parameters; None when it names none (or not in a usable form)."""
+    if not parameters:
+        return None
+    version, weight = parameters.get("canary_version"), parameters.get("canary_weight")
+    if not isinstance(version, str) or not version or not isinstance(weight, int | float):
+        return None
+    return (version, float(weight)) if 0 < weight < 1 else None

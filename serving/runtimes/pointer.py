@@ -1,5 +1,6 @@
 """The rollout pointer as an MLServer model: ``<model>.rollout``, whose metadata ``versions`` list says which
-version of ``<model>`` clients call (``[current, previous...]``, see :mod:`vatic.serving.core.versions`).
+version of ``<model>`` clients call (``[current, previous...]``, see :mod:`vatic.serving.core.versions`), and
+whose metadata ``parameters`` name the canary, when there is one (``canary_version``, ``canary_weight``).
 
 It has no artifact and answers no inference: MLServer serves it so that the pointer lives where the versions
 live, is read with the V2 metadata call every client already makes, and moves atomically when the rollout
@@ -12,7 +13,7 @@ from __future__ import annotations
 
 from mlserver import MLModel
 from mlserver.errors import InferenceError
-from mlserver.types import InferenceRequest, InferenceResponse
+from mlserver.types import InferenceRequest, InferenceResponse, MetadataModelResponse, Parameters
 
 __all__ = ["RolloutPointer"]
 
@@ -22,6 +23,16 @@ class RolloutPointer(MLModel):  # type: ignore[misc]  # MLModel is untyped where
 
     async def load(self) -> bool:
         return True
+
+    async def metadata(self) -> MetadataModelResponse:
+        metadata = await super().metadata()
+        extra = (self.settings.parameters.extra if self.settings.parameters else None) or {}
+        canary = extra.get("canary")
+        if isinstance(canary, dict) and canary.get("version"):
+            metadata.parameters = Parameters(
+                canary_version=str(canary["version"]), canary_weight=float(canary.get("weight") or 0)
+            )
+        return metadata
 
     async def predict(self, payload: InferenceRequest) -> InferenceResponse:
         versions = list(self.settings.versions or [])

@@ -273,22 +273,30 @@ def model_settings(
 POINTER_IMPLEMENTATION = "vatic.serving.runtimes.pointer.RolloutPointer"
 
 
-def pointer_settings(model: str, versions: Sequence[str], seq: int) -> dict[str, Any]:
-    """The ``model-settings.json`` of the rollout pointer of ``model`` (``versions``: current first)."""
+def pointer_settings(
+    model: str, versions: Sequence[str], seq: int, canary: tuple[str, float] | None = None
+) -> dict[str, Any]:
+    """The ``model-settings.json`` of the rollout pointer of ``model`` (``versions``: current first; ``canary``:
+    the version that answers a share of the entities, and that share)."""
+    extra: dict[str, Any] = {"model": model, "switched_at": time.time()}
+    if canary is not None:
+        extra["canary"] = {"version": canary[0], "weight": canary[1]}
     return {
         "name": pointer_name(model),
         "implementation": POINTER_IMPLEMENTATION,
         "platform": "vatic-rollout",
         "versions": list(versions),
-        "parameters": {"version": str(seq), "extra": {"model": model, "switched_at": time.time()}},
+        "parameters": {"version": str(seq), "extra": extra},
     }
 
 
-def write_pointer(repository: Path, model: str, versions: Sequence[str], seq: int = 1) -> Path:
+def write_pointer(
+    repository: Path, model: str, versions: Sequence[str], seq: int = 1, canary: tuple[str, float] | None = None
+) -> Path:
     """Write the pointer's folder ``<repository>/<model>.rollout/``; returns it."""
     folder = repository / pointer_name(model)
     folder.mkdir(parents=True, exist_ok=True)
-    _write_json(folder / MODEL_SETTINGS, pointer_settings(model, versions, seq))
+    _write_json(folder / MODEL_SETTINGS, pointer_settings(model, versions, seq, canary))
     return folder
 
 

@@ -13,9 +13,14 @@ server; on Kubernetes it is a container of the model server pod). Every ``refres
    as the current version's).
 4. **switches**: only then the rollout pointer ``<model>.rollout`` is rewritten to ``[R, current]`` and
    reloaded. The pointer is what every client calls (:class:`vatic.serving.core.versions.VersionFollower`).
-5. **retires** versions other than the current and the previous one once the last switch is ``grace_s`` old (so
-   that batches still in flight on the previous version finish); the previous one stays loaded, so that a
-   rollback to it is instant.
+5. **canary**: a version in the registry's ``canary_stage`` (other than the current one) is loaded and checked
+   as in steps 2-3, then named by the pointer as the canary, with the share of the entities it answers
+   (``canary.weight``, default 0.1); the doors send those entities to it (:mod:`vatic.serving.core.experiments`).
+   The stage emptied (or naming the current version) ends the canary; a canary that becomes the current version
+   ends it too.
+6. **retires** versions other than the current, the previous one and the canary once the last switch is
+   ``grace_s`` old (so that batches still in flight on the previous version finish); the previous one stays
+   loaded, so that a rollback to it is instant.
 
 A version that fails step 2 or 3 is **refused**: its folder is removed, the server is brought back to the
 versions it served, the pointer is not touched, one error line says why, and :attr:`Rollout.refused` keeps the
@@ -57,9 +62,9 @@ from typing import Any
 from vatic.connectors.inference import InferenceClient
 from vatic.connectors.registry import ModelRegistry
 from vatic.connectors.registry.spec import resolve_from_spec
-from vatic.schemas.errors import ConfigError, Retryable, VaticError
+from vatic.schemas.errors import ConfigError, ModelNotFound, Retryable, VaticError
 from vatic.serving.config.loader import load_service
-from vatic.serving.config.model import ServiceConfig
+from vatic.serving.config.model import CanarySpec, ServiceConfig
 from vatic.serving.core.versions import check_probe, pointer_name, probe_request
 from vatic.serving.runtimes.repository import MODEL_SETTINGS, materialize_model, service_registry, write_pointer
 
@@ -103,6 +108,8 @@ class StepResult:
     current: str | None
     wanted: str | None = None
     reason: str | None = None
+    #: what the step did with the canary stage: ``started`` (version), ``ended``, ``refused`` (None: nothing)
+    canary: str | None = None
 
 
 @dataclass
@@ -186,12 +193,17 @@ class Rollout:
         version = wanted.version
         async with InferenceClient(self.server_url, deadline_s=self.load_timeout_s) as client:
             if version == current:
-                return await self._retire(client, current)
-            if version in self.refused:
-                return StepResult("refused", current, version, self.refused[version])
-            return await self._switch(client, current, version)
+                result = await self._retire(client, current)
+            elif version in self.refused:
+                result = StepResult("refused", current, version, self.refused[version])
+            else:
+                result = await self._switch(client, current, version)
+            canary = await self._canary_step(client)
+        return dataclasses.replace(result, canary=canary) if canary else result
 
-    async def _switch(self, client: InferenceClient, current: str | None, version: str) -> StepResult:
+    async def _admit(self, client: InferenceClient, current: str | None, version: str) -> dict[str, str] | None:
+        """Steps 2 and 3 for ``version``: its output kinds when it loaded and kept the contract; None when it is
+        refused (module docstring)."""
         on_disk = self.versions_on_disk()
         added: Path | None = None
         try:
@@ -208,7 +220,7 @@ class Rollout:
             await self._await_ready(client, version)
             if self._kinds is None and current is not None:
                 self._kinds = await self._probe(client, current, None)
-            kinds = await self._probe(client, version, self._kinds)
+            return await self._probe(client, version, self._kinds)
         except (VaticError, ValueError, OSError) as exc:
             reason = f"{type(exc).__name__}: {exc}"
             self.refused[version] = reason
@@ -220,9 +232,17 @@ class Rollout:
                 await client.repository_load(self.model)
             except VaticError as again:
                 log.error("model %s: reloading the versions it served failed too: %s", self.model, again)
-            return StepResult("refused", current, version, reason)
+            return None
+
+    async def _switch(self, client: InferenceClient, current: str | None, version: str) -> StepResult:
+        kinds = await self._admit(client, current, version)
+        if kinds is None:
+            return StepResult("refused", current, version, self.refused[version])
         previous = [current] if current else []
-        write_pointer(self.repository, self.model, [version, *previous], self._seq() + 1)
+        canary = self.canary()
+        if canary is not None and canary[0] == version:
+            canary = None  # the canary became the current version: its share is everyone now
+        write_pointer(self.repository, self.model, [version, *previous], self._seq() + 1, canary)
         await client.repository_load(pointer_name(self.model))
         self._kinds = kinds
         self._switched_at = time.monotonic()
@@ -244,8 +264,70 @@ class Rollout:
         return StepResult("retired", current, current, reason=", ".join(retired))
 
     def _sides(self) -> set[str]:
-        """Versions of the model the service's canary and shadow name: never retired."""
-        return {version for name, _, version in self.config.side_models if name == self.model}
+        """Versions of the model the service's canary and shadow name, and the pointer's canary: never retired."""
+        sides = {version for name, _, version in self.config.side_models if name == self.model}
+        canary = self.canary()
+        return sides | {canary[0]} if canary else sides
+
+    # -- the canary ------------------------------------------------------------------------------------------
+
+    def canary(self) -> tuple[str, float] | None:
+        """The canary the pointer names now: (version, share of the entities)."""
+        extra = (self._pointer_settings().get("parameters") or {}).get("extra") or {}
+        canary = extra.get("canary") if isinstance(extra, dict) else None
+        if not isinstance(canary, dict) or not canary.get("version"):
+            return None
+        return str(canary["version"]), float(canary.get("weight") or 0)
+
+    @property
+    def canary_weight(self) -> float:
+        """The share of the entities a canary answers: ``canary.weight``, else the section's default."""
+        if self.config.canary is not None:
+            return self.config.canary.weight
+        return float(CanarySpec.model_fields["weight"].default)
+
+    async def _canary_step(self, client: InferenceClient) -> str | None:
+        """Follow the registry's canary stage: a version there (other than the current one) is admitted as a new
+        version is (steps 2-3), then named by the pointer as the canary; an empty stage, or the current version
+        there, ends the canary. Returns what changed (None: nothing)."""
+        spec = self.config.registry
+        pointer = self.pointer()
+        current = pointer[0] if pointer else None
+        now = self.canary()
+        assert self.registry is not None
+        try:
+            wanted: str | None = (
+                await asyncio.to_thread(
+                    resolve_from_spec,
+                    self.registry,
+                    spec.model_copy(update={"stages": [spec.canary_stage], "version": None}),
+                    default_name=spec.model or self.model,
+                )
+            ).version
+        except ModelNotFound:
+            wanted = None
+        except Retryable as exc:
+            log.warning("model %s: the registry did not answer for the canary stage (%s)", self.model, exc)
+            return None
+        if wanted is None or wanted == current:
+            if now is None:
+                return None
+            write_pointer(self.repository, self.model, pointer, self._seq() + 1)
+            await client.repository_load(pointer_name(self.model))
+            log.info("model %s: canary %s ended; version %s answers every entity", self.model, now[0], current)
+            return "ended"
+        if now is not None and now[0] == wanted:
+            return None
+        if wanted in self.refused:
+            return None
+        if await self._admit(client, current, wanted) is None:
+            return "refused"
+        weight = self.canary_weight
+        write_pointer(self.repository, self.model, pointer, self._seq() + 1, (wanted, weight))
+        await client.repository_load(pointer_name(self.model))
+        log.info("model %s: canary %s answers %.0f%% of the entities beside %s", self.model, wanted, weight * 100,
+                 current)  # fmt: skip
+        return "started"
 
     def _remove(self, on_disk: dict[str, Path], keep: set[str]) -> list[str]:
         gone = []

@@ -47,17 +47,24 @@ def test_raising_the_weight_only_adds_entities():
 
 
 def test_the_router_keys_by_the_feature_entities_unless_told():
-    router = CanaryRouter(config(canary={"version": "2", "weight": 0.5}))
+    router = CanaryRouter.for_config(config(canary={"version": "2", "weight": 0.5}))
+    assert router is not None
     assert router.fields == ["customer_id"]
     assert router.key({"customer_id": "c1"}) == ["c1"]
     assert router.key({"customer_id": ""}) is None
-    assert not router.picks({"amount": 1.0})  # no key: the serving version answers
-    picked = [router.picks({"customer_id": f"c{i}"}) for i in range(400)]
+    assert not router.picks({"amount": 1.0}, 0.5)  # no key: the serving version answers
+    picked = [router.picks({"customer_id": f"c{i}"}, 0.5) for i in range(400)]
     assert picked == [canary_share("echo", [f"c{i}"]) < 0.5 for i in range(400)]
     assert 120 < sum(picked) < 280
 
-    told = CanaryRouter(config(canary={"version": "2", "weight": 0.5, "key": ["merchant_id", "customer_id"]}))
+    told = CanaryRouter.for_config(
+        config(canary={"version": "2", "weight": 0.5, "key": ["merchant_id", "customer_id"]})
+    )
+    assert told is not None
     assert told.key({"customer_id": "c1", "merchant_id": 7}) == ["7", "c1"]
+    bare = {"project": "t", "service": "s", "model": {"name": "m", "inputs": [{"name": "x", "columns": ["a"]}],
+                                                     "outputs": [{"name": "y"}]}}  # fmt: skip
+    assert CanaryRouter.for_config(ServiceConfig.model_validate(bare)) is None
 
 
 def test_canary_and_shadow_configs_are_checked():
@@ -72,6 +79,12 @@ def test_canary_and_shadow_configs_are_checked():
         )
     with pytest.raises(ValidationError, match="less than 1"):
         config(canary={"version": "2", "weight": 1})
+    with pytest.raises(ValidationError, match=r"canary\.version is missing"):
+        config(canary={"weight": 0.2})
+    following = {"backend": "local", "stages": ["production"], "refresh_s": 5}
+    with pytest.raises(ValidationError, match="takes its canary from the stage 'canary'"):
+        config(registry=following, canary={"version": "2"})
+    assert config(registry=following, canary={"weight": 0.2}).side_models == []
     with pytest.raises(ValidationError, match=r"is the serving model\.version"):
         config(model=echo_model("faulty") | {"version": "2"}, shadow={"version": "2"})
     with pytest.raises(ValidationError, match="full-custom"):

@@ -124,3 +124,80 @@ def test_a_following_server_switches_only_to_versions_that_load_and_keep_the_con
         assert f'vatic_model_rollout_refused_total{{model="{MODEL}",version="{version}"}} 1.0' in exposed
     assert f'vatic_model_rollout_version{{model="{MODEL}",role="current",version="1"}} 1.0' in exposed
     assert f'vatic_model_rollout_version{{model="{MODEL}",role="previous",version="2"}} 1.0' in exposed
+
+
+def _stages(root: Path, **stages: str) -> None:
+    (root / MODEL / "stages.json").write_text(json.dumps(stages), encoding="utf-8")
+
+
+def test_the_canary_stage_serves_a_checked_version_to_a_share_of_the_entities(
+    tmp_path: Path, start_server: Callable[..., ModelServer]
+) -> None:
+    from vatic.serving.core.experiments import canary_share
+
+    root = tmp_path / "registry"
+    v1 = builders.lightgbm_model(root, MODEL, "1", seed=0)
+    builders.lightgbm_model(root, MODEL, "2", seed=7)
+    broken = root / MODEL / "3"
+    broken.mkdir()
+    (broken / "model.txt").write_text("this is not a LightGBM model\n", encoding="utf-8")
+    _stages(root, production="1")
+    config = builders.tabular_service(MODEL, "lightgbm", ["predict"])
+    config["registry"].update({"stages": ["production"], "refresh_s": 1})
+    config["canary"] = {"key": [builders.FEATURES[0]], "weight": 0.5}
+    folder = builders.service_folder(tmp_path / "service", config)
+    service = load_service(folder)
+    repository = tmp_path / "repository"
+    write_repository(service, repository, service_dir=folder, registry_root=root)
+    server = start_server(repository, name="canary")
+    rollout = Rollout(service, repository, server.url, service_dir=folder, registry_root=root, grace_s=0)
+    rows = v1["rows"]
+    canary_rows = {str(i) for i, row in enumerate(rows) if canary_share(MODEL, [str(row[0])]) < 0.5}
+    assert 0 < len(canary_rows) < len(rows)
+
+    async def scenario() -> None:
+        client = InferenceClient(server.url, deadline_s=10)
+        predictor = Predictor(service, inference=client, versions=VersionFollower(client, MODEL, refresh_s=0))
+
+        async def versions() -> dict[str, str]:
+            result = await predictor.predict(_events(rows))
+            assert not result.failures
+            return {p["event_id"]: p["model_version"] for _, p in result.predictions}
+
+        assert (await rollout.step()).canary is None
+        assert set((await versions()).values()) == {"1"}
+
+        # the canary stage names 2: loaded, checked, then named by the pointer with its share
+        _stages(root, production="1", canary="2")
+        step = await rollout.step()
+        assert (step.action, step.current, step.canary) == ("unchanged", "1", "started")
+        assert rollout.canary() == ("2", 0.5)
+        metadata = await client.metadata(pointer_name(MODEL))
+        assert metadata.versions == ("1",)
+        assert dict(metadata.parameters or {}) == {"canary_version": "2", "canary_weight": 0.5}
+        answered = await versions()
+        assert {i for i, v in answered.items() if v == "2"} == canary_rows
+        assert {i for i, v in answered.items() if v == "1"} == set(answered) - canary_rows
+
+        # a canary that does not load is refused: the running canary stays
+        _stages(root, production="1", canary="3")
+        step = await rollout.step()
+        assert step.canary == "refused"
+        assert rollout.canary() == ("2", 0.5)
+        assert {i for i, v in (await versions()).items() if v == "2"} == canary_rows
+
+        # the stage emptied ends the canary; set again, then promoted: the canary becomes everyone's version
+        _stages(root, production="1")
+        assert (await rollout.step()).canary == "ended"
+        assert set((await versions()).values()) == {"1"}
+        _stages(root, production="1", canary="2")
+        assert (await rollout.step()).canary == "started"
+        _stages(root, production="2", canary="2")
+        step = await rollout.step()
+        assert (step.action, step.current, step.canary) == ("switched", "2", None)
+        assert rollout.canary() is None
+        assert set((await versions()).values()) == {"2"}
+        assert "2" in rollout.versions_on_disk()
+        await client.close()
+
+    asyncio.run(scenario())
