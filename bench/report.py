@@ -24,6 +24,7 @@ TITLES = {
     "soak": "10. Soak (`make bench-soak`): vatic's job at half its max for a long while",
     "peers": "7. Streaming peers: vatic's job vs a batched confluent-kafka consumer and a Quix Streams app",
     "visible": "8. Visible latency: vatic's job by delivery profile, as a read_committed consumer sees it",
+    "shadow": "11. Shadow: the serving path with a shadow model vs without (stream events/s, REST p99)",
 }
 
 

@@ -10,7 +10,8 @@ confluent-kafka consumer and a Quix Streams app, each exactly-once), ``visible``
 by delivery profile), ``rest`` (vatic's model
 server and gateway vs stock MLServer 1.7.1 with default settings), ``features`` (vatic's FeatureClient vs
 Feast), ``batching`` (MLServer adaptive batching on/off), ``doors`` (the gateway's V2 JSON vs binary vs gRPC),
-``gpu`` (skipped without a GPU), ``memory`` (RSS of vatic's job and model server at the job's max rate).
+``gpu`` (skipped without a GPU), ``memory`` (RSS of vatic's job and model server at the job's max rate),
+``shadow`` (the serving path's events/s and REST p99 with a shadow model vs without).
 
 It brings up what each comparison needs with vatic's stack code (ports and state folder from ``VATIC_STACK_*``;
 the extra servers on ``--base-port`` .. +5), prints a progress line per measurement, and stops what it started.
@@ -38,7 +39,7 @@ from bench.common import RESULTS, ROOT, BenchError, Options, build_loadgen, say
 if TYPE_CHECKING:
     from bench.stack import BenchStack
 
-COMPARISONS = ("streaming", "peers", "visible", "rest", "features", "batching", "doors", "gpu", "memory")
+COMPARISONS = ("streaming", "peers", "visible", "rest", "features", "batching", "doors", "gpu", "memory", "shadow")
 
 
 def parse(argv: list[str] | None) -> Options:
@@ -86,6 +87,7 @@ NEEDS = {
     "memory": ("kafka", "redis", "fraud-model"),
     "peers": ("kafka", "redis", "fraud-model"),
     "visible": ("kafka", "redis", "fraud-model"),
+    "shadow": ("kafka", "redis", "fraud-model"),
 }
 
 
@@ -111,7 +113,7 @@ def rerender(options: Options, summary_path: Path) -> dict[str, Any]:
 def measure(options: Options, stack: BenchStack, loadgen: Path | None, results: dict[str, Any]) -> None:
     """Run the selected comparisons in order (REST first, on a quiet box; streaming last), into ``results``
     (``peers`` and ``visible`` read vatic's max events/s from ``results["streaming"]`` when it is there)."""
-    if options.wants("rest") or options.wants("batching"):
+    if options.wants("rest") or options.wants("batching") or options.wants("shadow"):
         from bench.workload import write_bodies
 
         bodies = write_bodies(options.tmp / "bodies")
@@ -162,11 +164,24 @@ def measure(options: Options, stack: BenchStack, loadgen: Path | None, results: 
         say("== 9. memory: RSS of vatic's job and model server at the job's max rate")
         best = results.get("streaming", {}).get("best_parallelism", 1)
         results["memory"] = memory(options, stack, parallelism=int(best))
+    if options.wants("shadow"):
+        _shadow(options, stack, loadgen, bodies, results)
     if options.wants("gpu"):
         from bench.gpu import gpu
 
         say("== 5. GPU")
         results["gpu"] = gpu(options)
+
+
+def _shadow(
+    options: Options, stack: BenchStack, loadgen: Path | None, bodies: dict[str, Path], results: dict[str, Any]
+) -> None:
+    from bench.shadow import shadow
+
+    stack.stop("gateway")
+    say("== 11. shadow: the serving path with and without a shadow model, stream and REST")
+    assert loadgen is not None
+    results["shadow"] = shadow(options, stack, loadgen, bodies)
 
 
 def run(options: Options) -> dict[str, Any]:
@@ -181,7 +196,7 @@ def run(options: Options) -> dict[str, Any]:
         return rerender(options, summary_path)
     previous = report.stored_results(options.results) if options.only else {}
     results: dict[str, Any] = {k: v for k, v in previous.items() if k not in options.only}
-    loadgen = build_loadgen() if any(options.wants(c) for c in ("rest", "batching")) else None
+    loadgen = build_loadgen() if any(options.wants(c) for c in ("rest", "batching", "shadow")) else None
     stack = BenchStack(options)
     stack.preflight()
     try:

@@ -159,10 +159,15 @@ def _rate(stamps: list[int]) -> float:
 # --- vatic's job ----------------------------------------------------------------------------------------
 
 
-def _service(options: Options, topics: Topics, batch_size: int | None, overrides: dict[str, Any] | None = None) -> Path:
+def _service(
+    options: Options, topics: Topics, batch_size: int | None, overrides: dict[str, Any] | None = None,
+    sections: dict[str, Any] | None = None,
+) -> Path:  # fmt: skip
     """A copy of the fraud service folder reading/writing ``topics`` (features from the use case's repo);
-    ``overrides``: ``streaming`` keys to set (``checkpoint_interval_s``, ``guarantee``, ...)."""
+    ``overrides``: ``streaming`` keys to set (``checkpoint_interval_s``, ``guarantee``, ...); ``sections``:
+    top-level sections to set (``shadow``, ``canary``)."""
     config = yaml.safe_load((SERVICE_DIR / "service.yaml").read_text(encoding="utf-8"))
+    config.update(sections or {})
     config["features"]["repo"] = str(FEATURE_REPO)
     config["streaming"].update(
         {"input_topic": topics.input, "output_topic": topics.output, "dead_letter_topic": topics.dead}
@@ -188,8 +193,13 @@ def _start_job(
     batch_size: int | None,
     bounded: bool,
     overrides: dict[str, Any] | None = None,
+    sections: dict[str, Any] | None = None,
 ) -> tuple[subprocess.Popen[bytes], Path]:
-    folder = _service(options, topics, batch_size, overrides)
+    if sections and "shadow" in sections:  # the shadow's answers go to a topic of the run's own
+        shadow_topic = topics.input.removesuffix(".in") + ".shadow"
+        ensure_topics([shadow_topic], partitions=PARTITIONS, settings=stack.settings.kafka())
+        overrides = {**(overrides or {}), "shadow_topic": shadow_topic}
+    folder = _service(options, topics, batch_size, overrides, sections)
     log = folder.parent / "job.log"
     argv = [
         str(VATIC), "stream", "run", str(folder), "--model-url", stack.url("fraud-model"),
@@ -249,15 +259,17 @@ def _await_output(topics: Topics, proc: subprocess.Popen[bytes], log: Path, what
 
 def vatic_max(
     options: Options, stack: BenchStack, n: int, *, parallelism: int, batch_size: int | None = None,
-    profile: Path | None = None, overrides: dict[str, Any] | None = None,
+    profile: Path | None = None, overrides: dict[str, Any] | None = None, sections: dict[str, Any] | None = None,
 ) -> dict[str, Any]:  # fmt: skip
     """Drain ``n`` pre-loaded events with a bounded job; events/s from the outputs' append times.
-    ``overrides``: ``streaming`` keys of the service config (e.g. ``{"checkpoint_interval_s": 1}``)."""
+    ``overrides``: ``streaming`` keys of the service config (e.g. ``{"checkpoint_interval_s": 1}``); ``sections``:
+    top-level sections (e.g. ``{"shadow": {...}}``)."""
     topics = Topics(stack, "vatic")
     topics.preload(n)
     proc, log = _start_job(
-        options, stack, topics, parallelism=parallelism, batch_size=batch_size, bounded=True, overrides=overrides
-    )
+        options, stack, topics, parallelism=parallelism, batch_size=batch_size, bounded=True, overrides=overrides,
+        sections=sections,
+    )  # fmt: skip
     profiler = None
     try:
         _await_output(topics, proc, log, "vatic's streaming job", STALL_S)
