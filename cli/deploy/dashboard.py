@@ -18,6 +18,12 @@ consumer lag             ``kafka_consumergroup_lag`` (kafka-exporter) of the job
 feature misses           gateway ``vatic_gateway_feature_misses_total`` by feature - services with features
 batch sizes              gateway ``vatic_gateway_batch_size_bucket`` (adaptive micro-batches); MLServer's
                          adaptive batching ``batch_request_queue_bucket`` when ``max_batch_size`` > 1
+predictions by version   gateway ``vatic_gateway_predictions_total`` by ``version``, and the job's
+                         ``version_predictions`` (a rollout's switch, a canary's share)
+shadow                   gateway ``vatic_gateway_shadow_batches_total`` by ``state``, the agreement
+                         ``vatic_gateway_shadow_agreed_total`` / ``vatic_gateway_shadow_compared_total`` and
+                         ``vatic_gateway_shadow_predictions_total``; the job's ``shadowState_shadowBatches``,
+                         ``shadowAgreed`` / ``shadowCompared`` - services with a shadow only
 replicas                 kube-state-metrics ``kube_deployment_status_replicas_available``
 GPU utilisation          ``kubernetes.gpu_metric`` (dcgm-exporter) - GPU services only
 stream: events/s         the job's own metrics (:mod:`vatic.streaming.metrics`, Flink's Prometheus reporter,
@@ -122,6 +128,49 @@ def _stream_panels(config: ServiceConfig) -> list[dict[str, Any]]:
     ]
 
 
+def _version_panels(config: ServiceConfig, gw: str) -> list[dict[str, Any]]:
+    """Predictions by version, and the shadow's outcomes (services with a shadow)."""
+    s, ns = config.service, config.namespace
+    panels: list[dict[str, Any]] = []
+    versions = [(f"sum by (version) (rate(vatic_gateway_predictions_total{{{gw}}}[{_RATE}]))", "gateway {{version}}")]
+    job = f'namespace="{ns}",job_name="vatic-{s}"'
+    if config.streaming is not None:
+        versions.append(
+            (f"sum by (version) (rate({STREAM_PREFIX}version_predictions{{{job}}}[{_RATE}]))", "stream {{version}}")
+        )
+    panels.append(
+        _panel("Predictions by version", "short", versions, "Which model version answered (canary, rollout).")
+    )
+
+    if config.shadow is not None:
+        shadow = [
+            (f"sum by (state) (rate(vatic_gateway_shadow_batches_total{{{gw}}}[{_RATE}]))", "gateway {{state}}"),
+            (f"sum(rate(vatic_gateway_shadow_predictions_total{{{gw}}}[{_RATE}]))", "gateway answers"),
+            (
+                f"sum(rate(vatic_gateway_shadow_agreed_total{{{gw}}}[{_RATE}])) / "
+                f"sum(rate(vatic_gateway_shadow_compared_total{{{gw}}}[{_RATE}]))",
+                "gateway agreement",
+            ),
+        ]
+        if config.streaming is not None:
+            shadow += [
+                (
+                    f"sum by (shadowState) (rate({STREAM_PREFIX}shadowState_shadowBatches{{{job}}}[{_RATE}]))",
+                    "stream {{shadowState}}",
+                ),
+                (
+                    f"sum(rate({STREAM_PREFIX}shadowAgreed{{{job}}}[{_RATE}])) / "
+                    f"sum(rate({STREAM_PREFIX}shadowCompared{{{job}}}[{_RATE}]))",
+                    "stream agreement",
+                ),
+            ]
+        panels.append(
+            _panel("Shadow", "short", shadow, "Shadow batches by outcome, and the share of answers it agrees on.")
+        )
+
+    return panels
+
+
 def dashboard(config: ServiceConfig) -> dict[str, Any]:
     """The Grafana dashboard of the service in ``config.environment`` (see the module docstring)."""
     s, ns, model = config.service, config.namespace, config.model.name
@@ -208,6 +257,8 @@ def dashboard(config: ServiceConfig) -> dict[str, Any]:
             )
         )
     panels.append(_panel("Batch sizes", "short", batches, "Events per model call."))
+
+    panels += _version_panels(config, gw)
 
     replicas = [
         (

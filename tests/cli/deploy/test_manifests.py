@@ -11,7 +11,7 @@ import pytest
 from vatic.cli.deploy.dashboard import dashboard
 from vatic.cli.deploy.manifests import build_manifests, flink_cpu, flink_memory
 from vatic.examples.layout import service_dir
-from vatic.serving.config import load_service
+from vatic.serving.config import ShadowSpec, load_service
 from vatic.serving.gateway.metrics import GatewayMetrics
 from vatic.streaming.settings import parse_job_arguments
 
@@ -199,9 +199,16 @@ def test_quantity_conversions_for_flink():
 
 def test_the_dashboard_uses_the_gateways_metric_names():
     exported = {m.name for m in GatewayMetrics().registry.collect()}
-    text = json.dumps(dashboard(load_service(service_dir("fraud_detection"), "production")))
+    config = load_service(service_dir("fraud_detection"), "production")
+    text = json.dumps(dashboard(config))
+    shadowed = json.dumps(dashboard(config.model_copy(update={"shadow": ShadowSpec(version="7")})))
     for name in exported:  # counters export <name>_total, histograms <name>_bucket
-        assert name in text, name
+        if "shadow" in name:
+            assert name not in text, name  # a service without a shadow has no shadow panel
+            assert name in shadowed, name
+        else:
+            assert name in text, name
+    assert "vatic_version_predictions" in text
     for other in ("rest_server_request_duration_seconds_bucket", "model_infer_request_success_total",
                   "kafka_consumergroup_lag", "vatic-fraud-detection"):  # fmt: skip
         assert other in text
