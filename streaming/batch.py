@@ -212,7 +212,7 @@ class BatchProcessor:
         if batch.state == "failed":
             log.warning("service %s: the shadow failed a micro-batch: %s", self.config.service, batch.error)
         if self.metrics is not None:
-            self.metrics.shadow(batch.state, len(batch.predictions), batch.compared, batch.agreed)
+            self.metrics.shadow(batch.state, batch.answered, batch.compared, batch.agreed)
 
     def _with_shadow(self, record: SourceRecord, output: Output, prediction: dict[str, Any]) -> Output:
         """``output`` carrying the shadow's prediction of its record; one that cannot be encoded is dropped

@@ -97,7 +97,10 @@ class ShadowBatch:
     the metrics)."""
 
     state: str = "answered"
+    #: the shadow's prediction events by input index (empty when the door wants only the counts)
     predictions: list[tuple[int, dict[str, Any]]] = field(default_factory=list)
+    #: how many events the shadow answered
+    answered: int = 0
     error: str | None = None
     #: how long the shadow's V2 call took
     infer_ms: float = 0.0

@@ -155,6 +155,8 @@ class Predictor:
             shadow_wait_s = config.shadow.stream_wait_ms / 1000 if config.shadow is not None else 0.0
         self.shadow_wait_s = shadow_wait_s
         self.on_shadow = on_shadow
+        #: whether the shadow's answers become prediction events (the stream writes them; REST only counts them)
+        self.shadow_events = True
         self._late_shadows: set[asyncio.Task[ShadowBatch]] = set()
 
     @classmethod
@@ -435,10 +437,13 @@ class Predictor:
             return batch
         assert self.shadow is not None
         built = []
+        batch.answered = len(batch.predictions)
         for i, outputs in batch.predictions:
             if i in main:
                 batch.compared += 1
                 batch.agreed += agrees(main[i], outputs, self.shadow.tolerance)
+            if not self.shadow_events:
+                continue
             built.append(
                 (
                     i,

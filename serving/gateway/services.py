@@ -58,6 +58,7 @@ class ServiceRuntime:
             # REST waits at most rest_wait_ms for the shadow (0: never); its answers reach the metrics either way
             predictor.shadow_wait_s = config.shadow.rest_wait_ms / 1000
             predictor.on_shadow = _shadow_metrics(config.service, metrics)
+            predictor.shadow_events = False  # the gateway writes no shadow topic: counts only
         batcher = MicroBatcher(
             predictor,
             max_batch=settings.max_batch,
@@ -97,7 +98,7 @@ class ServiceRuntime:
 def _shadow_metrics(service: str, metrics: GatewayMetrics) -> Callable[[ShadowBatch], None]:
     def record(batch: ShadowBatch) -> None:
         metrics.shadow_batches.labels(service, batch.state).inc()
-        metrics.shadow_predictions.labels(service).inc(len(batch.predictions))
+        metrics.shadow_predictions.labels(service).inc(batch.answered)
         metrics.shadow_compared.labels(service).inc(batch.compared)
         metrics.shadow_agreed.labels(service).inc(batch.agreed)
 

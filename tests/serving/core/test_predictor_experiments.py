@@ -85,7 +85,7 @@ def events(n: int, start: int = 0) -> list[dict[str, Any]]:
 
 def predict(
     folder: Path, server: ModelServer, config: ServiceConfig, batches: list[list[dict[str, Any]]], *,
-    wait_s: float | None = None, linger_s: float = 0.0,
+    wait_s: float | None = None, linger_s: float = 0.0, shadow_events: bool = True,
 ) -> tuple[list[BatchResult], list[ShadowBatch]]:  # fmt: skip
     """Each batch through one predictor of ``config``; every shadow outcome it reports (``linger_s`` more
     seconds of the loop after the last batch, for late ones)."""
@@ -94,6 +94,7 @@ def predict(
     async def main() -> list[BatchResult]:
         predictor = Predictor.from_config(config, service_dir=folder, model_url=server.url)
         predictor.on_shadow = seen.append
+        predictor.shadow_events = shadow_events
         if wait_s is not None:
             predictor.shadow_wait_s = wait_s
         try:
@@ -201,9 +202,12 @@ def test_a_slow_shadow_is_waited_for_only_as_long_as_the_door_says(setup):
     assert result.shadow.state == "late"
     assert result.shadows == []
     # its answers still reach the metrics when they come
-    assert [(b.state, len(b.predictions), b.compared) for b in seen] == [("late", 20, 20)]
+    assert [(b.state, len(b.predictions), b.answered, b.compared) for b in seen] == [("late", 20, 20, 20)]
 
-    # with no wait at all (REST's default) the answer is not late by definition: it is counted as answered
-    (result,), seen = predict(folder, server, service(body, shadow={"version": "5"}), [batch], wait_s=0, linger_s=2.0)
+    # with no wait at all (REST's default) the answer is not late by definition: it is counted as answered; the
+    # gateway asks for counts only, no prediction events
+    (result,), seen = predict(
+        folder, server, service(body, shadow={"version": "5"}), [batch], wait_s=0, linger_s=2.0, shadow_events=False
+    )
     assert result.shadows == []
-    assert [(b.state, len(b.predictions)) for b in seen] == [("answered", 20)]
+    assert [(b.state, len(b.predictions), b.answered, b.compared) for b in seen] == [("answered", 0, 20, 20)]
