@@ -154,6 +154,26 @@ def run_load(
     return result
 
 
+def await_ready(proc: subprocess.Popen[bytes], url: str, log: Path, what: str, timeout_s: float = 90) -> None:
+    """Wait until ``url`` answers 200 while ``proc`` runs; a one-line BenchError naming ``what`` and its log when it
+    exits or stays unready for ``timeout_s`` (then it is killed)."""
+    import httpx
+
+    deadline = time.monotonic() + timeout_s
+    while True:
+        if proc.poll() is not None:
+            raise BenchError(f"{what} exited ({proc.returncode}); log {log}")
+        try:
+            if httpx.get(url, timeout=1).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        if time.monotonic() > deadline:
+            proc.kill()
+            raise BenchError(f"{what} did not become ready in {timeout_s:.0f} s; log {log}")
+        time.sleep(0.2)
+
+
 # --- py-spy ---------------------------------------------------------------------------------------------
 
 

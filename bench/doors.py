@@ -31,7 +31,7 @@ import httpx
 import numpy as np
 import orjson
 
-from bench.common import ROOT, BenchError, Options, median, percentile, say
+from bench.common import ROOT, BenchError, Options, await_ready, median, percentile, say
 from bench.stack import BenchStack
 from vatic.cli.stack.mlserver import ModelServer
 from vatic.connectors.v2 import grpc as wire
@@ -70,19 +70,8 @@ def _gateway(options: Options, model_url: str) -> tuple[subprocess.Popen[bytes],
             str(_service(options)), "--endpoint", f"echo={model_url}"]  # fmt: skip
     proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=log.open("wb"))
     url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 90
-    while True:
-        if proc.poll() is not None:
-            raise BenchError(f"the doors' gateway exited ({proc.returncode}); log {log}")
-        try:
-            if httpx.get(f"{url}/v2/health/ready", timeout=1).status_code == 200:
-                return proc, url, f"127.0.0.1:{grpc_port}"
-        except httpx.HTTPError:
-            pass
-        if time.monotonic() > deadline:
-            proc.kill()
-            raise BenchError(f"the doors' gateway did not become ready in 90 s; log {log}")
-        time.sleep(0.2)
+    await_ready(proc, f"{url}/v2/health/ready", log, "the doors' gateway")
+    return proc, url, f"127.0.0.1:{grpc_port}"
 
 
 async def _closed_loop(call: Callable[[], Awaitable[None]], seconds: float, warmup: float) -> dict[str, float]:

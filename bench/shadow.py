@@ -14,14 +14,12 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
-import httpx
 import yaml
 
-from bench.common import BenchError, LoadResult, Options, median, run_load, say
+from bench.common import BenchError, LoadResult, Options, await_ready, median, run_load, say
 from bench.stack import BenchStack
 from bench.streaming import vatic_max
 from bench.workload import FEATURE_REPO, MODEL, SERVICE_DIR
@@ -59,19 +57,8 @@ def _gateway(options: Options, stack: BenchStack, folder: Path, port: int) -> tu
         argv += ["--redis-url", stack.settings.redis_url]
     proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=log.open("wb"))
     url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 90
-    while True:
-        if proc.poll() is not None:
-            raise BenchError(f"a shadow-comparison gateway exited ({proc.returncode}); log {log}")
-        try:
-            if httpx.get(f"{url}/v2/health/ready", timeout=1).status_code == 200:
-                return proc, url
-        except httpx.HTTPError:
-            pass
-        if time.monotonic() > deadline:
-            proc.kill()
-            raise BenchError(f"a shadow-comparison gateway did not become ready in 90 s; log {log}")
-        time.sleep(0.2)
+    await_ready(proc, f"{url}/v2/health/ready", log, "a shadow-comparison gateway")
+    return proc, url
 
 
 def shadow(options: Options, stack: BenchStack, loadgen: Path, bodies: dict[str, Path]) -> dict[str, Any]:

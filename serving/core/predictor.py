@@ -99,6 +99,24 @@ class BatchResult:
     shadow: ShadowBatch | None = None
 
 
+@dataclass(slots=True)
+class _Work:
+    """One batch in flight: its events, their feature values and missing flags (by input index), where its
+    outcome goes, and the serving answers so far (input index -> outputs, the version that answered)."""
+
+    events: Sequence[Mapping[str, Any]]
+    values: dict[int, dict[str, Any]]
+    missing: dict[int, dict[str, str]]
+    result: BatchResult
+    origin: str
+    received: int
+    answers: dict[int, tuple[dict[str, Any], str | None]] = field(default_factory=dict)
+
+    def columns(self, indexes: Sequence[int]) -> tuple[list[Mapping[str, Any]], list[Any], list[Any]]:
+        """Events, feature values and missing flags of ``indexes``, as :func:`build_inputs` takes them."""
+        return [self.events[i] for i in indexes], [self.values[i] for i in indexes], [self.missing[i] for i in indexes]
+
+
 class FeatureReader(Protocol):
     """What the core needs of a feature client (:class:`vatic.serving.core.enrich.Enricher` is one)."""
 
@@ -221,29 +239,14 @@ class Predictor:
                     alive.remove(i)
 
         # 2. enrich (one batched lookup; retried on outages)
-        values: dict[int, dict[str, Any]] = {i: {} for i in alive}
-        missing: dict[int, dict[str, str]] = {i: {} for i in alive}
-        if self.features is not None and alive:
-            started = time.perf_counter()
-            batch = [events[i] for i in alive]
-            reader = self.features
-            (rows, flags, errors), _ = await self.retry.run(lambda: reader.lookup(batch))
-            result.enrich_ms = (time.perf_counter() - started) * 1000
-            survivors = []
-            for j, i in enumerate(alive):
-                if j in errors:
-                    result.failures.append(Failure(i, errors[j]))
-                else:
-                    values[i], missing[i] = rows[j], flags[j]
-                    survivors.append(i)
-            alive = survivors
+        work = _Work(events, {i: {} for i in alive}, {i: {} for i in alive}, result, origin, received)
+        alive = await self._enrich(work, alive)
 
         # 3. encode + 4. infer (bisecting to isolate inputs the model refuses), per version; the shadow beside
         started = time.perf_counter()
-        shadow = self._start_shadow(events, alive, values, missing) if alive else None
-        answers: dict[int, tuple[dict[str, Any], str | None]] = {}
+        shadow = self._start_shadow(work, alive) if alive else None
         try:
-            await self._infer_versions(events, alive, values, missing, answers, result, version, canary)
+            await self._infer_versions(work, alive, version, canary)
         except BaseException:
             if shadow is not None:
                 shadow.cancel()
@@ -251,33 +254,37 @@ class Predictor:
         result.infer_ms = (time.perf_counter() - started) * 1000
 
         # 5. prediction events
-        for i in sorted(answers):
-            outputs, version = answers[i]
+        for i in sorted(work.answers):
+            outputs, version = work.answers[i]
             try:
                 shaped = {spec.field: output_value(spec, outputs.get(spec.name)) for spec in self.config.model.outputs}
             except ValueError as exc:
                 result.failures.append(Failure(i, OutputProblem(str(exc))))
                 continue
-            result.predictions.append(
-                (
-                    i,
-                    self._prediction(
-                        events[i],
-                        shaped,
-                        version,
-                        values[i],
-                        missing[i],
-                        origin,
-                        received,
-                        result.enrich_ms,
-                        result.infer_ms,
-                    ),
-                )
-            )
+            result.predictions.append((i, self._prediction(work, i, shaped, version, result.infer_ms)))
         result.failures.sort(key=lambda f: f.index)
         if shadow is not None:
-            await self._finish_shadow(shadow, events, values, missing, origin, received, result)
+            await self._finish_shadow(shadow, work)
         return result
+
+    async def _enrich(self, work: _Work, alive: list[int]) -> list[int]:
+        """Read the features of ``alive`` into ``work``; returns the inputs still alive (a per-event feature
+        error is that event's failure)."""
+        if self.features is None or not alive:
+            return alive
+        started = time.perf_counter()
+        batch = [work.events[i] for i in alive]
+        reader = self.features
+        (rows, flags, errors), _ = await self.retry.run(lambda: reader.lookup(batch))
+        work.result.enrich_ms = (time.perf_counter() - started) * 1000
+        survivors = []
+        for j, i in enumerate(alive):
+            if j in errors:
+                work.result.failures.append(Failure(i, errors[j]))
+            else:
+                work.values[i], work.missing[i] = rows[j], flags[j]
+                survivors.append(i)
+        return survivors
 
     async def _pointer_version(self) -> str:
         """The serving version named by the rollout pointer. A pointer not read yet is "not ready" (retried):
@@ -298,31 +305,21 @@ class Predictor:
         return version
 
     async def _infer_versions(
-        self,
-        events: Sequence[Mapping[str, Any]],
-        alive: list[int],
-        values: Mapping[int, Mapping[str, Any]],
-        missing: Mapping[int, Mapping[str, str]],
-        answers: dict[int, tuple[dict[str, Any], str | None]],
-        result: BatchResult,
-        version: str | None,
-        canary: tuple[str, float] | None,
+        self, work: _Work, alive: list[int], version: str | None, canary: tuple[str, float] | None
     ) -> None:
         """One request per version: the canary's share of the entities to the canary, the rest to ``version``."""
         router = self.router
-        if canary is None or router is None or canary[0] == version or not alive:
-            await self._infer(events, alive, values, missing, answers, result, version)
-            return
-        canary_version, weight = canary
-        picked = [i for i in alive if router.picks(events[i], weight)]
-        if not picked:
-            await self._infer(events, alive, values, missing, answers, result, version)
+        picked = []
+        if canary is not None and router is not None and canary[0] != version:
+            picked = [i for i in alive if router.picks(work.events[i], canary[1])]
+        if not picked or canary is None:
+            await self._infer(work, alive, version)
             return
         chosen = set(picked)
         rest = [i for i in alive if i not in chosen]
-        tasks = [asyncio.ensure_future(self._infer(events, picked, values, missing, answers, result, canary_version))]
+        tasks = [asyncio.ensure_future(self._infer(work, picked, canary[0]))]
         if rest:
-            tasks.append(asyncio.ensure_future(self._infer(events, rest, values, missing, answers, result, version)))
+            tasks.append(asyncio.ensure_future(self._infer(work, rest, version)))
         try:
             await asyncio.gather(*tasks)
         except BaseException:
@@ -333,28 +330,16 @@ class Predictor:
 
     # -- the shadow ------------------------------------------------------------------------------------------
 
-    def _start_shadow(
-        self,
-        events: Sequence[Mapping[str, Any]],
-        alive: list[int],
-        values: Mapping[int, Mapping[str, Any]],
-        missing: Mapping[int, Mapping[str, str]],
-    ) -> asyncio.Task[ShadowBatch] | None:
+    def _start_shadow(self, work: _Work, alive: list[int]) -> asyncio.Task[ShadowBatch] | None:
         if self.shadow is None:
             return None
         if len(self._late_shadows) >= MAX_LATE_SHADOWS:
             if self.on_shadow is not None:
                 self.on_shadow(ShadowBatch("late", error=f"{MAX_LATE_SHADOWS} shadow calls still running: skipped"))
             return None
-        return asyncio.ensure_future(self._shadow_call(events, list(alive), values, missing))
+        return asyncio.ensure_future(self._shadow_call(work, list(alive)))
 
-    async def _shadow_call(
-        self,
-        events: Sequence[Mapping[str, Any]],
-        indexes: list[int],
-        values: Mapping[int, Mapping[str, Any]],
-        missing: Mapping[int, Mapping[str, str]],
-    ) -> ShadowBatch:
+    async def _shadow_call(self, work: _Work, indexes: list[int]) -> ShadowBatch:
         """One V2 call to the shadow, no retries; every error becomes the batch's ``failed`` state. The
         predictions are outputs here (``(index, outputs)``): :meth:`_shadow_events` makes them events."""
         assert self.shadow is not None
@@ -362,9 +347,7 @@ class Predictor:
         model = self.config.model
         started = time.perf_counter()
         try:
-            tensors, problems = build_inputs(
-                model, [events[i] for i in indexes], [values[i] for i in indexes], [missing[i] for i in indexes]
-            )
+            tensors, problems = build_inputs(model, *work.columns(indexes))
             clean = [i for j, i in enumerate(indexes) if j not in problems]
             if not clean:
                 return ShadowBatch()
@@ -387,22 +370,14 @@ class Predictor:
         batch.infer_ms = (time.perf_counter() - started) * 1000
         return batch
 
-    async def _finish_shadow(
-        self,
-        task: asyncio.Task[ShadowBatch],
-        events: Sequence[Mapping[str, Any]],
-        values: Mapping[int, Mapping[str, Any]],
-        missing: Mapping[int, Mapping[str, str]],
-        origin: str,
-        received: int,
-        result: BatchResult,
-    ) -> None:
+    async def _finish_shadow(self, task: asyncio.Task[ShadowBatch], work: _Work) -> None:
         """Wait at most ``shadow_wait_s`` for the shadow; compare, build its events, report it."""
+        result = work.result
         main = {i: prediction["outputs"] for i, prediction in result.predictions}
         if not task.done() and self.shadow_wait_s > 0:
             await asyncio.wait({task}, timeout=self.shadow_wait_s)
         if task.done():
-            batch = self._shadow_events(task.result(), main, events, values, missing, origin, received, result)
+            batch = self._shadow_events(task.result(), main, work)
             result.shadow = batch
             result.shadows = batch.predictions
             if self.on_shadow is not None:
@@ -415,24 +390,14 @@ class Predictor:
             self._late_shadows.discard(done)
             if done.cancelled() or self.on_shadow is None:
                 return
-            batch = self._shadow_events(done.result(), main, events, values, missing, origin, received, result)
+            batch = self._shadow_events(done.result(), main, work)
             if batch.state == "answered" and self.shadow_wait_s > 0:  # with no wait at all, nothing is late
                 batch.state = "late"
             self.on_shadow(batch)
 
         task.add_done_callback(late)
 
-    def _shadow_events(
-        self,
-        batch: ShadowBatch,
-        main: Mapping[int, Mapping[str, Any]],
-        events: Sequence[Mapping[str, Any]],
-        values: Mapping[int, Mapping[str, Any]],
-        missing: Mapping[int, Mapping[str, str]],
-        origin: str,
-        received: int,
-        result: BatchResult,
-    ) -> ShadowBatch:
+    def _shadow_events(self, batch: ShadowBatch, main: Mapping[int, Mapping[str, Any]], work: _Work) -> ShadowBatch:
         if batch.state != "answered":
             return batch
         assert self.shadow is not None
@@ -448,8 +413,7 @@ class Predictor:
                 (
                     i,
                     self._prediction(
-                        events[i], outputs, self.shadow.version, values[i], missing[i], origin, received,
-                        result.enrich_ms, batch.infer_ms, model_name=self.shadow_name,
+                        work, i, outputs, self.shadow.version, batch.infer_ms, model_name=self.shadow_name
                     ),
                 )
             )  # fmt: skip
@@ -458,24 +422,11 @@ class Predictor:
 
     # -- inference with isolation of bad inputs --------------------------------------------------------------
 
-    async def _infer(
-        self,
-        events: Sequence[Mapping[str, Any]],
-        indexes: list[int],
-        values: Mapping[int, Mapping[str, Any]],
-        missing: Mapping[int, Mapping[str, str]],
-        answers: dict[int, tuple[dict[str, Any], str | None]],
-        result: BatchResult,
-        version: str | None,
-    ) -> None:
+    async def _infer(self, work: _Work, indexes: list[int], version: str | None) -> None:
         if not indexes:
             return
-        tensors, problems = build_inputs(
-            self.config.model,
-            [events[i] for i in indexes],
-            [values[i] for i in indexes],
-            [missing[i] for i in indexes],
-        )
+        result = work.result
+        tensors, problems = build_inputs(self.config.model, *work.columns(indexes))
         for j, problem in problems.items():
             result.failures.append(Failure(indexes[j], InputProblem(problem)))
         clean = [i for j, i in enumerate(indexes) if j not in problems]
@@ -498,8 +449,8 @@ class Predictor:
                 )
                 return
             half = len(clean) // 2
-            await self._infer(events, clean[:half], values, missing, answers, result, version)
-            await self._infer(events, clean[half:], values, missing, answers, result, version)
+            await self._infer(work, clean[:half], version)
+            await self._infer(work, clean[half:], version)
             return
         result.model_calls += attempts
         result.model_retries += attempts - 1
@@ -511,7 +462,7 @@ class Predictor:
             raise UnexpectedModelResponse(str(exc), status=200, body="") from exc
         answered = response.model_version or version
         for i, row in zip(clean, rows, strict=True):
-            answers[i] = (row, answered)
+            work.answers[i] = (row, answered)
 
     async def _call(
         self, request: InferenceRequest, version: str | None, *, single: bool
@@ -560,18 +511,17 @@ class Predictor:
 
     def _prediction(
         self,
-        event: Mapping[str, Any],
+        work: _Work,
+        i: int,
         outputs: dict[str, Any],
         version: str | None,
-        values: Mapping[str, Any],
-        missing: Mapping[str, str],
-        origin: str,
-        received: int,
-        enrich_ms: float | None,
         infer_ms: float,
         *,
         model_name: str | None = None,
     ) -> dict[str, Any]:
+        """The prediction event of input ``i`` of ``work`` answered ``outputs`` by ``version`` of ``model_name``
+        (default: the service's model)."""
+        event, values, missing, received = work.events[i], work.values[i], work.missing[i], work.received
         features = {}
         if self.config.features is not None:
             for ref in self.config.features.refs:
@@ -583,7 +533,7 @@ class Predictor:
         return {
             "event_id": str(event.get("event_id", "")),
             "service": self.config.service,
-            "origin": origin,
+            "origin": work.origin,
             "entity_keys": {key: str(event.get(f)) for key, f in self._entity_fields},
             "model_name": model_name or self.config.model.name,
             "model_version": version or "",
@@ -592,7 +542,7 @@ class Predictor:
             "timings": {
                 "event_time": int(event_time) if isinstance(event_time, int | float) else received,
                 "received_time": received,
-                "enrich_ms": enrich_ms,
+                "enrich_ms": work.result.enrich_ms,
                 "infer_ms": infer_ms,
                 "emit_time": now_ms(),
             },
