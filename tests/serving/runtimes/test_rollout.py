@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pytest
 
 from tests.serving.runtimes import builders
 from vatic.cli.stack.mlserver import ModelServer
@@ -199,5 +200,66 @@ def test_the_canary_stage_serves_a_checked_version_to_a_share_of_the_entities(
         assert set((await versions()).values()) == {"2"}
         assert "2" in rollout.versions_on_disk()
         await client.close()
+
+    asyncio.run(scenario())
+
+
+def test_a_following_server_follows_mlflow_aliases_and_its_canary_alias(
+    tmp_path: Path, start_server: Callable[..., ModelServer], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The same controller over a real MLflow registry (its SQLite store, the MLflow client's own API): moving
+    the ``production`` alias rolls a version out, the ``canary`` alias starts and ends a canary."""
+    mlflow = pytest.importorskip("mlflow", reason="mlflow is installed only in the model-server environment")
+    monkeypatch.setenv("MLFLOW_DISABLE_TELEMETRY", "true")
+    monkeypatch.chdir(tmp_path)  # MLflow writes nothing outside the test's folder
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    client = mlflow.MlflowClient(tracking_uri=uri, registry_uri=uri)
+    sources = tmp_path / "sources"
+    trained = {
+        version: builders.lightgbm_model(sources, MODEL, version, seed=seed) for version, seed in (("1", 0), ("2", 7))
+    }
+    client.create_registered_model(MODEL)
+    for version in trained:
+        assert str(client.create_model_version(MODEL, source=str(sources / MODEL / version)).version) == version
+    client.set_registered_model_alias(MODEL, "production", "1")
+    config = builders.tabular_service(MODEL, "lightgbm", ["predict"])
+    config["registry"] = {"backend": "mlflow", "uri": uri, "stages": ["production"], "refresh_s": 1}
+    config["canary"] = {"key": [builders.FEATURES[0]], "weight": 0.5}
+    folder = builders.service_folder(tmp_path / "service", config)
+    service = load_service(folder)
+    repository = tmp_path / "repository"
+    write_repository(service, repository, service_dir=folder)
+    server = start_server(repository, name="rollout-mlflow")
+    rollout = Rollout(service, repository, server.url, service_dir=folder, grace_s=0)
+
+    async def scenario() -> None:
+        client_ = InferenceClient(server.url, deadline_s=10)
+        predictor = Predictor(service, inference=client_, versions=VersionFollower(client_, MODEL, refresh_s=0))
+
+        async def answers(rows: list[list[float]]) -> tuple[set[str], list[float]]:
+            result = await predictor.predict(_events(rows))
+            assert not result.failures
+            return {p["model_version"] for _, p in result.predictions}, [
+                p["outputs"]["predict"] for _, p in result.predictions
+            ]
+
+        assert (await rollout.step()).action == "unchanged"
+        assert (await answers(trained["1"]["rows"]))[0] == {"1"}
+
+        client.set_registered_model_alias(MODEL, "production", "2")
+        step = await rollout.step()
+        assert (step.action, step.current) == ("switched", "2")
+        versions, scores = await answers(trained["2"]["rows"])
+        assert versions == {"2"}
+        np.testing.assert_allclose(scores, trained["2"]["predict"], rtol=1e-6)
+
+        client.set_registered_model_alias(MODEL, "canary", "1")
+        assert (await rollout.step()).canary == "started"
+        assert rollout.canary() == ("1", 0.5)
+        assert (await answers(trained["2"]["rows"]))[0] == {"1", "2"}
+        client.delete_registered_model_alias(MODEL, "canary")
+        assert (await rollout.step()).canary == "ended"
+        assert (await answers(trained["2"]["rows"]))[0] == {"2"}
+        await client_.close()
 
     asyncio.run(scenario())
