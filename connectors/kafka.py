@@ -330,8 +330,12 @@ class Producer:
         *,
         config: dict[str, Any] | None = None,
         transactional_id: str | None = None,
+        keep_reports: bool = True,
     ) -> None:
+        """``keep_reports`` False: a long-lived producer whose deliveries are reported only to each record's
+        ``on_delivery`` (nothing is kept for :meth:`flush` to return or raise)."""
         self.settings = settings or KafkaSettings()
+        self._keep = keep_reports
         conf = self.settings.librdkafka()
         conf.update(
             {
@@ -390,10 +394,12 @@ class Producer:
                 self._outstanding -= 1
                 if err is not None:
                     failure = _classify_delivery(err, topic, size)
-                    self._failures.append(failure)
+                    if self._keep:
+                        self._failures.append(failure)
                 else:
                     delivered = Delivered(msg.topic() or topic, msg.partition() or 0, msg.offset() or 0)
-                    self._delivered.append(delivered)
+                    if self._keep:
+                        self._delivered.append(delivered)
             if on_delivery is not None:
                 on_delivery(delivered, failure)
 

@@ -22,7 +22,8 @@ predictions by version   gateway ``vatic_gateway_predictions_total`` by ``versio
                          ``version_predictions`` (a rollout's switch, a canary's share)
 shadow                   gateway ``vatic_gateway_shadow_batches_total`` by ``state``, the agreement
                          ``vatic_gateway_shadow_agreed_total`` / ``vatic_gateway_shadow_compared_total`` and
-                         ``vatic_gateway_shadow_predictions_total``; the job's ``shadowState_shadowBatches``,
+                         ``vatic_gateway_shadow_predictions_total``, ``..._shadow_write_failures_total``; the
+                         job's ``shadowState_shadowBatches``,
                          ``shadowAgreed`` / ``shadowCompared`` - services with a shadow only
 replicas                 kube-state-metrics ``kube_deployment_status_replicas_available``
 GPU utilisation          ``kubernetes.gpu_metric`` (dcgm-exporter) - GPU services only
@@ -146,6 +147,7 @@ def _version_panels(config: ServiceConfig, gw: str) -> list[dict[str, Any]]:
         shadow = [
             (f"sum by (state) (rate(vatic_gateway_shadow_batches_total{{{gw}}}[{_RATE}]))", "gateway {{state}}"),
             (f"sum(rate(vatic_gateway_shadow_predictions_total{{{gw}}}[{_RATE}]))", "gateway answers"),
+            (f"sum(rate(vatic_gateway_shadow_write_failures_total{{{gw}}}[{_RATE}]))", "gateway not written"),
             (
                 f"sum(rate(vatic_gateway_shadow_agreed_total{{{gw}}}[{_RATE}])) / "
                 f"sum(rate(vatic_gateway_shadow_compared_total{{{gw}}}[{_RATE}]))",

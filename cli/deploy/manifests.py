@@ -791,6 +791,12 @@ def _gateway_deployment(config: ServiceConfig, files: dict[str, tuple[str, str]]
         secret = {"name": f"{config.service}-gateway-auth", "key": "token"}
         env.append({"name": "VATIC_GATEWAY_AUTH_TOKEN", "valueFrom": {"secretKeyRef": secret}})
     access = gateway_access(config) + redis_access(config)
+    if config.shadow_topic is not None:  # the doors' shadow answers go to the shadow topic, as the job's do
+        env.append({"name": "VATIC_GATEWAY_SHADOW_TOPICS", "value": "true"})
+        env.append({"name": "VATIC_KAFKA_BOOTSTRAP_SERVERS", "value": k8s.kafka_bootstrap_servers})
+        if k8s.schema_registry_url:
+            env.append({"name": "VATIC_SCHEMA_REGISTRY_URL", "value": k8s.schema_registry_url})
+        access += kafka_access(config) + registry_access(config)
     scheme = _gateway_scheme(config)
     container = {
         "name": "gateway",

@@ -64,7 +64,14 @@ class GatewayProcess(Component):
         return argv
 
     def env(self) -> dict[str, str]:
-        return {"VATIC_STACK_HOME": str(self.settings.home)}
+        # a service with a shadow: its REST answers go to its shadow topic on the stack's Kafka (a service without
+        # one writes nothing; the infrastructure starts before the gateway)
+        return {
+            "VATIC_STACK_HOME": str(self.settings.home),
+            "VATIC_GATEWAY_SHADOW_TOPICS": "true",
+            "VATIC_KAFKA_BOOTSTRAP_SERVERS": self.settings.kafka_bootstrap,
+            "VATIC_SCHEMA_REGISTRY_URL": self.settings.registry_url,
+        }
 
     def ready(self) -> bool:
         url = f"http://{self.settings.host}:{self.settings.gateway_port}/v2/health/live"

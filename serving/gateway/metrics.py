@@ -52,6 +52,10 @@ class GatewayMetrics:
             "vatic_gateway_shadow_agreed", "Of those, the events on which they agree", ["service"],
             registry=self.registry,
         )  # fmt: skip
+        self.shadow_write_failures = Counter(
+            "vatic_gateway_shadow_write_failures", "Shadow answers not written to the shadow topic", ["service"],
+            registry=self.registry,
+        )  # fmt: skip
         self.batch_size = Histogram(
             "vatic_gateway_batch_size", "Events per model call (adaptive micro-batches)", ["service"],
             buckets=BATCH_BUCKETS, registry=self.registry,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import ssl
 import time
 import uuid
@@ -20,6 +21,7 @@ from vatic.serving.core.batcher import MicroBatcher
 from vatic.serving.core.experiments import ShadowBatch
 from vatic.serving.gateway.metrics import GatewayMetrics
 from vatic.serving.gateway.settings import GatewaySettings
+from vatic.serving.gateway.shadows import ShadowWriter
 
 #: fields the gateway fills in when a REST caller leaves them out
 GENERATED = ("event_id", "event_time")
@@ -36,6 +38,7 @@ class ServiceRuntime:
     batcher: MicroBatcher
     request_schema: dict[str, Any]
     _validate: Any = field(repr=False, default=None)
+    shadows: ShadowWriter | None = None
 
     @classmethod
     def open(
@@ -54,11 +57,15 @@ class ServiceRuntime:
             config, service_dir=folder, model_url=endpoint, redis_url=settings.redis_url,
             retry=RetryPolicy(budget_s=settings.retry_budget_s), verify=verify,
         )  # fmt: skip
+        shadows = None
         if config.shadow is not None:
-            # REST waits at most rest_wait_ms for the shadow (0: never); its answers reach the metrics either way
+            # REST waits at most rest_wait_ms for the shadow (0: never); its answers reach the metrics either way,
+            # and the shadow topic when the gateway is told to write it
+            if settings.shadow_topics and config.shadow_topic is not None:
+                shadows = ShadowWriter(config.service, config.shadow_topic, metrics.shadow_write_failures)
             predictor.shadow_wait_s = config.shadow.rest_wait_ms / 1000
-            predictor.on_shadow = _shadow_metrics(config.service, metrics)
-            predictor.shadow_events = False  # the gateway writes no shadow topic: counts only
+            predictor.on_shadow = _shadow_observer(config.service, metrics, shadows)
+            predictor.shadow_events = shadows is not None  # counts only, unless they are written
         batcher = MicroBatcher(
             predictor,
             max_batch=settings.max_batch,
@@ -69,7 +76,7 @@ class ServiceRuntime:
         validate = None
         if config.streaming is not None:
             validate = record_validator(load_schema(config.streaming.input_schema))
-        return cls(config, folder, endpoint, predictor, batcher, request_schema(config), validate)
+        return cls(config, folder, endpoint, predictor, batcher, request_schema(config), validate, shadows)
 
     def event_from(self, body: Mapping[str, Any]) -> dict[str, Any]:
         """The input event for a request body: generated fields filled in, then validated like a Kafka event.
@@ -93,10 +100,16 @@ class ServiceRuntime:
     async def close(self) -> None:
         await self.batcher.close()
         await self.predictor.aclose()
+        if self.shadows is not None:
+            await asyncio.to_thread(self.shadows.close)
 
 
-def _shadow_metrics(service: str, metrics: GatewayMetrics) -> Callable[[ShadowBatch], None]:
+def _shadow_observer(
+    service: str, metrics: GatewayMetrics, shadows: ShadowWriter | None
+) -> Callable[[ShadowBatch], None]:
     def record(batch: ShadowBatch) -> None:
+        if shadows is not None:
+            shadows.write(batch)
         metrics.shadow_batches.labels(service, batch.state).inc()
         metrics.shadow_predictions.labels(service).inc(batch.answered)
         metrics.shadow_compared.labels(service).inc(batch.compared)

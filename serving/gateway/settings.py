@@ -67,6 +67,11 @@ class GatewaySettings(BaseSettings):
     max_batch: int = Field(64, ge=1, description="largest micro-batch of concurrent requests per service")
     max_in_flight: int = Field(2, ge=1, description="micro-batches in flight per service")
     retry_budget_s: float = Field(0.25, ge=0, description="how long a request retries transient errors")
+    shadow_topics: bool = Field(
+        False,
+        description="write the shadow answers of services with a shadow to their shadow topic (Kafka from "
+        "VATIC_KAFKA_*, schemas from VATIC_SCHEMA_REGISTRY_URL)",
+    )
     log_requests: bool = True
 
     def check_tls(self) -> tuple[Path, Path] | None:

@@ -78,7 +78,14 @@ def test_a_canary_splits_by_entity_and_a_failing_shadow_changes_no_answer(
         predictions, dead = drain(second, kafka_bootstrap, expected=len(run.sent))
         check_oracle(second, predictions, dead)
 
-        gateway = Gateway(["--service", str(run.folder), "--endpoint", f"echo={server.url}"], tmp_path / "gw.log")
+        # the gateway writes its shadow answers to the same topic (origin REST)
+        writes = {
+            "VATIC_GATEWAY_SHADOW_TOPICS": "true", "VATIC_KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap,
+            "VATIC_SCHEMA_REGISTRY_URL": registry_url,
+        }  # fmt: skip
+        gateway = Gateway(
+            ["--service", str(run.folder), "--endpoint", f"echo={server.url}"], tmp_path / "gw.log", env=writes
+        )
         try:
             with httpx.Client(headers=AUTH, timeout=30) as client:
                 rest = {
@@ -87,7 +94,7 @@ def test_a_canary_splits_by_entity_and_a_failing_shadow_changes_no_answer(
                 }
                 metrics = client.get(f"{gateway.url}/metrics").text
         finally:
-            gateway.stop()
+            gateway.stop()  # flushes what it still has on its way
     finally:
         server.stop()
 
@@ -110,7 +117,8 @@ def test_a_canary_splits_by_entity_and_a_failing_shadow_changes_no_answer(
 
     # the shadow: its answers on the shadow topic only, once each, for the batches it answered
     shadow_codec = AvroCodec(run.store, topic_subject(shadow_topic), load_schema("prediction"))
-    shadows = [shadow_codec.decode(r.value or b"") for r in scan(shadow_topic, run.settings(kafka_bootstrap))]
+    written = [shadow_codec.decode(r.value or b"") for r in scan(shadow_topic, run.settings(kafka_bootstrap))]
+    shadows = [s for s in written if s["origin"] == "STREAM"]
     counts = Counter(s["event_id"] for s in shadows)
     assert [i for i, n in counts.items() if n > 1] == []
     main = _answers(predictions)
@@ -123,3 +131,16 @@ def test_a_canary_splits_by_entity_and_a_failing_shadow_changes_no_answer(
             round(x, 6) for x in seen if x == x
         ]
     assert {p["model_name"] for p in predictions} == {MODEL}
+
+    # the REST door's shadow answers: on the same topic, for the calls the shadow answered, never twice
+    from_rest = {s["event_id"]: s for s in written if s["origin"] == "REST"}
+    assert len(from_rest) == len([s for s in written if s["origin"] == "REST"])
+    answered = {answer["event_id"]: answer for answer in rest.values()}
+    assert 0 < len(from_rest) < len(answered)  # a third of the shadow's calls failed
+    for event_id, shadow in from_rest.items():
+        assert shadow["model_version"] == "3"
+        seen = answered[event_id]["outputs"]["inputs_seen"]
+        assert [round(x - 0.5, 6) for x in shadow["outputs"]["inputs_seen"] if x == x] == [
+            round(x, 6) for x in seen if x == x
+        ]
+    assert 'vatic_gateway_shadow_write_failures_total{service="echo"} 0.0' in metrics  # every answer written

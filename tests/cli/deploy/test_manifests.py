@@ -294,3 +294,23 @@ def test_the_dashboard_stream_row_reads_the_jobs_own_metric_names():
 def test_a_service_without_streaming_has_no_stream_row():
     config = load_service(service_dir("fraud_detection"), "production").model_copy(update={"streaming": None})
     assert not any(p["title"].startswith("Stream ") for p in dashboard(config)["panels"])
+
+
+def test_a_gateway_with_a_shadow_writes_its_answers_to_the_shadow_topic_with_the_jobs_kafka_access(fraud):
+    def gateway_env(objects: dict[str, dict]) -> dict[str, str]:
+        container = objects["Deployment/fraud-detection-gateway"]["spec"]["template"]["spec"]["containers"][0]
+        return {e["name"]: e.get("value", "secret") for e in container["env"]}
+
+    assert "VATIC_GATEWAY_SHADOW_TOPICS" not in gateway_env(fraud)
+    folder = service_dir("fraud_detection")
+    config = load_service(folder, "production").model_copy(update={"shadow": ShadowSpec(version="7")})
+    shadowed = {f"{m.obj['kind']}/{m.obj['metadata']['name']}": m.obj for m in build_manifests(config, folder)}
+    env = gateway_env(shadowed)
+    assert env["VATIC_GATEWAY_SHADOW_TOPICS"] == "true"
+    assert env["VATIC_KAFKA_BOOTSTRAP_SERVERS"] == config.kubernetes.kafka_bootstrap_servers
+    assert env["VATIC_SCHEMA_REGISTRY_URL"] == config.kubernetes.schema_registry_url
+    job_env = {e["name"] for e in shadowed["FlinkDeployment/fraud-detection-stream"]["spec"]["podTemplate"]["spec"]
+               ["containers"][0]["env"]}  # fmt: skip
+    kafka = {name for name in job_env if name.startswith("VATIC_KAFKA_") and name != "VATIC_KAFKA_BOOTSTRAP_SERVERS"}
+    assert kafka  # the example's production overlay uses SASL_SSL
+    assert kafka <= set(env)  # the same Kafka identity as the job's

@@ -92,7 +92,7 @@ def iris_service(folder: Path) -> Path:
 
 
 class Gateway:
-    def __init__(self, args: list[str], log: Path) -> None:
+    def __init__(self, args: list[str], log: Path, env: dict[str, str] | None = None) -> None:
         self.port = free_port()
         self.grpc_port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
@@ -107,6 +107,7 @@ class Gateway:
                 "PATH": "/usr/bin:/bin",
                 # a checkout run with PYTHONPATH (a worktree over a shared environment) serves its own code
                 **{k: os.environ[k] for k in ("PYTHONPATH",) if k in os.environ},
+                **(env or {}),
             },
         )
         deadline = time.monotonic() + 90
