@@ -53,9 +53,9 @@ def test_an_answer_that_breaks_the_contract_is_named() -> None:
         check_probe(config.model, labels, like={output.field: "float"})
 
 
-def test_an_unreachable_pointer_never_fails_a_batch(caplog: pytest.LogCaptureFixture) -> None:
-    """Before any read the server's default version is called (None); every caller shares one read; the
-    complaint is logged once, not once per batch."""
+def test_an_unreachable_pointer_is_read_once_for_all_callers_and_logged_once(caplog: pytest.LogCaptureFixture) -> None:
+    """Before any read the follower names no version (None: the predictor waits, as for a model that is not
+    ready); every caller shares one read; the complaint is logged once, not once per batch."""
     (port,) = free_ports(1)
 
     async def run() -> list[str | None]:
@@ -68,3 +68,29 @@ def test_an_unreachable_pointer_never_fails_a_batch(caplog: pytest.LogCaptureFix
     with caplog.at_level(logging.WARNING, logger="vatic.serving.core.versions"):
         assert asyncio.run(run()) == [None] * 6
     assert len([r for r in caplog.records if "cannot read its rollout pointer" in r.message]) == 1
+
+
+def test_a_batch_before_the_first_pointer_read_waits_as_not_ready_and_is_never_sent_to_a_default_version() -> None:
+    """The server's default version would be the newest it holds (a canary, a shadow, a version being checked):
+    the core retries "not ready" within its budget, then raises the outage for the whole batch."""
+    from vatic.schemas.errors import ModelNotReady, Retryable
+    from vatic.serving.core import Predictor, RetryPolicy
+
+    (port,) = free_ports(1)
+    config = load_service(service_dir("fraud_detection"))
+    assert config.uses_pointer
+    events = [{"event_id": "e1", "customer_id": "c1", "merchant_id": "m1"}]
+
+    async def run() -> None:
+        async with InferenceClient(f"http://127.0.0.1:{port}", deadline_s=0.5) as client:
+            follower = VersionFollower(client, config.model.name, refresh_s=0)
+            config_without_features = config.model_copy(update={"features": None})
+            predictor = Predictor(
+                config_without_features, inference=client, versions=follower, retry=RetryPolicy(budget_s=0.3)
+            )
+            await predictor.predict(events)
+
+    with pytest.raises(ModelNotReady) as info:
+        asyncio.run(run())
+    assert isinstance(info.value, Retryable)
+    assert "rollout pointer has not been read yet" in str(info.value)
