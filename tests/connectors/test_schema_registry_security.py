@@ -124,6 +124,7 @@ def door(registry_url: str, pki: Pki) -> Iterator[tuple[BasicAuthDoor, int]]:
         ssl_keyfile=str(pki.key),
         log_level="warning",
         lifespan="off",
+        timeout_graceful_shutdown=2,  # keep-alive connections of the clients would hold the shutdown for 30 s
     )
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, daemon=True)

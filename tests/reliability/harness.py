@@ -37,9 +37,9 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from confluent_kafka import OFFSET_BEGINNING, TopicPartition
 from confluent_kafka import Consumer as RdConsumer
 from confluent_kafka import Producer as RdProducer
-from confluent_kafka import TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from tests.fixtures import feast_repo
@@ -378,9 +378,15 @@ class CaseRun:
                 },
             )
         )
-        consumer.subscribe([self.topics["output"], self.topics["dead"]])
+        # partitions assigned, not subscribed: the reader is in no consumer group, so a broker restart (its group
+        # coordinator) has nothing to rejoin or rebalance; new partitions are picked up every few seconds
+        assigned: set[tuple[str, int]] = set()
+        looked_at = -float("inf")
         try:
             while not self._stop.is_set():
+                if time.monotonic() - looked_at > 5:
+                    looked_at = time.monotonic()
+                    self._assign_new(consumer, assigned)
                 for msg in consumer.consume(1000, timeout=0.3):
                     if msg.error():
                         continue
@@ -402,6 +408,19 @@ class CaseRun:
                             self._count_answer("D", position)
         finally:
             consumer.close()
+
+    def _assign_new(self, consumer: RdConsumer, assigned: set[tuple[str, int]]) -> None:
+        """Assign the output and dead-letter partitions not assigned yet, from their beginning."""
+        try:
+            found = []
+            for topic in (self.topics["output"], self.topics["dead"]):
+                metadata = consumer.list_topics(topic, timeout=5)
+                found += [(topic, p) for p in metadata.topics[topic].partitions if (topic, p) not in assigned]
+        except Exception:  # broker down during a fault: look again at the next round
+            return
+        if found:
+            consumer.incremental_assign([TopicPartition(t, p, OFFSET_BEGINNING) for t, p in found])
+            assigned.update(found)
 
     def _monitor(self) -> None:
         consumer = RdConsumer(
