@@ -92,10 +92,18 @@ def _plot(comparison: Comparison, path: Path) -> None:
         raise ConfigError("no numeric output in the window: nothing to plot")
     figure, axes = plt.subplots(len(outputs), 1, figsize=(8, 3.2 * len(outputs)), squeeze=False)
     for axis, name in zip(axes[:, 0], outputs, strict=True):
-        for (series, output), numbers in sorted(comparison.values.items()):
-            finite = [v for v in numbers if not math.isnan(v)]
-            if output == name and finite:
-                axis.hist(finite, bins=40, histtype="step", density=True, label=f"{series} ({len(finite)})")
+        series = {
+            label: finite
+            for (label, output), numbers in sorted(comparison.values.items())
+            if output == name and (finite := [v for v in numbers if not math.isnan(v)])
+        }
+        if not series:  # every value missing (NaN)
+            continue
+        low = min(min(v) for v in series.values())
+        high = max(max(v) for v in series.values())
+        edges = [low + (high - low) * i / 40 for i in range(41)] if high > low else 1  # the same bins for every series
+        for label, finite in series.items():
+            axis.hist(finite, bins=edges, histtype="step", density=True, label=f"{label} ({len(finite)})")
         axis.set_title(name)
         axis.legend()
     figure.tight_layout()
