@@ -36,6 +36,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -201,10 +202,7 @@ class BatchProcessor:
             else:
                 self.metrics.batch(len(records), done, model_ms=result.infer_ms, feature_ms=result.enrich_ms,
                                    model_calls=result.model_calls, model_retries=result.model_retries)  # fmt: skip
-                versions: dict[str, int] = {}
-                for _, prediction in result.predictions:
-                    versions[prediction["model_version"]] = versions.get(prediction["model_version"], 0) + 1
-                for version, n in versions.items():
+                for version, n in Counter(p["model_version"] for _, p in result.predictions).items():
                     self.metrics.version_predictions(version, n)
         return done
 

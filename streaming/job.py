@@ -160,7 +160,7 @@ def check_kafka(config: ServiceConfig, settings: JobSettings) -> None:
     check_access(
         settings.kafka(),
         read=[spec.input_topic],
-        write=[spec.output_topic, spec.dead_letter_topic, *([config.shadow_topic] if config.shadow_topic else [])],
+        write=config.written_topics,
         group=config.consumer_group,
         transactional_prefix=transactional_prefix(config) if spec.guarantee == "exactly_once" else None,
     )

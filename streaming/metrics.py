@@ -165,7 +165,9 @@ class JobMetrics:
         #: made at the first feature read: a service without features exports no such series
         self.feature_read_ms: Histogram | None = None
         self._versions: dict[str, Count] = {}
-        self._shadow: dict[str, Count] | None = None
+        #: made at the first shadow outcome: batches by state, and answers / compared / agreed
+        self._shadow_states: dict[str, Count] = {}
+        self._shadow_counts: tuple[Count, Count, Count] | None = None
 
     @staticmethod
     def _count(group: MetricGroup, name: str) -> Count:
@@ -190,21 +192,27 @@ class JobMetrics:
             count = self._versions[version] = self._count(self._vatic.add_group("version", version), "predictions")
         count.inc(n)
 
+    def _shadow_state(self, state: str) -> Count:
+        count = self._shadow_states.get(state)
+        if count is None:
+            count = self._shadow_states[state] = self._count(
+                self._vatic.add_group("shadowState", state), "shadowBatches"
+            )
+        return count
+
     def shadow(self, state: str, predictions: int, compared: int, agreed: int) -> None:
         """Record one micro-batch's shadow outcome (``state``: answered, failed, late)."""
-        if self._shadow is None:
-            self._shadow = {
-                name: self._count(self._vatic.add_group("shadowState", name), "shadowBatches")
-                for name in ("answered", "failed", "late")
-            }
-            for name in ("shadowPredictions", "shadowCompared", "shadowAgreed"):
-                self._shadow[name] = self._count(self._vatic, name)
-        if state not in self._shadow:
-            self._shadow[state] = self._count(self._vatic.add_group("shadowState", state), "shadowBatches")
-        self._shadow[state].inc()
-        self._shadow["shadowPredictions"].inc(predictions)
-        self._shadow["shadowCompared"].inc(compared)
-        self._shadow["shadowAgreed"].inc(agreed)
+        if self._shadow_counts is None:
+            for known in ("answered", "failed", "late"):  # made together, so that their rates read 0, not "no data"
+                self._shadow_state(known)
+            self._shadow_counts = (
+                self._count(self._vatic, "shadowPredictions"),
+                self._count(self._vatic, "shadowCompared"),
+                self._count(self._vatic, "shadowAgreed"),
+            )
+        self._shadow_state(state).inc()
+        for count, n in zip(self._shadow_counts, (predictions, compared, agreed), strict=True):
+            count.inc(n)
 
     def batch(
         self,

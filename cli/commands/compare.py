@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
@@ -26,8 +25,7 @@ import typer
 
 from vatic.cli.commands.dlq import moment_ms
 from vatic.cli.commands.schema import RegistryUrl, open_source
-from vatic.cli.commands.stream import Env, ServiceDir
-from vatic.cli.stack.settings import StackSettings
+from vatic.cli.commands.stream import Env, ServiceDir, tool_kafka
 from vatic.schemas.errors import ConfigError
 from vatic.serving.config import load_service
 
@@ -122,7 +120,6 @@ def compare(
     schema_registry_url: RegistryUrl = None,
 ) -> None:
     """Compare the versions answering a service (canary, rollout) and its shadow, over a window of predictions."""
-    from vatic.connectors.kafka import KafkaSettings
     from vatic.serving.core.experiments import compare as compare_events
 
     config = load_service(service_dir, env)
@@ -130,8 +127,7 @@ def compare(
         raise ConfigError(f"service {config.service} has no streaming section: it has no predictions topic")
     since_ms = moment_ms(since, "--since") or 0
     source, _ = open_source(schema_registry_url)
-    bootstrap = os.environ.get("VATIC_STREAM_BOOTSTRAP_SERVERS")
-    settings = KafkaSettings(bootstrap_servers=bootstrap) if bootstrap else StackSettings().kafka()
+    settings = tool_kafka()
     topics = [config.streaming.output_topic]
     started = time.monotonic()
     predictions = _read(config.streaming.output_topic, source, settings, since_ms)

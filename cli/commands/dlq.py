@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import re
 import time
 from datetime import UTC, datetime
@@ -16,8 +15,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from vatic.cli.commands.schema import RegistryUrl, open_source
-from vatic.cli.commands.stream import Env, ServiceDir
-from vatic.cli.stack.settings import StackSettings
+from vatic.cli.commands.stream import Env, ServiceDir, tool_kafka
 from vatic.schemas.errors import ConfigError
 from vatic.serving.config import load_service
 
@@ -85,7 +83,6 @@ def _selection(
 
 def _replayer(service_dir: Path, env: str, schema_registry_url: str | None) -> Replayer:
     from vatic.connectors.dlq import Replayer
-    from vatic.connectors.kafka import KafkaSettings
     from vatic.schemas import AvroCodec, load_schema, topic_subject
 
     config = load_service(service_dir, env)
@@ -94,9 +91,7 @@ def _replayer(service_dir: Path, env: str, schema_registry_url: str | None) -> R
     topic = config.streaming.dead_letter_topic
     source, _ = open_source(schema_registry_url)
     codec = AvroCodec(source, topic_subject(topic), load_schema("dead_letter"))
-    bootstrap = os.environ.get("VATIC_STREAM_BOOTSTRAP_SERVERS")
-    settings = KafkaSettings(bootstrap_servers=bootstrap) if bootstrap else StackSettings().kafka()
-    return Replayer(topic, config.streaming.input_topic, codec, settings)
+    return Replayer(topic, config.streaming.input_topic, codec, tool_kafka())
 
 
 def _iso(ms: int) -> str:

@@ -108,18 +108,20 @@ _WHY = (
 )
 
 
-def wait_for(url: str, config: ServiceConfig, version: str, timeout_s: float, *, canary: bool = False) -> None:
-    """Poll the pointer until it names ``version`` (as current, or with ``canary`` as the canary);
-    ``ConfigError`` after ``timeout_s``."""
+def wait_for(
+    url: str, config: ServiceConfig, version: str, timeout_s: float, *, canary: bool = False
+) -> tuple[str, float] | None:
+    """Poll the pointer until it names ``version`` (as current, or with ``canary`` as the canary); returns the
+    canary it names then. ``ConfigError`` after ``timeout_s``."""
     deadline = time.monotonic() + timeout_s
     current: list[str] = []
     named: tuple[str, float] | None = None
     while time.monotonic() < deadline:
         current, named = pointer_state(url, config.model.name)
         if canary and named is not None and named[0] == version:
-            return
+            return named
         if not canary and current and current[0] == version:
-            return
+            return named
         time.sleep(0.5)
     serving = f"still serves version {current[0] if current else '?'}"
     if canary:
@@ -170,12 +172,11 @@ def _canary(
     typer.echo(f"{name}: stage {stage} moved from version {before or '(none)'} to {version}")
     started = time.monotonic()
     try:
-        wait_for(url, config, version, timeout_s, canary=True)
+        named = wait_for(url, config, version, timeout_s, canary=True)
     except ConfigError:
         registry.clear_stage(name, stage)
         typer.echo(f"{name}: stage {stage} emptied (the canary never started)")
         raise
-    _, named = pointer_state(url, config.model.name)
     share = f"{named[1]:.0%}" if named else "its share"
     typer.echo(
         f"{config.service}: canary {version} answers {share} of the entities (after {time.monotonic() - started:.1f} "

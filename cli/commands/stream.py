@@ -24,6 +24,7 @@ from vatic.serving.config import load_service
 
 if TYPE_CHECKING:
     from vatic.cli.stack.flink import FlinkRest
+    from vatic.connectors.kafka import KafkaSettings
 
 app = typer.Typer(
     rich_markup_mode=None, help="Run the streaming job (local mini-cluster or a Flink cluster) and read its topics."
@@ -34,6 +35,15 @@ Env = Annotated[str, typer.Option("--env", help="environment overlay: local, sta
 ModelUrl = Annotated[
     str | None, typer.Option(help="model server base URL (default: the local stack's server for the service)")
 ]
+
+
+def tool_kafka() -> KafkaSettings:
+    """The Kafka the CLI's readers and writers (``stream tail``, ``dlq``, ``compare``) use: the broker at
+    ``VATIC_STREAM_BOOTSTRAP_SERVERS``, else the local stack's."""
+    from vatic.connectors.kafka import KafkaSettings
+
+    bootstrap = os.environ.get("VATIC_STREAM_BOOTSTRAP_SERVERS")
+    return KafkaSettings(bootstrap_servers=bootstrap) if bootstrap else StackSettings().kafka()
 
 
 def model_url_for(service_dir: Path, explicit: str | None) -> str:
@@ -408,19 +418,17 @@ def tail(
     letter) was printed within the window is skipped, and the number skipped is said on stderr at the end.
     """
     from vatic.connectors.dedupe import SeenKeys, identity
-    from vatic.connectors.kafka import Consumer, KafkaSettings
+    from vatic.connectors.kafka import Consumer
     from vatic.schemas import AvroCodec, load_schema, topic_subject
 
     config = load_service(service_dir, env)
     if config.streaming is None:
         raise ConfigError(f"service {config.service} has no streaming section")
-    stack = StackSettings()
     topic = config.streaming.dead_letter_topic if dead_letters else config.streaming.output_topic
     schema = "dead_letter" if dead_letters else "prediction"
     source, _ = open_source(schema_registry_url)
     codec = AvroCodec(source, topic_subject(topic), load_schema(schema))
-    bootstrap = os.environ.get("VATIC_STREAM_BOOTSTRAP_SERVERS")
-    settings = KafkaSettings(bootstrap_servers=bootstrap) if bootstrap else stack.kafka()
+    settings = tool_kafka()
     reset = "earliest" if from_beginning else "latest"
     consumer = Consumer([topic], f"vatic-tail-{uuid.uuid4().hex[:8]}", settings, config={"auto.offset.reset": reset})
     seen = 0

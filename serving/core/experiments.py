@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import hashlib
 import math
+import statistics
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -121,19 +123,12 @@ class Distribution:
 
     @classmethod
     def of(cls, values: Sequence[float]) -> Distribution | None:
-        finite = sorted(v for v in values if not math.isnan(v))
+        finite = [v for v in values if not math.isnan(v)]
         if not finite:
             return None
-        return cls(len(finite), sum(finite) / len(finite), _quantile(finite, 0.1), _quantile(finite, 0.5),
-                   _quantile(finite, 0.9))  # fmt: skip
-
-
-def _quantile(ordered: Sequence[float], q: float) -> float:
-    """Linear interpolation between closest ranks (NumPy's default)."""
-    position = q * (len(ordered) - 1)
-    low = math.floor(position)
-    high = min(low + 1, len(ordered) - 1)
-    return ordered[low] + (ordered[high] - ordered[low]) * (position - low)
+        # deciles by linear interpolation between closest ranks (NumPy's default); one value is every decile
+        deciles = statistics.quantiles(finite, n=10, method="inclusive") if len(finite) > 1 else finite * 9
+        return cls(len(finite), statistics.fmean(finite), deciles[0], deciles[4], deciles[8])
 
 
 @dataclass(slots=True)
@@ -174,11 +169,10 @@ def compare(
 ) -> Comparison:
     """Compare serving prediction events by version (a canary against the rest) and against the shadow's
     prediction events of the same event ids (agreement as :func:`agrees` decides it with ``tolerance``)."""
-    versions: dict[str, int] = {}
+    versions = Counter(str(p.get("model_version") or "") for p in predictions)
     values: dict[tuple[str, str], list[float]] = {}
     for prediction in predictions:
         version = str(prediction.get("model_version") or "")
-        versions[version] = versions.get(version, 0) + 1
         for name, number in _numbers(prediction["outputs"]).items():
             values.setdefault((f"version {version}", name), []).append(number)
     by_version: dict[str, dict[str, Distribution]] = {}

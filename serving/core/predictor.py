@@ -93,10 +93,13 @@ class BatchResult:
     model_calls: int = 0
     #: V2 requests repeated after a failed attempt (an outage answer, a timeout, a reset, a suspicious 5xx)
     model_retries: int = 0
-    #: the shadow's prediction events (input index, event) that came within the wait; never the caller's answer
-    shadows: list[tuple[int, dict[str, Any]]] = field(default_factory=list)
     #: the shadow's outcome for this batch (None: no shadow, or no event reached the model)
     shadow: ShadowBatch | None = None
+
+    @property
+    def shadows(self) -> list[tuple[int, dict[str, Any]]]:
+        """The shadow's prediction events (input index, event) that came within the wait; never the caller's."""
+        return self.shadow.predictions if self.shadow is not None else []
 
 
 @dataclass(slots=True)
@@ -257,7 +260,7 @@ class Predictor:
         for i in sorted(work.answers):
             outputs, version = work.answers[i]
             try:
-                shaped = {spec.field: output_value(spec, outputs.get(spec.name)) for spec in self.config.model.outputs}
+                shaped = self._shaped(outputs)
             except ValueError as exc:
                 result.failures.append(Failure(i, OutputProblem(str(exc))))
                 continue
@@ -344,14 +347,11 @@ class Predictor:
         predictions are outputs here (``(index, outputs)``): :meth:`_shadow_events` makes them events."""
         assert self.shadow is not None
         assert self.shadow_name is not None
-        model = self.config.model
         started = time.perf_counter()
         try:
-            tensors, problems = build_inputs(model, *work.columns(indexes))
-            clean = [i for j, i in enumerate(indexes) if j not in problems]
-            if not clean:
+            request, clean, _ = self._request(work, indexes)
+            if request is None:
                 return ShadowBatch()
-            request = InferenceRequest(inputs=tuple(tensors), outputs=tuple(o.name for o in model.outputs))
             response = await self.inference.infer(
                 self.shadow_name, request, version=self.shadow.version, deadline_s=self.config.timeout_s
             )
@@ -363,7 +363,7 @@ class Predictor:
         batch = ShadowBatch()
         for i, row in zip(clean, rows, strict=True):
             try:
-                shaped = {spec.field: output_value(spec, row.get(spec.name)) for spec in model.outputs}
+                shaped = self._shaped(row)
             except ValueError:
                 continue  # an answer outside the contract: not a shadow prediction
             batch.predictions.append((i, shaped))
@@ -379,7 +379,6 @@ class Predictor:
         if task.done():
             batch = self._shadow_events(task.result(), main, work)
             result.shadow = batch
-            result.shadows = batch.predictions
             if self.on_shadow is not None:
                 self.on_shadow(batch)
             return
@@ -422,17 +421,29 @@ class Predictor:
 
     # -- inference with isolation of bad inputs --------------------------------------------------------------
 
+    def _request(self, work: _Work, indexes: list[int]) -> tuple[InferenceRequest | None, list[int], dict[int, str]]:
+        """The V2 request of ``indexes`` (None when no event encodes), the indexes it carries, and the encoding
+        problem of each other one (by position in ``indexes``)."""
+        model = self.config.model
+        tensors, problems = build_inputs(model, *work.columns(indexes))
+        clean = [i for j, i in enumerate(indexes) if j not in problems]
+        if not clean:
+            return None, clean, problems
+        return InferenceRequest(inputs=tuple(tensors), outputs=tuple(o.name for o in model.outputs)), clean, problems
+
+    def _shaped(self, outputs: Mapping[str, Any]) -> dict[str, Any]:
+        """One answer's outputs as the prediction event carries them; ``ValueError`` outside the contract."""
+        return {spec.field: output_value(spec, outputs.get(spec.name)) for spec in self.config.model.outputs}
+
     async def _infer(self, work: _Work, indexes: list[int], version: str | None) -> None:
         if not indexes:
             return
         result = work.result
-        tensors, problems = build_inputs(self.config.model, *work.columns(indexes))
+        request, clean, problems = self._request(work, indexes)
         for j, problem in problems.items():
             result.failures.append(Failure(indexes[j], InputProblem(problem)))
-        clean = [i for j, i in enumerate(indexes) if j not in problems]
-        if not clean:
+        if request is None:
             return
-        request = InferenceRequest(inputs=tuple(tensors), outputs=tuple(o.name for o in self.config.model.outputs))
         try:
             response, attempts = await self._call(request, version, single=len(clean) == 1)
         except (ModelRejected, ModelFailedOnInput) as exc:

@@ -15,6 +15,8 @@ from mlserver import MLModel
 from mlserver.errors import InferenceError
 from mlserver.types import InferenceRequest, InferenceResponse, MetadataModelResponse, Parameters
 
+from vatic.serving.runtimes.repository import canary_of
+
 __all__ = ["RolloutPointer"]
 
 
@@ -26,12 +28,9 @@ class RolloutPointer(MLModel):  # type: ignore[misc]  # MLModel is untyped where
 
     async def metadata(self) -> MetadataModelResponse:
         metadata = await super().metadata()
-        extra = (self.settings.parameters.extra if self.settings.parameters else None) or {}
-        canary = extra.get("canary")
-        if isinstance(canary, dict) and canary.get("version"):
-            metadata.parameters = Parameters(
-                canary_version=str(canary["version"]), canary_weight=float(canary.get("weight") or 0)
-            )
+        canary = canary_of(self.settings.parameters.extra if self.settings.parameters else None)
+        if canary is not None:
+            metadata.parameters = Parameters(canary_version=canary[0], canary_weight=canary[1])
         return metadata
 
     async def predict(self, payload: InferenceRequest) -> InferenceResponse:

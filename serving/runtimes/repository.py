@@ -97,6 +97,7 @@ __all__ = [
     "ArtifactsMissing",
     "WrittenModel",
     "WrittenRepository",
+    "canary_of",
     "implementation_for",
     "input_metadata",
     "main",
@@ -105,6 +106,9 @@ __all__ = [
     "pointer_settings",
     "server_settings",
     "service_registry",
+    "side_config",
+    "side_spec",
+    "version_folder",
     "write_pointer",
     "write_repository",
 ]
@@ -288,6 +292,19 @@ def pointer_settings(
         "versions": list(versions),
         "parameters": {"version": str(seq), "extra": extra},
     }
+
+
+def canary_of(extra: Any) -> tuple[str, float] | None:
+    """The canary a pointer's ``parameters.extra`` names (what :func:`pointer_settings` wrote), None without one."""
+    canary = extra.get("canary") if isinstance(extra, dict) else None
+    if not isinstance(canary, dict) or not canary.get("version"):
+        return None
+    return str(canary["version"]), float(canary.get("weight") or 0)
+
+
+def version_folder(name: str, version: str) -> str:
+    """The repository folder of a version served beside the serving one (a canary, a shadow, a rollout)."""
+    return f"{name}@{version}"
 
 
 def write_pointer(
@@ -526,7 +543,7 @@ def write_repository(
             os.replace(stale, holder / f"old-{stale.name}")
         os.replace(incoming, target / name)
         for (side_name, side_version), folder in sides.items():
-            os.replace(folder, target / f"{side_name}@{side_version}")
+            os.replace(folder, target / version_folder(side_name, side_version))
         if config.uses_pointer:
             write_pointer(target, name, [settings["parameters"]["version"]])
         if server:

@@ -66,7 +66,15 @@ from vatic.schemas.errors import ConfigError, ModelNotFound, Retryable, VaticErr
 from vatic.serving.config.loader import load_service
 from vatic.serving.config.model import CanarySpec, ServiceConfig
 from vatic.serving.core.versions import check_probe, pointer_name, probe_request
-from vatic.serving.runtimes.repository import MODEL_SETTINGS, materialize_model, service_registry, write_pointer
+from vatic.serving.runtimes.repository import (
+    MODEL_SETTINGS,
+    canary_of,
+    materialize_model,
+    service_registry,
+    side_spec,
+    version_folder,
+    write_pointer,
+)
 
 __all__ = ["Rollout", "StepResult", "controller_argv", "main"]
 
@@ -242,8 +250,7 @@ class Rollout:
         canary = self.canary()
         if canary is not None and canary[0] == version:
             canary = None  # the canary became the current version: its share is everyone now
-        write_pointer(self.repository, self.model, [version, *previous], self._seq() + 1, canary)
-        await client.repository_load(pointer_name(self.model))
+        await self._point(client, [version, *previous], canary)
         self._kinds = kinds
         self._switched_at = time.monotonic()
         self.metrics.switches.labels(self.model).inc()
@@ -273,18 +280,12 @@ class Rollout:
 
     def canary(self) -> tuple[str, float] | None:
         """The canary the pointer names now: (version, share of the entities)."""
-        extra = (self._pointer_settings().get("parameters") or {}).get("extra") or {}
-        canary = extra.get("canary") if isinstance(extra, dict) else None
-        if not isinstance(canary, dict) or not canary.get("version"):
-            return None
-        return str(canary["version"]), float(canary.get("weight") or 0)
+        return canary_of((self._pointer_settings().get("parameters") or {}).get("extra"))
 
-    @property
-    def canary_weight(self) -> float:
-        """The share of the entities a canary answers: ``canary.weight``, else the section's default."""
-        if self.config.canary is not None:
-            return self.config.canary.weight
-        return float(CanarySpec.model_fields["weight"].default)
+    async def _point(self, client: InferenceClient, versions: list[str], canary: tuple[str, float] | None) -> None:
+        """Rewrite the pointer (its own version one up) and have the server reload it: the one way it moves."""
+        write_pointer(self.repository, self.model, versions, self._seq() + 1, canary)
+        await client.repository_load(pointer_name(self.model))
 
     async def _canary_step(self, client: InferenceClient) -> str | None:
         """Follow the registry's canary stage: a version there (other than the current one) is admitted as a new
@@ -312,8 +313,7 @@ class Rollout:
         if wanted is None or wanted == current:
             if now is None:
                 return None
-            write_pointer(self.repository, self.model, pointer, self._seq() + 1)
-            await client.repository_load(pointer_name(self.model))
+            await self._point(client, pointer, None)
             log.info("model %s: canary %s ended; version %s answers every entity", self.model, now[0], current)
             return "ended"
         if now is not None and now[0] == wanted:
@@ -322,9 +322,8 @@ class Rollout:
             return None
         if await self._admit(client, current, wanted) is None:
             return "refused"
-        weight = self.canary_weight
-        write_pointer(self.repository, self.model, pointer, self._seq() + 1, (wanted, weight))
-        await client.repository_load(pointer_name(self.model))
+        weight = (self.config.canary or CanarySpec()).weight  # the section's default without one
+        await self._point(client, pointer, (wanted, weight))
         log.info("model %s: canary %s answers %.0f%% of the entities beside %s", self.model, wanted, weight * 100,
                  current)  # fmt: skip
         return "started"
@@ -339,8 +338,8 @@ class Rollout:
 
     def _materialize(self, version: str) -> Path:
         """Fetch and verify ``version`` as the server's start does; write its folder ``<model>@<version>``."""
-        spec = self.config.registry.model_copy(update={"version": version, "stages": [], "refresh_s": 0})
-        target = self.repository / f"{self.model}@{version}"
+        spec = side_spec(self.config, self.config.registry.model or self.model, version)
+        target = self.repository / version_folder(self.model, version)
         holder = Path(tempfile.mkdtemp(prefix=f".{self.model}.incoming-", dir=self.repository))
         try:
             assert self.registry is not None
