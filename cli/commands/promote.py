@@ -211,6 +211,9 @@ def promote(
     if use_canary and not _entity_keyed(config):
         typer.echo(f"{config.service}: no entity key to split by (features or canary.key): promoting without a canary")
         use_canary = False
+    if use_canary and pointer(model_url_for(service_dir, model_url), config.model.name)[:1] == [version]:
+        typer.echo(f"{config.service}: version {version} already answers every entity: no canary")
+        use_canary = False
     move(
         service_dir, env, version, registry_root=registry_root, model_url=model_url, wait=wait, timeout_s=timeout_s,
         canary_s=canary_s if use_canary else None,

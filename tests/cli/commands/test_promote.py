@@ -120,6 +120,11 @@ def test_promote_goes_through_a_canary_and_a_refused_canary_promotes_nothing(ser
     assert lines[3] == f"{MODEL}: stage canary emptied"
     assert "the model server switched to version 2" in lines[4]
 
+    done = _vatic("promote", str(folder), "2", *where, "--canary-s", "1")  # the current version: nothing to try
+    assert done.returncode == 0, done.stderr
+    assert "version 2 already answers every entity: no canary" in done.stdout
+    assert "the model server switched to version 2" in done.stdout
+
     done = _vatic("promote", str(folder), "3", *where, "--timeout-s", "6")
     assert done.returncode == 2
     assert "(canary: none) after 6 s" in done.stderr
