@@ -12,6 +12,7 @@ from vatic.cli.commands import (
     dlq,
     gateway,
     init,
+    monitor,
     plan,
     predict,
     promote,
@@ -45,6 +46,7 @@ app.command(name="plan")(plan.plan)
 app.command(name="predict")(predict.predict)
 app.add_typer(schema.app, name="schema")
 app.add_typer(dlq.app, name="dlq")
+app.add_typer(monitor.app, name="monitor")
 app.command(name="compare")(compare.compare)
 app.command(name="promote")(promote.promote)
 app.command(name="rollback")(rollback.rollback)

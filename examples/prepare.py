@@ -308,12 +308,22 @@ def _finish_training(job: _Training) -> tuple[str, Path, dict[str, Any]]:
     version = str(int(latest) + 1 if latest else 1)
     metrics["version"] = version
     (job.staging / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n", encoding="utf-8")
+    stamp_profile(job.staging, version)
     (job.staging / "model-settings.json").write_text(
         json.dumps(_model_settings(job.case, job.config, version), indent=2) + "\n", encoding="utf-8"
     )
     target = model_dir / version
     job.staging.rename(target)
     return version, target, metrics
+
+
+def stamp_profile(folder: Path, version: str) -> None:
+    """Name ``version`` in the reference profile a trainer left in ``folder`` (trainers do not know it)."""
+    from vatic.serving.core.drift import PROFILE_FILE, Profile
+
+    if (folder / PROFILE_FILE).is_file():
+        profile = Profile.read(folder / PROFILE_FILE)
+        Profile(profile.model, version, profile.rows, profile.columns).write(folder)
 
 
 def _model_settings(case: Case, config: ServiceConfig, version: str) -> dict[str, Any]:

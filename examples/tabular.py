@@ -4,7 +4,8 @@ A labelled set (written by ``prepare`` with :func:`vatic.examples.feast_repo.lab
 with the event fields, one column per feature reference (the value after the missing-feature policy) and one
 ``<ref>#missing`` column (the feature's status when it was missing, else null). :func:`model_arrays` turns it
 into the V2 input tensors of a service's model, as NumPy arrays: training reads exactly what the model server
-will be sent. Both environments (pandas, NumPy and the pure tensor code; no Feast, no ML library).
+will be sent; :func:`reference_profile` profiles the same columns for the drift monitor. Both environments
+(pandas, NumPy and the pure tensor code; no Feast, no ML library).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import pandas as pd  # type: ignore[import-untyped]
 from numpy.typing import NDArray
 
 from vatic.serving.config.model import ServiceConfig
+from vatic.serving.core.drift import Profile, build_profile
 from vatic.serving.core.tensors import MISSING_SUFFIX, build_inputs
 
 #: NumPy dtype of each V2 datatype used by the use cases
@@ -76,3 +78,18 @@ def model_arrays(frame: pd.DataFrame, config: ServiceConfig) -> dict[str, NDArra
             array = np.asarray(data, dtype=dtype)
         arrays[tensor.name] = array.reshape(tensor.shape)
     return arrays
+
+
+def reference_profile(
+    frame: pd.DataFrame, config: ServiceConfig, outputs: dict[str, Any], *, version: str = ""
+) -> Profile:
+    """The reference profile (drift monitor) of the rows of ``frame`` the model answered ``outputs`` for: every
+    event field the model reads, as the event carried it, every feature after the policy (``None`` where it was
+    missing: a missing feature counts in its missing rate, not in its bins), and the outputs by their names in
+    prediction events. ``version`` is set by whoever registers the model (``prepare``, ``vatic retrain``)."""
+    events, features, missing = rows_of(frame, config)
+    inputs: dict[str, list[Any]] = {name: [event[name] for event in events] for name in config.event_fields()}
+    for ref in config.features.refs if config.features else []:
+        inputs[ref] = [None if ref in flags else row.get(ref) for row, flags in zip(features, missing, strict=True)]
+    model = config.registry.model or config.model.name
+    return build_profile(model, version, inputs, {name: list(values) for name, values in outputs.items()})

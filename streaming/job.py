@@ -193,13 +193,15 @@ def source_ddl(config: ServiceConfig, settings: JobSettings, name: str = "vatic_
         )"""
 
 
-def sink_ddl(name: str, topic: str, config: ServiceConfig, settings: JobSettings) -> str:
+def sink_ddl(name: str, topic: str, config: ServiceConfig, settings: JobSettings, *, prefix: str | None = None) -> str:
+    """A Kafka sink table (raw key and value, headers); under exactly_once its transactional ids start with
+    ``prefix`` (default: :func:`transactional_prefix`) and the table name."""
     assert config.streaming is not None
     spec = config.streaming
     if spec.guarantee == "exactly_once":
         guarantee = f"""
           'sink.delivery-guarantee' = 'exactly-once',
-          'sink.transactional-id-prefix' = '{transactional_prefix(config)}{name}',
+          'sink.transactional-id-prefix' = '{prefix or transactional_prefix(config)}{name}',
           'properties.transaction.timeout.ms' = '{int(spec.transaction_timeout_s * 1000)}',"""
     else:
         guarantee = "'sink.delivery-guarantee' = 'at-least-once',"
@@ -271,6 +273,21 @@ def _bucket(keys: list[int]) -> Any:
     return key
 
 
+def configure_checkpoints(env: StreamExecutionEnvironment, config: ServiceConfig) -> None:
+    """Checkpointing of a service's jobs (the pipeline and its drift monitor): exactly-once mode at the service's
+    interval, unaligned, retained on cancellation, one failure tolerated (see the module docstring)."""
+    spec = config.streaming
+    assert spec is not None
+    env.set_max_parallelism(MAX_PARALLELISM)
+    env.enable_checkpointing(int(spec.checkpoint_interval_s * 1000), CheckpointingMode.EXACTLY_ONCE)
+    checkpointing = env.get_checkpoint_config()
+    checkpointing.enable_unaligned_checkpoints()
+    checkpointing.set_min_pause_between_checkpoints(int(spec.checkpoint_interval_s * 500))
+    checkpointing.set_checkpoint_timeout(int(max(checkpoint_timeout_s(config), spec.checkpoint_interval_s * 10) * 1000))
+    checkpointing.set_externalized_checkpoint_retention(ExternalizedCheckpointRetention.RETAIN_ON_CANCELLATION)
+    checkpointing.set_tolerable_checkpoint_failure_number(1)
+
+
 def build(
     env: StreamExecutionEnvironment, settings: JobSettings, t_env: StreamTableEnvironment | None = None
 ) -> StreamTableEnvironment:
@@ -282,14 +299,7 @@ def build(
     spec = config.streaming
     parallelism = settings.parallelism or spec.parallelism
     env.set_parallelism(parallelism)
-    env.set_max_parallelism(MAX_PARALLELISM)
-    env.enable_checkpointing(int(spec.checkpoint_interval_s * 1000), CheckpointingMode.EXACTLY_ONCE)
-    checkpointing = env.get_checkpoint_config()
-    checkpointing.enable_unaligned_checkpoints()
-    checkpointing.set_min_pause_between_checkpoints(int(spec.checkpoint_interval_s * 500))
-    checkpointing.set_checkpoint_timeout(int(max(checkpoint_timeout_s(config), spec.checkpoint_interval_s * 10) * 1000))
-    checkpointing.set_externalized_checkpoint_retention(ExternalizedCheckpointRetention.RETAIN_ON_CANCELLATION)
-    checkpointing.set_tolerable_checkpoint_failure_number(1)
+    configure_checkpoints(env, config)
 
     t_env = t_env or StreamTableEnvironment.create(env)
     tag = re.sub(r"[^a-z0-9]+", "_", config.service.lower())

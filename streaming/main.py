@@ -5,6 +5,7 @@
     flink run --python .../vatic/streaming/main.py --service-dir /opt/vatic/service --env production ...
     flink run -pym vatic.streaming.main --service-dir ...
 
+``--job monitor`` runs the services' drift monitors instead of their pipelines (:mod:`vatic.streaming.monitor`).
 One option per setting (``--help`` lists them; :mod:`vatic.streaming.settings`); options left out come from
 ``VATIC_STREAM_*`` environment variables. ``--resume-from`` (a checkpoint or savepoint folder) restores state
 and source offsets. Outside ``flink run`` the job runs in an embedded mini-cluster, whose TaskManager the
@@ -26,6 +27,7 @@ from pyflink.datastream import StreamExecutionEnvironment
 
 from vatic.schemas.errors import PortInUse, VaticError
 from vatic.serving.config import load_service
+from vatic.streaming import monitor
 from vatic.streaming.job import build, check_kafka, flink_configuration
 from vatic.streaming.minicluster import exit_cluster_lost, watch_task_managers
 from vatic.streaming.settings import JobSettings, parse_job_arguments
@@ -50,12 +52,16 @@ def run(settings: JobSettings | list[JobSettings], *, resume_from: Path | None =
     os.environ.setdefault("_python_worker_execution_mode", "process")
     services = settings if isinstance(settings, list) else [settings]
     configs = [load_service(one.service_dir, one.environment) for one in services]
+    monitoring = services[0].job == "monitor"
     for config, one in zip(configs, services, strict=True):
-        check_kafka(config, one)  # a refused identity or a missing ACL stops here, before Flink would restart on it
+        # a refused identity or a missing ACL stops here, before Flink would restart on it
+        (monitor.check_kafka if monitoring else check_kafka)(config, one)
     first = services[0]
     if local:
         first = _metrics_port(first)
     conf = flink_configuration(configs[0], first, local=local)
+    if monitoring:
+        monitor.monitor_configuration(configs[0], conf)
     if resume_from is not None:
         conf.set_string("execution.state-recovery.path", resume_from.resolve().as_uri())
     if local:
@@ -67,8 +73,8 @@ def run(settings: JobSettings | list[JobSettings], *, resume_from: Path | None =
     env = StreamExecutionEnvironment.get_execution_environment(conf)
     t_env = None
     for one in services:
-        t_env = build(env, one, t_env)
-    names = "+".join(config.service for config in configs)
+        t_env = (monitor.build if monitoring else build)(env, one, t_env)
+    names = "+".join(config.service for config in configs) + ("-monitor" if monitoring else "")
     try:
         env.execute(first.job_name or f"vatic-{names}")
     except Py4JJavaError as exc:  # Flink gave up: the restart attempts are spent (or a failure it never retries)

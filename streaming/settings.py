@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -31,6 +32,11 @@ class JobSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="VATIC_STREAM_", extra="forbid")
 
     service_dir: Path = Field(description="the service folder (service.yaml + overlays)")
+    job: Literal["predict", "monitor"] = Field(
+        "predict",
+        description="predict: the service's pipeline (input topic -> predictions); monitor: its drift monitor "
+        "(predictions topic -> drift records, vatic.streaming.monitor)",
+    )
     environment: str = "local"
     bootstrap_servers: str | None = Field(
         None,
@@ -57,12 +63,19 @@ class JobSettings(BaseSettings):
         description="port of the Prometheus endpoint (/metrics) of a local (mini-cluster) job; 0: no endpoint. "
         "A job on a cluster uses the cluster's reporter configuration instead",
     )
+    registry_root: Path | None = Field(
+        None,
+        description="monitor: the local model registry folder holding the reference profiles (default: the service "
+        "config's registry section)",
+    )
     #: read the input topic up to its end offsets at start and stop (tests, backfills); False: run forever
     bounded: bool = False
     #: start from the earliest offset when the group has no committed offset (never 'latest': it skips events)
     start_from: str = Field("group-offsets", pattern="^(group-offsets|earliest-offset)$")
 
-    @field_validator("service_dir", "schema_store", "kafka_connector_jar", "checkpoint_dir", "model_ca_file")
+    @field_validator(
+        "service_dir", "schema_store", "kafka_connector_jar", "checkpoint_dir", "model_ca_file", "registry_root"
+    )
     @classmethod
     def _absolute(cls, path: Path | None) -> Path | None:
         """Paths are made absolute where the settings are read (the client): Flink's Python workers run in

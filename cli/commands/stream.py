@@ -25,6 +25,7 @@ from vatic.serving.config import load_service
 if TYPE_CHECKING:
     from vatic.cli.stack.flink import FlinkRest
     from vatic.connectors.kafka import KafkaSettings
+    from vatic.streaming.settings import JobSettings
 
 app = typer.Typer(
     rich_markup_mode=None, help="Run the streaming job (local mini-cluster or a Flink cluster) and read its topics."
@@ -143,9 +144,6 @@ def run(
     The job runs in a child process; if the mini-cluster loses its TaskManager it is restarted from the newest
     checkpoint (a few times in a row at most), as a cluster would start a new TaskManager.
     """
-    from vatic.streaming.logconfig import file_log4j
-    from vatic.streaming.main import latest_checkpoint
-    from vatic.streaming.minicluster import run_supervised
     from vatic.streaming.settings import JobSettings
 
     urls = list(model_url or [])
@@ -164,6 +162,16 @@ def run(
         if metrics_port is not None:
             payload["metrics_port"] = metrics_port
         services.append(JobSettings(**payload))
+    run_local(services, checkpoints, resume=resume)
+
+
+def run_local(services: list[JobSettings], checkpoints: Path, *, resume: bool) -> None:
+    """Run a job (pipelines or drift monitors) in a supervised local mini-cluster; blocks until it ends. The
+    Flink log, the log4j configuration and the JVM's temporary files live beside ``checkpoints``."""
+    from vatic.streaming.logconfig import file_log4j
+    from vatic.streaming.main import latest_checkpoint
+    from vatic.streaming.minicluster import run_supervised
+
     # the mini-cluster's log (task failures, restarts) goes next to the job's checkpoints, not into PyFlink's
     # install folder where every job on the machine would overwrite it
     logs = Path(os.environ.setdefault("FLINK_LOG_DIR", str(checkpoints.with_name(checkpoints.name + ".logs"))))
@@ -178,7 +186,8 @@ def run(
     typer.echo(f"schemas: {f'schema registry {url}' if url else f'embedded schema store {services[0].schema_store}'}",
                err=True)  # fmt: skip
     for one in services:
-        typer.echo(f"running {one.service_dir.name} (model {one.model_url})", err=True)
+        what = "drift monitor" if one.job == "monitor" else f"model {one.model_url}"
+        typer.echo(f"running {one.service_dir.name} ({what})", err=True)
     if services[0].metrics_port:
         _reporter_on_classpath()
         typer.echo(f"metrics: http://127.0.0.1:{services[0].metrics_port}/metrics (Prometheus)", err=True)

@@ -236,6 +236,16 @@ class ModelRegistry(ABC):
             stage="load",
         )
 
+    def read_file(self, ref: ModelRef | str, name: str) -> bytes | None:
+        """The content of file ``name`` at the top of the artifact folder of ``ref`` (a version's
+        ``metrics.json``, ``profile.json``), None when the version has no such file. Raises ``ModelNotFound``
+        for an unknown reference. Backends read the one file where they can; this default fetches the folder."""
+        with tempfile.TemporaryDirectory(prefix=".vatic-read-") as tmp:
+            model = self.resolve(ref)
+            self._download(model, Path(tmp))
+            path = Path(tmp) / name
+            return path.read_bytes() if path.is_file() else None
+
     @abstractmethod
     def _download(self, model: ResolvedModel, staging: Path) -> None:
         """Copy the artifact files of ``model`` into ``staging`` (an empty folder), as plain files.

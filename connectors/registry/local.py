@@ -181,6 +181,14 @@ class LocalFolderRegistry(ModelRegistry):
             )
         return ResolvedModel(name=ref.name, version=version, stage=ref.stage, location=str(real))
 
+    def read_file(self, ref: ModelRef | str, name: str) -> bytes | None:
+        """See :meth:`ModelRegistry.read_file`: read in place (the version folder is not copied)."""
+        model = self.resolve(ref)
+        path = Path(model.location) / name
+        if "/" in name or not path.is_file():
+            return None
+        return self._inside(path).read_bytes()
+
     def _download(self, model: ResolvedModel, staging: Path) -> None:
         source = self._inside(Path(model.location))
         for dirpath, dirnames, filenames in os.walk(source):

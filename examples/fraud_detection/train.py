@@ -7,7 +7,8 @@ model server decodes. Split by time: the newest ``test_share`` of the events is 
 rest picks the number of boosting rounds (early stopping), then the booster is refit on all of the rest.
 
 Output (``out`` folder): ``model.txt`` (LightGBM's text format, loaded by ``mlserver_lightgbm.LightGBMModel``;
-for a binary booster it answers the positive-class probability) and ``metrics.json``. Deterministic for a seed.
+for a binary booster it answers the positive-class probability), ``metrics.json`` and ``profile.json`` (the
+drift monitor's reference: the held-out rows' inputs and scores). Deterministic for a seed.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from typing import Any
 import numpy as np
 import pandas as pd  # type: ignore[import-untyped]
 
-from vatic.examples.tabular import model_arrays
+from vatic.examples.tabular import model_arrays, reference_profile
 from vatic.serving.config.model import ServiceConfig
 
 INPUT = "input-0"
@@ -105,6 +106,9 @@ def train(labelled: Path, out: Path, config: ServiceConfig, *, seed: int, test_s
         "top_features": [name for name, _ in sorted(gain.items(), key=lambda item: -item[1])[:8]],
     }
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n", encoding="utf-8")
+    # the drift monitor's reference: the held-out rows (the newest, closest to what will be served) and their scores
+    held_out = frame.iloc[cut:].reset_index(drop=True)
+    reference_profile(held_out, config, {config.model.outputs[0].field: scores.tolist()}).write(out)
     return metrics
 
 

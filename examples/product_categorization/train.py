@@ -26,7 +26,7 @@ import pandas as pd  # type: ignore[import-untyped]
 from numpy.typing import NDArray
 
 from vatic.examples.product_categorization import embedding
-from vatic.examples.tabular import model_arrays
+from vatic.examples.tabular import model_arrays, reference_profile
 from vatic.serving.config.model import ServiceConfig
 
 TEXT = "text"
@@ -142,7 +142,15 @@ def train(
         "labels": labels,
     }
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n", encoding="utf-8")
+    # the drift monitor's reference: the held-out listings' inputs (the text is free text: left out) and answers
+    answered = [labels[int(i)] for i in predicted]
+    reference_profile(frame.iloc[cut:].reset_index(drop=True), config, {_category_field(config): answered}).write(out)
     return metrics
+
+
+def _category_field(config: ServiceConfig) -> str:
+    """The prediction event's name of the output that carries the category label."""
+    return next((o.field for o in config.model.outputs if o.labels), config.model.outputs[0].field)
 
 
 def model_settings(config: ServiceConfig, version: str) -> dict[str, Any]:

@@ -410,6 +410,55 @@ class StreamingSpec(Section):
         return self
 
 
+class RetrainSpec(Section):
+    """`vatic retrain`: the promotion gate of a retrained version, and whether drift starts a retrain."""
+
+    metric: str | None = Field(
+        None,
+        description="held-out metric the gate compares (higher is better; default: the trainer's first headline "
+        "metric, roc_auc or accuracy)",
+    )
+    margin: float = Field(
+        0.01, ge=0, le=1, description="the new version passes when its metric >= the serving version's - margin"
+    )
+    on_drift: bool = Field(
+        False,
+        description="`vatic retrain --watch` retrains when `after_windows` judged windows in a row drifted",
+    )
+    after_windows: int = Field(2, ge=1, le=1000, description="drifted windows in a row that start a retrain")
+
+
+class MonitoringSpec(Section):
+    """The drift monitor (`vatic monitor run|submit`): a PyFlink job reading the predictions topic."""
+
+    topic: str | None = Field(None, pattern=TOPIC, description="topic of the drift records (default: <service>.drift)")
+    window_s: float = Field(300.0, ge=1, le=86_400, description="event-time tumbling window of the judgement")
+    lateness_s: float = Field(
+        60.0,
+        ge=0,
+        le=86_400,
+        description="how late (event time) a prediction may arrive and still count in its window: the watermark "
+        "trails the newest event time by this much; later ones are dropped (Flink's numLateRecordsDropped)",
+    )
+    psi_threshold: float = Field(0.2, gt=0, description="a column whose PSI reaches this has drifted")
+    missing_rise: float = Field(
+        0.2, gt=0, le=1, description="a column whose missing rate rises this much over training has drifted"
+    )
+    min_count: int = Field(200, ge=1, description="windows with fewer predictions of a version are not judged")
+    parallelism: int = Field(1, ge=1, le=1024, description="Flink parallelism of the monitor job")
+    batch_size: int = Field(
+        2000,
+        ge=1,
+        le=100_000,
+        description="predictions per vectorized call of the monitor; lateness is judged per call: a prediction "
+        "counts when the first one of its window and version in the same call was on time",
+    )
+    idle_s: float = Field(
+        30.0, ge=1, description="a partition without predictions for this long stops holding the watermark back"
+    )
+    retrain: RetrainSpec = Field(default_factory=RetrainSpec)
+
+
 class GatewaySpec(Section):
     """The REST gateway in front of the model server (also its Kubernetes Deployment)."""
 
@@ -707,6 +756,9 @@ class ServiceConfig(Section):
     shadow: ShadowSpec | None = Field(None, description="a model answering beside the serving one, for comparison")
     canary: CanarySpec | None = Field(None, description="a version answering a fixed share of the entities")
     gateway: GatewaySpec = Field(default_factory=GatewaySpec)
+    monitoring: MonitoringSpec = Field(
+        default_factory=MonitoringSpec, description="drift of the predictions from the training data, and retraining"
+    )
     kubernetes: KubernetesSpec = Field(
         default_factory=KubernetesSpec, description="what `vatic render` needs: cluster addresses, scheduling, labels"
     )
@@ -823,6 +875,11 @@ class ServiceConfig(Section):
             return []
         topics = [self.streaming.output_topic, self.streaming.dead_letter_topic]
         return [*topics, self.shadow_topic] if self.shadow_topic else topics
+
+    @property
+    def drift_topic(self) -> str:
+        """The topic of the drift monitor's records."""
+        return self.monitoring.topic or f"{self.service}.drift"
 
     @property
     def consumer_group(self) -> str:

@@ -165,6 +165,8 @@ class Predictor:
         self.poison_attempts = poison_attempts
         self.versions = versions
         self._entity_fields = list(config.features.entities.items()) if config.features else []
+        #: event fields the model reads: carried in prediction events (``inputs``) for the drift monitor
+        self._input_fields = config.event_fields()
         self.router = CanaryRouter.for_config(config)
         #: a canary named by the config (a service that follows its registry reads it from the pointer instead)
         self.canary: tuple[str, float] | None = None
@@ -550,6 +552,7 @@ class Predictor:
             "model_version": version or "",
             "outputs": outputs,
             "features": features,
+            "inputs": {f: _input_value(event.get(f)) for f in self._input_fields},
             "timings": {
                 "event_time": int(event_time) if isinstance(event_time, int | float) else received,
                 "received_time": received,
@@ -562,6 +565,15 @@ class Predictor:
 
 #: feature values that go into prediction events as they are (exact types: the per-feature fast path)
 _SCALARS = frozenset({type(None), bool, int, float, str})
+
+
+def _input_value(value: Any) -> Any:
+    """An event field as the prediction schema's ``inputs`` carries it: a scalar, or ``None`` for anything else."""
+    if type(value) in _SCALARS:
+        return value
+    if hasattr(value, "item"):  # NumPy scalar
+        return value.item()
+    return None
 
 
 def _feature_value(value: Any) -> Any:

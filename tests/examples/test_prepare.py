@@ -23,6 +23,7 @@ from vatic.examples.prepare import prepare
 from vatic.examples.product_categorization.events import CATEGORIES
 from vatic.examples.product_categorization.history import ProductParams
 from vatic.serving.config.loader import load_service
+from vatic.serving.core.drift import Profile
 from vatic.serving.core.tensors import MISSING_SUFFIX, build_inputs
 
 FRAUD = FraudParams(customers=400, merchants=60, days=100, per_customer_day=0.5, training_days=30, seed=5)
@@ -83,7 +84,8 @@ def _safetensors_header(path: Path) -> dict:
 def test_artifacts_have_the_documented_formats_and_no_pickle(prepared):
     _, report, _ = prepared
     fraud = _artifacts(report, "fraud_detection")
-    assert sorted(p.name for p in fraud.iterdir()) == ["metrics.json", "model-settings.json", "model.txt"]
+    names = ["metrics.json", "model-settings.json", "model.txt", "profile.json"]
+    assert sorted(p.name for p in fraud.iterdir()) == names
     text = (fraud / "model.txt").read_text(encoding="utf-8")
     assert text.startswith("tree\n")
     assert "objective=binary" in text
@@ -104,6 +106,7 @@ def test_artifacts_have_the_documented_formats_and_no_pickle(prepared):
         "metrics.json",
         "model-settings.json",
         "model.json",
+        "profile.json",
     ]
     header = _safetensors_header(product / "head.safetensors")
     dims = 384 + len(CATEGORIES)
@@ -115,6 +118,21 @@ def test_artifacts_have_the_documented_formats_and_no_pickle(prepared):
     assert labels == CATEGORIES
     product_config = load_service(service_dir("product_categorization"))
     assert [o.labels for o in product_config.model.outputs] == [labels, labels]
+    # the drift monitor's references: named after the registered version, every profiled column of the service
+    fraud_profile = Profile.read(fraud / "profile.json")
+    assert (fraud_profile.model, fraud_profile.version) == ("fraud-detector", "1")
+    assert fraud_profile.rows == metrics["rows_test"]
+    profiled = {(c.role, c.name): c for c in fraud_profile.columns}
+    assert {name for role, name in profiled if role == "input"} == set(FRAUD_CONFIG.event_fields()) | set(
+        FRAUD_CONFIG.features.refs
+    )
+    assert profiled["input", "amount"].kind == "numeric"
+    assert profiled["input", "channel"].kind == "categorical"
+    assert profiled["output", "fraud_probability"].kind == "numeric"
+    product_profile = Profile.read(product / "profile.json")
+    outputs = {c.name: c for c in product_profile.columns if c.role == "output"}
+    assert set(outputs["category"].categories) <= set(CATEGORIES)
+    assert not any(c.name in ("title", "description") for c in product_profile.columns)  # free text
     card = json.loads((product / "model.json").read_text())
     assert card["embedding"]["model"] == "sentence-transformers/all-MiniLM-L6-v2"
     assert card["head"]["input_dimensions"] == dims

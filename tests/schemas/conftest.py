@@ -59,6 +59,7 @@ def fraud_prediction() -> dict[str, Any]:
             "merchant_stats:chargeback_rate_90d": {"value": None, "missing": True},
             "customer_profile:home_country": {"value": "DE", "missing": False},
         },
+        "inputs": {"amount": 129.5, "channel": "ONLINE", "card_present": False, "merchant_category": "5411"},
         "timings": {
             "event_time": EVENT_TIME,
             "received_time": EVENT_TIME + 35,
@@ -84,6 +85,7 @@ def category_prediction() -> dict[str, Any]:
             "embedding": [0.12, -0.5, 0.33],
         },
         "features": {},
+        "inputs": {"title": "Trail runner 2", "description": None},
         "timings": {
             "event_time": EVENT_TIME,
             "received_time": EVENT_TIME + 3,
