@@ -17,6 +17,7 @@ from vatic.cli.commands import (
     predict,
     promote,
     render,
+    retrain,
     rollback,
     schema,
     stack,
@@ -50,6 +51,7 @@ app.add_typer(monitor.app, name="monitor")
 app.command(name="compare")(compare.compare)
 app.command(name="promote")(promote.promote)
 app.command(name="rollback")(rollback.rollback)
+app.command(name="retrain")(retrain.retrain_command)
 
 
 def main() -> None:

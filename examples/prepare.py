@@ -16,7 +16,8 @@ inputs did not change (a fingerprint of what it depends on is kept in ``<case ho
    ``<registry>/<model>/<version>/`` (:class:`~vatic.connectors.registry.LocalFolderRegistry` layout; versions
    1, 2, ... - a new one only when the training inputs changed). Inputs: the labelled set's *content* (times
    excluded: moving the anchor does not retrain), the service's model/features sections, the training code and
-   seed. The fingerprint is kept in the version's ``metrics.json``; the newest version is reused when it matches.
+   seed. The fingerprint is kept in the version's ``metrics.json``; the newest version with a matching one is
+   reused (a version ``vatic retrain`` registered since does not hide it).
    A model without a ``production`` stage gets one, on that version; a later version waits beside it until
    ``vatic promote`` moves the stage (the servers that follow it then roll it out).
 
@@ -287,6 +288,22 @@ def _latest_version(model_dir: Path) -> tuple[str | None, dict[str, Any]]:
     except (OSError, ValueError):
         metrics = {}
     return version, metrics if isinstance(metrics, dict) else {}
+
+
+def _version_with(model_dir: Path, fingerprint: str) -> tuple[str, dict[str, Any]] | None:
+    """The newest numeric version trained from ``fingerprint``'s inputs, and its metrics (a retrained version
+    registered after it does not make ``prepare`` train the same model again)."""
+    if not model_dir.is_dir():
+        return None
+    numeric = sorted((int(p.name) for p in model_dir.iterdir() if p.is_dir() and p.name.isdigit()), reverse=True)
+    for number in numeric:
+        try:
+            metrics = json.loads((model_dir / str(number) / "metrics.json").read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            continue
+        if isinstance(metrics, dict) and metrics.get("fingerprint") == fingerprint:
+            return str(number), metrics
+    return None
 
 
 def _finish_training(job: _Training) -> tuple[str, Path, dict[str, Any]]:
@@ -572,10 +589,11 @@ def _train_step(run: _CaseRun, labelled: Path, content: str) -> _Training | None
     seed = int(run.spec.params.seed)
     train_fp = _digest(_content_digest(labelled), _config_digest(run.config), _code(f"train:{run.case}", "train"), seed)
     model_dir = options.registry / result.model
-    latest, metrics = _latest_version(model_dir)
-    if not options.force and latest is not None and metrics.get("fingerprint") == train_fp:
-        result.version, result.artifacts, result.metrics = latest, str(model_dir / latest), metrics
-        result.steps.append(StepResult("train", False, 0.0, f"up to date ({result.model} v{latest})"))
+    found = None if options.force else _version_with(model_dir, train_fp)
+    if found is not None:
+        version, metrics = found
+        result.version, result.artifacts, result.metrics = version, str(model_dir / version), metrics
+        result.steps.append(StepResult("train", False, 0.0, f"up to date ({result.model} v{version})"))
         return None
     staging = model_dir / f".incoming-{uuid.uuid4().hex[:8]}"
     log_path = run.case_home / "train.log"

@@ -121,3 +121,21 @@ def model_settings(config: ServiceConfig, version: str, columns: int) -> dict[st
         "inputs": [{"name": INPUT, "datatype": "FP32", "shape": [-1, columns]}],
         "outputs": [{"name": "predict", "datatype": "FP64", "shape": [-1, 1]}],
     }
+
+
+def evaluate(labelled: Path, model_dir: Path, config: ServiceConfig, *, test_share: float = 0.2) -> dict[str, Any]:
+    """The held-out metrics of the model in ``model_dir`` (a registry version folder) on ``labelled``'s hold-out,
+    split exactly as :func:`train` splits it: the retraining gate compares versions on the same rows."""
+    import lightgbm as lgb
+    from sklearn.metrics import average_precision_score, roc_auc_score
+
+    frame = pd.read_parquet(labelled).sort_values(["event_time", "event_id"], kind="stable").reset_index(drop=True)
+    x = model_arrays(frame, config)[INPUT]
+    y = frame["label"].astype(np.int32).to_numpy()
+    cut = int(len(frame) * (1 - test_share))
+    scores = lgb.Booster(model_file=str(model_dir / "model.txt")).predict(x[cut:])
+    return {
+        "roc_auc": round(float(roc_auc_score(y[cut:], scores)), 4),
+        "average_precision": round(float(average_precision_score(y[cut:], scores)), 4),
+        "rows_test": len(frame) - cut,
+    }

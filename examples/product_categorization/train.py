@@ -160,3 +160,29 @@ def model_settings(config: ServiceConfig, version: str) -> dict[str, Any]:
         "implementation": config.serving.implementation,
         "parameters": {"uri": ".", "version": version},
     }
+
+
+def evaluate(
+    labelled: Path, model_dir: Path, config: ServiceConfig, *, test_share: float = 0.2, device: str = "auto"
+) -> dict[str, Any]:
+    """The held-out metrics of the model in ``model_dir`` (a registry version folder: its linear head over the
+    embedding) on ``labelled``'s hold-out, split exactly as :func:`train` splits it."""
+    from safetensors.numpy import load_file  # type: ignore[import-not-found, unused-ignore]
+    from sklearn.metrics import accuracy_score, f1_score
+
+    frame = pd.read_parquet(labelled).sort_values(["event_time", "event_id"], kind="stable").reset_index(drop=True)
+    cut = int(len(frame) * (1 - test_share))
+    held_out = frame.iloc[cut:].reset_index(drop=True)
+    labels = json.loads((model_dir / "labels.json").read_text(encoding="utf-8"))
+    arrays = model_arrays(held_out, config)
+    texts = [embedding.text_of(title, description) for title, description in arrays[TEXT]]
+    vectors = np.asarray(embedding.embed(embedding.load_encoder(device), texts), dtype=np.float32)
+    x = np.concatenate([vectors, arrays[MIX].astype(np.float32)], axis=1)
+    head = load_file(str(model_dir / "head.safetensors"))
+    predicted = np.argmax(x @ head["weight"].T + head["bias"], axis=1)
+    y = held_out["label"].map({label: i for i, label in enumerate(labels)}).to_numpy()
+    return {
+        "accuracy": round(float(accuracy_score(y, predicted)), 4),
+        "macro_f1": round(float(f1_score(y, predicted, average="macro")), 4),
+        "rows_test": len(held_out),
+    }

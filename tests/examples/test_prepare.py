@@ -17,11 +17,13 @@ import pytest
 from tests.fixtures.model_server import model_server, server_python
 from vatic.connectors.inference import InferenceClient, InferenceRequest
 from vatic.connectors.registry import LocalFolderRegistry
+from vatic.examples.fraud_detection.events import make_world, transactions
 from vatic.examples.fraud_detection.history import FraudParams
 from vatic.examples.layout import case_home, service_dir
 from vatic.examples.prepare import prepare
 from vatic.examples.product_categorization.events import CATEGORIES
 from vatic.examples.product_categorization.history import ProductParams
+from vatic.examples.retrain import record_labels, retrain
 from vatic.serving.config.loader import load_service
 from vatic.serving.core.drift import Profile
 from vatic.serving.core.tensors import MISSING_SUFFIX, build_inputs
@@ -254,3 +256,46 @@ def test_a_redis_url_with_a_password_is_refused_without_echoing_it() -> None:
     with pytest.raises(ConfigError, match="set VATIC_REDIS_PASSWORD") as refused:
         redis_connection_string("redis://:hunter2-canary@cache:6379/0")
     assert "hunter2-canary" not in str(refused.value)
+
+
+def _next_version(home: Path, model: str) -> str:
+    return str(max(int(p.name) for p in (home / "model-registry" / model).iterdir() if p.name.isdigit()) + 1)
+
+
+def test_retraining_registers_the_next_version_judged_on_the_serving_versions_held_out_rows(prepared):
+    home, _, _ = prepared
+    # labels arrive after the predictions: recent events with their true labels join the training set
+    now = datetime.now(UTC)
+    start = int(now.timestamp() * 1000) - 600_000
+    recent = list(transactions(make_world(n_customers=400, n_merchants=60, seed=5), 300, start_ms=start, rate_per_s=1))
+    assert record_labels("fraud_detection", [e for e, _ in recent], [y for _, y in recent], home=home) == 300
+    expected = _next_version(home, "fraud-detector")
+    lines: list[str] = []
+    report = retrain("fraud_detection", home=home, now=now, log=lines.append)
+    assert (report.model, report.version, report.recent_rows) == ("fraud-detector", expected, 300)
+    folder = home / "model-registry" / "fraud-detector" / expected
+    assert {"model.txt", "metrics.json", "profile.json", "model-settings.json"} <= {p.name for p in folder.iterdir()}
+    assert Profile.read(folder / "profile.json").version == expected
+    gate = json.loads((folder / "metrics.json").read_text())["gate"]
+    assert gate["metric"] == "roc_auc"
+    assert gate["serving_version"] == "1"  # the production stage's version, scored on the same held-out rows
+    assert 0.6 < gate["serving"] < 1.0
+    assert gate["new"] == report.metrics["roc_auc"]
+    assert gate["passed"] == (gate["new"] >= gate["serving"] - 0.01) == report.gate.passed
+    assert any("point-in-time labelled set" in line for line in lines)
+    # the serving version is untouched: promotion is the caller's step
+    assert LocalFolderRegistry(home / "model-registry").stages("fraud-detector")["production"] == "1"
+    # a retrained version does not make prepare train the prepared model again
+    again = prepare(home=home, fraud=FRAUD, product=PRODUCTS).cases["fraud_detection"]
+    assert "train" not in again.ran
+    assert again.version != expected
+
+
+def test_a_gate_that_the_new_version_cannot_pass_leaves_it_registered_and_unserved(prepared):
+    home, _, _ = prepared
+    expected = _next_version(home, "fraud-detector")
+    report = retrain("fraud_detection", home=home, margin=-1.0)  # must beat the serving version by a full point
+    assert not report.gate.passed
+    assert report.gate.line().endswith("refused")
+    assert (home / "model-registry" / "fraud-detector" / expected / "model.txt").is_file()
+    assert LocalFolderRegistry(home / "model-registry").stages("fraud-detector")["production"] == "1"

@@ -18,6 +18,7 @@ import pytest
 
 from vatic.cli.deploy.workspace import Workspace, load_state
 from vatic.cli.stack.mlserver import mlserver_executable
+from vatic.serving.core.drift import Profile
 
 VATIC = str(Path(sys.executable).parent / "vatic")
 SERVER_BIN = mlserver_executable().parent
@@ -57,6 +58,10 @@ def test_init_test_serve_predict(tmp_path, tier, library):
     done = _vatic("init", str(dest), "--tier", tier, "--library", library, "--project", "trials")
     assert done.returncode == 0, done.stderr
     assert (dest / "registry" / name / "1" / "metrics.json").is_file()
+    # the drift monitor's reference: every model input and the served output, named after the version
+    profile = Profile.read(dest / "registry" / name / "1" / "profile.json")
+    assert profile.version == "1"
+    assert [(c.role, c.name) for c in profile.columns] == [("input", f"f{i}") for i in range(4)] + [("output", "score")]
     assert {p.name for p in (dest / "service").iterdir()} >= {"service.yaml", "staging.yaml", "production.yaml"}
 
     # the generated project's own tests pass as generated
