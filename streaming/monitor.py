@@ -32,16 +32,14 @@ skipped: they are not this job's input data, and the job that wrote them dead-le
 Metrics (the reporter of :mod:`vatic.streaming.metrics`; integer gauges, so ratios are exported in thousandths),
 under ``flink_taskmanager_job_task_operator_vatic_``:
 
-==============================================================  =================================================
-``model_version_driftWindows{model,version,drifted}``           windows reported, by outcome (``true``, ``false``,
-                                                                ``unjudged``)
-``model_version_windowPredictions{model,version}``              predictions in the version's last window
-``model_version_column_psi_x1000{model,version,column}``        PSI x 1000 of each column in the last window
-``model_version_column_missingRate_x1000{...}``                 missing rate x 1000 in the last window
-``model_version_column_wasserstein_x1000{...}``                 numeric outputs: Wasserstein distance x 1000
-``model_version_column_drifted{...}``                           1 when the column drifted in the last window
-``monitoredPredictions`` / ``undecodable``                      predictions read; records skipped
-==============================================================  =================================================
+* ``model_version_drifted_driftWindows{model,version,drifted}``: windows reported, by verdict (``true``,
+  ``false``, ``unjudged``);
+* ``model_version_windowPredictions{model,version}``: predictions in the version's last window;
+* ``model_version_column_psi_x1000{model,version,column}``: PSI x 1000 of each column in the last window;
+* ``model_version_column_missingRate_x1000{...}``: its missing rate x 1000;
+* ``model_version_column_wasserstein_x1000{...}``: numeric outputs, the Wasserstein distance x 1000;
+* ``model_version_column_drifted{...}``: 1 when the column drifted in the last judged window (the alert's);
+* ``monitoredPredictions`` / ``undecodable``: records read, and records skipped.
 """
 
 from __future__ import annotations

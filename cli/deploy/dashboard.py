@@ -39,8 +39,14 @@ stream: source lag       the Kafka source's own metrics: ``flink_taskmanager_job
                          ``..._KafkaSourceReader_KafkaConsumer_records_lag_max``
 =======================  ==================================================================================
 
+drift                    the drift monitor's gauges (:mod:`vatic.streaming.monitor`, job ``vatic-<service>-monitor``):
+                         ``model_version_column_psi_x1000``, ``..._missingRate_x1000``,
+                         ``..._wasserstein_x1000`` by version and column, ``model_version_drifted_driftWindows`` by
+                         verdict - streaming services with ``monitoring.enabled``
+=======================  ==================================================================================
+
 The stream panels (streaming services only) follow the job by its Flink ``job_name`` (``vatic-<service>``) in
-the service's namespace; they are the last row.
+the service's namespace; the drift row follows; they are the last rows.
 
 The dashboard is a plain Grafana JSON model (schema version 39) with a Prometheus data source variable; the
 kustomization ships it as a ConfigMap labelled ``grafana_dashboard: "1"`` for Grafana's dashboard sidecar.
@@ -173,6 +179,33 @@ def _version_panels(config: ServiceConfig, gw: str) -> list[dict[str, Any]]:
     return panels
 
 
+def _drift_panels(config: ServiceConfig) -> list[dict[str, Any]]:
+    """The drift row: the drift monitor's gauges (vatic.streaming.monitor), per model version and column."""
+    job = f'namespace="{config.namespace}",job_name="vatic-{config.service}-monitor"'
+    threshold = config.monitoring.psi_threshold
+    psi = [
+        (f"max by (version, column) ({STREAM_PREFIX}model_version_column_psi_x1000{{{job}}}) / 1000",
+         "v{{version}} {{column}}"),
+        (f"vector({threshold:g})", "threshold"),
+    ]  # fmt: skip
+    missing = [
+        (f"max by (version, column) ({STREAM_PREFIX}model_version_column_missingRate_x1000{{{job}}}) / 1000",
+         "v{{version}} {{column}}"),
+    ]  # fmt: skip
+    score = [
+        (f"max by (version, column) ({STREAM_PREFIX}model_version_column_wasserstein_x1000{{{job}}}) / 1000",
+         "v{{version}} {{column}}"),
+        (f'sum by (version, drifted) (increase({STREAM_PREFIX}model_version_drifted_driftWindows{{{job}}}[1h]))',
+         "v{{version}} windows drifted={{drifted}}"),
+    ]  # fmt: skip
+    return [
+        _panel("Drift: PSI by column", "short", psi, "Last window of each model version against its training data."),
+        _panel("Drift: missing rate", "percentunit", missing, "Share of predictions where the column was missing."),
+        _panel("Drift: outputs and windows", "short", score, "Wasserstein distance of numeric outputs; windows by "
+               "verdict over the last hour."),
+    ]  # fmt: skip
+
+
 def dashboard(config: ServiceConfig) -> dict[str, Any]:
     """The Grafana dashboard of the service in ``config.environment`` (see the module docstring)."""
     s, ns, model = config.service, config.namespace, config.model.name
@@ -278,6 +311,8 @@ def dashboard(config: ServiceConfig) -> dict[str, Any]:
 
     if config.streaming is not None:
         panels += _stream_panels(config)
+        if config.monitoring.enabled:
+            panels += _drift_panels(config)
 
     for index, panel in enumerate(panels):
         panel["id"] = index + 1

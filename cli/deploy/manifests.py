@@ -880,23 +880,30 @@ def _state_pvc(config: ServiceConfig) -> dict[str, Any]:
     }
 
 
-def job_settings(config: ServiceConfig) -> JobSettings:
-    """The settings of the job in the cluster (built without reading this machine's environment)."""
-    return JobSettings.model_construct(
-        service_dir=Path(f"{CONFIG_ROOT}/service"),
-        environment=config.environment,
-        bootstrap_servers=config.kubernetes.kafka_bootstrap_servers,
-        model_url=model_url(config),
-        schema_registry_url=config.kubernetes.schema_registry_url,
-        checkpoint_dir=Path(f"{STATE_DIR}/checkpoints/{config.service}"),
-        job_name=f"vatic-{config.service}",
-    )
+def job_settings(config: ServiceConfig, job: str = "predict") -> JobSettings:
+    """The settings of the job (``predict``: the pipeline; ``monitor``: its drift monitor) in the cluster (built
+    without reading this machine's environment)."""
+    name = config.service if job == "predict" else f"{config.service}-monitor"
+    fields: dict[str, Any] = {
+        "service_dir": Path(f"{CONFIG_ROOT}/service"),
+        "environment": config.environment,
+        "bootstrap_servers": config.kubernetes.kafka_bootstrap_servers,
+        "model_url": model_url(config),
+        "schema_registry_url": config.kubernetes.schema_registry_url,
+        "checkpoint_dir": Path(f"{STATE_DIR}/checkpoints/{name}"),
+        "job_name": f"vatic-{name}",
+    }
+    if job == "monitor":
+        fields["job"] = "monitor"
+    return JobSettings.model_construct(**fields)
 
 
-def _flink_deployment(config: ServiceConfig, files: dict[str, tuple[str, str]]) -> dict[str, Any]:
+def _flink_deployment(config: ServiceConfig, files: dict[str, tuple[str, str]], job: str = "predict") -> dict[str, Any]:
+    """The FlinkDeployment of the service's pipeline, or (``job="monitor"``) of its drift monitor: the same image,
+    configuration and credentials, its own checkpoints and parallelism."""
     streaming, flink, k8s = config.streaming, config.kubernetes.flink, config.kubernetes
     assert streaming is not None
-    service = config.service
+    service = config.service if job == "predict" else f"{config.service}-monitor"
     conf = {
         "taskmanager.numberOfTaskSlots": str(flink.task_slots),
         "execution.checkpointing.interval": f"{round(streaming.checkpoint_interval_s * 1000)} ms",
@@ -950,7 +957,7 @@ def _flink_deployment(config: ServiceConfig, files: dict[str, tuple[str, str]]) 
     return {
         "apiVersion": "flink.apache.org/v1beta1",
         "kind": "FlinkDeployment",
-        "metadata": _meta(config, f"{service}-stream", "stream"),
+        "metadata": _meta(config, f"{service}-stream" if job == "predict" else service, "stream"),
         "spec": {
             "image": config.pipeline_image,
             "imagePullPolicy": k8s.image_pull_policy,
@@ -970,13 +977,50 @@ def _flink_deployment(config: ServiceConfig, files: dict[str, tuple[str, str]]) 
             "job": {
                 "jarURI": flink.python_jar,
                 "entryClass": "org.apache.flink.client.python.PythonDriver",
-                "args": ["-pym", "vatic.streaming.main", *job_arguments([job_settings(config)], local=False)],
-                "parallelism": streaming.parallelism,
+                "args": ["-pym", "vatic.streaming.main", *job_arguments([job_settings(config, job)], local=False)],
+                "parallelism": streaming.parallelism if job == "predict" else config.monitoring.parallelism,
                 "upgradeMode": flink.upgrade_mode,
                 "state": "running",
             },
         },
     }  # fmt: skip
+
+
+def _drift_rule(config: ServiceConfig) -> dict[str, Any]:
+    """The PrometheusRule of the drift monitor's gauges (vatic.streaming.monitor): an alert per model version and
+    column that drifted in its last judged window (``monitoring.psi_threshold``, ``missing_rise``; windows under
+    ``min_count`` are not judged), and one when the monitor reads undecodable records."""
+    prefix = "flink_taskmanager_job_task_operator_vatic"
+    job = f'job_name="vatic-{config.service}-monitor"'
+    window = config.monitoring.window_s
+    meta = _meta(config, f"{config.service}-drift", "stream")
+    meta["labels"] = {**meta["labels"], **config.kubernetes.monitoring_labels}
+    drift = {
+        "alert": "VaticModelDrift",
+        "expr": f"max by (model, version, column) ({prefix}_model_version_column_drifted{{{job}}}) == 1",
+        "for": f"{max(60, round(window))}s",
+        "labels": {"severity": "warning", "service": config.service},
+        "annotations": {
+            "summary": f"{config.service}: {{{{ $labels.column }}}} of model {{{{ $labels.model }}}} version "
+            f"{{{{ $labels.version }}}} drifted from its training data",
+            "description": f"The drift monitor of {config.service} judged the last {window:g} s window of this "
+            f"version: a PSI of {config.monitoring.psi_threshold:g} or more, or a missing rate "
+            f"{config.monitoring.missing_rise:g} above training. `vatic monitor show` lists the windows; "
+            "`vatic retrain` trains the next version.",
+        },
+    }
+    undecodable = {
+        "alert": "VaticDriftMonitorUndecodable",
+        "expr": f"increase({prefix}_undecodable{{{job}}}[15m]) > 0",
+        "labels": {"severity": "info", "service": config.service},
+        "annotations": {"summary": f"{config.service}: the drift monitor skipped records it could not decode"},
+    }
+    return {
+        "apiVersion": "monitoring.coreos.com/v1",
+        "kind": "PrometheusRule",
+        "metadata": meta,
+        "spec": {"groups": [{"name": f"vatic-{config.service}-drift", "rules": [drift, undecodable]}]},
+    }
 
 
 def build_manifests(config: ServiceConfig, service_dir: Path) -> list[Manifest]:
@@ -1015,6 +1059,9 @@ def build_manifests(config: ServiceConfig, service_dir: Path) -> list[Manifest]:
         if config.kubernetes.flink.state_volume_claim is None:
             out.append(Manifest("flink-state-pvc.yaml", _state_pvc(config)))
         out.append(Manifest("flink-deployment.yaml", _flink_deployment(config, files)))
+        if config.monitoring.enabled:
+            out.append(Manifest("monitor-flink-deployment.yaml", _flink_deployment(config, files, "monitor")))
+            out.append(Manifest("drift-prometheusrule.yaml", _drift_rule(config)))
         out.append(Manifest("stream-networkpolicy.yaml", _stream_network_policy(config)))
         out.append(Manifest("stream-metrics-service.yaml", _stream_metrics_service(config)))
         out.append(Manifest("stream-servicemonitor.yaml", _service_monitor(config, "stream", "metrics")))

@@ -14,7 +14,8 @@ no network.
   ship compiled validators for Node 22, PyPI's ``cloudcoil-models-*`` only pydantic classes, and Maven Central does
   not serve ``flink-kubernetes-operator`` to this machine), so the schemas are vendored in ``crds/*.json``, taken
   from the projects' release tags (repository, tag, path and sha256 of the source file recorded in each file's
-  ``source``; descriptions removed). They are turned into JSON Schema the way the API server reads a structural
+  ``source``; descriptions removed); the ``PrometheusRule`` schema is written from the operator's API reference
+  (its ``source`` says so). They are turned into JSON Schema the way the API server reads a structural
   schema: ``nullable`` allows null, ``x-kubernetes-int-or-string`` allows both, and an object with ``properties``
   rejects unknown fields unless it says ``x-kubernetes-preserve-unknown-fields`` (strict field validation).
 
@@ -42,6 +43,7 @@ CRD_KINDS: dict[tuple[str, str], str] = {
     ("keda.sh/v1alpha1", "TriggerAuthentication"): "triggerauthentication.json",
     ("monitoring.coreos.com/v1", "ServiceMonitor"): "servicemonitor.json",
     ("flink.apache.org/v1beta1", "FlinkDeployment"): "flinkdeployment.json",
+    ("monitoring.coreos.com/v1", "PrometheusRule"): "prometheusrule.json",
 }
 
 

@@ -431,6 +431,9 @@ class RetrainSpec(Section):
 class MonitoringSpec(Section):
     """The drift monitor (`vatic monitor run|submit`): a PyFlink job reading the predictions topic."""
 
+    enabled: bool = Field(
+        True, description="`vatic render` deploys the monitor (a FlinkDeployment) and its PrometheusRule beside the job"
+    )
     topic: str | None = Field(None, pattern=TOPIC, description="topic of the drift records (default: <service>.drift)")
     window_s: float = Field(300.0, ge=1, le=86_400, description="event-time tumbling window of the judgement")
     lateness_s: float = Field(

@@ -314,3 +314,72 @@ def test_a_gateway_with_a_shadow_writes_its_answers_to_the_shadow_topic_with_the
     kafka = {name for name in job_env if name.startswith("VATIC_KAFKA_") and name != "VATIC_KAFKA_BOOTSTRAP_SERVERS"}
     assert kafka  # the example's production overlay uses SASL_SSL
     assert kafka <= set(env)  # the same Kafka identity as the job's
+
+
+def _monitor_metric_names() -> set[str]:
+    """The Prometheus names of the drift monitor's gauges, as its report operator registers them for a window."""
+    import re
+
+    from pyflink.fn_execution.metrics.process.metric_impl import GenericMetricGroup, MetricGroupType
+
+    from vatic.serving.core.drift import ColumnDrift, WindowDrift
+    from vatic.streaming.monitor import DriftReport
+
+    root = GenericMetricGroup(None, None)
+    report = DriftReport.__new__(DriftReport)
+    report.group, report.gauges, report.windows = root.add_group("vatic"), {}, {}
+    columns = (
+        ColumnDrift("amount", "input", "numeric", 300, 0.0, 0.0, 0.4, None, True),
+        ColumnDrift("score", "output", "numeric", 300, 0.0, 0.0, 0.1, 0.02, False),
+    )
+    report._export(WindowDrift("s", "m", "3", 0, 1, 300, True, True, True, 0.2, columns))
+    names: set[str] = set()
+
+    def walk(group: GenericMetricGroup) -> None:
+        scope, types = group._get_metric_group_names_and_types()
+        kept = [n for n, t in zip(scope, types, strict=True) if t != str(MetricGroupType.value)]
+        names.update("flink_taskmanager_job_task_operator_" + "_".join([*kept, m]) for m in group._flink_gauge)
+        for sub in group._sub_groups:
+            walk(sub)
+
+    walk(root)
+    assert all(re.fullmatch(r"[a-zA-Z_:][a-zA-Z0-9_:]*", n) for n in names)
+    return names
+
+
+def test_the_drift_monitor_runs_as_a_second_flink_deployment_with_its_alert_and_dashboard_row(fraud):
+    import re
+
+    monitor = fraud["FlinkDeployment/fraud-detection-monitor"]
+    job = monitor["spec"]["job"]
+    parsed = parse_job_arguments(job["args"][2:])
+    settings = parsed.services[0]
+    assert (settings.job, settings.job_name, parsed.local) == ("monitor", "vatic-fraud-detection-monitor", False)
+    assert str(settings.checkpoint_dir).endswith("/checkpoints/fraud-detection-monitor")
+    assert job["parallelism"] == load_service(service_dir("fraud_detection"), "production").monitoring.parallelism
+    pipeline = fraud["FlinkDeployment/fraud-detection-stream"]
+    assert monitor["spec"]["image"] == pipeline["spec"]["image"]
+    assert monitor["spec"]["podTemplate"]["metadata"]["labels"] == pipeline["spec"]["podTemplate"]["metadata"]["labels"]
+
+    exported = _monitor_metric_names()
+    rule = fraud["PrometheusRule/fraud-detection-drift"]
+    rules = rule["spec"]["groups"][0]["rules"]
+    assert [r["alert"] for r in rules] == ["VaticModelDrift", "VaticDriftMonitorUndecodable"]
+    text = json.dumps(rule)
+    assert 'job_name=\\"vatic-fraud-detection-monitor\\"' in text
+    used = set(re.findall(r"flink_taskmanager_job_task_operator_vatic_\w+", text))
+    assert used - exported == {"flink_taskmanager_job_task_operator_vatic_undecodable"}  # the function's counter
+
+    board = json.dumps([p for p in dashboard(load_service(service_dir("fraud_detection"), "production"))["panels"]
+                        if p["title"].startswith("Drift")])  # fmt: skip
+    used = set(re.findall(r"flink_taskmanager_job_task_operator_vatic_\w+", board))
+    assert used and used <= exported, used - exported
+
+
+def test_a_service_with_monitoring_disabled_renders_no_monitor(tmp_path):
+    config = load_service(service_dir("fraud_detection"), "production")
+    off = config.model_copy(update={"monitoring": config.monitoring.model_copy(update={"enabled": False})})
+    kinds = {(m.obj["kind"], m.obj["metadata"]["name"]) for m in build_manifests(off, service_dir("fraud_detection"))}
+    assert ("FlinkDeployment", "fraud-detection-monitor") not in kinds
+    assert not any(kind == "PrometheusRule" for kind, _ in kinds)
+    assert not any(p["title"].startswith("Drift") for p in dashboard(off)["panels"])
