@@ -373,7 +373,8 @@ def test_the_drift_monitor_runs_as_a_second_flink_deployment_with_its_alert_and_
     board = json.dumps([p for p in dashboard(load_service(service_dir("fraud_detection"), "production"))["panels"]
                         if p["title"].startswith("Drift")])  # fmt: skip
     used = set(re.findall(r"flink_taskmanager_job_task_operator_vatic_\w+", board))
-    assert used and used <= exported, used - exported
+    assert used
+    assert used <= exported, used - exported
 
 
 def test_a_service_with_monitoring_disabled_renders_no_monitor(tmp_path):
