@@ -51,7 +51,10 @@ def run(settings: JobSettings | list[JobSettings], *, resume_from: Path | None =
     # every subtask's Python code in this client process, on one GIL, whatever the parallelism.
     os.environ.setdefault("_python_worker_execution_mode", "process")
     services = settings if isinstance(settings, list) else [settings]
-    configs = [load_service(one.service_dir, one.environment) for one in services]
+    configs = [
+        monitor.monitor_config(one) if one.job == "monitor" else load_service(one.service_dir, one.environment)
+        for one in services
+    ]
     monitoring = services[0].job == "monitor"
     for config, one in zip(configs, services, strict=True):
         # a refused identity or a missing ACL stops here, before Flink would restart on it

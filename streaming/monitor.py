@@ -89,6 +89,24 @@ CELLS_TYPE = DataTypes.ROW(
 )
 
 
+def monitor_config(settings: JobSettings) -> ServiceConfig:
+    """The service config the monitor judges with: the service's, with the run's overrides of its monitoring
+    section (``monitor_window_s``, ``monitor_lateness_s``, ``monitor_min_count``)."""
+    config = load_service(settings.service_dir, settings.environment)
+    overrides = {
+        name: value
+        for name, value in (
+            ("window_s", settings.monitor_window_s),
+            ("lateness_s", settings.monitor_lateness_s),
+            ("min_count", settings.monitor_min_count),
+        )
+        if value is not None
+    }
+    if not overrides:
+        return config
+    return config.model_copy(update={"monitoring": config.monitoring.model_copy(update=overrides)})
+
+
 def tag_of(config: ServiceConfig) -> str:
     return re.sub(r"[^a-z0-9]+", "_", config.service.lower())
 
@@ -151,7 +169,7 @@ class WindowCells(ScalarFunction):  # type: ignore[misc]
     def open(self, function_context: FunctionContext) -> None:
         from vatic.streaming.batch import schema_source
 
-        self.config = load_service(self.settings.service_dir, self.settings.environment)
+        self.config = monitor_config(self.settings)
         assert self.config.streaming is not None
         self.codec = AvroCodec(
             schema_source(self.settings), topic_subject(self.config.streaming.output_topic), load_schema("prediction")
@@ -218,7 +236,7 @@ class DriftReport(KeyedProcessFunction):  # type: ignore[misc]
     def open(self, runtime_context: RuntimeContext) -> None:
         from vatic.streaming.batch import schema_source
 
-        self.config = load_service(self.settings.service_dir, self.settings.environment)
+        self.config = monitor_config(self.settings)
         self.codec = AvroCodec(
             schema_source(self.settings), topic_subject(self.config.drift_topic), load_schema("drift")
         )
@@ -319,7 +337,7 @@ def build(
     """Add one service's drift monitor to ``env``; returns the table environment that owns its Kafka tables."""
     from vatic.streaming.job import configure_checkpoints, kafka_options, sink_ddl
 
-    config = load_service(settings.service_dir, settings.environment)
+    config = monitor_config(settings)
     if config.streaming is None:
         raise ConfigError(f"service {config.service} has no streaming section: no predictions topic to monitor")
     spec, monitoring = config.streaming, config.monitoring

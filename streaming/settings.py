@@ -68,6 +68,13 @@ class JobSettings(BaseSettings):
         description="monitor: the local model registry folder holding the reference profiles (default: the service "
         "config's registry section)",
     )
+    monitor_window_s: float | None = Field(
+        None, ge=1, le=86_400, description="monitor: override monitoring.window_s for this run (demos, backfills)"
+    )
+    monitor_lateness_s: float | None = Field(
+        None, ge=0, le=86_400, description="monitor: override monitoring.lateness_s for this run"
+    )
+    monitor_min_count: int | None = Field(None, ge=1, description="monitor: override monitoring.min_count for this run")
     #: read the input topic up to its end offsets at start and stop (tests, backfills); False: run forever
     bounded: bool = False
     #: start from the earliest offset when the group has no committed offset (never 'latest': it skips events)

@@ -9,7 +9,12 @@
    shows the rollout, not a retraining), moves the stage, waits until the model server has switched, then
    counts the predictions each version answered - one line per step;
 5. makes a few REST calls to the gateway (same enrichment, same models);
-6. shows the dead-letter records, stops the job and ends with exactly one line::
+6. shows the dead-letter records and stops the job;
+7. the drift act (``--no-drift`` skips it): the last 40% of the fraud events have their amount multiplied by 4; a
+   bounded drift monitor (``vatic monitor run``, windows of ``--drift-window-s``) reads this run's predictions and
+   one line per window says what it judged; the run's fraud events are recorded with their true labels, ``vatic
+   retrain``'s steps train the next version on the data up to now, the gate compares it with the serving version,
+   and a version that passed is promoted canary first; then the demo ends with exactly one line::
 
        demo: <in> events in, <out> predictions, <dlq> dead-lettered, <lost> lost
 
@@ -111,12 +116,14 @@ BAD_PER_SERVICE = 3
 
 def _produce(
     progress: Progress, services: list[Service], store: SchemaSource, events: int, kafka: KafkaSettings, rate: float,
-    midway: Callable[[Service], None] | None = None,
+    midway: Callable[[Service], None] | None = None, drift: Drift | None = None,
 ) -> int:  # fmt: skip
     """Produce ``events`` per service (``rate`` events/s each) plus the bad ones; returns how many records went in.
-    Runs while the outputs are read (:func:`_collect`), so that the latencies measured are the job's: an event is
-    recorded as sent before it is produced. ``progress`` is the one display both share (rich shows one at a
-    time). ``midway`` runs halfway through each service's events, once what was produced is flushed."""
+        Runs while the outputs are read (:func:`_collect`), so that the latencies measured are the job's: an event is
+        recorded as sent before it is produced. ``progress`` is the one display both share (rich shows one at a
+        time). ``midway`` runs halfway through each service's events, once what was produced is flushed. With ``drift``,
+    the last :data:`SHIFTED_SHARE` of the fraud events have their amount multiplied by :data:`SHIFT`, and the fraud
+    events are kept with their true labels (the drift act)."""
     producer = Producer(kafka)
     run = uuid.uuid4().hex[:8]
     total = 0
@@ -126,11 +133,11 @@ def _produce(
         codec = AvroCodec(store, topic_subject(input_topic), load_schema(schema))
         now = time.time_ns() // 1_000_000
         if schema == "transaction":
-            generated: Any = (e for e, _ in transactions(make_world(), events, start_ms=now))
+            generated: Any = transactions(make_world(), events, start_ms=now)
         else:
-            generated = (e for e, _ in products(events, start_ms=now))
+            generated = products(events, start_ms=now)
         task = progress.add_task(f"produce {input_topic}", total=events)
-        for i, event in enumerate(generated):
+        for i, (event, label) in enumerate(generated):
             if midway is not None and i == events // 2:
                 producer.flush()
                 midway(service)
@@ -138,6 +145,13 @@ def _produce(
             # restarted job may still replay from its last committed offsets
             event["event_id"] = str(uuid.uuid4())
             event["event_time"] = time.time_ns() // 1_000_000
+            if drift is not None and schema == "transaction":
+                if i >= events * (1 - SHIFTED_SHARE):
+                    event["amount"] = round(float(event["amount"]) * SHIFT, 2)
+                    drift.start_ms = drift.start_ms or int(event["event_time"])
+                drift.first_ms = drift.first_ms or int(event["event_time"])
+                drift.events.append(dict(event))
+                drift.labels.append(label)
             if i % 500 == 250 and schema == "transaction":
                 event["merchant_category"] = "0000"  # no such category code: the model cannot encode it
             key = str(event.get("customer_id") or event.get("product_id")).encode()
@@ -277,6 +291,7 @@ def _rollout_act(console: Console, settings: StackSettings, act: Rollout) -> Cal
     version, move the stage and wait until the service's model server has switched to it."""
     from vatic.cli.commands.promote import wait_for
     from vatic.connectors.registry import LocalFolderRegistry
+    from vatic.examples.prepare import stamp_profile
     from vatic.serving.core.versions import FOLLOW_S
 
     def midway(service: Service) -> None:
@@ -292,6 +307,7 @@ def _rollout_act(console: Console, settings: StackSettings, act: Rollout) -> Cal
         numbered = [int(v) for v in registry.versions(name) if v.isdigit()]
         new = str(max(numbered, default=0) + 1)
         shutil.copytree(registry.root / name / current, registry.root / name / new)
+        stamp_profile(registry.root / name / new, new)  # the copy's reference profile names its own version
         console.print(f"  rollout {who}: registered {name} v{new} (a copy of v{current}'s artifact)")
         registry.set_stage(name, stage, new)
         console.print(f"  rollout {who}: stage {stage} moved from v{current} to v{new} while the stream runs")
@@ -304,6 +320,87 @@ def _rollout_act(console: Console, settings: StackSettings, act: Rollout) -> Cal
         time.sleep(FOLLOW_S + 0.2)  # the job and the gateway read the pointer at least this often
 
     return midway
+
+
+#: the drift act: the share of the fraud events (the last ones) whose amount is multiplied by SHIFT
+SHIFTED_SHARE = 0.4
+SHIFT = 4.0
+
+
+@dataclass
+class Drift:
+    """The drift act of one run (module docstring): the monitor's window, and the fraud events with their labels."""
+
+    window_s: float
+    first_ms: int = 0  # event time of the run's first fraud event
+    start_ms: int = 0  # event time of the first shifted one
+    events: list[dict[str, Any]] = field(default_factory=list)
+    labels: list[Any] = field(default_factory=list)
+
+
+def _drift_act(
+    console: Console, services: list[Service], act: Drift, registry: str | None, workdir: Path, rate: float
+) -> None:
+    """Monitor the fraud predictions of this run (a bounded monitor job, short windows), show its windows, then
+    retrain on the data up to now (these events' labels included), gate, and promote what passes."""
+    from vatic.cli.commands.monitor import describe, read_drift
+    from vatic.cli.commands.promote import promote
+    from vatic.examples.prepare import PrepareError
+    from vatic.examples.retrain import record_labels, retrain
+
+    fraud = next((s for s in services if s.config.streaming and s.config.streaming.input_schema == "transaction"), None)
+    if fraud is None or not act.start_ms:
+        return
+    name = fraud.config.service
+    min_count = max(20, int(rate * act.window_s / 3))
+    console.print(
+        f"  drift {name}: amount x{SHIFT:g} for the last {SHIFTED_SHARE:.0%} of the events; the monitor judges "
+        f"{act.window_s:g} s windows of at least {min_count} predictions"
+    )
+    log = workdir / "monitor.log"
+    argv = [str(Path(sys.executable).parent / "vatic"), "monitor", "run", str(fraud.folder), "--bounded",
+            "--no-resume", "--checkpoint-dir", str(workdir / "monitor"), "--metrics-port", "0",
+            "--window-s", f"{act.window_s:g}", "--lateness-s", "1", "--min-count", str(min_count)]  # fmt: skip
+    if registry:
+        argv += ["--schema-registry-url", registry]
+    started = time.monotonic()
+    with log.open("wb") as err:
+        done = subprocess.run(argv, stdout=subprocess.DEVNULL, stderr=err, timeout=600, check=False)
+    if done.returncode != 0:
+        raise ConfigError(f"the drift monitor failed ({done.returncode}); its log: {log}")
+    windows = [r for r in read_drift(fraud.config, act.first_ms, registry) if r["window_end"] > act.first_ms]
+    console.print(f"  drift {name}: the monitor read the predictions and wrote {len(windows)} window(s) in "
+                  f"{time.monotonic() - started:.1f} s")  # fmt: skip
+    for record in windows:
+        console.print(f"    {describe(record)}")
+    before = [r for r in windows if r["judged"] and r["window_end"] <= act.start_ms]
+    after = [r for r in windows if r["judged"] and r["window_start"] >= act.start_ms]
+    flagged = [r for r in after if "amount" in r["drifted_columns"]]
+    if after and not flagged:
+        raise ConfigError(f"the drift monitor flagged none of the {len(after)} shifted window(s): see {log}")
+    if flagged:
+        psi = next(c["psi"] for c in flagged[0]["columns"] if c["name"] == "amount")
+        early = sum("amount" in r["drifted_columns"] for r in before)
+        console.print(
+            f"  drift {name}: amount flagged in {len(flagged)} of {len(after)} window(s) after the shift (the first "
+            f"with PSI {psi:.2f}, v{flagged[0]['model_version']}), in {early} of {len(before)} before it; windows "
+            f"before it flagged for any column: {sum(r['drifted'] for r in before)}"
+        )
+    held = record_labels("fraud_detection", act.events, act.labels)
+    console.print(f"  retrain {name}: {len(act.events)} labelled events of this run recorded ({held} in all)")
+    try:
+        report = retrain("fraud_detection", log=lambda line: None)
+    except PrepareError as exc:
+        raise ConfigError(str(exc)) from None
+    console.print(
+        f"  retrain {name}: registered {report.model} v{report.version} from {report.rows:,} point-in-time rows "
+        f"({report.recent_rows:,} recent) in {report.seconds:.1f} s"
+    )
+    console.print(f"  retrain {name}: {report.gate.line()}")
+    if report.gate.passed:
+        promote(fraud.folder, report.version, model_url=fraud.model_url, canary=True, canary_s=2.0)
+    else:
+        console.print(f"  retrain {name}: v{report.version} stays registered, unserved")
 
 
 def _rollout_summary(console: Console, act: Rollout, predictions: dict[str, dict[str, Any]]) -> None:
@@ -333,10 +430,29 @@ def _rest_calls(console: Console, services: list[Service], stack: StackSettings)
             console.print(f"  REST {service.config.service}: {response.status_code} in {took:.1f} ms -> {shown}")
 
 
+def _dead_letter_table(console: Console, dead: list[dict[str, Any]]) -> None:
+    table = Table(title="dead-lettered records", show_lines=False)
+    for column in ("service", "stage", "error", "message", "source"):
+        table.add_column(column)
+    for record in dead[:12]:
+        table.add_row(
+            record["service"],
+            record["stage"],
+            record["error_class"],
+            record["error_message"][:70],
+            f"{record['topic']}/{record['partition']}/{record['offset']}",
+        )
+    console.print(table)
+
+
 def demo(
     events: Annotated[int, typer.Option(help="events per use case", min=1)] = 1000,
     rate: Annotated[float, typer.Option(help="events per second per use case", min=1)] = 50.0,
     timeout_s: Annotated[float, typer.Option(help="give up waiting for outputs after this long")] = 300.0,
+    drift: Annotated[
+        bool, typer.Option(help="the drift act: shift the fraud amounts, monitor, retrain, gate, promote")
+    ] = True,
+    drift_window_s: Annotated[float, typer.Option(min=1, help="the drift act's monitor window")] = 5.0,
 ) -> None:
     """Both use cases end to end: stream (Kafka -> Flink -> Kafka) and REST, on the running local stack."""
     console = Console(soft_wrap=True)
@@ -365,7 +481,8 @@ def demo(
         with _progress(console) as progress, ThreadPoolExecutor(1, thread_name_prefix="demo-produce") as pool:
             act = Rollout()
             midway = _rollout_act(console, settings, act)
-            producing = pool.submit(_produce, progress, services, store, events, kafka, rate, midway)
+            shift = Drift(drift_window_s) if drift else None
+            producing = pool.submit(_produce, progress, services, store, events, kafka, rate, midway, shift)
             predictions, dead, processed, visible = _collect(
                 progress, services, store, consumer, total, timeout_s, job, log, producing
             )
@@ -382,18 +499,7 @@ def demo(
             )
         _rollout_summary(console, act, predictions)
         _rest_calls(console, services, settings)
-        table = Table(title="dead-lettered records", show_lines=False)
-        for column in ("service", "stage", "error", "message", "source"):
-            table.add_column(column)
-        for record in dead[:12]:
-            table.add_row(
-                record["service"],
-                record["stage"],
-                record["error_class"],
-                record["error_message"][:70],
-                f"{record['topic']}/{record['partition']}/{record['offset']}",
-            )
-        console.print(table)
+        _dead_letter_table(console, dead)
     finally:
         if job.poll() is None:
             os.killpg(job.pid, signal.SIGTERM)
@@ -402,6 +508,8 @@ def demo(
             except subprocess.TimeoutExpired:
                 os.killpg(job.pid, signal.SIGKILL)
                 job.wait()
+    if shift is not None:
+        _drift_act(console, services, shift, url, workdir, rate)
     lost = total - len(predictions) - len(dead)
     typer.echo(f"demo: {total} events in, {len(predictions)} predictions, {len(dead)} dead-lettered, {lost} lost")
     if lost:

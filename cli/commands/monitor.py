@@ -104,6 +104,11 @@ def run(
     schema_registry_url: RegistryUrl = None,
     registry_root: RegistryRoot = None,
     create_topics: Annotated[bool, typer.Option(help="create the drift topic when missing")] = True,
+    window_s: Annotated[
+        float | None, typer.Option(min=1, help="override monitoring.window_s for this run (demos, backfills)")
+    ] = None,
+    lateness_s: Annotated[float | None, typer.Option(min=0, help="override monitoring.lateness_s for this run")] = None,
+    min_count: Annotated[int | None, typer.Option(min=1, help="override monitoring.min_count for this run")] = None,
     metrics_port: Annotated[
         int | None,
         typer.Option(min=0, max=65535, help=f"Prometheus endpoint (default {MONITOR_METRICS_PORT}); 0: none"),
@@ -121,7 +126,10 @@ def run(
     )  # fmt: skip
     port = metrics_port if metrics_port is not None else int(os.environ.get("VATIC_MONITOR_METRICS_PORT",
                                                                              MONITOR_METRICS_PORT))  # fmt: skip
-    settings = settings.model_copy(update={"metrics_port": port})
+    settings = settings.model_copy(
+        update={"metrics_port": port, "monitor_window_s": window_s, "monitor_lateness_s": lateness_s,
+                "monitor_min_count": min_count}
+    )  # fmt: skip
     if create_topics:
         _create_drift_topic(config, settings.bootstrap_servers)
     assert settings.checkpoint_dir is not None
@@ -206,14 +214,14 @@ def read_drift(config: ServiceConfig, since_ms: int, schema_registry_url: str | 
 def describe(record: dict[str, Any]) -> str:
     """One line per drift record: window, version, verdict and the columns that moved most."""
     start = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(record["window_start"] / 1000))
-    minutes = (record["window_end"] - record["window_start"]) / 60000
+    seconds = (record["window_end"] - record["window_start"]) / 1000
     verdict = "DRIFT" if record["drifted"] else ("ok" if record["judged"] else "not judged")
     if not record["profiled"]:
         verdict = "no reference profile"
     ranked = sorted((c for c in record["columns"] if c["psi"] is not None), key=lambda c: -c["psi"])[:3]
     top = ", ".join(f"{c['name']} psi {c['psi']:.3f}" for c in ranked)
     return (
-        f"{start} UTC +{minutes:g}m  {record['model_name']} v{record['model_version']}: {record['predictions']} "
+        f"{start} UTC +{seconds:g}s  {record['model_name']} v{record['model_version']}: {record['predictions']} "
         f"predictions, {verdict}"
         + (f" ({', '.join(record['drifted_columns'])})" if record["drifted"] else "")
         + (f"; top: {top}" if top else "")

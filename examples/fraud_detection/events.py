@@ -16,6 +16,7 @@ The label is what the model learns; the events are what the stream carries (no l
 
 from __future__ import annotations
 
+import itertools
 import math
 import random
 import uuid
@@ -67,6 +68,10 @@ class World:
     merchants: list[Merchant]
     seed: int = 0
     rng: random.Random = field(default_factory=random.Random, repr=False)
+    #: how often each customer pays, and how popular each merchant is (relative weights): the history and the
+    #: live stream draw payers and payees with them, so that a stream looks like the data the model learnt from
+    activity: list[float] = field(default_factory=list, repr=False)
+    popularity: list[float] = field(default_factory=list, repr=False)
 
 
 def make_world(n_customers: int = 2000, n_merchants: int = 300, seed: int = 7) -> World:
@@ -98,7 +103,10 @@ def make_world(n_customers: int = 2000, n_merchants: int = 300, seed: int = 7) -
                 chargeback_rate=min(0.3, max(0.0, rng.gauss(0.004 + 0.02 * risky, 0.006))),
             )
         )
-    return World(customers, merchants, seed, random.Random(seed + 1))
+    weights = random.Random(seed + 2)  # its own stream: the population above stays what it was for the seed
+    activity = [weights.lognormvariate(0.0, 0.8) for _ in customers]
+    popularity = [weights.lognormvariate(0.0, 1.0) for _ in merchants]
+    return World(customers, merchants, seed, random.Random(seed + 1), activity, popularity)
 
 
 def _fraud_logit(
@@ -189,11 +197,14 @@ def account_takeover(
 def transactions(
     world: World, n: int, *, start_ms: int = EPOCH_MS, rate_per_s: float = 50.0
 ) -> Iterator[tuple[dict[str, object], bool]]:
-    """``n`` payment events (Avro ``Transaction`` records) with their hidden fraud labels."""
+    """``n`` payment events (Avro ``Transaction`` records) with their hidden fraud labels; payers and payees drawn
+    by the world's activity and popularity, as in the history."""
     rng = world.rng
     now = start_ms
+    customer_cum = list(itertools.accumulate(world.activity or [1.0] * len(world.customers)))
+    merchant_cum = list(itertools.accumulate(world.popularity or [1.0] * len(world.merchants)))
     for _ in range(n):
         now += int(rng.expovariate(rate_per_s) * 1000) + 1
-        c = rng.choice(world.customers)
-        m = rng.choice(world.merchants)
+        c = rng.choices(world.customers, cum_weights=customer_cum)[0]
+        m = rng.choices(world.merchants, cum_weights=merchant_cum)[0]
         yield payment(rng, c, m, now)

@@ -99,11 +99,11 @@ def simulate(world: World, *, days: int, per_customer_day: float, anchor_ms: int
     rng = random.Random(seed)
     start_ms = anchor_ms - days * DAY_MS
     span_ms = days * DAY_MS
-    activity = [rng.lognormvariate(0.0, 0.8) for _ in world.customers]
+    activity = world.activity or [1.0] * len(world.customers)
     # most accounts predate the timeline; the others open during it (no history, no feature rows at first)
     opened = [0 if rng.random() < 1 - NEW_ACCOUNTS else rng.randrange(days * DAY_MS) for _ in world.customers]
     position = {c.customer_id: i for i, c in enumerate(world.customers)}
-    popularity = [rng.lognormvariate(0.0, 1.0) for _ in world.merchants]
+    popularity = world.popularity or [1.0] * len(world.merchants)
     customer_cum = list(np.cumsum(activity))
     merchant_cum = list(np.cumsum(popularity))
     risky = [m for m in world.merchants if MCC[m.mcc][1] >= 0.8] or world.merchants
