@@ -103,9 +103,9 @@ def make_world(n_customers: int = 2000, n_merchants: int = 300, seed: int = 7) -
                 chargeback_rate=min(0.3, max(0.0, rng.gauss(0.004 + 0.02 * risky, 0.006))),
             )
         )
-    weights = random.Random(seed + 2)  # its own stream: the population above stays what it was for the seed
-    activity = [weights.lognormvariate(0.0, 0.8) for _ in customers]
-    popularity = [weights.lognormvariate(0.0, 1.0) for _ in merchants]
+    draws = random.Random(seed + 2)  # its own stream: the population above stays what it was for the seed
+    activity = [draws.lognormvariate(0.0, 0.8) for _ in customers]
+    popularity = [draws.lognormvariate(0.0, 1.0) for _ in merchants]
     return World(customers, merchants, seed, random.Random(seed + 1), activity, popularity)
 
 
