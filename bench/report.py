@@ -25,6 +25,7 @@ TITLES = {
     "peers": "7. Streaming peers: vatic's job vs a batched confluent-kafka consumer and a Quix Streams app",
     "visible": "8. Visible latency: vatic's job by delivery profile, as a read_committed consumer sees it",
     "shadow": "11. Shadow: the serving path with a shadow model vs without (stream events/s, REST p99)",
+    "monitor": "12. Drift monitor: the job's max events/s with its drift monitor beside it vs alone",
 }
 
 

@@ -11,7 +11,8 @@ by delivery profile), ``rest`` (vatic's model
 server and gateway vs stock MLServer 1.7.1 with default settings), ``features`` (vatic's FeatureClient vs
 Feast), ``batching`` (MLServer adaptive batching on/off), ``doors`` (the gateway's V2 JSON vs binary vs gRPC),
 ``gpu`` (skipped without a GPU), ``memory`` (RSS of vatic's job and model server at the job's max rate),
-``shadow`` (the serving path's events/s and REST p99 with a shadow model vs without).
+``shadow`` (the serving path's events/s and REST p99 with a shadow model vs without), ``monitor`` (the job's events/s
+with its drift monitor running beside it vs alone).
 
 It brings up what each comparison needs with vatic's stack code (ports and state folder from ``VATIC_STACK_*``;
 the extra servers on ``--base-port`` .. +5), prints a progress line per measurement, and stops what it started.
@@ -39,7 +40,9 @@ from bench.common import RESULTS, ROOT, BenchError, Options, build_loadgen, say
 if TYPE_CHECKING:
     from bench.stack import BenchStack
 
-COMPARISONS = ("streaming", "peers", "visible", "rest", "features", "batching", "doors", "gpu", "memory", "shadow")
+COMPARISONS = (
+    "streaming", "peers", "visible", "rest", "features", "batching", "doors", "gpu", "memory", "shadow", "monitor",
+)  # fmt: skip
 
 
 def parse(argv: list[str] | None) -> Options:
@@ -88,6 +91,7 @@ NEEDS = {
     "peers": ("kafka", "redis", "fraud-model"),
     "visible": ("kafka", "redis", "fraud-model"),
     "shadow": ("kafka", "redis", "fraud-model"),
+    "monitor": ("kafka", "redis", "fraud-model"),
 }
 
 
@@ -139,6 +143,20 @@ def measure(options: Options, stack: BenchStack, loadgen: Path | None, results: 
 
         say("== 3. features: vatic's FeatureClient vs Feast")
         results["features"] = features(options, stack)
+    _streams(options, stack, results)
+    if options.wants("shadow"):
+        _shadow(options, stack, loadgen, bodies, results)
+    if options.wants("monitor"):
+        _monitor(options, stack, results)
+    if options.wants("gpu"):
+        from bench.gpu import gpu
+
+        say("== 5. GPU")
+        results["gpu"] = gpu(options)
+
+
+def _streams(options: Options, stack: BenchStack, results: dict[str, Any]) -> None:
+    """The streaming comparisons, in order: the job's max rate first (the others read it)."""
     if options.wants("streaming"):
         from bench.streaming import streaming
 
@@ -164,13 +182,13 @@ def measure(options: Options, stack: BenchStack, loadgen: Path | None, results: 
         say("== 9. memory: RSS of vatic's job and model server at the job's max rate")
         best = results.get("streaming", {}).get("best_parallelism", 1)
         results["memory"] = memory(options, stack, parallelism=int(best))
-    if options.wants("shadow"):
-        _shadow(options, stack, loadgen, bodies, results)
-    if options.wants("gpu"):
-        from bench.gpu import gpu
 
-        say("== 5. GPU")
-        results["gpu"] = gpu(options)
+
+def _monitor(options: Options, stack: BenchStack, results: dict[str, Any]) -> None:
+    from bench.monitor import monitor
+
+    say("== 12. monitor: the job's max events/s with its drift monitor beside it vs alone")
+    results["monitor"] = monitor(options, stack)
 
 
 def _shadow(

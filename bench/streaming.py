@@ -194,12 +194,15 @@ def _start_job(
     bounded: bool,
     overrides: dict[str, Any] | None = None,
     sections: dict[str, Any] | None = None,
+    beside: Callable[[Path, Topics], None] | None = None,
 ) -> tuple[subprocess.Popen[bytes], Path]:
     if sections and "shadow" in sections:  # the shadow's answers go to a topic of the run's own
         shadow_topic = topics.input.removesuffix(".in") + ".shadow"
         ensure_topics([shadow_topic], partitions=PARTITIONS, settings=stack.settings.kafka())
         overrides = {**(overrides or {}), "shadow_topic": shadow_topic}
     folder = _service(options, topics, batch_size, overrides, sections)
+    if beside is not None:
+        beside(folder, topics)
     log = folder.parent / "job.log"
     argv = [
         str(VATIC), "stream", "run", str(folder), "--model-url", stack.url("fraud-model"),
@@ -260,15 +263,17 @@ def _await_output(topics: Topics, proc: subprocess.Popen[bytes], log: Path, what
 def vatic_max(
     options: Options, stack: BenchStack, n: int, *, parallelism: int, batch_size: int | None = None,
     profile: Path | None = None, overrides: dict[str, Any] | None = None, sections: dict[str, Any] | None = None,
+    beside: Callable[[Path, Topics], None] | None = None,
 ) -> dict[str, Any]:  # fmt: skip
     """Drain ``n`` pre-loaded events with a bounded job; events/s from the outputs' append times.
     ``overrides``: ``streaming`` keys of the service config (e.g. ``{"checkpoint_interval_s": 1}``); ``sections``:
-    top-level sections (e.g. ``{"shadow": {...}}``)."""
+    top-level sections (e.g. ``{"shadow": {...}}``); ``beside(folder, topics)`` runs once the run's service folder is
+    written, before the job starts (another job reading the run's topics)."""
     topics = Topics(stack, "vatic")
     topics.preload(n)
     proc, log = _start_job(
         options, stack, topics, parallelism=parallelism, batch_size=batch_size, bounded=True, overrides=overrides,
-        sections=sections,
+        sections=sections, beside=beside,
     )  # fmt: skip
     profiler = None
     try:

@@ -108,6 +108,26 @@ def retrain_command(
     _watch(config, service_dir, env, schema_registry_url, options)
 
 
+class DriftStreak:
+    """Counts drifted judged windows in a row per model version; says when one reaches ``need``."""
+
+    def __init__(self, need: int) -> None:
+        self.need = need
+        self.streak: dict[str, int] = {}
+
+    def observe(self, drift: dict[str, Any]) -> bool:
+        """Take one drift record (schema ``drift``); True when its version has now drifted ``need`` judged windows
+        in a row (the count starts again after that, and for every version: a retrain is under way)."""
+        if not drift["judged"]:
+            return False  # too few predictions to say either way: the streak neither grows nor breaks
+        version = str(drift["model_version"])
+        self.streak[version] = self.streak.get(version, 0) + 1 if drift["drifted"] else 0
+        if self.streak[version] < self.need:
+            return False
+        self.streak.clear()
+        return True
+
+
 def _watch(
     config: ServiceConfig, service_dir: Path, env: str, schema_registry_url: str | None, options: dict[str, Any]
 ) -> None:
@@ -117,24 +137,18 @@ def _watch(
 
     source, _ = open_source(schema_registry_url)
     codec = AvroCodec(source, topic_subject(config.drift_topic), load_schema("drift"))
-    need = config.monitoring.retrain.after_windows
-    streak: dict[str, int] = {}
+    streak = DriftStreak(config.monitoring.retrain.after_windows)
     consumer = Consumer([config.drift_topic], f"vatic-retrain-{uuid.uuid4().hex[:8]}", tool_kafka(),
                         config={"auto.offset.reset": "latest"})  # fmt: skip
-    typer.echo(f"watching {config.drift_topic}: retrain after {need} drifted window(s) in a row", err=True)
+    typer.echo(f"watching {config.drift_topic}: retrain after {streak.need} drifted window(s) in a row", err=True)
     try:
         while True:
             for record in consumer.poll_batch(100, timeout=1.0):
                 drift = codec.decode(record.value or b"")
-                if not drift["judged"]:
+                if not streak.observe(drift):
                     continue
-                version = drift["model_version"]
-                streak[version] = streak.get(version, 0) + 1 if drift["drifted"] else 0
-                if streak[version] < need:
-                    continue
-                typer.echo(f"{config.service}: v{version} drifted {streak[version]} window(s) in a row "
+                typer.echo(f"{config.service}: v{drift['model_version']} drifted {streak.need} window(s) in a row "
                            f"({', '.join(drift['drifted_columns'])}): retraining")  # fmt: skip
-                streak.clear()
                 retrain_once(service_dir, env, **options)
     except KeyboardInterrupt:
         typer.echo("stopped watching", err=True)

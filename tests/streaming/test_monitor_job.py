@@ -3,8 +3,9 @@ model registry holding the reference profiles.
 
 Predictions are written to the predictions topic as the pipeline writes them (vatic's Avro codec, the stack's
 registry), with event times on a 10 s window grid: version 1 unshifted for four windows then with ``amount``
-tripled, version 2 (a canary) shifted from the start, version 3 without a profile; late predictions inside and
-beyond the lateness bound; and bytes that are no prediction. The drift topic must say exactly that.
+tripled, version 2 (a canary) shifted from the start, version 3 without a profile, version 4 unshifted for 20
+windows (the false-alarm rate); late predictions inside and beyond the lateness bound; and bytes that are no
+prediction. The drift topic must say exactly that.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ LATENESS_MS = 4_000
 #: the first window: a multiple of the window size, an hour ago (every record is inside its topic's retention)
 T0 = (time.time_ns() // 1_000_000 - 3_600_000) // WINDOW_MS * WINDOW_MS
 CHANNELS = ["ONLINE", "POS", "ATM"]
+FALSE_ALARM_WINDOWS = 20
 
 
 def _values(rng: np.random.Generator, n: int, shift: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
@@ -93,13 +95,11 @@ def _prediction(version: str, event_time: int, amount: float, channel: str) -> d
     }  # fmt: skip
 
 
-def _window(rng, version: str, window: int, n: int, *, shift: float = 1.0, start_ms: int = 0, span_ms: int = 0):
-    """``n`` predictions of ``version`` in ``window``, event times spread over ``[start_ms, start_ms + span_ms)``
-    of it (default: the whole window), in event-time order."""
+def _window(rng, version: str, window: int, n: int, *, shift: float = 1.0) -> list[dict[str, Any]]:
+    """``n`` predictions of ``version`` spread over ``window``, in event-time order."""
     amount, channel = _values(rng, n, shift)
-    span = span_ms or WINDOW_MS - start_ms
-    times = sorted(int(t) for t in rng.integers(0, span, n))
-    base = T0 + window * WINDOW_MS + start_ms
+    times = sorted(int(t) for t in rng.integers(0, WINDOW_MS, n))
+    base = T0 + window * WINDOW_MS
     return [_prediction(version, base + t, a, c) for t, a, c in zip(times, amount, channel, strict=True)]
 
 
@@ -108,7 +108,7 @@ def test_drift_is_found_per_version_and_window_and_late_predictions_count_where_
 ):
     topic = f"monitor-{uuid.uuid4().hex[:8]}.predictions"
     registry = tmp_path / "registry"
-    for version in ("1", "2"):
+    for version in ("1", "2", "4"):
         _register(registry, version)
     (registry / "drifty" / "3").mkdir()  # a version without a profile
     folder = _service(tmp_path / "service", registry, topic)
@@ -120,24 +120,27 @@ def test_drift_is_found_per_version_and_window_and_late_predictions_count_where_
 
     records: list[dict[str, Any]] = []
     expected: dict[tuple[str, int], int] = {}
+    for window in range(FALSE_ALARM_WINDOWS):
+        # version 4: never shifted, 20 windows: the false-alarm rate of the whole job, not of the statistics alone
+        records += _window(rng, "4", window, 250)
+        expected["4", window] = 250
     for window in range(7):
-        shift = 3.0 if window >= 4 else 1.0
-        if window == 5:
-            # window 5 opens: its first 3 s (the watermark stays inside window 4's lateness bound) ...
-            records += _window(rng, "1", 5, 150, shift=shift, span_ms=3000)
-            # ... then late predictions of window 4, still inside the bound: they count in window 4
-            records += _window(rng, "1", 4, 60, shift=shift)
-            records += _window(rng, "1", 5, 250, shift=shift, start_ms=3000)
-            expected["1", 4] += 60
-            expected["1", 5] = 400
-        else:
-            records += _window(rng, "1", window, 400, shift=shift)
-            expected["1", window] = 400
-        if window < 4:
-            records += _window(rng, "2", window, 200, shift=3.0)
-            expected["2", window] = 200
+        records += _window(rng, "1", window, 400, shift=3.0 if window >= 4 else 1.0)
+        expected["1", window] = 400
+    for window in range(4):
+        records += _window(rng, "2", window, 200, shift=3.0)  # the canary, shifted from the start
+        expected["2", window] = 200
     records += _window(rng, "3", 6, 150)
     expected["3", 6] = 150
+    records += _window(rng, "1", 9, 1)  # under min_count: reported, not judged
+    expected["1", 9] = 1
+    records.sort(key=lambda r: r["timings"]["event_time"])  # in event-time order, but for the late ones below
+    # late predictions of window 4 arriving 3 s into window 5: the watermark (newest event time - 4 s) has not
+    # passed window 4's end, so they count in window 4
+    cut = T0 + 5 * WINDOW_MS + 3000
+    at = next(i for i, r in enumerate(records) if r["timings"]["event_time"] >= cut)
+    records[at:at] = _window(rng, "1", 4, 60, shift=3.0)
+    expected["1", 4] += 60
     # beyond the bound: window 2 closed long ago (these come after more than a batch of later predictions)
     too_late = _window(rng, "1", 2, 40)
 
@@ -147,8 +150,6 @@ def test_drift_is_found_per_version_and_window_and_late_predictions_count_where_
     producer.produce(topic, b"not a prediction", b"junk")
     for record in too_late:
         producer.produce(topic, codec.encode(record), b"1")
-    producer.produce(topic, codec.encode(_window(rng, "1", 9, 1)[0]), b"1")  # moves the watermark past window 6
-    expected["1", 9] = 1
     producer.flush()
 
     log = tmp_path / "monitor.log"
@@ -192,3 +193,7 @@ def test_drift_is_found_per_version_and_window_and_late_predictions_count_where_
     assert (by_window["3", 6]["profiled"], by_window["3", 6]["drifted"]) == (False, False)
     assert (by_window["1", 9]["judged"], by_window["1", 9]["drifted"]) == (False, False)
     assert all(r["psi_threshold"] == 0.2 for r in found)
+    # the false-alarm rate over 20 windows of an unshifted version (seeded data: the same windows every run)
+    alarms = [w for w in range(FALSE_ALARM_WINDOWS) if by_window["4", w]["drifted"]]
+    assert alarms == [], f"false alarms in windows {alarms} of {FALSE_ALARM_WINDOWS}"
+    assert max(c["psi"] for w in range(FALSE_ALARM_WINDOWS) for c in by_window["4", w]["columns"]) < 0.2
