@@ -166,7 +166,12 @@ def check_kafka(config: ServiceConfig, settings: JobSettings) -> None:
     )
 
 
-def source_ddl(config: ServiceConfig, settings: JobSettings, name: str = "vatic_input") -> str:
+def source_ddl(
+    config: ServiceConfig, settings: JobSettings, name: str = "vatic_input", *, topic: str | None = None,
+    group: str | None = None,
+) -> str:  # fmt: skip
+    """A read_committed Kafka source table of raw keys and values with their topic, partition, offset, timestamp
+    and headers: the service's input topic and group, unless ``topic`` and ``group`` name others (the monitor's)."""
     assert config.streaming is not None
     spec = config.streaming
     bounded = "'scan.bounded.mode' = 'latest-offset'," if settings.bounded else ""
@@ -180,9 +185,9 @@ def source_ddl(config: ServiceConfig, settings: JobSettings, name: str = "vatic_
           `headers` MAP<STRING, BYTES> METADATA VIRTUAL
         ) WITH (
           'connector' = 'kafka',
-          'topic' = '{spec.input_topic}',
+          'topic' = '{topic or spec.input_topic}',
           {kafka_options(settings)}
-          'properties.group.id' = '{config.consumer_group}',
+          'properties.group.id' = '{group or config.consumer_group}',
           'properties.auto.offset.reset' = 'earliest',
           'properties.isolation.level' = 'read_committed',
           'scan.startup.mode' = '{settings.start_from}',

@@ -3,7 +3,7 @@ event-time window and model version to ``<service>.drift`` (schema ``drift``).
 
 ::
 
-    kafka source (the predictions topic: raw value + timestamp, read_committed)
+    kafka source (the predictions topic: the pipeline's source table, read_committed)
       -> vatic_<service>_cells(v, ts)  vectorized (Arrow) function, one call per batch: decode each prediction,
                                        bin it with its version's reference profile (vatic.serving.core.drift), and
                                        add the batch's cells up per (window, model version); one row per record
@@ -335,7 +335,7 @@ def build(
     env: StreamExecutionEnvironment, settings: JobSettings, t_env: StreamTableEnvironment | None = None
 ) -> StreamTableEnvironment:
     """Add one service's drift monitor to ``env``; returns the table environment that owns its Kafka tables."""
-    from vatic.streaming.job import configure_checkpoints, kafka_options, sink_ddl
+    from vatic.streaming.job import configure_checkpoints, sink_ddl, source_ddl
 
     config = monitor_config(settings)
     if config.streaming is None:
@@ -349,23 +349,7 @@ def build(
     t_env.get_config().set("table.local-time-zone", "UTC")
     tag = tag_of(config)
     source, sink = f"vatic_{tag}_monitored", f"vatic_{tag}_drift"
-    bounded = "'scan.bounded.mode' = 'latest-offset'," if settings.bounded else ""
-    t_env.execute_sql(f"""
-        CREATE TABLE {source} (
-          v BYTES,
-          `ts` TIMESTAMP_LTZ(3) METADATA FROM 'timestamp' VIRTUAL
-        ) WITH (
-          'connector' = 'kafka',
-          'topic' = '{spec.output_topic}',
-          {kafka_options(settings)}
-          'properties.group.id' = '{consumer_group(config)}',
-          'properties.auto.offset.reset' = 'earliest',
-          'properties.isolation.level' = 'read_committed',
-          'scan.startup.mode' = '{settings.start_from}',
-          'scan.topic-partition-discovery.interval' = '{int(spec.partition_discovery_s * 1000)} ms',
-          {bounded}
-          'value.format' = 'raw'
-        )""")
+    t_env.execute_sql(source_ddl(config, settings, source, topic=spec.output_topic, group=consumer_group(config)))
     t_env.execute_sql(sink_ddl(sink, config.drift_topic, config, settings, prefix=transactional_prefix(config)))
     cells = udf(WindowCells(settings), result_type=CELLS_TYPE, func_type="pandas")
     t_env.create_temporary_function(f"vatic_{tag}_cells", cells)

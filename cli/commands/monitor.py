@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
@@ -19,9 +18,8 @@ from vatic.cli.commands.stream import (
     ServiceDir,
     _check_slots,
     _create_topics,
-    _flink_failure,
-    _flink_run,
     _settings,
+    flink_submit,
     run_local,
     tool_kafka,
 )
@@ -150,14 +148,9 @@ def submit(
 ) -> None:
     """Submit the drift monitor to a standalone (session) Flink cluster with the distribution's `flink run`, as
     `vatic stream submit` submits the pipeline (the same entry point, with --job monitor)."""
-    import pyflink
+    from vatic.cli.stack.flink import FlinkRest
 
-    from vatic.cli.stack.flink import FlinkRest, java_home
-    from vatic.streaming import main as entry
-    from vatic.streaming.settings import job_arguments
-
-    stack = StackSettings()
-    address = jobmanager or stack.flink_jobmanager
+    address = jobmanager or StackSettings().flink_jobmanager
     rest = FlinkRest(address)
     config = _config(service_dir, env)
     wanted = parallelism or config.monitoring.parallelism
@@ -168,35 +161,7 @@ def submit(
     )  # fmt: skip
     _create_drift_topic(config, settings.bootstrap_servers)
     _create_topics(service_dir, env, settings.bootstrap_servers)
-    logs = stack.home / "flink" / "client"
-    logs.mkdir(parents=True, exist_ok=True)
-    argv = [
-        str(Path(pyflink.__file__).parent / "bin" / "flink"), "run", "--jobmanager", address,
-        "--python", str(Path(entry.__file__).resolve()),
-        "--pyExecutable", sys.executable, "--pyClientExecutable", sys.executable,
-        "--parallelism", str(wanted),
-    ]  # fmt: skip
-    if detached:
-        argv.append("--detached")
-    argv += job_arguments([settings], local=False)
-    child_env = {**os.environ, "JAVA_HOME": str(java_home(stack)), "FLINK_LOG_DIR": str(logs)}
-    child_env.pop("PYFLINK_GATEWAY_DISABLED", None)
-    transcript = logs / f"submit-{config.service}-monitor.out"
-
-    def announce(job_id: str) -> None:
-        typer.echo(job_id)
-        typer.echo(f"submitted the drift monitor of {config.service} to {rest.url} as job {job_id}", err=True)
-
-    code, job_id = _flink_run(argv, child_env, transcript, announce)
-    if code != 0:
-        raise ConfigError(f"flink run failed ({code}): {_flink_failure(transcript.read_text())} (output: {transcript})")
-    if job_id is None:
-        raise ConfigError(f"flink run printed no JobID (output: {transcript})")
-    if not detached:
-        state = rest.job(job_id).get("state")
-        typer.echo(f"job {job_id} {state}", err=True)
-        if state != "FINISHED":
-            raise typer.Exit(1)
+    flink_submit(settings, address, wanted, detached=detached, label=f"{config.service}-monitor")
 
 
 def read_drift(config: ServiceConfig, since_ms: int, schema_registry_url: str | None = None) -> list[dict[str, Any]]:

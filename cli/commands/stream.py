@@ -250,14 +250,10 @@ def submit(
     The Python workers run with this interpreter (the pipeline environment); the Kafka connector jar travels with
     the job (``pipeline.jars``); the cluster needs PyFlink's flink-python jar in its lib/ (``vatic stack up flink``).
     """
-    import pyflink
+    from vatic.cli.stack.flink import FlinkRest
+    from vatic.streaming.settings import JobSettings
 
-    from vatic.cli.stack.flink import FlinkRest, java_home
-    from vatic.streaming import main as entry
-    from vatic.streaming.settings import JobSettings, job_arguments
-
-    stack = StackSettings()
-    address = jobmanager or stack.flink_jobmanager
+    address = jobmanager or StackSettings().flink_jobmanager
     rest = FlinkRest(address)
     config = load_service(service_dir, env)
     if config.streaming is None:
@@ -270,24 +266,40 @@ def submit(
     ))  # fmt: skip
     if create_topics:
         _create_topics(service_dir, env, settings.bootstrap_servers)
+    flink_submit(settings, address, wanted, detached=detached, label=config.service)
+
+
+def flink_submit(settings: JobSettings, address: str, parallelism: int, *, detached: bool, label: str) -> None:
+    """Submit the job of ``settings`` (pipeline or monitor) with the distribution's ``flink run`` to the cluster
+    whose JobManager's REST address is ``address``: prints the JobID on stdout once accepted; unless ``detached``,
+    waits for the end and exits non-zero unless the job FINISHED. ``flink run``'s whole output goes to
+    ``<home>/flink/client/submit-<label>.out``."""
+    import pyflink
+
+    from vatic.cli.stack.flink import FlinkRest, java_home
+    from vatic.streaming import main as entry
+    from vatic.streaming.settings import job_arguments
+
+    stack = StackSettings()
+    rest = FlinkRest(address)
     logs = stack.home / "flink" / "client"
     logs.mkdir(parents=True, exist_ok=True)
     argv = [
         str(Path(pyflink.__file__).parent / "bin" / "flink"), "run", "--jobmanager", address,
         "--python", str(Path(entry.__file__).resolve()),
         "--pyExecutable", sys.executable, "--pyClientExecutable", sys.executable,
-        "--parallelism", str(wanted),
+        "--parallelism", str(parallelism),
     ]  # fmt: skip
     if detached:
         argv.append("--detached")
     argv += job_arguments([settings], local=False)  # the program's own arguments, as a person would type them
     child_env = {**os.environ, "JAVA_HOME": str(java_home(stack)), "FLINK_LOG_DIR": str(logs)}
     child_env.pop("PYFLINK_GATEWAY_DISABLED", None)  # set by an earlier local run in this process: we are a client
-    transcript = logs / f"submit-{config.service}.out"  # the whole `flink run` output of the last submit
+    transcript = logs / f"submit-{label}.out"  # the whole `flink run` output of the last submit
 
     def announce(job_id: str) -> None:
         typer.echo(job_id)
-        typer.echo(f"submitted {config.service} to {rest.url} as job {job_id} (parallelism {wanted})", err=True)
+        typer.echo(f"submitted {label} to {rest.url} as job {job_id} (parallelism {parallelism})", err=True)
 
     code, job_id = _flink_run(argv, child_env, transcript, announce)
     if code != 0:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -251,16 +252,24 @@ def test_the_job_pods_serve_metrics_where_the_service_monitor_scrapes(fraud):
 def _job_metric_names() -> set[str]:
     """The Prometheus names of the job's own metrics: Flink's operator scope, the group names without the values
     of key/value groups (those become labels), the metric name."""
-    from pyflink.fn_execution.metrics.process.metric_impl import GenericMetricGroup, MetricGroupType
+    from pyflink.fn_execution.metrics.process.metric_impl import GenericMetricGroup
 
     from vatic.streaming.batch import PREDICTION, Output
     from vatic.streaming.metrics import JobMetrics
 
     root = GenericMetricGroup(None, None)
     JobMetrics(root).batch(1, [Output(PREDICTION, None, b"", {})], model_ms=1.0, feature_ms=1.0, model_calls=1)
+    return _gauge_names(root)
+
+
+def _gauge_names(root: Any) -> set[str]:
+    """The Prometheus names of the gauges under a PyFlink metric group: Flink's operator scope, the group names
+    without the values of key/value groups (those become labels), the metric name."""
+    from pyflink.fn_execution.metrics.process.metric_impl import MetricGroupType
+
     names: set[str] = set()
 
-    def walk(group: GenericMetricGroup) -> None:
+    def walk(group: Any) -> None:
         scope, types = group._get_metric_group_names_and_types()
         kept = [n for n, t in zip(scope, types, strict=True) if t != str(MetricGroupType.value)]
         names.update("flink_taskmanager_job_task_operator_" + "_".join([*kept, m]) for m in group._flink_gauge)
@@ -320,7 +329,7 @@ def _monitor_metric_names() -> set[str]:
     """The Prometheus names of the drift monitor's gauges, as its report operator registers them for a window."""
     import re
 
-    from pyflink.fn_execution.metrics.process.metric_impl import GenericMetricGroup, MetricGroupType
+    from pyflink.fn_execution.metrics.process.metric_impl import GenericMetricGroup
 
     from vatic.serving.core.drift import ColumnDrift, WindowDrift
     from vatic.streaming.monitor import DriftReport
@@ -333,16 +342,7 @@ def _monitor_metric_names() -> set[str]:
         ColumnDrift("score", "output", "numeric", 300, 0.0, 0.0, 0.1, 0.02, False),
     )
     report._export(WindowDrift("s", "m", "3", 0, 1, 300, True, True, True, 0.2, columns))
-    names: set[str] = set()
-
-    def walk(group: GenericMetricGroup) -> None:
-        scope, types = group._get_metric_group_names_and_types()
-        kept = [n for n, t in zip(scope, types, strict=True) if t != str(MetricGroupType.value)]
-        names.update("flink_taskmanager_job_task_operator_" + "_".join([*kept, m]) for m in group._flink_gauge)
-        for sub in group._sub_groups:
-            walk(sub)
-
-    walk(root)
+    names = _gauge_names(root)
     assert all(re.fullmatch(r"[a-zA-Z_:][a-zA-Z0-9_:]*", n) for n in names)
     return names
 
