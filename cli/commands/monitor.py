@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
@@ -35,8 +36,8 @@ app = typer.Typer(
     help="Drift of a service's predictions from its models' training data: the monitor job and its records.",
 )
 
-#: the local monitor's Prometheus port (the pipeline's local job has 9249)
-MONITOR_METRICS_PORT = 9250
+#: the local monitor's Prometheus port (the pipeline's local job has 9249, the stack's Flink cluster 9250 and 9251)
+MONITOR_METRICS_PORT = 9252
 #: the monitor's stand-in model URL: it calls no model
 _NO_MODEL = "http://127.0.0.1:8080"
 
@@ -83,6 +84,15 @@ def _create_drift_topic(config: ServiceConfig, bootstrap: str | None) -> None:
         typer.echo(f"created topics: {', '.join(created)}", err=True)
 
 
+def _bindable(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        try:
+            sock.bind(("", port))
+        except OSError:
+            return False
+    return True
+
+
 RegistryRoot = Annotated[
     Path | None,
     typer.Option(help="local model registry folder of the reference profiles (default: the service's registry)"),
@@ -122,8 +132,14 @@ def run(
         service_dir, env, bounded=bounded, parallelism=parallelism, checkpoint_dir=checkpoint_dir,
         schema_registry_url=schema_registry_url, registry_root=registry_root, local=True,
     )  # fmt: skip
-    port = metrics_port if metrics_port is not None else int(os.environ.get("VATIC_MONITOR_METRICS_PORT",
-                                                                             MONITOR_METRICS_PORT))  # fmt: skip
+    port = metrics_port
+    if port is None:  # the default: taken (another monitor runs), the monitor runs without an endpoint
+        port = int(os.environ.get("VATIC_MONITOR_METRICS_PORT", MONITOR_METRICS_PORT))
+        if not _bindable(port):
+            typer.echo(f"vatic: the monitor's default metrics port {port} is taken: no metrics endpoint "
+                       "(pass --metrics-port <free port> for one)", err=True)  # fmt: skip
+            port = 0
+
     settings = settings.model_copy(
         update={"metrics_port": port, "monitor_window_s": window_s, "monitor_lateness_s": lateness_s,
                 "monitor_min_count": min_count}

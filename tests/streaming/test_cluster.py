@@ -4,7 +4,8 @@ A JobManager and a TaskManager (2 slots) from the Flink distribution PyFlink shi
 MLServer and a real Feast repository; the job submitted with ``vatic stream submit``. The oracle is the one of the
 mini-cluster tests (:mod:`tests.streaming.test_job`): every event exactly once in the predictions (read_committed)
 or in the dead letters. The job runs unbounded, as in production, and is cancelled through the REST API once
-everything is out; then the cluster is stopped and no process of ours (JVMs, Python workers) may remain.
+everything is out; the drift monitor is then submitted to the same cluster (``vatic monitor submit``) and counts every
+prediction; then the cluster is stopped and no process of ours (JVMs, Python workers) may remain.
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ import sys
 import time
 from pathlib import Path
 
+import yaml
+
 from tests.fixtures.model_server import free_port, free_ports
 from tests.serving.gateway.test_gateway import echo_service
 from tests.streaming.test_job import check_oracle, drain, make_run, produce
@@ -22,6 +25,8 @@ from vatic.cli.stack.artifacts import Artifacts
 from vatic.cli.stack.flink import FlinkJobManager, FlinkTaskManager
 from vatic.cli.stack.process import port_accepts, processes_with_token
 from vatic.cli.stack.settings import StackSettings
+from vatic.connectors.kafka import scan
+from vatic.schemas import AvroCodec, load_schema, topic_subject
 
 ROOT = Path(__file__).resolve().parents[2]
 VATIC = ROOT / ".venv" / "pipeline" / "bin" / "vatic"
@@ -142,6 +147,24 @@ def test_the_job_runs_on_a_standalone_cluster_with_parallelism_2(
         state = jobmanager.rest.wait_job(plain_id.group(1), {"RUNNING", "FAILED", "FINISHED"}, timeout_s=120)
         assert state["state"] == "RUNNING", jobmanager.rest.exceptions(plain_id.group(1))
         assert _vatic("stream", "cancel", plain_id.group(1), "--jobmanager", settings.flink_jobmanager).returncode == 0
+
+        # the drift monitor on the same cluster (`vatic monitor submit`, bounded): every prediction counted once
+        drift_topic = run.topics["output"].removesuffix(".out") + ".drift"
+        config = yaml.safe_load((run.folder / "service.yaml").read_text())
+        config["monitoring"] = {"topic": drift_topic}
+        (run.folder / "service.yaml").write_text(yaml.safe_dump(config))
+        jobmanager.rest.wait_job(plain_id.group(1), {"CANCELED"}, timeout_s=60)
+        monitored = _vatic(
+            "monitor", "submit", str(run.folder), "--jobmanager", settings.flink_jobmanager, "--bounded",
+            "--checkpoint-dir", str(tmp_path / "checkpoints-monitor"), "--schema-registry-url", registry_url,
+            "--registry-root", str(tmp_path / "no-profiles"), timeout=300,
+        )  # fmt: skip
+        assert monitored.returncode == 0, monitored.stderr[-3000:]
+        assert "FINISHED" in monitored.stderr
+        codec = AvroCodec(run.store, topic_subject(drift_topic), load_schema("drift"))
+        windows = [codec.decode(r.value or b"") for r in scan(drift_topic, run.settings(kafka_bootstrap))]
+        assert sum(w["predictions"] for w in windows) == len(predictions)
+        assert {(w["service"], w["profiled"]) for w in windows} == {("echo", False)}  # no profile: counted only
     finally:
         stopped = [taskmanager.stop(), jobmanager.stop()]
     assert stopped == [True, True]
