@@ -22,6 +22,7 @@ Pure (NumPy; scipy for the statistics): the monitor job, the trainers and the te
 
 from __future__ import annotations
 
+import bisect
 import json
 import math
 import os
@@ -117,14 +118,7 @@ class ColumnProfile:
                 return len(self.categories)
         if isinstance(value, str):
             return MISSING_BIN
-        low, high = 0, len(self.edges)
-        while low < high:  # bisect right: the first edge above value
-            mid = (low + high) // 2
-            if value < self.edges[mid]:
-                high = mid
-            else:
-                low = mid + 1
-        return low
+        return bisect.bisect_right(self.edges, value)
 
 
 @dataclass(frozen=True)
@@ -202,10 +196,14 @@ def _numeric_profile(name: str, role: Role, values: NDArray[np.float64], missing
     edges = np.unique(np.quantile(values, np.linspace(0, 1, bins + 1)[1:-1])) if len(values) else np.array([])
     index = np.searchsorted(edges, values, side="right")
     counts = np.bincount(index, minlength=len(edges) + 1)
-    centers = [float(np.median(values[index == i])) if counts[i] else float("nan") for i in range(len(edges) + 1)]
-    # an empty bin (only possible without data) gets its edge as its center, so that every center is a number
-    centers = [c if not math.isnan(c) else float(edges[min(i, len(edges) - 1)]) if len(edges) else 0.0
-               for i, c in enumerate(centers)]  # fmt: skip
+
+    def center(i: int) -> float:
+        if counts[i]:
+            return float(np.median(values[index == i]))
+        # an empty bin (only possible without data) gets its edge as its center, so that every center is a number
+        return float(edges[min(i, len(edges) - 1)]) if len(edges) else 0.0
+
+    centers = [center(i) for i in range(len(edges) + 1)]
     return ColumnProfile(
         name, role, "numeric", tuple(int(n) for n in counts), missing,
         edges=tuple(float(e) for e in edges), centers=tuple(centers),
