@@ -185,6 +185,7 @@ class WindowCells(ScalarFunction):  # type: ignore[misc]
         times: list[int | None] = []
         versions: list[str | None] = []
         groups: dict[tuple[int, str], tuple[int, dict[str, int]]] = {}
+        profiles: dict[str, Profile | None] = {}
         for index, (raw, when) in enumerate(zip(v, ts, strict=True)):
             try:
                 prediction = self.codec.decode(raw)
@@ -203,7 +204,9 @@ class WindowCells(ScalarFunction):  # type: ignore[misc]
             times.append(event_time)
             versions.append(key)
             carrier, counts = groups.setdefault((event_time // self.window_ms, key), (index, {}))
-            profile = self.profiles.get(model, version)
+            if key not in profiles:  # once per version and batch: the registry cache is not on the per-record path
+                profiles[key] = self.profiles.get(model, version)
+            profile = profiles[key]
             cells = profile.cells(prediction) if profile is not None else ["#"]
             for cell in cells:
                 counts[cell] = counts.get(cell, 0) + 1
