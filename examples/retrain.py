@@ -192,7 +192,6 @@ def retrain(
         metrics["gate"] = {**asdict(gate), "passed": gate.passed}
         metrics["retrained"] = {"recent_rows": recent, "up_to": clock_ms, "labelled": str(labelled)}
         (target / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n", encoding="utf-8")
-        say(f"{case}: registered {model} v{version} ({chosen_metric} {gate.new:.4f})")
     return RetrainReport(
         case, model, version, rows, recent, rejected, metrics, gate,
         round(time.perf_counter() - started, 2),

@@ -102,7 +102,7 @@ def _metrics_port(settings: JobSettings) -> JobSettings:
     serves it) is one warning line and no endpoint for this job, which still runs (Flink itself would only log
     that its reporter failed)."""
     port = settings.metrics_port
-    if not port or _bindable(port):
+    if not port or port_bindable(port):
         return settings
     if "metrics_port" in settings.model_fields_set:
         raise PortInUse(
@@ -118,7 +118,8 @@ def _metrics_port(settings: JobSettings) -> JobSettings:
     return settings.model_copy(update={"metrics_port": 0})
 
 
-def _bindable(port: int) -> bool:
+def port_bindable(port: int) -> bool:
+    """Whether ``port`` can be bound on every interface (where a job's Prometheus reporter listens)."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         try:
             sock.bind(("", port))  # the reporter listens on every interface

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
@@ -84,15 +83,6 @@ def _create_drift_topic(config: ServiceConfig, bootstrap: str | None) -> None:
         typer.echo(f"created topics: {', '.join(created)}", err=True)
 
 
-def _bindable(port: int) -> bool:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        try:
-            sock.bind(("", port))
-        except OSError:
-            return False
-    return True
-
-
 RegistryRoot = Annotated[
     Path | None,
     typer.Option(help="local model registry folder of the reference profiles (default: the service's registry)"),
@@ -135,7 +125,9 @@ def run(
     port = metrics_port
     if port is None:  # the default: taken (another monitor runs), the monitor runs without an endpoint
         port = int(os.environ.get("VATIC_MONITOR_METRICS_PORT", MONITOR_METRICS_PORT))
-        if not _bindable(port):
+        from vatic.streaming.main import port_bindable
+
+        if not port_bindable(port):
             typer.echo(f"vatic: the monitor's default metrics port {port} is taken: no metrics endpoint "
                        "(pass --metrics-port <free port> for one)", err=True)  # fmt: skip
             port = 0
