@@ -118,6 +118,8 @@ class VaticError(Exception):
     """
 
     stage: str | None = None
+    #: the inference-graph step that failed, when the service is a graph (dead letters and REST bodies name it)
+    step: str | None = None
 
     def __init__(self, message: str, *, stage: str | None = None) -> None:
         super().__init__(message)

@@ -189,6 +189,7 @@ class BatchProcessor:
                 outputs[index] = self._dead(
                     records[index], failure.stage, failure.error.error_class, failure.error.message,
                     attempts=failure.attempts, event=events[failure.index], model_response=failure.model_response,
+                    model_name=failure.model_name, step=failure.step,
                 )  # fmt: skip
             for j, prediction in result.shadows:
                 index = positions[j]
@@ -248,7 +249,8 @@ class BatchProcessor:
 
     def _dead(
         self, record: SourceRecord, stage: str, error_class: str, message: str, *, attempts: int = 1,
-        event: dict[str, Any] | None = None, model_response: bytes | None = None,
+        event: dict[str, Any] | None = None, model_response: bytes | None = None, model_name: str | None = None,
+        step: str | None = None,
     ) -> Output:  # fmt: skip
         config = self.config
         value = dead_letter(
@@ -259,14 +261,16 @@ class BatchProcessor:
             attempts=attempts,
             source=record,
             event_id=str(event.get("event_id")) if event else None,
-            model_name=config.model.name if stage == "infer" else None,
+            model_name=(model_name or config.model.name) if stage == "infer" else None,
             model_response=model_response,
+            step=step,
             max_value_bytes=max(1024, self.max_bytes - 64 * 1024),
         )
         headers = {
             "vatic-stage": stage.encode(),
             "vatic-error-class": error_class.encode(),
             "vatic-source": f"{record.topic}/{record.partition}/{record.offset}".encode(),
+            **({"vatic-step": step.encode()} if step else {}),
             ATTEMPT_HEADER: self.attempt,
         }
         return Output(DEAD_LETTER, record.key, self.dead.encode(value), headers)

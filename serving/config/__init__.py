@@ -5,6 +5,8 @@ A service lives in a folder: ``service.yaml`` holds the shared defaults, ``stagi
 result with :class:`ServiceConfig` and reports every problem as one line naming file, line and fix.
 """
 
+from vatic.serving.config.base import TensorSpec
+from vatic.serving.config.graph import GraphSpec, StepSpec
 from vatic.serving.config.loader import load_service, load_yaml_with_lines
 from vatic.serving.config.model import (
     AutoscalingSpec,
@@ -20,7 +22,6 @@ from vatic.serving.config.model import (
     ServingSpec,
     ShadowSpec,
     StreamingSpec,
-    TensorSpec,
 )
 
 __all__ = [
@@ -28,6 +29,7 @@ __all__ = [
     "CanarySpec",
     "FeatureSpec",
     "GpuSpec",
+    "GraphSpec",
     "ModelSpec",
     "MonitoringSpec",
     "RegistrySpec",
@@ -36,6 +38,7 @@ __all__ = [
     "ServiceConfig",
     "ServingSpec",
     "ShadowSpec",
+    "StepSpec",
     "StreamingSpec",
     "TensorSpec",
     "load_service",

@@ -18,6 +18,7 @@ import yaml
 from pydantic import BaseModel, ValidationError
 
 from vatic.schemas.errors import ConfigFileError
+from vatic.serving.config.base import AT
 from vatic.serving.config.model import ServiceConfig
 
 BASE_FILE = "service.yaml"
@@ -134,8 +135,14 @@ def _describe(error: Mapping[str, Any], where: dict[Loc, Where]) -> str:
         field = model.model_fields.get(str(loc[-1])) if model else None
         about = f" ({field.description})" if field and field.description else ""
         return f"{spot.file}:{spot.line}: {dotted}: missing required key '{loc[-1]}'{about}; add it"
-    spot = _locate(loc, where, key=False)
     message = str(error["msg"]).removeprefix("Value error, ")
+    if kind == "value_error" and message.startswith(AT) and ": " in message:
+        path, message = message[len(AT) :].split(": ", 1)  # a validator naming the value below its section
+        loc = (*loc, *(int(p) if p.isdigit() else p for p in path.split(".")))
+        dotted = ".".join(str(p) for p in loc)
+        spot = _locate(loc, where, key=False)
+        return f"{spot.file}:{spot.line}: {dotted}: {message}"
+    spot = _locate(loc, where, key=False)
     got = error.get("input")
     shown = "" if isinstance(got, dict | list) or got is None else f" (got {got!r})"
     model = _section_model(loc[:-1]) if loc else None

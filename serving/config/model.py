@@ -16,9 +16,10 @@ from __future__ import annotations
 import re
 from typing import Annotated, Any, Literal, TypeVar, get_args
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 
-from vatic.connectors.v2.types import Datatype
+from vatic.serving.config.base import OutputSpec, Section, TensorSpec, at
+from vatic.serving.config.graph import GraphSpec
 
 DNS_LABEL = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
 QUANTITY = r"^[0-9]+(\.[0-9]+)?(m|k|Ki|Mi|Gi|Ti|M|G|T)?$"
@@ -38,65 +39,17 @@ def _env_names(value: _EnvMap) -> _EnvMap:
     return value
 
 
-class Section(BaseModel):
-    """Base of every config section: unknown keys are errors, values are validated on assignment."""
-
-    model_config = ConfigDict(extra="forbid", validate_assignment=True, frozen=False)
-
-
-class TensorSpec(Section):
-    """One V2 input tensor, built per batch from event fields and feature values.
-
-    Each entry of ``columns`` is an event field (``amount``), a feature reference (``customer_stats:orders_7d``)
-    or a feature's missing flag (``customer_stats:orders_7d#missing``, 1 when the value was missing and the
-    default was used). The tensor has shape ``[N, len(columns)]``; with ``squeeze`` and one column, ``[N]``.
-    """
-
-    name: str = Field(description="the V2 input name the model expects")
-    datatype: Datatype = Field(Datatype.FP32, description="V2 datatype of the tensor")
-    columns: list[str] = Field(min_length=1, description="event fields, feature refs or '<ref>#missing' flags")
-    squeeze: bool = Field(False, description="shape [N] instead of [N, 1] for a single column")
-    content_type: str | None = Field(None, description="MLServer content type parameter (e.g. 'str', 'np')")
-    encodings: dict[str, dict[str, float]] = Field(
-        default_factory=dict,
-        description="categorical event fields to numbers, e.g. {channel: {web: 0, pos: 1, '*': 2}}; a value not "
-        "listed uses the '*' entry when there is one, else it is a data error (dead-letter / 422)",
-    )
-
-    @model_validator(mode="after")
-    def _one_column_to_squeeze(self) -> TensorSpec:
-        if self.squeeze and len(self.columns) != 1:
-            raise ValueError("squeeze needs exactly one column; remove squeeze or list a single column")
-        unknown = set(self.encodings) - set(self.columns)
-        if unknown:
-            raise ValueError(f"encodings for {sorted(unknown)} which are not columns of this tensor")
-        return self
-
-
-class OutputSpec(Section):
-    """One V2 output copied into the prediction event."""
-
-    name: str = Field(description="the V2 output name the model returns")
-    rename: str | None = Field(None, description="name in the prediction event (default: the V2 name)")
-    index: int | None = Field(
-        None, ge=0, description="take one column of a [N, K] output (e.g. 1 for the positive class probability)"
-    )
-    labels: list[str] | None = Field(
-        None, description="map an integer class output to these labels (index i -> labels[i])"
-    )
-
-    @property
-    def field(self) -> str:
-        return self.rename or self.name
-
-
 class ModelSpec(Section):
     """The model as the V2 protocol sees it."""
 
     name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$", description="model name on the model server")
     version: str | None = Field(None, description="model version on the model server (None: the default one)")
-    inputs: list[TensorSpec] = Field(min_length=1)
-    outputs: list[OutputSpec] = Field(min_length=1)
+    inputs: list[TensorSpec] = Field(
+        default_factory=list, description="the V2 input tensors (none with a graph: its steps declare theirs)"
+    )
+    outputs: list[OutputSpec] = Field(
+        min_length=1, description="the outputs the prediction carries (with a graph: of its output step)"
+    )
 
 
 class ServingSpec(Section):
@@ -758,6 +711,9 @@ class ServiceConfig(Section):
     streaming: StreamingSpec | None = None
     shadow: ShadowSpec | None = Field(None, description="a model answering beside the serving one, for comparison")
     canary: CanarySpec | None = Field(None, description="a version answering a fixed share of the entities")
+    graph: GraphSpec | None = Field(
+        None, description="an inference graph: several models (sequence, ensemble, switch) answer each event"
+    )
     gateway: GatewaySpec = Field(default_factory=GatewaySpec)
     monitoring: MonitoringSpec = Field(
         default_factory=MonitoringSpec, description="drift of the predictions from the training data, and retraining"
@@ -818,6 +774,31 @@ class ServiceConfig(Section):
         return self
 
     @model_validator(mode="after")
+    def _graph_fits(self) -> ServiceConfig:
+        graph = self.graph
+        if graph is None:
+            if not self.model.inputs:
+                raise at("model.inputs", "no input tensors: list the V2 inputs the model takes (or add a graph)")
+            return self
+        if self.model.inputs:
+            raise at("model.inputs", "with a graph, its steps declare the inputs: remove model.inputs")
+        if self.model.version is not None:
+            raise at("model.version", "with a graph, each step names its version: remove model.version")
+        refused = [name for name, on in (("canary", self.canary), ("shadow", self.shadow)) if on is not None]
+        if self.registry.follows:
+            refused.append("registry.refresh_s")
+        if refused:
+            raise at("graph", f"{' and '.join(refused)} with a graph: vatic rolls out one model's versions, not a "
+                     "graph's; pin each step's version and remove them")  # fmt: skip
+        out = graph.output_step
+        produced = graph.produced()[out.name]
+        for i, spec in enumerate(self.model.outputs):
+            if spec.name not in produced:
+                raise at(f"model.outputs.{i}.name", f"{spec.name!r} is not an output of the graph's output step "
+                         f"{out.name!r}; it outputs: {', '.join(produced)}")  # fmt: skip
+        return self
+
+    @model_validator(mode="after")
     def _columns_resolve(self) -> ServiceConfig:
         refs = set(self.features.refs) if self.features else set()
         for tensor in self.model.inputs:
@@ -825,6 +806,16 @@ class ServiceConfig(Section):
                 ref = column.removesuffix("#missing")
                 if ":" in ref and ref not in refs:
                     raise ValueError(f"model input {tensor.name!r} uses feature {ref!r} which is not in features.refs")
+        if self.graph is not None:
+            for i, step in enumerate(self.graph.steps):
+                for j, step_input in enumerate(step.inputs):
+                    for column in step_input.columns or ():
+                        ref = column.removesuffix("#missing")
+                        if ":" in ref and ref not in refs:
+                            raise at(f"graph.steps.{i}.inputs.{j}.columns", f"feature {ref!r} is not in features.refs")
+                on = step.value
+                if on is not None and ":" in on and on.removesuffix("#missing") not in refs:
+                    raise at(f"graph.steps.{i}.value", f"feature {on!r} is not in features.refs")
         if self.autoscaling and self.autoscaling.kafka_lag is not None and self.streaming is None:
             raise ValueError(
                 "autoscaling.kafka_lag scales on the consumer lag of streaming.input_topic: "
@@ -892,12 +883,10 @@ class ServiceConfig(Section):
 
     def event_fields(self) -> list[str]:
         """Event fields the model inputs read (not features, not flags), in first-use order."""
-        fields: dict[str, None] = {}
-        for tensor in self.model.inputs:
-            for column in tensor.columns:
-                if ":" not in column:
-                    fields[column] = None
-        return list(fields)
+        columns = [c for tensor in self.model.inputs for c in tensor.columns]
+        if self.graph is not None:
+            columns.extend(self.graph.columns())
+        return list(dict.fromkeys(c for c in columns if ":" not in c))
 
 
 def json_schema() -> dict[str, Any]:

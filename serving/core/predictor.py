@@ -52,8 +52,9 @@ from vatic.schemas.errors import (
     ModelServerUnavailable,
     OutputProblem,
     Retryable,
+    VaticError,
 )
-from vatic.serving.config.model import ServiceConfig
+from vatic.serving.config.model import ModelSpec, ServiceConfig
 from vatic.serving.core.experiments import CanaryRouter, ShadowBatch, agrees
 from vatic.serving.core.retry import RetryPolicy
 from vatic.serving.core.tensors import build_inputs, output_value
@@ -75,6 +76,9 @@ class Failure:
     error: DataError
     attempts: int = 1
     model_response: bytes | None = None
+    #: the model that was called and, in a graph, the step that called it (None: the service's model)
+    model_name: str | None = None
+    step: str | None = None
 
     @property
     def stage(self) -> str:
@@ -114,10 +118,45 @@ class _Work:
     origin: str
     received: int
     answers: dict[int, tuple[dict[str, Any], str | None]] = field(default_factory=dict)
+    #: a graph's steps that answered each input (index -> [{name, model_name, model_version, infer_ms}])
+    steps: dict[int, list[dict[str, Any]]] = field(default_factory=dict)
 
     def columns(self, indexes: Sequence[int]) -> tuple[list[Mapping[str, Any]], list[Any], list[Any]]:
         """Events, feature values and missing flags of ``indexes``, as :func:`build_inputs` takes them."""
         return [self.events[i] for i in indexes], [self.values[i] for i in indexes], [self.missing[i] for i in indexes]
+
+
+class Call:
+    """Who answers a V2 request and where its answers go: the service's model (this class), or a graph step
+    (:class:`vatic.serving.core.graph.StepCall`). ``deadline_s`` bounds each attempt."""
+
+    def __init__(
+        self, client: InferenceClient, model: ModelSpec, version: str | None, deadline_s: float, step: str | None = None
+    ) -> None:
+        self.client = client
+        self.name = model.name
+        self.model = model
+        self.version = version
+        self.deadline_s = deadline_s
+        self.step = step
+
+    def request(self, work: _Work, indexes: list[int]) -> tuple[InferenceRequest | None, list[int], dict[int, str]]:
+        """The V2 request of ``indexes`` (None when no event encodes), the indexes it carries, and the encoding
+        problem of each other one (by position in ``indexes``)."""
+        model = self.model
+        tensors, problems = build_inputs(model, *work.columns(indexes))
+        clean = [i for j, i in enumerate(indexes) if j not in problems]
+        if not clean:
+            return None, clean, problems
+        return InferenceRequest(inputs=tuple(tensors), outputs=tuple(o.name for o in model.outputs)), clean, problems
+
+    def answered(self, work: _Work, i: int, outputs: dict[str, Any], version: str | None) -> None:
+        """Input ``i`` was answered ``outputs`` by ``version``."""
+        work.answers[i] = (outputs, version)
+
+    def failed(self, work: _Work, failure: Failure) -> None:
+        """Input ``failure.index`` cannot be answered."""
+        work.result.failures.append(failure)
 
 
 class FeatureReader(Protocol):
@@ -153,9 +192,13 @@ class Predictor:
         versions: VersionFollower | None = None,
         shadow_wait_s: float | None = None,
         on_shadow: Callable[[ShadowBatch], None] | None = None,
+        servers: Mapping[str, InferenceClient] | None = None,
+        verify: ssl.SSLContext | None = None,
     ) -> None:
         """``shadow_wait_s``: how long a batch waits for the shadow after the serving answer (default: the
-        config's ``shadow.stream_wait_ms``); ``on_shadow`` receives every shadow outcome (also late ones)."""
+        config's ``shadow.stream_wait_ms``); ``on_shadow`` receives every shadow outcome (also late ones).
+        ``servers``: clients of a graph's other model servers by name (default: built from ``graph.servers``,
+        an ``https://`` one verified with ``verify``); the predictor closes them."""
         if config.features is not None and features is None:
             raise ValueError(f"service {config.service} declares features: pass a feature reader")
         self.config = config
@@ -181,6 +224,17 @@ class Predictor:
         #: whether the shadow's answers become prediction events (the stream writes them; REST only counts them)
         self.shadow_events = True
         self._late_shadows: set[asyncio.Task[ShadowBatch]] = set()
+        #: with a graph: the clients of its other model servers, and every step's outputs (datatype, shape)
+        self.servers: dict[str, InferenceClient] = {}
+        self.graph_outputs: dict[str, dict[str, tuple[str, list[int]]]] = {}
+        if config.graph is not None:
+            self.graph_outputs = config.graph.produced()
+            self.servers = {
+                name: servers[name] if servers and name in servers else InferenceClient(
+                    spec.url, deadline_s=config.timeout_s, verify=verify
+                )
+                for name, spec in config.graph.servers.items()
+            }  # fmt: skip
 
     @classmethod
     def from_config(
@@ -208,7 +262,7 @@ class Predictor:
         if config.uses_pointer:
             refresh = min(config.registry.refresh_s, FOLLOW_S) if config.registry.follows else FOLLOW_S
             versions = VersionFollower(client, config.model.name, refresh_s=refresh)
-        return cls(config, inference=client, features=features, retry=retry, versions=versions)
+        return cls(config, inference=client, features=features, retry=retry, versions=versions, verify=verify)
 
     async def aclose(self) -> None:
         """Cancel shadow calls still running; close the model client and the feature reader."""
@@ -217,6 +271,8 @@ class Predictor:
         if self._late_shadows:
             await asyncio.gather(*self._late_shadows, return_exceptions=True)
         await self.inference.close()
+        for server in self.servers.values():
+            await server.close()
         if self.features is not None:
             await self.features.aclose()
 
@@ -251,7 +307,12 @@ class Predictor:
         started = time.perf_counter()
         shadow = self._start_shadow(work, alive) if alive else None
         try:
-            await self._infer_versions(work, alive, version, canary)
+            if self.config.graph is not None:
+                from vatic.serving.core.graph import GraphRun  # builds on this module's classes
+
+                await GraphRun(self, work, alive).run()
+            else:
+                await self._infer_versions(work, alive, version, canary)
         except BaseException:
             if shadow is not None:
                 shadow.cancel()
@@ -318,13 +379,13 @@ class Predictor:
         if canary is not None and router is not None and canary[0] != version:
             picked = [i for i in alive if router.picks(work.events[i], canary[1])]
         if not picked or canary is None:
-            await self._infer(work, alive, version)
+            await self._infer(work, alive, self._model_call(version))
             return
         chosen = set(picked)
         rest = [i for i in alive if i not in chosen]
-        tasks = [asyncio.ensure_future(self._infer(work, picked, canary[0]))]
+        tasks = [asyncio.ensure_future(self._infer(work, picked, self._model_call(canary[0])))]
         if rest:
-            tasks.append(asyncio.ensure_future(self._infer(work, rest, version)))
+            tasks.append(asyncio.ensure_future(self._infer(work, rest, self._model_call(version))))
         try:
             await asyncio.gather(*tasks)
         except BaseException:
@@ -351,7 +412,7 @@ class Predictor:
         assert self.shadow_name is not None
         started = time.perf_counter()
         try:
-            request, clean, _ = self._request(work, indexes)
+            request, clean, _ = self._model_call(self.shadow.version).request(work, indexes)
             if request is None:
                 return ShadowBatch()
             response = await self.inference.infer(
@@ -423,47 +484,38 @@ class Predictor:
 
     # -- inference with isolation of bad inputs --------------------------------------------------------------
 
-    def _request(self, work: _Work, indexes: list[int]) -> tuple[InferenceRequest | None, list[int], dict[int, str]]:
-        """The V2 request of ``indexes`` (None when no event encodes), the indexes it carries, and the encoding
-        problem of each other one (by position in ``indexes``)."""
-        model = self.config.model
-        tensors, problems = build_inputs(model, *work.columns(indexes))
-        clean = [i for j, i in enumerate(indexes) if j not in problems]
-        if not clean:
-            return None, clean, problems
-        return InferenceRequest(inputs=tuple(tensors), outputs=tuple(o.name for o in model.outputs)), clean, problems
+    def _model_call(self, version: str | None) -> Call:
+        """The call of the service's model at ``version``."""
+        return Call(self.inference, self.config.model, version, self.config.timeout_s)
 
     def _shaped(self, outputs: Mapping[str, Any]) -> dict[str, Any]:
         """One answer's outputs as the prediction event carries them; ``ValueError`` outside the contract."""
         return {spec.field: output_value(spec, outputs.get(spec.name)) for spec in self.config.model.outputs}
 
-    async def _infer(self, work: _Work, indexes: list[int], version: str | None) -> None:
+    async def _infer(self, work: _Work, indexes: list[int], call: Call) -> None:
+        """Answer ``indexes`` with one request to ``call``; a request the model refuses is split in halves until
+        the refused inputs stand alone (each then fails by itself)."""
         if not indexes:
             return
         result = work.result
-        request, clean, problems = self._request(work, indexes)
+        request, clean, problems = call.request(work, indexes)
         for j, problem in problems.items():
-            result.failures.append(Failure(indexes[j], InputProblem(problem)))
+            call.failed(work, self._failure(call, indexes[j], InputProblem(problem)))
         if request is None:
             return
         try:
-            response, attempts = await self._call(request, version, single=len(clean) == 1)
+            response, attempts = await self._call(request, call, single=len(clean) == 1)
         except (ModelRejected, ModelFailedOnInput) as exc:
             result.model_retries += max(0, getattr(exc, "attempts", 1) - 1)
             if len(clean) == 1:
                 body = getattr(exc, "body", None)
-                result.failures.append(
-                    Failure(
-                        clean[0],
-                        exc,
-                        attempts=getattr(exc, "attempts", 1),
-                        model_response=body.encode() if isinstance(body, str) else None,
-                    )
-                )
+                response_body = body.encode() if isinstance(body, str) else None
+                failure = self._failure(call, clean[0], exc, getattr(exc, "attempts", 1), response_body)
+                call.failed(work, failure)
                 return
             half = len(clean) // 2
-            await self._infer(work, clean[:half], version)
-            await self._infer(work, clean[half:], version)
+            await self._infer(work, clean[:half], call)
+            await self._infer(work, clean[half:], call)
             return
         result.model_calls += attempts
         result.model_retries += attempts - 1
@@ -472,24 +524,29 @@ class Predictor:
         except ValueError as exc:
             from vatic.schemas.errors import UnexpectedModelResponse
 
-            raise UnexpectedModelResponse(str(exc), status=200, body="") from exc
-        answered = response.model_version or version
+            error = UnexpectedModelResponse(str(exc), status=200, body="")
+            error.step = call.step
+            raise error from exc
+        answered = response.model_version or call.version
         for i, row in zip(clean, rows, strict=True):
-            work.answers[i] = (row, answered)
+            call.answered(work, i, row, answered)
 
-    async def _call(
-        self, request: InferenceRequest, version: str | None, *, single: bool
-    ) -> tuple[InferenceResponse, int]:
+    @staticmethod
+    def _failure(call: Call, index: int, error: DataError, attempts: int = 1, response: bytes | None = None) -> Failure:
+        error.step = call.step
+        return Failure(index, error, attempts, response, model_name=call.name, step=call.step)
+
+    async def _call(self, request: InferenceRequest, call: Call, *, single: bool) -> tuple[InferenceResponse, int]:
         """One V2 call with retries. A 5xx answered to a request while the server is healthy is suspicious:
         after ``poison_attempts`` such answers the request is treated as bad data (the caller splits it, and a
-        single event is dead-lettered)."""
+        single event is dead-lettered). An error raised names the graph step of ``call``."""
         suspicious = 0
-        model = self.config.model.name
+        model, version = call.name, call.version
 
         async def attempt() -> InferenceResponse:
             nonlocal suspicious
             try:
-                return await self.inference.infer(model, request, version=version, deadline_s=self.config.timeout_s)
+                return await call.client.infer(model, request, version=version, deadline_s=call.deadline_s)
             except ModelNotFound as exc:
                 if self.versions is None or version is None:
                     raise
@@ -500,7 +557,7 @@ class Predictor:
             except ModelServerUnavailable as exc:
                 if exc.status is None or exc.status < 500 or exc.status in OUTAGE_STATUSES:
                     raise  # unreachable, overloaded or answering "unavailable": an outage, never poison
-                if not await self._server_healthy(version):
+                if not await self._server_healthy(call):
                     raise
                 suspicious += 1
                 if suspicious >= self.poison_attempts or not single:
@@ -512,11 +569,17 @@ class Predictor:
                     ) from exc
                 raise
 
-        return await self.retry.run(attempt)
-
-    async def _server_healthy(self, version: str | None) -> bool:
         try:
-            return await self.inference.ready(self.config.model.name, version=version, deadline_s=1.0)
+            return await self.retry.run(attempt)
+        except VaticError as exc:
+            exc.step = call.step
+            if call.step is not None and not isinstance(exc, DataError):
+                exc.message = f"step {call.step!r}: {exc.message}"
+            raise
+
+    async def _server_healthy(self, call: Call) -> bool:
+        try:
+            return await call.client.ready(call.name, version=call.version, deadline_s=1.0)
         except Retryable:
             return False
 
@@ -553,6 +616,7 @@ class Predictor:
             "outputs": outputs,
             "features": features,
             "inputs": {f: _input_value(event.get(f)) for f in self._input_fields},
+            "steps": work.steps.get(i, []) if model_name is None else [],
             "timings": {
                 "event_time": int(event_time) if isinstance(event_time, int | float) else received,
                 "received_time": received,

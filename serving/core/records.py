@@ -49,6 +49,7 @@ def dead_letter(
     model_name: str | None = None,
     model_version: str | None = None,
     model_response: bytes | None = None,
+    step: str | None = None,
     max_value_bytes: int = 900_000,
 ) -> dict[str, Any]:
     """One dead-letter record as a dict for the ``DeadLetter`` Avro schema."""
@@ -73,6 +74,7 @@ def dead_letter(
         "schema_id": schema_id_of(source.value),
         "event_id": event_id,
         "model_name": model_name,
+        "step": step,
         "model_version": model_version,
         "model_response": model_response[:RESPONSE_LIMIT] if model_response else None,
     }

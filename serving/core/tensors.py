@@ -11,7 +11,8 @@ from collections.abc import Hashable, Mapping, Sequence
 from typing import Any
 
 from vatic.connectors.v2.types import Datatype, Tensor
-from vatic.serving.config.model import ModelSpec, OutputSpec, TensorSpec
+from vatic.serving.config.base import OutputSpec, TensorSpec
+from vatic.serving.config.model import ModelSpec
 
 _FLOATS = {"FP16", "FP32", "FP64"}
 _INTS = {"INT8", "INT16", "INT32", "INT64", "UINT8"}

@@ -27,7 +27,8 @@ from typing import Any
 from vatic.connectors.inference import InferenceClient
 from vatic.connectors.v2.types import Datatype, InferenceRequest, InferenceResponse, Tensor
 from vatic.schemas.errors import VaticError
-from vatic.serving.config.model import ModelSpec, TensorSpec
+from vatic.serving.config.base import TensorSpec
+from vatic.serving.config.model import ModelSpec
 from vatic.serving.core.tensors import output_value
 
 __all__ = [

@@ -5,7 +5,7 @@ error                                      status  body ``error``
 =========================================  ======  ==========================================
 invalid request body / event field          422    ``invalid_request`` (+ ``field``)
 V2 inputs the model's declaration refuses   400    (V2 form: ``{"error": "model <m>: ..."}``)
-DataError of the event (features, model)    422    the error class (+ ``stage``)
+DataError of the event (features, model)    422    the error class (+ ``stage``, ``step``)
 unknown service / model                     404    ``not_found``
 over the body limit                         413    ``payload_too_large``
 missing or wrong bearer token               401    ``unauthorized`` (+ ``WWW-Authenticate``)
@@ -45,11 +45,13 @@ def from_exception(exc: Exception) -> ORJSONResponse:
     if isinstance(exc, ServiceNotFound):
         return problem(404, exc.error_class, exc.message)
     if isinstance(exc, DataError):
-        return problem(422, exc.error_class, exc.message, stage=exc.stage)
+        return problem(422, exc.error_class, exc.message, stage=exc.stage, step=exc.step)
     if isinstance(exc, DeadlineExceeded):
-        return problem(504, "deadline_exceeded", exc.message, stage=exc.stage)
+        return problem(504, "deadline_exceeded", exc.message, stage=exc.stage, step=exc.step)
     if isinstance(exc, Retryable):
-        return problem(503, exc.error_class, exc.message, stage=exc.stage, retry_after=exc.retry_after or 1.0)
+        return problem(
+            503, exc.error_class, exc.message, stage=exc.stage, step=exc.step, retry_after=exc.retry_after or 1.0
+        )
     if isinstance(exc, ConfigError):
         return problem(503, "misconfigured", exc.message, stage=exc.stage, retry_after=5.0)
     return problem(500, "internal_error", "the gateway failed to handle the request; see its log")

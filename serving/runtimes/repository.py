@@ -85,8 +85,9 @@ from typing import Any
 from vatic.connectors.registry import MaterializedModel, ModelRegistry, is_pickle, open_registry
 from vatic.connectors.registry.spec import fetch_from_spec, registry_from_spec
 from vatic.schemas.errors import ArtifactsMissing, ConfigError, ModelNotFound, VaticError
+from vatic.serving.config.base import TensorSpec
 from vatic.serving.config.loader import load_service
-from vatic.serving.config.model import RegistrySpec, ServiceConfig, TensorSpec
+from vatic.serving.config.model import RegistrySpec, ServiceConfig
 from vatic.serving.core.versions import pointer_name
 
 __all__ = [

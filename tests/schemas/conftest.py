@@ -60,6 +60,7 @@ def fraud_prediction() -> dict[str, Any]:
             "customer_profile:home_country": {"value": "DE", "missing": False},
         },
         "inputs": {"amount": 129.5, "channel": "ONLINE", "card_present": False, "merchant_category": "5411"},
+        "steps": [],
         "timings": {
             "event_time": EVENT_TIME,
             "received_time": EVENT_TIME + 35,
@@ -86,6 +87,10 @@ def category_prediction() -> dict[str, Any]:
         },
         "features": {},
         "inputs": {"title": "Trail runner 2", "description": None},
+        "steps": [
+            {"name": "embed", "model_name": "minilm", "model_version": "1", "infer_ms": 8.25},
+            {"name": "head", "model_name": "category-head", "model_version": "2025-11-20", "infer_ms": 2.5},
+        ],
         "timings": {
             "event_time": EVENT_TIME,
             "received_time": EVENT_TIME + 3,
@@ -115,6 +120,7 @@ def dead_letter() -> dict[str, Any]:
         "schema_id": 1,
         "event_id": "0b7c7f0e-5d0b-4c52-9a53-4f0a7d1c2e11",
         "model_name": "fraud-lgbm",
+        "step": "lgbm",
         "model_version": "7",
         "model_response": b'{"error": "input has 11 columns, model expects 12"}',
     }

@@ -14,7 +14,7 @@ import vatic.connectors.inference as client
 from vatic.connectors.v2 import grpc as grpc_wire
 from vatic.connectors.v2 import schema, types
 from vatic.connectors.v2.types import Datatype, InferenceResponse, WireError
-from vatic.serving.config.model import TensorSpec
+from vatic.serving.config.base import TensorSpec
 from vatic.serving.core import contract
 from vatic.serving.gateway import openapi
 

@@ -6,7 +6,8 @@ import math
 
 import pytest
 
-from vatic.serving.config.model import ModelSpec, OutputSpec
+from vatic.serving.config.base import OutputSpec
+from vatic.serving.config.model import ModelSpec
 from vatic.serving.core.records import SourceRecord, dead_letter
 from vatic.serving.core.tensors import build_inputs, output_value
 
