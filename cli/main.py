@@ -11,6 +11,7 @@ from vatic.cli.commands import (
     demo,
     dlq,
     gateway,
+    graph,
     init,
     monitor,
     plan,
@@ -48,6 +49,7 @@ app.command(name="predict")(predict.predict)
 app.add_typer(schema.app, name="schema")
 app.add_typer(dlq.app, name="dlq")
 app.add_typer(monitor.app, name="monitor")
+app.add_typer(graph.app, name="graph")
 app.command(name="compare")(compare.compare)
 app.command(name="promote")(promote.promote)
 app.command(name="rollback")(rollback.rollback)

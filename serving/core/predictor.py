@@ -264,6 +264,27 @@ class Predictor:
             versions = VersionFollower(client, config.model.name, refresh_s=refresh)
         return cls(config, inference=client, features=features, retry=retry, versions=versions, verify=verify)
 
+    async def ready(self, deadline_s: float = 1.0) -> bool:
+        """Whether the service can answer: its model (with a graph: every step's model, on its server) answers its
+        readiness probe. An unreachable server is not ready; an unknown model raises :class:`ModelNotFound`."""
+        graph = self.config.graph
+        if graph is None:
+            calls = [(self.inference, self.config.model.name, self.config.model.version)]
+        else:
+            calls = [
+                (self.servers[step.server] if step.server else self.inference, step.model, step.version)
+                for step in graph.steps
+                if step.model is not None
+            ]
+
+        async def probe(client: InferenceClient, model: str, version: str | None) -> bool:
+            try:
+                return await client.ready(model, version=version, deadline_s=deadline_s)
+            except Retryable:
+                return False
+
+        return all(await asyncio.gather(*(probe(*call) for call in calls)))
+
     async def aclose(self) -> None:
         """Cancel shadow calls still running; close the model client and the feature reader."""
         for task in list(self._late_shadows):

@@ -88,9 +88,7 @@ class GatewayState:
         states = {}
         for name, runtime in self.services.items():
             try:
-                states[name] = await runtime.predictor.inference.ready(
-                    runtime.config.model.name, version=runtime.config.model.version, deadline_s=1.0
-                )
+                states[name] = await runtime.predictor.ready(deadline_s=1.0)
             except (Retryable, ConfigError):
                 states[name] = False
         return states

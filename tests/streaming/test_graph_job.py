@@ -1,0 +1,145 @@
+"""An inference graph on both paths, real processes: Kafka, the schema registry, PyFlink (`vatic stream run`),
+MLServer, Feast, and the REST gateway (`vatic gateway`).
+
+The graph: ``prep`` (the echo model) -> ``shift`` (the echo adding 0.5, reading ``prep.x``); ``avg`` = the mean of
+both (x + 0.25). Events refused by ``prep`` (a marker in ``merchant_category``) and by ``shift`` (a marker in
+``currency``, which only ``shift`` reads) are dead-lettered at their step; a customer without features at
+enrichment. Every event ends exactly once, and the REST door answers each event the same way, step by step.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+import uuid
+from collections import Counter
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import pytest
+import yaml
+
+from tests.fixtures.echo import CHANNELS, COLUMNS
+from tests.fixtures.model_server import REJECT, ModelRepo, add_faulty_model, build_model_repo, model_server
+from tests.serving.gateway.test_gateway import AUTH, Gateway, transaction
+from tests.streaming.test_job import Run, drain, make_run, run_bounded
+from vatic.cli.stack.mlserver import ModelServer
+from vatic.connectors.kafka import Producer
+from vatic.schemas import AvroCodec, load_schema, topic_subject
+
+WIDTH = len(COLUMNS)
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory: pytest.TempPathFactory) -> ModelRepo:
+    built = build_model_repo(tmp_path_factory.mktemp("models") / "repo", iris=False)
+    add_faulty_model(built.root, "shifted", {"add": 0.5})
+    return built
+
+
+@pytest.fixture(scope="module")
+def server(models: ModelRepo, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ModelServer]:
+    srv = model_server(tmp_path_factory.mktemp("home"), models.root, name="graph-job-mlserver", parallel_workers=0)
+    srv.start()
+    yield srv
+    srv.stop()
+
+
+def graph_body(body: dict[str, Any]) -> dict[str, Any]:
+    x = {"name": "x", "datatype": "FP64", "columns": list(COLUMNS), "encodings": {"channel": dict(CHANNELS)}}
+    tag = {"name": "tag", "datatype": "BYTES", "columns": ["merchant_category"], "squeeze": True}
+    vector = {"name": "x", "datatype": "FP64", "shape": [WIDTH]}
+    steps = [
+        {"name": "prep", "model": "faulty", "inputs": [tag, x],
+         "outputs": [{"name": "tag", "datatype": "BYTES"}, vector]},
+        {"name": "shift", "model": "shifted", "outputs": [vector],
+         "inputs": [{"name": "x", "from": "prep.x"},
+                    {"name": "cur", "datatype": "BYTES", "columns": ["currency"], "squeeze": True}]},
+        {"name": "avg", "kind": "ensemble", "members": ["prep", "shift"], "combine": "mean", "outputs": [vector]},
+    ]  # fmt: skip
+    return body | {
+        "model": {"name": "echo-graph", "outputs": [{"name": "x", "rename": "blended"}]},
+        "graph": {"steps": steps},
+    }
+
+
+def produce(run: Run, kafka_bootstrap: str, n: int) -> dict[str, tuple[str, str | None]]:
+    """``n`` events; returns the expected dead letters: event id -> (stage, step)."""
+    codec = AvroCodec(run.store, topic_subject(run.topics["input"]), load_schema("transaction"))
+    producer = Producer(run.settings(kafka_bootstrap))
+    expected: dict[str, tuple[str, str | None]] = {}
+    for i in range(n):
+        event_id = str(uuid.uuid4())
+        event = transaction(i % 40, event_id=event_id, event_time=time.time_ns() // 1_000_000)
+        if i % 50 == 7:
+            event["currency"] = REJECT
+            expected[event_id] = ("infer", "shift")
+        elif i % 50 == 13:
+            event["merchant_category"] = REJECT
+            expected[event_id] = ("infer", "prep")
+        elif i % 50 == 29:
+            event["customer_id"] = f"ghost-{i}"
+            expected[event_id] = ("enrich", None)
+        payload = codec.encode(event)
+        run.sent[event_id] = payload
+        producer.produce(run.topics["input"], payload, event["customer_id"].encode())
+    producer.flush()
+    return expected
+
+
+def plain(value: Any) -> Any:
+    if isinstance(value, list):
+        return [plain(v) for v in value]
+    return None if isinstance(value, float) and math.isnan(value) else value
+
+
+def answer(prediction: dict[str, Any]) -> tuple[Any, ...]:
+    steps = [(s["name"], s["model_name"], s["model_version"]) for s in prediction["steps"]]
+    return plain(prediction["outputs"]["blended"]), prediction["model_name"], prediction["model_version"], steps
+
+
+def test_a_graph_gives_the_same_records_on_the_stream_and_on_rest(kafka_bootstrap, registry_url, server, features,
+                                                                    tmp_path):  # fmt: skip
+    run = make_run(tmp_path, features, kafka_bootstrap, registry_url, batch_size=32)
+    body = yaml.safe_load((run.folder / "service.yaml").read_text())
+    (run.folder / "service.yaml").write_text(yaml.safe_dump(graph_body(body)))
+    expected_dead = produce(run, kafka_bootstrap, 300)
+    run_bounded(run, server, tmp_path / "checkpoints", tmp_path / "job.log", timeout_s=300)
+    predictions, dead = drain(run, kafka_bootstrap, expected=len(run.sent))
+
+    # the stream: every event once, dead letters at the step that refused them
+    counts = Counter([p["event_id"] for p in predictions] + [d["event_id"] for d in dead])
+    assert [i for i, c in counts.items() if c > 1] == []
+    assert set(counts) == set(run.sent)
+    assert {d["event_id"]: (d["stage"], d["step"]) for d in dead} == expected_dead
+    by_step = {d["step"]: d["model_name"] for d in dead if d["step"]}
+    assert by_step == {"prep": "faulty", "shift": "shifted"}
+    assert all(REJECT.encode() in (d["model_response"] or b"") for d in dead if d["step"])
+    codec = AvroCodec(run.store, topic_subject(run.topics["input"]), load_schema("transaction"))
+    events = {event_id: codec.decode(payload) for event_id, payload in run.sent.items()}
+    for prediction in predictions:
+        blended = prediction["outputs"]["blended"]
+        assert blended[0] == pytest.approx(events[prediction["event_id"]]["amount"] + 0.25)  # mean(x, x + 0.5)
+        assert [s["name"] for s in prediction["steps"]] == ["prep", "shift"]
+
+    # the REST door: the same answer for every event, the same refusals, naming the same steps
+    gateway = Gateway(["--service", str(run.folder), "--endpoint", f"echo={server.url}"], tmp_path / "gw.log")
+    try:
+        with httpx.Client(headers=AUTH, timeout=30) as client:
+            assert client.get(f"{gateway.url}/v2/health/ready").status_code == 200
+            rest = {}
+            for event_id, event in events.items():
+                fields = {k: v for k, v in event.items() if v is not None}
+                rest[event_id] = client.post(f"{gateway.url}/v1/services/echo/predict", json=fields)
+    finally:
+        gateway.stop()
+    for prediction in predictions:
+        response = rest[prediction["event_id"]]
+        assert response.status_code == 200, response.text
+        assert answer(response.json()) == answer(prediction)
+        assert response.json()["origin"] == "REST"
+    for letter in dead:
+        response = rest[letter["event_id"]]
+        assert response.status_code == 422, response.text
+        assert (response.json().get("step"), response.json()["stage"]) == (letter["step"], letter["stage"])
