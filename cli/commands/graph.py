@@ -85,7 +85,9 @@ def describe(config: ServiceConfig) -> list[str]:
         else:
             lines.append(f"  {step.name}: {_model(step, graph)}")
         for tensor in step.inputs:
-            source = tensor.source if tensor.source else f"[{', '.join(tensor.columns or ())}]"
+            columns = list(tensor.columns or ())
+            shown = columns if len(columns) <= 6 else [*columns[:5], f"... {len(columns)} columns"]
+            source = tensor.source if tensor.source else f"[{', '.join(shown)}]"
             lines.append(f"      in  {tensor.name} <- {source}")
         for name, (datatype, shape) in produced[step.name].items():
             lines.append(f"      out {name} {datatype} {shape}")

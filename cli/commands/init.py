@@ -42,7 +42,14 @@ def check_answers(service: str, project: str, tier: str, library: str) -> None:
 
 
 def scaffold(
-    dest: Path, *, service: str, project: str, tier: str, library: str, description: str | None = None
+    dest: Path,
+    *,
+    service: str,
+    project: str,
+    tier: str,
+    library: str,
+    description: str | None = None,
+    graph: bool = False,
 ) -> Path:
     """Render the template into ``dest`` (which must not exist or be empty); returns the service folder."""
     import copier
@@ -52,7 +59,9 @@ def scaffold(
     check_answers(service, project, tier, library)
     if dest.exists() and any(dest.iterdir()):
         raise ConfigError(f"{dest} exists and is not empty: choose a new folder")
-    data = {"service": service, "project": project, "tier": tier, "library": library}
+    if graph and tier == "full-custom":
+        raise ConfigError("--graph: a graph's steps are MLServer models: use --tier no-code or low-code")
+    data: dict[str, object] = {"service": service, "project": project, "tier": tier, "library": library, "graph": graph}
     if description:
         data["description"] = description
     copier.run_copy(str(project_template()), str(dest), data=data, defaults=True, quiet=True, overwrite=True)
@@ -84,10 +93,15 @@ def init(
     train: Annotated[
         bool, typer.Option("--train/--no-train", help="train and register version 1 (model-server environment)")
     ] = True,
+    graph: Annotated[
+        bool, typer.Option("--graph", help="also scaffold graph/: the model as the first step of an inference graph")
+    ] = False,
 ) -> None:
     """Scaffold a serving layer: service configs, a model to replace, tests; then train it once."""
     name = service or dest.resolve().name.replace("_", "-").lower()
-    service_dir = scaffold(dest, service=name, project=project, tier=tier, library=library, description=description)
+    service_dir = scaffold(
+        dest, service=name, project=project, tier=tier, library=library, description=description, graph=graph
+    )
     package = name.replace("-", "_")
     typer.echo(f"created {dest} ({tier}, {library}): service {name}, package {package}")
     python = server_python()

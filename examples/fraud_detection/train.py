@@ -7,8 +7,9 @@ model server decodes. Split by time: the newest ``test_share`` of the events is 
 rest picks the number of boosting rounds (early stopping), then the booster is refit on all of the rest.
 
 Output (``out`` folder): ``model.txt`` (LightGBM's text format, loaded by ``mlserver_lightgbm.LightGBMModel``;
-for a binary booster it answers the positive-class probability), ``metrics.json`` and ``profile.json`` (the
-drift monitor's reference: the held-out rows' inputs and scores). Deterministic for a seed.
+for a binary booster it answers the positive-class probability), ``model.json`` (an XGBoost model of the same
+rows: the second member of the fraud ensemble, ``examples/fraud_detection/ensemble``), ``metrics.json`` and
+``profile.json`` (the drift monitor's reference: the held-out rows' inputs and scores). Deterministic for a seed.
 """
 
 from __future__ import annotations
@@ -25,6 +26,8 @@ from vatic.serving.config.model import ServiceConfig
 
 INPUT = "input-0"
 ROUNDS = 1000
+#: the XGBoost member of the fraud ensemble, beside model.txt in the same registry version
+XGBOOST_FILE = "model.json"
 
 
 def feature_names(columns: list[str]) -> list[str]:
@@ -82,6 +85,7 @@ def train(labelled: Path, out: Path, config: ServiceConfig, *, seed: int, test_s
     scores = booster.predict(x[cut:])
     out.mkdir(parents=True, exist_ok=True)
     booster.save_model(str(out / "model.txt"))
+    second = _train_xgboost(x, y, cut, fit_cut, seed, out / XGBOOST_FILE)
     gain = dict(zip(spec.columns, booster.feature_importance("gain").tolist(), strict=True))
     metrics: dict[str, Any] = {
         "task": "binary classification (fraud)",
@@ -104,12 +108,40 @@ def train(labelled: Path, out: Path, config: ServiceConfig, *, seed: int, test_s
         "feature_names": names,
         "categorical": categorical,
         "top_features": [name for name, _ in sorted(gain.items(), key=lambda item: -item[1])[:8]],
+        # the ensemble's second member (examples/fraud_detection/ensemble): the same rows, another learner
+        "xgboost": {
+            "library": second["library"],
+            "roc_auc": round(float(roc_auc_score(y[cut:], second["scores"])), 4),
+            "boosting_rounds": second["rounds"],
+            "file": XGBOOST_FILE,
+        },
+        "ensemble_mean_roc_auc": round(float(roc_auc_score(y[cut:], (scores + second["scores"]) / 2)), 4),
     }
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n", encoding="utf-8")
     # the drift monitor's reference: the held-out rows (the newest, closest to what will be served) and their scores
     held_out = frame.iloc[cut:].reset_index(drop=True)
     reference_profile(held_out, config, {config.model.outputs[0].field: scores.tolist()}).write(out)
     return metrics
+
+
+def _train_xgboost(x: Any, y: Any, cut: int, fit_cut: int, seed: int, path: Path) -> dict[str, Any]:
+    """The ensemble's second member: XGBoost on the same tensor and split, early-stopped on the same validation
+    rows, refit on the training part; objective ``reg:logistic`` (MLServer's XGBoost runtime then answers the
+    probability as ``predict``, as the LightGBM one does). Written to ``path`` (XGBoost's JSON format)."""
+    import xgboost as xgb
+
+    params = {
+        "objective": "reg:logistic", "eval_metric": "auc", "eta": 0.05, "max_depth": 6, "min_child_weight": 5,
+        "subsample": 0.9, "colsample_bytree": 0.9, "lambda": 1.0, "tree_method": "hist", "seed": seed, "nthread": 2,
+    }  # fmt: skip
+    fit = xgb.DMatrix(x[:fit_cut], y[:fit_cut])
+    valid = xgb.DMatrix(x[fit_cut:cut], y[fit_cut:cut])
+    probe = xgb.train(params, fit, ROUNDS, evals=[(valid, "valid")], early_stopping_rounds=50, verbose_eval=False)
+    rounds = max(1, int(probe.best_iteration) + 1)
+    booster = xgb.train(params, xgb.DMatrix(x[:cut], y[:cut]), rounds)
+    booster.save_model(str(path))
+    scores = booster.predict(xgb.DMatrix(x[cut:]))
+    return {"library": f"xgboost {xgb.__version__}", "rounds": rounds, "scores": np.asarray(scores, dtype=np.float64)}
 
 
 def model_settings(config: ServiceConfig, version: str, columns: int) -> dict[str, Any]:

@@ -1,4 +1,5 @@
-"""``ProductCategorizer``: the low-code MLServer runtime of product categorization (MiniLM + a linear head).
+"""``ProductCategorizer``: the low-code MLServer runtime of product categorization (MiniLM + a linear head), and its
+two halves as models of their own for an inference graph (``ProductEmbedder`` -> ``CategoryHead``).
 
 Artifact folder (one registry version; written by ``train.py``, read here)::
 
@@ -58,11 +59,23 @@ from vatic.examples.product_categorization.embedding import (
 from vatic.serving.core.contract import Array, Signature, TensorDecl
 from vatic.serving.runtimes.base import VaticModel
 
-__all__ = ["HEAD_FILE", "LABELS_FILE", "METADATA_FILE", "ArtifactError", "ProductCategorizer", "softmax"]
+__all__ = [
+    "EMBEDDING",
+    "HEAD_FILE",
+    "LABELS_FILE",
+    "METADATA_FILE",
+    "ArtifactError",
+    "CategoryHead",
+    "ProductCategorizer",
+    "ProductEmbedder",
+    "softmax",
+]
 
 HEAD_FILE = "head.safetensors"
 LABELS_FILE = "labels.json"
 METADATA_FILE = "model.json"
+#: the tensor between the two halves of an inference graph (the embedder's output, the head's input)
+EMBEDDING = "embedding"
 
 
 class ArtifactError(ValueError):
@@ -92,6 +105,11 @@ class ProductCategorizer(VaticModel):
     mix_input = "seller_mix"
 
     def load_artifacts(self, path: Path) -> None:
+        card = self._load_head(path)
+        self._load_encoder(card)
+
+    def _load_head(self, path: Path) -> _Card:
+        """The labels, the head's weights and the input layout; checked against each other."""
         card = _Card.read(path / METADATA_FILE)
         features = card.seller_features
         self.text_input, self.mix_input = card.text_input, card.mix_input
@@ -116,6 +134,9 @@ class ProductCategorizer(VaticModel):
                 f"labels x ({dim} embedding + {len(features)} seller features): [{classes}, {width}] / [{classes}]"
             )
         self.weight, self.bias, self.labels, self.seller_features = weight, bias, labels, features
+        return card
+
+    def _load_encoder(self, card: _Card) -> None:
         self.embed_batch_size = int(self.extra.get("embed_batch_size") or 64)
         self.encoder = load_encoder(self.device)
         if card.max_seq_length:
@@ -129,21 +150,62 @@ class ProductCategorizer(VaticModel):
         outputs = (TensorDecl("category", "BYTES", (-1,)), TensorDecl("scores", "FP32", (-1, len(self.labels))))
         return Signature(tuple(inputs), outputs)
 
-    def features(self, inputs: dict[str, Array]) -> Array:
-        """The head's input ``[N, 384 + K]``: normalised text embeddings, then the seller features."""
+    def embeddings(self, inputs: dict[str, Array]) -> Array:
+        """Normalised text embeddings ``[N, 384]`` of the ``text`` input."""
         texts = [text_of(title, description) for title, description in inputs[self.text_input].tolist()]
         embedded = np.asarray(embed(self.encoder, texts, batch_size=self.embed_batch_size), dtype=np.float32)
-        embedded = embedded.reshape(len(texts), DIMENSIONS)
-        if not self.seller_features:
-            return embedded
-        seller = np.nan_to_num(inputs[self.mix_input].astype(np.float32), nan=0.0)
-        return np.concatenate([embedded, seller], axis=1)
+        return embedded.reshape(len(texts), DIMENSIONS)
 
-    def predict_batch(self, inputs: dict[str, Array]) -> dict[str, Array]:
-        x = self.features(inputs)
+    def classify(self, embedded: Array, inputs: dict[str, Array]) -> dict[str, Array]:
+        """The head: ``[embedding | seller features]`` -> softmax scores and the best label."""
+        x = embedded
+        if self.seller_features:
+            seller = np.nan_to_num(inputs[self.mix_input].astype(np.float32), nan=0.0)
+            x = np.concatenate([embedded, seller], axis=1)
         scores = softmax(x @ self.weight.T + self.bias)
         labels = np.asarray(self.labels, dtype=object)
         return {"category": labels[scores.argmax(axis=1)], "scores": scores}
+
+    def predict_batch(self, inputs: dict[str, Array]) -> dict[str, Array]:
+        return self.classify(self.embeddings(inputs), inputs)
+
+
+class ProductEmbedder(ProductCategorizer):
+    """The first half as a model of its own (an inference graph's first step): ``text`` BYTES ``[N, 2]`` ->
+    ``embedding`` FP32 ``[N, 384]``, the normalised MiniLM embedding the head reads. Same artifact folder."""
+
+    def load_artifacts(self, path: Path) -> None:
+        self._load_encoder(_Card.read(path / METADATA_FILE))
+
+    def signature(self) -> Signature:
+        return Signature(
+            (TensorDecl(self.text_input, "BYTES", (-1, 2)),), (TensorDecl(EMBEDDING, "FP32", (-1, DIMENSIONS)),)
+        )
+
+    def predict_batch(self, inputs: dict[str, Array]) -> dict[str, Array]:
+        return {EMBEDDING: self.embeddings(inputs)}
+
+
+class CategoryHead(ProductCategorizer):
+    """The second half as a model of its own: ``embedding`` FP32 ``[N, 384]`` (the embedder's output) and
+    ``seller_mix`` FP32 ``[N, K]`` -> ``category`` and ``scores``, as :class:`ProductCategorizer` answers them.
+    Same artifact folder; no encoder is loaded (microseconds per row, on the CPU)."""
+
+    offload = False
+
+    def load_artifacts(self, path: Path) -> None:
+        self._load_head(path)
+
+    def signature(self) -> Signature:
+        inputs = [TensorDecl(EMBEDDING, "FP32", (-1, DIMENSIONS))]
+        if self.seller_features:
+            inputs.append(TensorDecl(self.mix_input, "FP32", (-1, len(self.seller_features))))
+        outputs = (TensorDecl("category", "BYTES", (-1,)), TensorDecl("scores", "FP32", (-1, len(self.labels))))
+        return Signature(tuple(inputs), outputs)
+
+    def predict_batch(self, inputs: dict[str, Array]) -> dict[str, Array]:
+        embedded = np.asarray(inputs[EMBEDDING], dtype=np.float32).reshape(-1, DIMENSIONS)
+        return self.classify(embedded, inputs)
 
 
 @dataclass(frozen=True)

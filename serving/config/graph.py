@@ -157,6 +157,17 @@ class StepSpec(Section):
     model: str | None = Field(None, pattern=r"^[A-Za-z0-9_.-]+$", description="model name on its V2 server")
     version: str | None = Field(None, description="model version (None: the server's default)")
     server: str | None = Field(None, description="a name of graph.servers (default: the service's model server)")
+    library: Literal["sklearn", "xgboost", "lightgbm"] | None = Field(
+        None, description="on the service's model server: MLServer's no-code runtime of this library"
+    )
+    implementation: str | None = Field(
+        None, description="on the service's model server: a low-code runtime 'module.Class' (default: serving's)"
+    )
+    registry_model: str | None = Field(
+        None,
+        description="on the service's model server: the registry model of its artifact (default: model); the "
+        "version is the step's version, else what the service's registry section names",
+    )
     inputs: list[StepInput] = Field(default_factory=list, description="the V2 inputs of the step's model")
     outputs: list[StepOutput] = Field(
         default_factory=list, description="model: the outputs it answers; ensemble: the tensors to combine"
@@ -181,7 +192,14 @@ class StepSpec(Section):
                 raise ValueError(f"step {self.name!r} calls a model: add model: <name on the model server>")
             if not self.inputs or not self.outputs:
                 raise ValueError(f"step {self.name!r} calls a model: list its inputs and outputs")
-        elif self.model or self.inputs or self.version or self.server:
+            if self.library and self.implementation:
+                raise ValueError(f"step {self.name!r}: library (no-code) or implementation (low-code), not both")
+            if self.server and (self.library or self.implementation or self.registry_model):
+                raise ValueError(
+                    f"step {self.name!r} runs on server {self.server!r}, which serves its own models: remove library, "
+                    "implementation and registry_model"
+                )
+        elif self.model or self.inputs or self.version or self.server or self.library or self.implementation:
             raise ValueError(f"a {self.kind} step has no model of its own: remove model, version, server and inputs")
         if self.kind != "ensemble" and (self.members or self.combine or self.weights):
             raise ValueError("members, combine and weights belong to an ensemble step (kind: ensemble)")
@@ -317,12 +335,16 @@ class GraphSpec(Section):
             absent = [m for m, kind in kinds.items() if kind is None]
             if absent:
                 raise at(f"steps.{i}.outputs", f"member(s) {absent} output no {name!r}")
-            if len({(k[0], tuple(k[1])) for k in kinds.values() if k}) != 1:
-                raise at(f"steps.{i}.members", f"the members' {name!r} outputs differ in datatype or shape: {kinds}")
+            averaged = step.combine != "vote"
+            if len({(None if averaged else k[0], tuple(k[1])) for k in kinds.values() if k}) != 1:
+                what = "shape" if averaged else "datatype or shape"
+                raise at(f"steps.{i}.members", f"the members' {name!r} outputs differ in {what}: {kinds}")
             kind = first[name]
-            if step.combine != "vote" and kind[0] not in NUMERIC:
+            if averaged and any(k[0] not in NUMERIC for k in kinds.values() if k):
                 raise at(f"steps.{i}.combine", f"{step.combine} of {name!r} ({kind[0]}): only numbers average; "
                          "use combine: vote")  # fmt: skip
+            if averaged and len({k[0] for k in kinds.values() if k}) > 1:
+                kind = ("FP64", kind[1])  # numbers of several datatypes average to FP64
             declared = next((o for o in step.outputs if o.name == name), None)
             if (
                 declared is not None

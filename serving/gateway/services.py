@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import copy
 import ssl
 import time
 import uuid
@@ -39,6 +40,8 @@ class ServiceRuntime:
     request_schema: dict[str, Any]
     _validate: Any = field(repr=False, default=None)
     shadows: ShadowWriter | None = None
+    #: the input schema's field defaults: what an Avro writer puts in for a field the event leaves out
+    defaults: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
     def open(
@@ -73,17 +76,23 @@ class ServiceRuntime:
             origin="REST",
             on_batch=metrics.batch_size.labels(config.service).observe,
         )
-        validate = None
+        validate, defaults = None, {}
         if config.streaming is not None:
-            validate = record_validator(load_schema(config.streaming.input_schema))
-        return cls(config, folder, endpoint, predictor, batcher, request_schema(config), validate, shadows)
+            schema = load_schema(config.streaming.input_schema)
+            validate = record_validator(schema)
+            defaults = {f["name"]: f["default"] for f in schema["fields"] if "default" in f}
+        return cls(config, folder, endpoint, predictor, batcher, request_schema(config), validate, shadows, defaults)
 
     def event_from(self, body: Mapping[str, Any]) -> dict[str, Any]:
-        """The input event for a request body: generated fields filled in, then validated like a Kafka event.
+        """The input event for a request body: generated fields and the input schema's defaults filled in (a
+        field left out reads as the stream reads it), then validated like a Kafka event.
 
         Raises :class:`InvalidRecord` naming the first bad field.
         """
         event = dict(body)
+        for name, default in self.defaults.items():  # as the stream's events arrive: Avro wrote the default
+            if name not in event:
+                event[name] = copy.deepcopy(default)
         event.setdefault("event_id", str(uuid.uuid4()))
         event.setdefault("event_time", time.time_ns() // 1_000_000)
         if self._validate is not None:

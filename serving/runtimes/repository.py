@@ -85,9 +85,10 @@ from typing import Any
 from vatic.connectors.registry import MaterializedModel, ModelRegistry, is_pickle, open_registry
 from vatic.connectors.registry.spec import fetch_from_spec, registry_from_spec
 from vatic.schemas.errors import ArtifactsMissing, ConfigError, ModelNotFound, VaticError
-from vatic.serving.config.base import TensorSpec
+from vatic.serving.config.base import OutputSpec, TensorSpec
+from vatic.serving.config.graph import StepSpec
 from vatic.serving.config.loader import load_service
-from vatic.serving.config.model import RegistrySpec, ServiceConfig
+from vatic.serving.config.model import ModelSpec, RegistrySpec, ServiceConfig
 from vatic.serving.core.versions import pointer_name
 
 __all__ = [
@@ -125,6 +126,9 @@ MODEL_FILES: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "xgboost": (("model.json", "model.ubj", "model.bst"), (".ubj", ".bst", ".json")),
     "lightgbm": (("model.txt", "model.bst", "model.lgb"), (".txt", ".bst", ".lgb")),
 }
+
+#: files trainers write beside the model (its metrics, the drift monitor's reference profile): never a model file
+SIDECARS = ("metrics.json", "profile.json")
 
 #: outputs MLServer's no-code runtimes can answer
 NOCODE_OUTPUTS: dict[str, tuple[str, ...]] = {
@@ -234,8 +238,10 @@ def model_settings(
     files: dict[str, str] | None = None,
     base: dict[str, Any] | None = None,
     validate_inputs: bool = True,
+    inputs: list[dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
-    """MLServer's ``model-settings.json`` for the service's model (see the module docstring).
+    """MLServer's ``model-settings.json`` for the service's model (see the module docstring); ``inputs`` replaces
+    the input metadata built from ``model.inputs`` (a graph step reads tensors of other steps too).
 
     ``base`` is a ``model-settings.json`` that came with the artifact: its ``platform``, ``versions`` and
     ``outputs`` are kept; everything the service config decides is overwritten.
@@ -249,7 +255,7 @@ def model_settings(
     settings["platform"] = str(base.get("platform") or serving.library)
     if isinstance(base.get("versions"), list):
         settings["versions"] = [str(v) for v in base["versions"]]
-    settings["inputs"] = [input_metadata(spec) for spec in model.inputs]
+    settings["inputs"] = inputs if inputs is not None else [input_metadata(spec) for spec in model.inputs]
     if isinstance(base.get("outputs"), list) and base["outputs"]:
         settings["outputs"] = base["outputs"]
     base_extra = (base.get("parameters") or {}).get("extra") if isinstance(base.get("parameters"), dict) else None
@@ -342,7 +348,7 @@ def _model_file(config: ServiceConfig, files: Sequence[str], where: str) -> str:
     """The no-code model file among the artifact's top-level ``files``: preferred names, else one by suffix."""
     library = config.serving.library
     names, suffixes = MODEL_FILES[library]
-    top = [f for f in files if "/" not in f and f not in (MODEL_SETTINGS, SHIPPED_SETTINGS)]
+    top = [f for f in files if "/" not in f and f not in (MODEL_SETTINGS, SHIPPED_SETTINGS, *SIDECARS)]
     for name in names:
         if name in top:
             return name
@@ -421,6 +427,7 @@ def materialize_model(
     service_dir: Path,
     spec: RegistrySpec | None = None,
     validate_inputs: bool = True,
+    inputs: list[dict[str, Any]] | None = None,
 ) -> tuple[MaterializedModel, str, dict[str, Any]]:
     """Steps 1-3 of the module docstring for one model folder: fetch and verify what ``spec`` (default: the
     service's ``registry`` section) names into ``folder`` (which must not exist or be empty), adopt a shipped
@@ -440,6 +447,7 @@ def materialize_model(
         files=dict(fetched.files),
         base=base,
         validate_inputs=validate_inputs,
+        inputs=inputs,
     )
     custom = implementation_for(config, validate_inputs=validate_inputs) is None
     _write_json(folder / (CUSTOM_SETTINGS if custom else MODEL_SETTINGS), settings)
@@ -491,6 +499,114 @@ def _materialize_sides(
     return folders
 
 
+def step_config(config: ServiceConfig, step: StepSpec) -> ServiceConfig:
+    """The service config as a graph step's model sees it: its name, version, inputs and outputs, its runtime
+    (``library``: no-code, ``implementation``: low-code, else the service's ``serving``) and its registry model."""
+    assert step.model is not None
+    serving = config.serving
+    if step.library:
+        serving = serving.model_copy(update={"tier": "no-code", "library": step.library, "implementation": None})
+    elif step.implementation:
+        serving = serving.model_copy(update={"tier": "low-code", "implementation": step.implementation})
+    model = ModelSpec.model_construct(
+        name=step.model,
+        version=step.version,
+        inputs=[t.tensor() for t in step.inputs if t.columns is not None],
+        outputs=[OutputSpec(name=o.name) for o in step.outputs],
+    )
+    registry = config.registry.model_copy(
+        update={"model": step.registry_model or step.model, "version": step.version or config.registry.version}
+    )
+    update = {"graph": None, "model": model, "serving": serving, "registry": registry, "canary": None, "shadow": None}
+    return config.model_copy(update=update)
+
+
+def step_inputs(config: ServiceConfig, step: StepSpec) -> list[dict[str, Any]]:
+    """V2 metadata of a step's inputs: columns as :func:`input_metadata`, a tensor of another step ``[-1, *shape]``
+    with that step's datatype."""
+    assert config.graph is not None
+    produced = config.graph.produced()
+    out = []
+    for tensor in step.inputs:
+        if tensor.columns is not None:
+            out.append(input_metadata(tensor.tensor()))
+            continue
+        producer, name = tensor.producer
+        datatype, shape = produced[producer][name]
+        body: dict[str, Any] = {"name": tensor.name, "datatype": datatype, "shape": [-1, *shape]}
+        if tensor.content_type:
+            body["parameters"] = {"content_type": tensor.content_type}
+        out.append(body)
+    return out
+
+
+def served_steps(config: ServiceConfig) -> list[tuple[str, StepSpec]]:
+    """The graph steps whose models the service's own model server serves, each once: ``(folder, step)``; a
+    model served at two versions gets ``<model>@<version>`` for the second."""
+    assert config.graph is not None
+    out: list[tuple[str, StepSpec]] = []
+    seen: set[tuple[str | None, str | None]] = set()
+    names: set[str] = set()
+    for step in config.graph.steps:
+        if step.model is None or step.server is not None or (step.model, step.version) in seen:
+            continue
+        seen.add((step.model, step.version))
+        folder = step.model if step.model not in names else version_folder(step.model, step.version or "default")
+        names.add(step.model)
+        out.append((folder, step))
+    return out
+
+
+def _write_graph_repository(
+    config: ServiceConfig, target: Path, registry: ModelRegistry, service_dir: Path, validate_inputs: bool
+) -> WrittenRepository:
+    """:func:`write_repository` for a graph: one model folder per step the service's server serves."""
+    written: list[WrittenModel] = []
+    holder = Path(tempfile.mkdtemp(prefix=f".{config.service}.incoming-", dir=target))
+    try:
+        incoming: list[tuple[Path, str]] = []
+        for folder, step in served_steps(config):
+            view = step_config(config, step)
+            _check_nocode_outputs(view)
+            place = holder / f"step-{len(incoming)}"
+            try:
+                fetched, uri, settings = materialize_model(
+                    view, place, registry=registry, service_dir=service_dir, validate_inputs=validate_inputs,
+                    inputs=step_inputs(config, step),
+                )  # fmt: skip
+            except ModelNotFound as exc:
+                raise ArtifactsMissing(f"service {config.service}: step {step.name!r}: {exc}", stage="load") from exc
+            incoming.append((place, folder))
+            written.append(
+                WrittenModel(
+                    name=view.model.name, folder=target / folder,
+                    implementation=implementation_for(view, validate_inputs=validate_inputs), uri=uri,
+                    version=settings["parameters"]["version"], registry_model=fetched.name,
+                    registry_version=fetched.version, digest=fetched.digest, files=dict(fetched.files),
+                )
+            )  # fmt: skip
+        server = server_settings(config)
+        _swap(target, holder, incoming)
+        _write_json(target / "settings.json", server)
+    finally:
+        shutil.rmtree(holder, ignore_errors=True)
+    return WrittenRepository(root=target, server=server, models=tuple(written))
+
+
+def _swap(target: Path, holder: Path, incoming: Sequence[tuple[Path, str]]) -> None:
+    """Move every folder vatic wrote into ``target`` before out (into ``holder``), then ``incoming`` in."""
+    for stale in list(target.iterdir()):
+        if stale == holder or stale.name == MARKER:
+            continue
+        if stale.name.startswith("."):  # leftovers of an interrupted run
+            if ".incoming-" in stale.name and stale.is_dir():
+                shutil.rmtree(stale, ignore_errors=True)
+            continue
+        os.replace(stale, holder / f"old-{stale.name}")
+    for folder, name in incoming:
+        os.replace(folder, target / name)
+
+
 def write_repository(
     config: ServiceConfig,
     repository: str | os.PathLike[str] | None = None,
@@ -512,11 +628,15 @@ def write_repository(
     """
     target = Path(repository if repository is not None else config.registry.dest_path)
     service_path = Path(service_dir)
-    _check_nocode_outputs(config)
+    if config.graph is None:
+        _check_nocode_outputs(config)
     implementation = implementation_for(config, validate_inputs=validate_inputs)
     if registry is None:
         registry = service_registry(config, service_path, Path(registry_root) if registry_root is not None else None)
     _claim(target)
+    if config.graph is not None:
+        (target / MARKER).write_text(json.dumps({"service": config.service}) + "\n", encoding="utf-8")
+        return _write_graph_repository(config, target, registry, service_path, validate_inputs)
     name = config.model.name
     holder = Path(tempfile.mkdtemp(prefix=f".{name}.incoming-", dir=target))
     try:
@@ -534,17 +654,9 @@ def write_repository(
         server = {} if full_custom else server_settings(config)
         # swap: the old model folder out, the new one in; other folders vatic wrote earlier go too
         (target / MARKER).write_text(json.dumps({"service": config.service}) + "\n", encoding="utf-8")
-        for stale in list(target.iterdir()):
-            if stale == holder or stale.name == MARKER:
-                continue
-            if stale.name.startswith("."):  # leftovers of an interrupted run
-                if ".incoming-" in stale.name and stale.is_dir():
-                    shutil.rmtree(stale, ignore_errors=True)
-                continue
-            os.replace(stale, holder / f"old-{stale.name}")
-        os.replace(incoming, target / name)
-        for (side_name, side_version), folder in sides.items():
-            os.replace(folder, target / version_folder(side_name, side_version))
+        moved = [(incoming, name)]
+        moved += [(folder, version_folder(side, version)) for (side, version), folder in sides.items()]
+        _swap(target, holder, moved)
         if config.uses_pointer:
             write_pointer(target, name, [settings["parameters"]["version"]])
         if server:

@@ -86,7 +86,7 @@ def _safetensors_header(path: Path) -> dict:
 def test_artifacts_have_the_documented_formats_and_no_pickle(prepared):
     _, report, _ = prepared
     fraud = _artifacts(report, "fraud_detection")
-    names = ["metrics.json", "model-settings.json", "model.txt", "profile.json"]
+    names = ["metrics.json", "model-settings.json", "model.json", "model.txt", "profile.json"]
     assert sorted(p.name for p in fraud.iterdir()) == names
     text = (fraud / "model.txt").read_text(encoding="utf-8")
     assert text.startswith("tree\n")
@@ -98,6 +98,11 @@ def test_artifacts_have_the_documented_formats_and_no_pickle(prepared):
     assert settings["parameters"] == {"uri": "./model.txt", "version": "1"}
     metrics = json.loads((fraud / "metrics.json").read_text())
     assert metrics["columns"] == columns
+    # the ensemble's second member: XGBoost's JSON format, scored on the same held-out rows
+    assert json.loads((fraud / "model.json").read_text())["learner"]["objective"]["name"] == "reg:logistic"
+    assert metrics["xgboost"]["file"] == "model.json"
+    assert 0.5 < metrics["xgboost"]["roc_auc"] <= 1.0
+    assert 0.5 < metrics["ensemble_mean_roc_auc"] <= 1.0
     assert metrics["version"] == "1"
     assert len(metrics["fingerprint"]) == 64
 

@@ -55,8 +55,11 @@ def _predict(name: str, home: Path, **fields: float) -> float:
 def test_init_test_serve_predict(tmp_path, tier, library):
     name = f"{library}-{tier.split('-')[0]}"
     dest = tmp_path / name
-    done = _vatic("init", str(dest), "--tier", tier, "--library", library, "--project", "trials")
+    graph = tier != "full-custom"  # a graph's steps are MLServer models
+    done = _vatic("init", str(dest), "--tier", tier, "--library", library, "--project", "trials",
+                  *(["--graph"] if graph else []))  # fmt: skip
     assert done.returncode == 0, done.stderr
+    assert (dest / "graph" / "service.yaml").is_file() == graph
     assert (dest / "registry" / name / "1" / "metrics.json").is_file()
     # the drift monitor's reference: every model input and the served output, named after the version
     profile = Profile.read(dest / "registry" / name / "1" / "profile.json")
@@ -99,6 +102,28 @@ def test_init_test_serve_predict(tmp_path, tier, library):
     assert "stopped" in down.stdout
     assert Workspace(home, name).running() == []
     assert load_state(home, name) is None
+    if tier == "no-code" and library == "lightgbm":
+        _the_scaffolded_graph_serves(dest, name, home)
+
+
+def _the_scaffolded_graph_serves(dest: Path, name: str, home: Path) -> None:
+    """``vatic init --graph``'s graph/ folder: shown by `vatic graph show`, served by a workspace, answering with
+    its one step's model and version."""
+    shown = _vatic("graph", "show", str(dest / "graph"))
+    assert shown.returncode == 0, shown.stderr
+    assert f"  first: model {name}" in shown.stdout
+    up = _vatic("workspace", "up", str(dest / "graph"), "--home", str(home))
+    try:
+        assert up.returncode == 0, up.stderr
+        done = _vatic("predict", f"{name}-graph", "--data", json.dumps({"f0": 2.5, "f1": -2.0, "f2": 0.5, "f3": 1.0}),
+                      home=home)  # fmt: skip
+        assert done.returncode == 0, done.stdout + done.stderr
+        answer = json.loads(done.stdout)
+        assert [(s["name"], s["model_name"], s["model_version"]) for s in answer["steps"]] == [("first", name, "1")]
+        assert answer["outputs"]["score"] > 0.5
+    finally:
+        down = _vatic("workspace", "down", f"{name}-graph", "--home", str(home))
+    assert down.returncode == 0, down.stderr
 
 
 def test_a_workspace_without_a_trained_model_fails_in_one_line_and_leaves_nothing(tmp_path):

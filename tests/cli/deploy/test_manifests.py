@@ -384,3 +384,14 @@ def test_a_service_with_monitoring_disabled_renders_no_monitor(tmp_path):
     assert ("FlinkDeployment", "fraud-detection-monitor") not in kinds
     assert not any(kind == "PrometheusRule" for kind, _ in kinds)
     assert not any(p["title"].startswith("Drift") for p in dashboard(off)["panels"])
+
+
+def test_a_graph_whose_steps_share_the_services_server_renders_one_model_server():
+    ensemble = service_dir("fraud_detection").parent / "ensemble"
+    objects = _objects(ensemble, "local")
+    deployments = sorted(name for name in objects if name.startswith("Deployment/"))
+    assert deployments == ["Deployment/fraud-ensemble-gateway", "Deployment/fraud-ensemble-model"]
+    (init,) = _pod(objects, "fraud-ensemble-model")["initContainers"]
+    assert init["command"][:5] == ["python", "-m", "vatic.serving.runtimes.repository", "/etc/vatic/service", "/models"]
+    data = objects["ConfigMap/fraud-ensemble-config"]["data"]
+    assert data["service.yaml"] == (ensemble / "service.yaml").read_text(encoding="utf-8")

@@ -290,3 +290,28 @@ def test_the_cpu_path_standalone(registry: Registry, encoder: Any) -> None:
     np.testing.assert_allclose(
         scores, expected_scores(encoder, registry.root / "categorizer" / "1", PRODUCTS, MIX), atol=1e-4
     )
+
+
+def test_the_embedder_then_the_head_answer_what_the_combined_model_answers(registry: Registry) -> None:
+    """The inference graph's two halves (same artifact): embedding [N, 384] from the text, then the head over
+    [embedding | seller mix]; the same scores and categories as ProductCategorizer, and each half declares only
+    its own tensors."""
+    from vatic.examples.product_categorization.runtime import EMBEDDING, CategoryHead, ProductEmbedder
+
+    folder = registry.root / "categorizer" / "1"
+    combined, embedder, head = ProductCategorizer(), ProductEmbedder(), CategoryHead()
+    for model in (combined, embedder, head):
+        model.load_artifacts(folder)
+    assert not hasattr(head, "encoder")  # the head loads no encoder
+    text = np.asarray(PRODUCTS, dtype=object)
+    mix = np.asarray(MIX, dtype=np.float32)
+    embedded = embedder.predict_batch({"text": text})[EMBEDDING]
+    assert embedded.shape == (len(PRODUCTS), 384)
+    assert embedded.dtype == np.float32
+    halves = head.predict_batch({EMBEDDING: embedded, "seller_mix": mix})
+    whole = combined.predict_batch({"text": text, "seller_mix": mix})
+    np.testing.assert_allclose(halves["scores"], whole["scores"], atol=1e-6)
+    assert list(halves["category"]) == list(whole["category"])
+    assert [t.name for t in embedder.signature().inputs] == ["text"]
+    assert [t.name for t in head.signature().inputs] == [EMBEDDING, "seller_mix"]
+    assert [t.name for t in embedder.signature().outputs] == [EMBEDDING]
