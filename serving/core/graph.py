@@ -27,7 +27,7 @@ from vatic.schemas.errors import DataError, DeadlineExceeded, InputProblem, Outp
 from vatic.serving.config.base import OutputSpec
 from vatic.serving.config.graph import GraphSpec, StepSpec
 from vatic.serving.config.model import ModelSpec
-from vatic.serving.core.predictor import Call, Failure
+from vatic.serving.core.predictor import Call, Failure, gather_all
 from vatic.serving.core.tensors import EncodingProblem, build_inputs, column_value
 
 if TYPE_CHECKING:
@@ -137,13 +137,9 @@ class GraphRun:
                 self.routes[step.name] = asyncio.get_running_loop().create_future()
         for step in self.graph.steps:
             self.tasks[step.name] = asyncio.ensure_future(self._step(step))
-        tasks = list(self.tasks.values())
         try:
-            await asyncio.gather(*tasks)
+            await gather_all(list(self.tasks.values()))
         except BaseException:
-            for task in tasks:
-                task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
             for future in self.routes.values():
                 future.cancel()
             raise

@@ -169,6 +169,17 @@ class FeatureReader(Protocol):
     async def aclose(self) -> None: ...
 
 
+async def gather_all(tasks: Sequence[asyncio.Future[Any]]) -> None:
+    """Wait for every task; when one fails, cancel the others, wait until they are done, then raise its error."""
+    try:
+        await asyncio.gather(*tasks)
+    except BaseException:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        raise
+
+
 def now_ms() -> int:
     return time.time_ns() // 1_000_000
 
@@ -407,13 +418,7 @@ class Predictor:
         tasks = [asyncio.ensure_future(self._infer(work, picked, self._model_call(canary[0])))]
         if rest:
             tasks.append(asyncio.ensure_future(self._infer(work, rest, self._model_call(version))))
-        try:
-            await asyncio.gather(*tasks)
-        except BaseException:
-            for task in tasks:
-                task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
-            raise
+        await gather_all(tasks)
 
     # -- the shadow ------------------------------------------------------------------------------------------
 

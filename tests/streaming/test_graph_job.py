@@ -13,7 +13,6 @@ import math
 import time
 import uuid
 from collections import Counter
-from collections.abc import Iterator
 from typing import Any
 
 import httpx
@@ -21,10 +20,9 @@ import pytest
 import yaml
 
 from tests.fixtures.echo import CHANNELS, COLUMNS
-from tests.fixtures.model_server import REJECT, ModelRepo, add_faulty_model, build_model_repo, model_server
+from tests.fixtures.model_server import REJECT, ModelRepo, add_faulty_model, build_model_repo
 from tests.serving.gateway.test_gateway import AUTH, Gateway, transaction
 from tests.streaming.test_job import Run, drain, make_run, run_bounded
-from vatic.cli.stack.mlserver import ModelServer
 from vatic.connectors.kafka import Producer
 from vatic.schemas import AvroCodec, load_schema, topic_subject
 
@@ -33,17 +31,10 @@ WIDTH = len(COLUMNS)
 
 @pytest.fixture(scope="module")
 def models(tmp_path_factory: pytest.TempPathFactory) -> ModelRepo:
+    """The job tests' models (the conftest's server serves these) and ``shifted``."""
     built = build_model_repo(tmp_path_factory.mktemp("models") / "repo", iris=False)
     add_faulty_model(built.root, "shifted", {"add": 0.5})
     return built
-
-
-@pytest.fixture(scope="module")
-def server(models: ModelRepo, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ModelServer]:
-    srv = model_server(tmp_path_factory.mktemp("home"), models.root, name="graph-job-mlserver", parallel_workers=0)
-    srv.start()
-    yield srv
-    srv.stop()
 
 
 def graph_body(body: dict[str, Any]) -> dict[str, Any]:
