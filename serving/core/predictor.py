@@ -27,6 +27,11 @@ Contract of :meth:`Predictor.predict` for a batch of N events:
   prediction events are in ``BatchResult.shadows`` when they came within ``shadow_wait_s`` after the serving
   answer; whatever happens to it (down, refusing, slow) the serving outcome of every event is the same as
   without a shadow. Every shadow outcome, early or late, is handed to ``on_shadow`` (the doors' metrics).
+* With an inference graph (``graph`` in the service config) the model call is the graph's
+  (:mod:`vatic.serving.core.graph`): every step one V2 request over the events still alive at it; a step's data
+  error fails only the events it concerns (``Failure.step`` names the step, ``Failure.model_name`` its model); an
+  outage or deadline of any step is raised for the batch, naming the step (``VaticError.step``). Prediction events
+  list the steps that answered them (``steps``).
 """
 
 from __future__ import annotations

@@ -576,6 +576,11 @@ def _write_graph_repository(
                 )  # fmt: skip
             except ModelNotFound as exc:
                 raise ArtifactsMissing(f"service {config.service}: step {step.name!r}: {exc}", stage="load") from exc
+            except ConfigError as exc:
+                if type(exc) is not ConfigError:  # missing, rejected artifacts: their own kinds, as they are
+                    raise
+                # e.g. a registry version trained before this step's model existed
+                raise ConfigError(f"service {config.service}: step {step.name!r} ({step.model}): {exc}") from exc
             incoming.append((place, folder))
             written.append(
                 WrittenModel(

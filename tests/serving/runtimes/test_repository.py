@@ -299,3 +299,50 @@ def test_runs_as_a_module(tmp_path: Path) -> None:
     )
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout)["models"][0]["name"] == "scorer"
+
+
+def _graph_service(tmp: Path, second: dict[str, Any]) -> Path:
+    """A graph: `lgbm` (no-code LightGBM) and `second` reading lgbm's output, both from registry model `scorer`."""
+    tensor = {"name": "input-0", "datatype": "FP32", "columns": COLUMNS}
+    steps = [
+        {"name": "lgbm", "model": "scorer-lgbm", "library": "lightgbm", "registry_model": "scorer", "inputs": [tensor],
+         "outputs": [{"name": "predict", "datatype": "FP64"}]},
+        {"name": "second", "registry_model": "scorer", "inputs": [{"name": "x", "from": "lgbm.predict"}],
+         "outputs": [{"name": "predict", "datatype": "FP32"}], **second},
+    ]  # fmt: skip
+    folder = _service(tmp, graph={"steps": steps})
+    body = yaml.safe_load((folder / "service.yaml").read_text(encoding="utf-8"))
+    body["model"] = {"name": "scoring-graph", "outputs": [{"name": "predict", "rename": "score"}]}
+    (folder / "service.yaml").write_text(yaml.safe_dump(body), encoding="utf-8")
+    return folder
+
+
+def test_a_graph_gets_one_model_folder_per_step_each_with_its_runtime_and_inputs(tmp_path):
+    _artifact(tmp_path / "registry", {"model.txt": "tree\n", "model.json": "{}", "metrics.json": "{}"})
+    service = _graph_service(tmp_path, {"model": "scorer-xgb", "library": "xgboost"})
+    written = _write(service, tmp_path / "models", tmp_path / "registry")
+    assert [(m.name, m.uri, m.registry_model, m.registry_version) for m in written.models] == [
+        ("scorer-lgbm", "./model.txt", "scorer", "1"), ("scorer-xgb", "./model.json", "scorer", "1"),
+    ]  # fmt: skip
+    assert sorted(p.name for p in (tmp_path / "models").iterdir()) == [
+        MARKER,
+        "scorer-lgbm",
+        "scorer-xgb",
+        "settings.json",
+    ]
+    xgb = _json(tmp_path / "models" / "scorer-xgb" / "model-settings.json")
+    assert xgb["implementation"] == "vatic.serving.runtimes.nocode.XGBoostModel"
+    assert xgb["inputs"] == [{"name": "x", "datatype": "FP64", "shape": [-1]}]  # lgbm's output, one per event
+    lgbm = _json(tmp_path / "models" / "scorer-lgbm" / "model-settings.json")
+    assert lgbm["implementation"] == "vatic.serving.runtimes.nocode.LightGBMModel"
+    assert lgbm["inputs"] == [{"name": "input-0", "datatype": "FP32", "shape": [-1, len(COLUMNS)]}]
+
+
+def test_a_step_whose_file_the_version_lacks_is_refused_naming_the_step(tmp_path):
+    _artifact(tmp_path / "registry", {"model.txt": "tree\n", "metrics.json": "{}", "profile.json": "{}"})
+    service = _graph_service(tmp_path, {"model": "scorer-xgb", "library": "xgboost"})
+    with pytest.raises(
+        ConfigError, match=r"step 'second'.*no xgboost model file in the artifact \(looked for model.json"
+    ):
+        _write(service, tmp_path / "models", tmp_path / "registry")
+    assert not (tmp_path / "models" / "scorer-lgbm").exists()  # nothing half-written
