@@ -26,6 +26,7 @@ TITLES = {
     "visible": "8. Visible latency: vatic's job by delivery profile, as a read_committed consumer sees it",
     "shadow": "11. Shadow: the serving path with a shadow model vs without (stream events/s, REST p99)",
     "monitor": "12. Drift monitor: the job's max events/s with its drift monitor beside it vs alone",
+    "graph": "13. Inference graph: the two-model product graph vs the combined model (stream events/s, REST p99)",
 }
 
 

@@ -42,6 +42,7 @@ if TYPE_CHECKING:
 
 COMPARISONS = (
     "streaming", "peers", "visible", "rest", "features", "batching", "doors", "gpu", "memory", "shadow", "monitor",
+    "graph",
 )  # fmt: skip
 
 
@@ -92,6 +93,7 @@ NEEDS = {
     "visible": ("kafka", "redis", "fraud-model"),
     "shadow": ("kafka", "redis", "fraud-model"),
     "monitor": ("kafka", "redis", "fraud-model"),
+    "graph": ("kafka",),
 }
 
 
@@ -117,7 +119,7 @@ def rerender(options: Options, summary_path: Path) -> dict[str, Any]:
 def measure(options: Options, stack: BenchStack, loadgen: Path | None, results: dict[str, Any]) -> None:
     """Run the selected comparisons in order (REST first, on a quiet box; streaming last), into ``results``
     (``peers`` and ``visible`` read vatic's max events/s from ``results["streaming"]`` when it is there)."""
-    if options.wants("rest") or options.wants("batching") or options.wants("shadow"):
+    if any(options.wants(c) for c in ("rest", "batching", "shadow")):
         from bench.workload import write_bodies
 
         bodies = write_bodies(options.tmp / "bodies")
@@ -148,6 +150,13 @@ def measure(options: Options, stack: BenchStack, loadgen: Path | None, results: 
         _shadow(options, stack, loadgen, bodies, results)
     if options.wants("monitor"):
         _monitor(options, stack, results)
+    if options.wants("graph"):
+        from bench.graph import graph
+
+        stack.stop("gateway")
+        say("== 13. graph: the two-model product graph vs the combined model, stream and REST")
+        assert loadgen is not None
+        results["graph"] = graph(options, stack, loadgen)
     if options.wants("gpu"):
         from bench.gpu import gpu
 
@@ -214,7 +223,7 @@ def run(options: Options) -> dict[str, Any]:
         return rerender(options, summary_path)
     previous = report.stored_results(options.results) if options.only else {}
     results: dict[str, Any] = {k: v for k, v in previous.items() if k not in options.only}
-    loadgen = build_loadgen() if any(options.wants(c) for c in ("rest", "batching", "shadow")) else None
+    loadgen = build_loadgen() if any(options.wants(c) for c in ("rest", "batching", "shadow", "graph")) else None
     stack = BenchStack(options)
     stack.preflight()
     try:
