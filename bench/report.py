@@ -104,7 +104,7 @@ def versions() -> dict[str, str]:
 def shortfall(row: dict[str, Any]) -> str:
     """How far a missed target is from being met, in words."""
     target, ratio, vatic = str(row["target"]), float(row["ratio"]), float(row["vatic"])
-    match = re.match(r"([<>]=)\s*([\d,.]+)\s*(x|.*)$", target)
+    match = re.match(r"([<>]=)\s*([\d,.]+)\s*(x(?![A-Za-z])|[^(]*)", target)  # a note in (...) may follow
     if not match:
         return ""
     op, number, unit = match.group(1), float(match.group(2).replace(",", "")), match.group(3).strip()
