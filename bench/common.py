@@ -278,3 +278,45 @@ def machine() -> dict[str, Any]:
         pass
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
     return {"cores": os.cpu_count(), "cpu_model": model, "memory_gb": memory_gb, "load_avg_1m_at_start": load}
+
+
+def two_door_result(
+    comparison: str,
+    stream: dict[str, list[float]],
+    rest: dict[str, list[LoadResult]],
+    *,
+    vatic: str,
+    baseline: str,
+    what: tuple[str, str],
+    targets: tuple[float, float],
+    notes: tuple[str, str],
+    events: int,
+) -> dict[str, Any]:
+    """The result of a comparison of two setups on both doors: medians of the stream's max events/s and of the
+    REST runs, and two target rows (``vatic``/``baseline`` name the setups; ``what``: the two rows' metric texts;
+    ``targets``: the least stream ratio and the most REST p99 ratio; ``notes``: the targets' reasons)."""
+    eps = {label: median(runs) for label, runs in stream.items()}
+    rps = {label: median(r.rps for r in runs) for label, runs in rest.items()}
+    p99 = {label: median(r.p99 for r in runs) for label, runs in rest.items()}
+    errors = sum(r.errors for runs in rest.values() for r in runs)
+    stream_ratio, p99_ratio = eps[vatic] / eps[baseline], p99[vatic] / p99[baseline]
+    rows = [
+        {"id": f"{comparison}_stream_eps", "comparison": comparison, "metric": what[0], "unit": "events/s",
+         "vatic": eps[vatic], "baseline": eps[baseline], "ratio": stream_ratio,
+         "target": f">= {targets[0]:g}x{f' ({notes[0]})' if notes[0] else ''}", "met": stream_ratio >= targets[0]},
+        {"id": f"{comparison}_rest_p99", "comparison": comparison, "metric": what[1], "unit": "ms",
+         "vatic": p99[vatic], "baseline": p99[baseline], "ratio": p99_ratio,
+         "target": f"<= {targets[1]:g}x{f' ({notes[1]})' if notes[1] else ''}",
+         "met": p99_ratio <= targets[1] and errors == 0},
+    ]  # fmt: skip
+    return {
+        "stream_eps": stream,
+        "rest": {
+            label: [{"rps": r.rps, "p50_ms": r.p50, "p99_ms": r.p99} for r in runs] for label, runs in rest.items()
+        },
+        "rest_rps": rps,
+        "rest_p99_ms": p99,
+        "rest_errors": errors,
+        "events": events,
+        "rows": rows,
+    }

@@ -24,7 +24,7 @@ from typing import Any
 
 import yaml
 
-from bench.common import BenchError, LoadResult, Options, await_ready, median, run_load, say
+from bench.common import BenchError, LoadResult, Options, await_ready, run_load, say, two_door_result
 from bench.stack import BenchStack
 from bench.streaming import Topics, _rate, _stop, _tail
 
@@ -182,42 +182,10 @@ def graph(options: Options, stack: BenchStack, loadgen: Path) -> dict[str, Any]:
         for server in servers.values():
             server.stop()
 
-    eps = {label: median(runs) for label, runs in stream.items()}
-    rps = {label: median(r.rps for r in runs) for label, runs in rest.items()}
-    p99 = {label: median(r.p99 for r in runs) for label, runs in rest.items()}
-    errors = sum(r.errors for runs in rest.values() for r in runs)
-    rows = [
-        {
-            "id": "graph_stream_eps",
-            "comparison": "graph",
-            "metric": "max events/s of the job (p=1): the two-model product graph vs the combined model",
-            "unit": "events/s",
-            "vatic": eps["graph"],
-            "baseline": eps["combined"],
-            "ratio": eps["graph"] / eps["combined"],
-            "target": ">= 0.85x (the graph costs at most a sixth)",
-            "met": eps["graph"] / eps["combined"] >= 0.85,
-        },
-        {
-            "id": "graph_rest_p99",
-            "comparison": "graph",
-            "metric": "gateway p99 at c=16: the two-model product graph vs the combined model",
-            "unit": "ms",
-            "vatic": p99["graph"],
-            "baseline": p99["combined"],
-            "ratio": p99["graph"] / p99["combined"],
-            "target": "<= 1.25x (one more model call per micro-batch)",
-            "met": p99["graph"] / p99["combined"] <= 1.25 and errors == 0,
-        },
-    ]
-    return {
-        "stream_eps": stream,
-        "rest": {
-            label: [{"rps": r.rps, "p50_ms": r.p50, "p99_ms": r.p99} for r in runs] for label, runs in rest.items()
-        },
-        "rest_rps": rps,
-        "rest_p99_ms": p99,
-        "rest_errors": errors,
-        "events": n,
-        "rows": rows,
-    }
+    return two_door_result(
+        "graph", stream, rest, vatic="graph", baseline="combined",
+        what=("max events/s of the job (p=1): the two-model product graph vs the combined model",
+              "gateway p99 at c=16: the two-model product graph vs the combined model"),
+        targets=(0.85, 1.25), notes=("the graph costs at most a sixth", "one more model call per micro-batch"),
+        events=n,
+    )  # fmt: skip

@@ -19,7 +19,7 @@ from typing import Any
 
 import yaml
 
-from bench.common import BenchError, LoadResult, Options, await_ready, median, run_load, say
+from bench.common import BenchError, LoadResult, Options, await_ready, run_load, say, two_door_result
 from bench.stack import BenchStack
 from bench.streaming import vatic_max
 from bench.workload import FEATURE_REPO, MODEL, SERVICE_DIR
@@ -93,42 +93,9 @@ def shadow(options: Options, stack: BenchStack, loadgen: Path, bodies: dict[str,
             proc.terminate()
             proc.wait(timeout=30)
 
-    eps = {label: median(runs) for label, runs in stream.items()}
-    rps = {label: median(r.rps for r in runs) for label, runs in rest.items()}
-    p99 = {label: median(r.p99 for r in runs) for label, runs in rest.items()}
-    errors = sum(r.errors for runs in rest.values() for r in runs)
-    rows = [
-        {
-            "id": "shadow_stream_eps",
-            "comparison": "shadow",
-            "metric": "max events/s of the job (p=1) with a shadow model vs without",
-            "unit": "events/s",
-            "vatic": eps["with"],
-            "baseline": eps["without"],
-            "ratio": eps["with"] / eps["without"],
-            "target": ">= 0.6x (a second model call per batch)",
-            "met": eps["with"] / eps["without"] >= 0.6,
-        },
-        {
-            "id": "shadow_rest_p99",
-            "comparison": "shadow",
-            "metric": "gateway p99 at c=16 with a shadow model vs without (REST waits for no shadow answer)",
-            "unit": "ms",
-            "vatic": p99["with"],
-            "baseline": p99["without"],
-            "ratio": p99["with"] / p99["without"],
-            "target": "<= 1.5x",
-            "met": p99["with"] / p99["without"] <= 1.5 and errors == 0,
-        },
-    ]
-    return {
-        "stream_eps": stream,
-        "rest": {
-            label: [{"rps": r.rps, "p50_ms": r.p50, "p99_ms": r.p99} for r in runs] for label, runs in rest.items()
-        },
-        "rest_rps": rps,
-        "rest_p99_ms": p99,
-        "rest_errors": errors,
-        "events": n,
-        "rows": rows,
-    }
+    return two_door_result(
+        "shadow", stream, rest, vatic="with", baseline="without",
+        what=("max events/s of the job (p=1) with a shadow model vs without",
+              "gateway p99 at c=16 with a shadow model vs without (REST waits for no shadow answer)"),
+        targets=(0.6, 1.5), notes=("a second model call per batch", ""), events=n,
+    )  # fmt: skip
