@@ -19,7 +19,7 @@ from typing import Annotated, Any, Literal, TypeVar, get_args
 from pydantic import Field, field_validator, model_validator
 
 from vatic.serving.config.base import OutputSpec, Section, TensorSpec, at
-from vatic.serving.config.graph import GraphSpec
+from vatic.serving.config.graph import GraphSpec, StepSpec
 
 DNS_LABEL = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
 QUANTITY = r"^[0-9]+(\.[0-9]+)?(m|k|Ki|Mi|Gi|Ti|M|G|T)?$"
@@ -887,6 +887,18 @@ class ServiceConfig(Section):
         if self.graph is not None:
             columns.extend(self.graph.columns())
         return list(dict.fromkeys(c for c in columns if ":" not in c))
+
+
+def step_model(step: StepSpec) -> ModelSpec:
+    """A graph model step as the V2 model it calls: its name and version, its column inputs (the tensors it takes
+    from other steps are built per batch) and its outputs."""
+    assert step.model is not None
+    return ModelSpec(
+        name=step.model,
+        version=step.version,
+        inputs=[t.tensor() for t in step.inputs if t.columns is not None],
+        outputs=[OutputSpec(name=o.name) for o in step.outputs],
+    )
 
 
 def json_schema() -> dict[str, Any]:

@@ -24,7 +24,6 @@ from typing import TYPE_CHECKING, Any
 from vatic.connectors.inference import InferenceClient
 from vatic.connectors.v2.types import Datatype, InferenceRequest, Tensor, flatten
 from vatic.schemas.errors import DataError, DeadlineExceeded, InputProblem, OutputProblem
-from vatic.serving.config.base import OutputSpec
 from vatic.serving.config.graph import GraphSpec, StepSpec
 from vatic.serving.config.model import ModelSpec
 from vatic.serving.core.predictor import Call, Failure, gather_all
@@ -41,11 +40,9 @@ class StepCall(Call):
     """The :class:`~vatic.serving.core.predictor.Call` of one model step: its inputs from columns and earlier
     steps' outputs, its answers kept for the steps after it."""
 
-    def __init__(self, run: GraphRun, step: StepSpec, client: InferenceClient, deadline_s: float) -> None:
-        assert step.model is not None
-        columns = [t.tensor() for t in step.inputs if t.columns is not None]
-        outputs = [OutputSpec(name=o.name) for o in step.outputs]
-        model = ModelSpec(name=step.model, inputs=columns, outputs=outputs)
+    def __init__(
+        self, run: GraphRun, step: StepSpec, model: ModelSpec, client: InferenceClient, deadline_s: float
+    ) -> None:
         super().__init__(client, model, step.version, deadline_s, step=step.name)
         self.run = run
         self.spec = step
@@ -162,7 +159,9 @@ class GraphRun:
     async def _model(self, step: StepSpec, rows: list[int]) -> None:
         predictor = self.predictor
         client = predictor.servers[step.server] if step.server else predictor.inference
-        call = StepCall(self, step, client, step.timeout_s or predictor.config.timeout_s)
+        call = StepCall(
+            self, step, predictor.step_models[step.name], client, step.timeout_s or predictor.config.timeout_s
+        )
         started = time.perf_counter()
         await predictor._infer(self.work, rows, call)  # the core's isolation of refused inputs
         ms = (time.perf_counter() - started) * 1000

@@ -59,7 +59,7 @@ from vatic.schemas.errors import (
     Retryable,
     VaticError,
 )
-from vatic.serving.config.model import ModelSpec, ServiceConfig
+from vatic.serving.config.model import ModelSpec, ServiceConfig, step_model
 from vatic.serving.core.experiments import CanaryRouter, ShadowBatch, agrees
 from vatic.serving.core.retry import RetryPolicy
 from vatic.serving.core.tensors import build_inputs, output_value
@@ -243,8 +243,11 @@ class Predictor:
         #: with a graph: the clients of its other model servers, and every step's outputs (datatype, shape)
         self.servers: dict[str, InferenceClient] = {}
         self.graph_outputs: dict[str, dict[str, tuple[str, list[int]]]] = {}
+        #: the V2 model each model step calls (built once: every batch's requests start from it)
+        self.step_models: dict[str, ModelSpec] = {}
         if config.graph is not None:
             self.graph_outputs = config.graph.produced()
+            self.step_models = {step.name: step_model(step) for step in config.graph.steps if step.calls_model}
             self.servers = {
                 name: servers[name] if servers and name in servers else InferenceClient(
                     spec.url, deadline_s=config.timeout_s, verify=verify

@@ -85,10 +85,10 @@ from typing import Any
 from vatic.connectors.registry import MaterializedModel, ModelRegistry, is_pickle, open_registry
 from vatic.connectors.registry.spec import fetch_from_spec, registry_from_spec
 from vatic.schemas.errors import ArtifactsMissing, ConfigError, ModelNotFound, VaticError
-from vatic.serving.config.base import OutputSpec, TensorSpec
+from vatic.serving.config.base import TensorSpec
 from vatic.serving.config.graph import StepSpec
 from vatic.serving.config.loader import load_service
-from vatic.serving.config.model import ModelSpec, RegistrySpec, ServiceConfig
+from vatic.serving.config.model import RegistrySpec, ServiceConfig, step_model
 from vatic.serving.core.versions import pointer_name
 
 __all__ = [
@@ -508,12 +508,7 @@ def step_config(config: ServiceConfig, step: StepSpec) -> ServiceConfig:
         serving = serving.model_copy(update={"tier": "no-code", "library": step.library, "implementation": None})
     elif step.implementation:
         serving = serving.model_copy(update={"tier": "low-code", "implementation": step.implementation})
-    model = ModelSpec.model_construct(
-        name=step.model,
-        version=step.version,
-        inputs=[t.tensor() for t in step.inputs if t.columns is not None],
-        outputs=[OutputSpec(name=o.name) for o in step.outputs],
-    )
+    model = step_model(step)
     registry = config.registry.model_copy(
         update={"model": step.registry_model or step.model, "version": step.version or config.registry.version}
     )
@@ -521,11 +516,9 @@ def step_config(config: ServiceConfig, step: StepSpec) -> ServiceConfig:
     return config.model_copy(update=update)
 
 
-def step_inputs(config: ServiceConfig, step: StepSpec) -> list[dict[str, Any]]:
+def step_inputs(step: StepSpec, produced: dict[str, dict[str, tuple[str, list[int]]]]) -> list[dict[str, Any]]:
     """V2 metadata of a step's inputs: columns as :func:`input_metadata`, a tensor of another step ``[-1, *shape]``
-    with that step's datatype."""
-    assert config.graph is not None
-    produced = config.graph.produced()
+    with that step's datatype (``produced``: :meth:`GraphSpec.produced`)."""
     out = []
     for tensor in step.inputs:
         if tensor.columns is not None:
@@ -561,6 +554,8 @@ def _write_graph_repository(
     config: ServiceConfig, target: Path, registry: ModelRegistry, service_dir: Path, validate_inputs: bool
 ) -> WrittenRepository:
     """:func:`write_repository` for a graph: one model folder per step the service's server serves."""
+    assert config.graph is not None
+    produced = config.graph.produced()
     written: list[WrittenModel] = []
     holder = Path(tempfile.mkdtemp(prefix=f".{config.service}.incoming-", dir=target))
     try:
@@ -572,7 +567,7 @@ def _write_graph_repository(
             try:
                 fetched, uri, settings = materialize_model(
                     view, place, registry=registry, service_dir=service_dir, validate_inputs=validate_inputs,
-                    inputs=step_inputs(config, step),
+                    inputs=step_inputs(step, produced),
                 )  # fmt: skip
             except ModelNotFound as exc:
                 raise ArtifactsMissing(f"service {config.service}: step {step.name!r}: {exc}", stage="load") from exc

@@ -11,8 +11,6 @@ could not encode it.
 
 from __future__ import annotations
 
-import os
-import signal
 import subprocess
 import uuid
 from collections import Counter
@@ -27,7 +25,7 @@ import yaml
 
 from tests.fixtures.model_server import model_server
 from tests.serving.gateway.test_gateway import AUTH, Gateway
-from tests.streaming.test_job import VATIC, Run, drain
+from tests.streaming.test_job import VATIC, Run, drain, wait_bounded
 from vatic.cli.stack.mlserver import ModelServer
 from vatic.cli.stack.settings import StackSettings
 from vatic.connectors.kafka import KafkaSettings, Producer, ensure_topics
@@ -128,12 +126,7 @@ def run_job(runs: list[tuple[Run, ModelServer]], tmp_path: Path, timeout_s: floa
              runs[0][0].registry, "--bounded", "--metrics-port", "0"]  # fmt: skip
     log = tmp_path / "job.log"
     job = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=log.open("ab"), start_new_session=True)
-    try:
-        assert job.wait(timeout=timeout_s) == 0, log.read_text()[-3000:]
-    finally:
-        if job.poll() is None:
-            os.killpg(job.pid, signal.SIGKILL)
-            job.wait()
+    wait_bounded(job, log, timeout_s)
 
 
 def test_the_graph_examples_give_the_same_records_on_both_paths(full_stack, kafka_bootstrap, registry_url, tmp_path):

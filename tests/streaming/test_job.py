@@ -133,7 +133,12 @@ def start_job(
 def run_bounded(run: Run, server: ModelServer, checkpoints: Path, log: Path, timeout_s: float) -> None:
     """Run ``run``'s service as a bounded job to its end: it must exit 0 within ``timeout_s`` (the log's tail
     says why not); a job that hangs is killed, its whole process group."""
-    job = start_job(run, server, checkpoints, bounded=True, log=log)
+    wait_bounded(start_job(run, server, checkpoints, bounded=True, log=log), log, timeout_s)
+
+
+def wait_bounded(job: subprocess.Popen[bytes], log: Path, timeout_s: float) -> None:
+    """A bounded job must exit 0 within ``timeout_s`` (its log's tail says why not); one that hangs is killed, its
+    whole process group."""
     try:
         assert job.wait(timeout=timeout_s) == 0, log.read_text()[-3000:]
     finally:
