@@ -11,6 +11,10 @@ adaptive batching); the two alternate within each repeat:
   rate from the output records' broker append times, start-up excluded);
 * REST: two gateways started the same way, closed loop at c=16 with the raw product events: req/s and p99.
 
+Each calls its model server as its service config says (``serving.protocol``): the combined model over REST (the
+default), the graph over gRPC (the example's choice: the embedding crosses as raw bytes). The stream also runs the
+graph over REST (``graph-rest``, the same server) to show what the transport is worth; it is not a target row.
+
 The goal (the issue's): the graph's overhead on the stream <= 15% (ratio >= 0.85).
 """
 
@@ -29,6 +33,8 @@ from bench.stack import BenchStack
 from bench.streaming import Topics, _rate, _stop, _tail
 
 LABELS = ("combined", "graph")
+#: the stream's runs: the two setups and the graph over REST (on the graph's server)
+STREAM_LABELS = (*LABELS, "graph-rest")
 #: the gateway's path segment of each service
 SERVICES = {"combined": "product-categorization", "graph": "product-graph"}
 
@@ -37,7 +43,7 @@ def _examples() -> dict[str, Path]:
     from vatic.examples.layout import service_dir
 
     single = service_dir("product_categorization")
-    return {"combined": single, "graph": single.parent / "graph"}
+    return {"combined": single, "graph": single.parent / "graph", "graph-rest": single.parent / "graph"}
 
 
 class ProductTopics(Topics):
@@ -66,6 +72,8 @@ def _folder(options: Options, label: str, topics: Topics | None) -> Path:
     body = yaml.safe_load((example / "service.yaml").read_text(encoding="utf-8"))
     body["features"]["repo"] = str((example / body["features"]["repo"]).resolve())
     body["registry"]["stages"] = []
+    if label == "graph-rest":
+        body["serving"]["protocol"] = "rest"
     if topics is not None:
         body["streaming"] |= {"input_topic": topics.input, "output_topic": topics.output,
                               "dead_letter_topic": topics.dead, "consumer_group": topics.input}  # fmt: skip
@@ -96,6 +104,12 @@ def _server(options: Options, stack: BenchStack, label: str, offset: int) -> Any
     say(f"graph: {label} model server on :{port} serves {', '.join(m.name for m in written.models)} "
         f"(registry version {written.models[0].registry_version})")  # fmt: skip
     return server
+
+
+def _protocol(options: Options, label: str) -> str:
+    from vatic.serving.config import load_service
+
+    return load_service(_folder(options, label, None)).serving.protocol
 
 
 def _stream(options: Options, stack: BenchStack, label: str, url: str, n: int) -> float:
@@ -155,13 +169,15 @@ def graph(options: Options, stack: BenchStack, loadgen: Path) -> dict[str, Any]:
     n = 600 if options.quick else 2_000
     servers = {label: _server(options, stack, label, offset) for offset, label in enumerate(LABELS)}
     try:
-        urls = {label: server.url for label, server in servers.items()}
-        stream: dict[str, list[float]] = {label: [] for label in LABELS}
+        urls = {label: server.call_url(_protocol(options, label)) for label, server in servers.items()}
+        urls["graph-rest"] = servers["graph"].url
+        stream: dict[str, list[float]] = {label: [] for label in STREAM_LABELS}
         for repeat in range(options.repeats):
-            for label in LABELS:
+            for label in STREAM_LABELS:
                 eps = _stream(options, stack, label, urls[label], n)
                 stream[label].append(eps)
-                say(f"graph {repeat + 1}/{options.repeats} stream {label:<8}: {eps:8.1f} events/s")
+                say(f"graph {repeat + 1}/{options.repeats} stream {label:<10} ({urls[label].split(':')[0]}): "
+                    f"{eps:8.1f} events/s")  # fmt: skip
         bodies = _bodies(options)
         proc, url = _gateway(options, {label: _folder(options, label, None) for label in LABELS}, urls)
         rest: dict[str, list[LoadResult]] = {label: [] for label in LABELS}

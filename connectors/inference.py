@@ -70,7 +70,7 @@ import urllib.parse
 from collections.abc import AsyncIterator, Callable, Mapping
 from pathlib import Path
 from types import TracebackType
-from typing import Self, TypeVar
+from typing import Protocol, Self, TypeVar
 
 import httpx
 import orjson
@@ -100,9 +100,11 @@ __all__ = [
     "InferenceClient",
     "InferenceRequest",
     "InferenceResponse",
+    "ModelClient",
     "ModelMetadata",
     "Tensor",
     "TensorMetadata",
+    "model_client",
     "tls_context",
     "untrusted_certificate",
 ]
@@ -116,6 +118,45 @@ _NOT_READY = "is not ready yet"  # MLServer's ModelNotReady message: "Model m[ w
 
 
 # --- the client -------------------------------------------------------------------------------------------
+
+
+class ModelClient(Protocol):
+    """What the core asks of the client of a model server, whatever the transport: :class:`InferenceClient`
+    (REST) or :class:`~vatic.connectors.inference_grpc.GrpcInferenceClient` (gRPC, raw tensors); same errors."""
+
+    base_url: str
+    deadline_s: float
+
+    async def infer(
+        self, model: str, request: InferenceRequest, *, version: str | None = None, deadline_s: float | None = None
+    ) -> InferenceResponse: ...
+
+    async def server_ready(self, *, deadline_s: float | None = None) -> bool: ...
+
+    async def ready(self, model: str, *, version: str | None = None, deadline_s: float | None = None) -> bool: ...
+
+    async def metadata(
+        self, model: str, *, version: str | None = None, deadline_s: float | None = None
+    ) -> ModelMetadata: ...
+
+    async def close(self) -> None: ...
+
+
+def model_client(
+    url: str,
+    *,
+    deadline_s: float = 5.0,
+    max_concurrency: int | None = None,
+    verify: ssl.SSLContext | None = None,
+) -> ModelClient:
+    """The client of the model server at ``url``; the URL's scheme picks the transport: ``grpc://host:port`` (the
+    server's gRPC port) is gRPC with raw tensors, ``http(s)://`` is REST (``verify``: see :class:`InferenceClient`).
+    """
+    if urllib.parse.urlsplit(url).scheme in ("grpc", "grpcs"):
+        from vatic.connectors.inference_grpc import GrpcInferenceClient
+
+        return GrpcInferenceClient(url, deadline_s=deadline_s, max_concurrency=max_concurrency)
+    return InferenceClient(url, deadline_s=deadline_s, max_concurrency=max_concurrency, verify=verify)
 
 
 class InferenceClient:
@@ -146,7 +187,9 @@ class InferenceClient:
     ) -> None:
         url = httpx.URL(base_url)
         if url.scheme not in ("http", "https") or not url.host:
-            raise ConfigError(f"model server URL {base_url!r} is not an absolute http(s) URL", stage="infer")
+            raise ConfigError(
+                f"model server URL {base_url!r} is not an absolute http(s) URL (or grpc://host:port)", stage="infer"
+            )
         _check_deadline(deadline_s)
         if max_concurrency is not None and max_concurrency < 1:
             raise ValueError(f"max_concurrency must be >= 1, got {max_concurrency}")

@@ -18,6 +18,7 @@ import yaml
 
 from tests.fixtures.compose import LocalCompose, running
 from vatic.cli.stack.artifacts import APICURIO_VERSION, FLINK_KAFKA_CONNECTOR_VERSION, KAFKA_VERSION
+from vatic.cli.stack.settings import StackSettings
 
 ROOT = Path(__file__).resolve().parents[1]
 COMPOSE = ROOT / "docker-compose.yml"
@@ -132,9 +133,23 @@ def test_versions_are_the_pinned_ones(compose):
 # -- the whole file, run ------------------------------------------------------------------------------------------
 
 
+def _trained_versions(stack: LocalCompose) -> None:
+    """The model versions the default stack's ``prepare`` trained (`make test` runs it first) are copied into the
+    compose's home volume: its ``prepare`` service, run as the file says, then finds versions trained from the same
+    inputs and reuses them, as on a second ``docker compose up``, instead of training both models again (about 90 s
+    of the 2 cores). Data, features, materialization to the compose's Redis and the stages are still its own work;
+    training from nothing is tests/examples/test_prepare.py's."""
+    source = StackSettings().model_registry_root
+    target = stack.volumes["vatic-home"] / "model-registry"
+    for model in sorted(source.iterdir()) if source.is_dir() else []:
+        for version in sorted(model.iterdir()):
+            if version.name.isdigit() and (version / "metrics.json").is_file():
+                shutil.copytree(version, target / model.name / version.name)
+
+
 @pytest.fixture(scope="module")
 def local_compose(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCompose]:
-    yield from running(tmp_path_factory.mktemp("compose"))
+    yield from running(tmp_path_factory.mktemp("compose"), seed=_trained_versions)
 
 
 def _event(schema: str) -> dict[str, Any]:

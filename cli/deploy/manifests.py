@@ -167,7 +167,10 @@ def selector(config: ServiceConfig, part: str) -> dict[str, str]:
 
 def model_url(config: ServiceConfig) -> str:
     """In-cluster base URL of the service's model server (what the gateway and the job call); ``https`` when
-    the model server serves TLS (``kubernetes.security.model.tls_cert``)."""
+    the model server serves TLS (``kubernetes.security.model.tls_cert``); ``grpc://`` its gRPC port when
+    ``serving.protocol`` is grpc."""
+    if config.serving.protocol == "grpc":
+        return f"grpc://{config.service}-model.{config.namespace}.svc.cluster.local:{config.serving.grpc_port}"
     scheme = "https" if config.kubernetes.security.model.tls_cert else "http"
     return f"{scheme}://{config.service}-model.{config.namespace}.svc.cluster.local:{config.serving.port}"
 

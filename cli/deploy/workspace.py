@@ -81,6 +81,7 @@ class WorkspaceState:
     gateway_port: int
     stream: bool = False
     started: float = field(default_factory=time.time)
+    protocol: str = "rest"
 
     @property
     def gateway_url(self) -> str:
@@ -89,6 +90,11 @@ class WorkspaceState:
     @property
     def model_url(self) -> str:
         return f"http://{self.host}:{self.model_port}"
+
+    @property
+    def call_url(self) -> str:
+        """The address the gateway and the stream job call: the gRPC port when ``serving.protocol`` is grpc."""
+        return f"grpc://{self.host}:{self.grpc_port}" if self.protocol == "grpc" else self.model_url
 
     def urls(self) -> dict[str, str]:
         """Name -> URL of everything a developer opens."""
@@ -189,7 +195,7 @@ class _Gateway(Component):
         ]
         if s.environment != "local":
             argv += ["--env", s.environment]
-        argv += ["--endpoint", f"{s.service}={s.model_url}"]
+        argv += ["--endpoint", f"{s.service}={s.call_url}"]
         if self.redis_url:
             argv += ["--redis-url", self.redis_url]
         return argv
@@ -216,7 +222,7 @@ class _StreamJob(Component):
 
     def argv(self) -> list[str]:
         s = self.state
-        return [vatic_executable(), "stream", "run", s.service_dir, "--env", s.environment, "--model-url", s.model_url,
+        return [vatic_executable(), "stream", "run", s.service_dir, "--env", s.environment, "--model-url", s.call_url,
                 "--checkpoint-dir", str(self.process.dir / "checkpoints")]  # fmt: skip
 
     def env(self) -> dict[str, str]:
@@ -322,7 +328,7 @@ class Workspace:
         state = WorkspaceState(
             service=config.service, service_dir=str(service_dir), environment=environment, host=host,
             layer=config.serving.layer, model_port=ports[0], grpc_port=ports[1], metrics_port=ports[2],
-            gateway_port=ports[3], stream=stream,
+            gateway_port=ports[3], stream=stream, protocol=config.serving.protocol,
         )  # fmt: skip
         self.dir.mkdir(parents=True, exist_ok=True)
         self.settings = StackSettings(home=self.dir, host=host, start_timeout_s=180.0)

@@ -141,6 +141,10 @@ class ModelServer(Component):
     def grpc_target(self) -> str:
         return f"{self.settings.host}:{self.grpc_port}"
 
+    def call_url(self, protocol: str) -> str:
+        """The address a caller of ``serving.protocol`` uses: ``grpc://host:grpc_port`` or the REST URL."""
+        return f"grpc://{self.grpc_target}" if protocol == "grpc" else self.url
+
     @property
     def serve_dir(self) -> Path:
         """The folder MLServer serves: our settings.json and the ``models`` symlink."""

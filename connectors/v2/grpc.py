@@ -12,6 +12,11 @@ Conversions (the gRPC door turns a request into the JSON the model server reads 
   (little-endian, one entry per input, what tritonclient.grpc sends); a malformed request is
   :class:`~vatic.connectors.v2.binary.BinaryFormatError` naming the input.
 * :func:`infer_response_from_json` - every output's data as ``raw_output_contents`` (as Triton answers).
+
+And the other way round, for vatic's gRPC client of a model server
+(:class:`~vatic.connectors.inference_grpc.GrpcInferenceClient`): :func:`infer_request_from_json` (every input's data
+as ``raw_input_contents``, so that MLServer answers with ``raw_output_contents`` too), :func:`infer_response_to_json`
+and :func:`metadata_to_json`.
 """
 
 from __future__ import annotations
@@ -30,9 +35,12 @@ __all__ = [
     "GATEWAY_SERVICE",
     "INFERENCE_SERVICE",
     "BinaryFormatError",
+    "infer_request_from_json",
     "infer_request_to_json",
     "infer_response_from_json",
+    "infer_response_to_json",
     "message",
+    "metadata_to_json",
 ]
 
 INFERENCE_SERVICE = "inference.GRPCInferenceService"
@@ -65,7 +73,7 @@ _INFERENCE: dict[str, list[tuple[int, str, str, bool, str | None]]] = {
     "ModelMetadataResponse": [
         (1, "name", "string", False, None), (2, "versions", "string", True, None),
         (3, "platform", "string", False, None), (4, "inputs", "ModelMetadataResponse.TensorMetadata", True, None),
-        (5, "outputs", "ModelMetadataResponse.TensorMetadata", True, None),
+        (5, "outputs", "ModelMetadataResponse.TensorMetadata", True, None), (6, "parameters", "map", True, None),
     ],
     "InferParameter": [
         (1, "bool_param", "bool", False, "parameter_choice"), (2, "int64_param", "int64", False, "parameter_choice"),
@@ -216,36 +224,7 @@ _CONTENTS: dict[str, str] = {
 
 def infer_request_to_json(request: Any) -> dict[str, Any]:
     """The V2 JSON request of a ``ModelInferRequest`` (data from ``contents`` or ``raw_input_contents``)."""
-    raw = list(request.raw_input_contents)
-    if raw and len(raw) != len(request.inputs):
-        raise BinaryFormatError(
-            f"raw_input_contents has {len(raw)} entries for {len(request.inputs)} inputs: give one per input or none",
-            field="raw_input_contents",
-        )
-    inputs = []
-    for index, tensor in enumerate(request.inputs):
-        where = f"inputs[{index}]"
-        item: dict[str, Any] = {"name": tensor.name, "datatype": tensor.datatype, "shape": list(tensor.shape)}
-        if raw:
-            item["data"] = decode_tensor_data(raw[index], item, tensor.name, where)
-        else:
-            field = _CONTENTS.get(tensor.datatype)
-            if field is None:
-                raise BinaryFormatError(f"input {tensor.name!r}: datatype {tensor.datatype!r} has no contents field",
-                                        field=where)  # fmt: skip
-            values = list(getattr(tensor.contents, field))
-            if tensor.datatype == "BYTES":
-                try:
-                    values = [v.decode("utf-8") for v in values]
-                except UnicodeDecodeError:
-                    raise BinaryFormatError(f"input {tensor.name!r}: a BYTES element is not UTF-8 text",
-                                            field=where) from None  # fmt: skip
-            item["data"] = values
-        parameters = _parameters(tensor.parameters)
-        if parameters:
-            item["parameters"] = parameters
-        inputs.append(item)
-    out: dict[str, Any] = {"inputs": inputs}
+    out: dict[str, Any] = {"inputs": _tensors_to_json(request.inputs, list(request.raw_input_contents), "input")}
     if request.id:
         out["id"] = request.id
     parameters = _parameters(request.parameters)
@@ -254,6 +233,85 @@ def infer_request_to_json(request: Any) -> dict[str, Any]:
     if request.outputs:
         out["outputs"] = [{"name": o.name, **({"parameters": p} if (p := _parameters(o.parameters)) else {})}
                           for o in request.outputs]  # fmt: skip
+    return out
+
+
+def infer_response_to_json(response: Any) -> dict[str, Any]:
+    """The V2 JSON response of a ``ModelInferResponse`` (data from ``raw_output_contents`` or ``contents``); a
+    response whose data does not fit its outputs is :class:`BinaryFormatError`."""
+    out: dict[str, Any] = {
+        "model_name": response.model_name,
+        "outputs": _tensors_to_json(response.outputs, list(response.raw_output_contents), "output"),
+    }
+    if response.model_version:
+        out["model_version"] = response.model_version
+    if response.id:
+        out["id"] = response.id
+    parameters = _parameters(response.parameters)
+    if parameters:
+        out["parameters"] = parameters
+    return out
+
+
+def _tensors_to_json(tensors: Any, raw: list[bytes], kind: str) -> list[dict[str, Any]]:
+    if raw and len(raw) != len(tensors):
+        raise BinaryFormatError(
+            f"raw_{kind}_contents has {len(raw)} entries for {len(tensors)} {kind}s: give one per {kind} or none",
+            field=f"raw_{kind}_contents",
+        )
+    out = []
+    for index, tensor in enumerate(tensors):
+        where = f"{kind}s[{index}]"
+        item: dict[str, Any] = {"name": tensor.name, "datatype": tensor.datatype, "shape": list(tensor.shape)}
+        if raw:
+            item["data"] = decode_tensor_data(raw[index], item, tensor.name, where)
+        else:
+            field = _CONTENTS.get(tensor.datatype)
+            if field is None:
+                raise BinaryFormatError(f"{kind} {tensor.name!r}: datatype {tensor.datatype!r} has no contents field",
+                                        field=where)  # fmt: skip
+            values = list(getattr(tensor.contents, field))
+            if tensor.datatype == "BYTES":
+                try:
+                    values = [v.decode("utf-8") for v in values]
+                except UnicodeDecodeError:
+                    raise BinaryFormatError(f"{kind} {tensor.name!r}: a BYTES element is not UTF-8 text",
+                                            field=where) from None  # fmt: skip
+            item["data"] = values
+        parameters = _parameters(tensor.parameters)
+        if parameters:
+            item["parameters"] = parameters
+        out.append(item)
+    return out
+
+
+def infer_request_from_json(model: str, version: str | None, body: Mapping[str, Any]) -> Any:
+    """A ``ModelInferRequest`` of a V2 JSON request for ``model`` (``version``): every input's data in
+    ``raw_input_contents`` (row-major little-endian; a missing FP value, ``null``, is NaN)."""
+    request = message("inference.ModelInferRequest")(model_name=model, model_version=version or "")
+    if body.get("id"):
+        request.id = str(body["id"])
+    _set_parameters(request.parameters, body.get("parameters") or {})
+    for tensor in body.get("inputs") or []:
+        item = request.inputs.add(name=tensor["name"], datatype=tensor["datatype"], shape=tensor["shape"])
+        _set_parameters(item.parameters, tensor.get("parameters") or {})
+        request.raw_input_contents.append(encode_tensor_data(tensor))
+    for output in body.get("outputs") or []:
+        wanted = request.outputs.add(name=output["name"])
+        _set_parameters(wanted.parameters, output.get("parameters") or {})
+    return request
+
+
+def metadata_to_json(response: Any) -> dict[str, Any]:
+    """The V2 JSON model metadata of a ``ModelMetadataResponse``."""
+    out: dict[str, Any] = {
+        "name": response.name,
+        "versions": list(response.versions),
+        "platform": response.platform,
+        "inputs": [{"name": t.name, "datatype": t.datatype, "shape": list(t.shape)} for t in response.inputs],
+        "outputs": [{"name": t.name, "datatype": t.datatype, "shape": list(t.shape)} for t in response.outputs],
+        "parameters": _parameters(response.parameters),  # as MLServer's REST door answers: {} when it has none
+    }
     return out
 
 

@@ -171,7 +171,11 @@ class InferenceResponse:
     @classmethod
     def from_json(cls, raw: bytes) -> InferenceResponse:
         """Parse a response body; raises ``ValueError`` when it is not a V2 inference response."""
-        body = _load_object(raw)
+        return cls.from_dict(_load_object(raw))
+
+    @classmethod
+    def from_dict(cls, body: Mapping[str, Any]) -> InferenceResponse:
+        """A parsed response body; raises ``ValueError`` when it is not a V2 inference response."""
         outputs = body.get("outputs")
         if not isinstance(outputs, list):
             raise WireError("'outputs' is missing or not a list")
@@ -230,7 +234,11 @@ class ModelMetadata:
     @classmethod
     def from_json(cls, raw: bytes) -> ModelMetadata:
         """Parse a model metadata body; raises ``ValueError`` when it is not one."""
-        body = _load_object(raw)
+        return cls.from_dict(_load_object(raw))
+
+    @classmethod
+    def from_dict(cls, body: Mapping[str, Any]) -> ModelMetadata:
+        """A parsed model metadata body; raises ``ValueError`` when it is not one."""
         name = body.get("name")
         if not isinstance(name, str):
             raise WireError("'name' is missing")

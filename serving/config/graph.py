@@ -246,7 +246,10 @@ class StepSpec(Section):
 class ServerSpec(Section):
     """A V2 model server some steps call (beside the service's own)."""
 
-    url: str = Field(pattern=r"^https?://[^\s/]+", description="its V2 REST root, e.g. http://embedder:8080")
+    url: str = Field(
+        pattern=r"^(https?://[^\s/]+|grpc://[^\s/:]+:[0-9]+/?$)",
+        description="its V2 REST root (http://embedder:8080) or gRPC address (grpc://embedder:8081: raw tensors)",
+    )
 
 
 class GraphSpec(Section):

@@ -66,6 +66,11 @@ class ServingSpec(Section):
     entrypoint: str | None = Field(None, description="ASGI app 'module:app' (full-custom tier)")
     port: int = Field(8080, ge=1, le=65535, description="HTTP port (V2 REST)")
     grpc_port: int = Field(8081, ge=1, le=65535)
+    protocol: Literal["rest", "grpc"] = Field(
+        "rest",
+        description="how the gateway and the stream job call the model server: rest (V2 JSON on port) or grpc "
+        "(V2 on grpc_port, every tensor as raw bytes: no JSON numbers to write and parse, for large tensors)",
+    )
     metrics_port: int = Field(8082, ge=1, le=65535)
     parallel_workers: int = Field(
         0,
@@ -85,6 +90,8 @@ class ServingSpec(Section):
             raise ValueError("the full-custom tier needs entrypoint: 'module:app' (the FastAPI app to serve)")
         if self.tier == "low-code" and not self.implementation:
             raise ValueError("the low-code tier needs implementation: 'module.Class' (your MLModel subclass)")
+        if self.protocol == "grpc" and self.layer != "mlserver":
+            raise at("protocol", "the full-custom tier (FastAPI) serves V2 over REST only: set protocol: rest")
         if self.tier == "no-code" and self.library not in ("sklearn", "xgboost", "lightgbm"):
             raise ValueError(
                 f"the no-code tier serves sklearn, xgboost or lightgbm models, not {self.library}: "
@@ -771,6 +778,13 @@ class ServiceConfig(Section):
         shadow = self.shadow
         if shadow is not None and shadow.model in (None, self.model.name) and shadow.version == self.model.version:
             raise ValueError(f"shadow.version {shadow.version!r} is the serving model.version")
+        return self
+
+    @model_validator(mode="after")
+    def _grpc_without_tls(self) -> ServiceConfig:
+        if self.serving.protocol == "grpc" and self.kubernetes.security.model.tls_cert is not None:
+            raise at("serving.protocol", "grpc to a model server with TLS (kubernetes.security.model.tls_cert) is "
+                     "not supported yet: set protocol: rest")  # fmt: skip
         return self
 
     @model_validator(mode="after")

@@ -21,7 +21,7 @@ from collections import Counter
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from vatic.connectors.inference import InferenceClient
+from vatic.connectors.inference import ModelClient
 from vatic.connectors.v2.types import Datatype, InferenceRequest, Tensor, flatten
 from vatic.schemas.errors import DataError, DeadlineExceeded, InputProblem, OutputProblem
 from vatic.serving.config.graph import GraphSpec, StepSpec
@@ -40,9 +40,7 @@ class StepCall(Call):
     """The :class:`~vatic.serving.core.predictor.Call` of one model step: its inputs from columns and earlier
     steps' outputs, its answers kept for the steps after it."""
 
-    def __init__(
-        self, run: GraphRun, step: StepSpec, model: ModelSpec, client: InferenceClient, deadline_s: float
-    ) -> None:
+    def __init__(self, run: GraphRun, step: StepSpec, model: ModelSpec, client: ModelClient, deadline_s: float) -> None:
         super().__init__(client, model, step.version, deadline_s, step=step.name)
         self.run = run
         self.spec = step

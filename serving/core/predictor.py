@@ -44,7 +44,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from vatic.connectors.inference import InferenceClient
+from vatic.connectors.inference import ModelClient, model_client
 from vatic.connectors.v2.types import InferenceRequest, InferenceResponse
 from vatic.schemas.errors import (
     DataError,
@@ -136,7 +136,7 @@ class Call:
     (:class:`vatic.serving.core.graph.StepCall`). ``deadline_s`` bounds each attempt."""
 
     def __init__(
-        self, client: InferenceClient, model: ModelSpec, version: str | None, deadline_s: float, step: str | None = None
+        self, client: ModelClient, model: ModelSpec, version: str | None, deadline_s: float, step: str | None = None
     ) -> None:
         self.client = client
         self.name = model.name
@@ -201,14 +201,14 @@ class Predictor:
         self,
         config: ServiceConfig,
         *,
-        inference: InferenceClient,
+        inference: ModelClient,
         features: FeatureReader | None = None,
         retry: RetryPolicy | None = None,
         poison_attempts: int = 3,
         versions: VersionFollower | None = None,
         shadow_wait_s: float | None = None,
         on_shadow: Callable[[ShadowBatch], None] | None = None,
-        servers: Mapping[str, InferenceClient] | None = None,
+        servers: Mapping[str, ModelClient] | None = None,
         verify: ssl.SSLContext | None = None,
     ) -> None:
         """``shadow_wait_s``: how long a batch waits for the shadow after the serving answer (default: the
@@ -241,7 +241,7 @@ class Predictor:
         self.shadow_events = True
         self._late_shadows: set[asyncio.Task[ShadowBatch]] = set()
         #: with a graph: the clients of its other model servers, and every step's outputs (datatype, shape)
-        self.servers: dict[str, InferenceClient] = {}
+        self.servers: dict[str, ModelClient] = {}
         self.graph_outputs: dict[str, dict[str, tuple[str, list[int]]]] = {}
         #: the V2 model each model step calls (built once: every batch's requests start from it)
         self.step_models: dict[str, ModelSpec] = {}
@@ -249,7 +249,7 @@ class Predictor:
             self.graph_outputs = config.graph.produced()
             self.step_models = {step.name: step_model(step) for step in config.graph.steps if step.calls_model}
             self.servers = {
-                name: servers[name] if servers and name in servers else InferenceClient(
+                name: servers[name] if servers and name in servers else model_client(
                     spec.url, deadline_s=config.timeout_s, verify=verify
                 )
                 for name, spec in config.graph.servers.items()
@@ -267,13 +267,14 @@ class Predictor:
         verify: ssl.SSLContext | None = None,
     ) -> Predictor:
         """The core of one service, built the same way for every door (the streaming job, the gateway): a V2
-        client of ``model_url`` with the service's deadline, the reader of the service's Feast features (its
-        repository is found from ``service_dir``; ``redis_url`` replaces the repository's online store) and
-        ``retry``; an ``https://`` model server is verified with ``verify`` (else the system's CAs). The predictor
+        client of ``model_url`` (``grpc://host:port``: gRPC with raw tensors, else REST) with the service's
+        deadline, the reader of the service's Feast features (its repository is found from ``service_dir``;
+        ``redis_url`` replaces the repository's online store) and ``retry``; an ``https://`` model server is
+        verified with ``verify`` (else the system's CAs). The predictor
         owns both clients: release them with :meth:`aclose`."""
         from vatic.serving.core.enrich import Enricher  # Feast: imported only by a service that reads features
 
-        client = InferenceClient(model_url, deadline_s=config.timeout_s, verify=verify)
+        client = model_client(model_url, deadline_s=config.timeout_s, verify=verify)
         features = None
         if config.features is not None:
             features = Enricher.from_spec(config.features, service_dir, redis_url=redis_url)
@@ -296,7 +297,7 @@ class Predictor:
                 if step.model is not None
             ]
 
-        async def probe(client: InferenceClient, model: str, version: str | None) -> bool:
+        async def probe(client: ModelClient, model: str, version: str | None) -> bool:
             try:
                 return await client.ready(model, version=version, deadline_s=deadline_s)
             except Retryable:

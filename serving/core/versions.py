@@ -24,7 +24,7 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
-from vatic.connectors.inference import InferenceClient
+from vatic.connectors.inference import ModelClient
 from vatic.connectors.v2.types import Datatype, InferenceRequest, InferenceResponse, Tensor
 from vatic.schemas.errors import VaticError
 from vatic.serving.config.base import TensorSpec
@@ -120,7 +120,7 @@ class VersionFollower:
     """The current version of ``model`` on the server ``client`` talks to, read from its rollout pointer at most
     every ``refresh_s`` seconds (see the module docstring). ``switches`` counts the changes seen."""
 
-    def __init__(self, client: InferenceClient, model: str, *, refresh_s: float, deadline_s: float = 2.0) -> None:
+    def __init__(self, client: ModelClient, model: str, *, refresh_s: float, deadline_s: float = 2.0) -> None:
         self.client = client
         self.model = model
         self.pointer = pointer_name(model)

@@ -2,12 +2,14 @@
 
 :class:`V2Passthrough` finds the service that owns a model, checks an inference request against the inputs the
 model declares (its V2 metadata, cached :data:`SIGNATURE_TTL_S`; see :mod:`vatic.serving.gateway.v2`) and
-forwards it as JSON to the model's server. It answers an :class:`Answer` - the status and JSON body a V2 server
-would answer - whatever went wrong, so each door only translates: REST sends it as it is, gRPC maps the status
-to a gRPC code (:func:`grpc_code`). A model server that cannot be reached is answered 503; a model server's own
-answer that is not JSON (a plain-text 500) is answered as a JSON error. An ``https://`` model server whose
-certificate does not verify (``VATIC_GATEWAY_MODEL_CA_FILE``) is a misconfiguration, answered 503 with a message
-that says so (``kind`` ``misconfigured``), as the REST door answers every ``ConfigError`` met at request time.
+forwards it as JSON to the model's server (over gRPC with raw tensors when the service reaches its model server
+at a ``grpc://`` address, answered as the server's REST door would). It answers an :class:`Answer` - the status
+and JSON body a V2 server would answer - whatever went wrong, so each door only translates: REST sends it as it
+is, gRPC maps the status to a gRPC code (:func:`grpc_code`). A model server that cannot be reached is answered
+503; a model server's own answer that is not JSON (a plain-text 500) is answered as a JSON error. An
+``https://`` model server whose certificate does not verify (``VATIC_GATEWAY_MODEL_CA_FILE``) is a
+misconfiguration, answered 503 with a message that says so (``kind`` ``misconfigured``), as the REST door answers
+every ``ConfigError`` met at request time.
 """
 
 from __future__ import annotations
@@ -23,7 +25,15 @@ import httpx
 import orjson
 
 from vatic.connectors.inference import untrusted_certificate
-from vatic.schemas.errors import ConfigError, ModelNotFound, ModelServerUnavailable, Retryable
+from vatic.connectors.inference_grpc import GrpcInferenceClient
+from vatic.schemas.errors import (
+    ConfigError,
+    ModelNotFound,
+    ModelNotReady,
+    ModelRejected,
+    ModelServerUnavailable,
+    Retryable,
+)
 from vatic.serving.core.contract import BadInput, TensorDecl
 from vatic.serving.gateway.services import ServiceRuntime
 from vatic.serving.gateway.v2 import MalformedRequest, check_request, parse_request
@@ -115,6 +125,10 @@ class V2Passthrough:
             return Answer.refusal(400, "refused", f"model {model}: {exc}")
         except Retryable as exc:
             return Answer.refusal(503, "unavailable", exc.message, error=exc)
+        if isinstance(owner.predictor.inference, GrpcInferenceClient):
+            return await self._over_grpc(
+                owner.predictor.inference, model, version, "/infer", payload or orjson.loads(body)
+            )
         return await self._forward(owner, "POST", model, _suffix(version, "/infer"), body)
 
     async def get(self, model: str, suffix: str = "", *, version: str | None = None) -> Answer:
@@ -122,7 +136,31 @@ class V2Passthrough:
         owner = self.owner(model)
         if owner is None:
             return Answer.refusal(404, "not_found", f"no model {model!r} behind this gateway")
+        if isinstance(owner.predictor.inference, GrpcInferenceClient):
+            return await self._over_grpc(owner.predictor.inference, model, version, suffix, None)
         return await self._forward(owner, "GET", model, _suffix(version, suffix), None)
+
+    async def _over_grpc(
+        self, client: GrpcInferenceClient, model: str, version: str | None, what: str, payload: dict[str, Any] | None
+    ) -> Answer:
+        """The same call to a model server the service reaches over gRPC, answered as its REST door would."""
+        try:
+            if what == "/infer":
+                assert payload is not None
+                return Answer(200, orjson.dumps(await client.infer_json(model, payload, version=version)))
+            if what == "/ready":
+                return Answer(200 if await client.ready(model, version=version) else 400)
+            return Answer(200, orjson.dumps(await client.metadata_json(model, version=version)))
+        except ModelNotFound as exc:
+            return Answer.refusal(404, "upstream", exc.message)
+        except ModelNotReady as exc:
+            return Answer.refusal(400, "upstream", exc.message)
+        except ModelRejected as exc:
+            return Answer.refusal(exc.status, "upstream", exc.message)
+        except Retryable as exc:
+            return Answer.refusal(503, "unavailable", exc.message, error=exc)
+        except ConfigError as exc:
+            return Answer.refusal(502, "upstream", exc.message)
 
     async def _forward(self, owner: ServiceRuntime, method: str, model: str, suffix: str, body: bytes | None) -> Answer:
         url = f"{owner.endpoint}/v2/models/{urllib.parse.quote(model, safe='')}{suffix}"

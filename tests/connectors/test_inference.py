@@ -1,4 +1,5 @@
-"""The V2 inference client against real MLServer 1.7.1 processes (started from .venv/server, never mocked).
+"""The V2 inference clients (REST, and gRPC with raw tensors) against real MLServer 1.7.1 processes (started from
+.venv/server, never mocked).
 
 One module-scoped server serves: ``iris`` (sklearn, one [N, 4] input), ``iris-named`` (sklearn fitted on a
 DataFrame: four named [N] inputs, pandas codec), ``faulty`` (echo + injected faults) and ``gated`` (a faulty
@@ -28,6 +29,7 @@ from tests.fixtures.model_server import (
     UNAVAILABLE,
     ModelRepo,
     build_model_repo,
+    free_port,
     model_server,
 )
 from vatic.cli.stack.mlserver import ModelServer
@@ -38,7 +40,9 @@ from vatic.connectors.inference import (
     InferenceResponse,
     Tensor,
     TensorMetadata,
+    model_client,
 )
+from vatic.connectors.inference_grpc import GrpcInferenceClient
 from vatic.connectors.v2.types import flatten
 from vatic.schemas.errors import (
     ConfigError,
@@ -464,3 +468,125 @@ def test_bad_client_configuration_fails_at_once() -> None:
         InferenceClient("localhost:8080")
     with pytest.raises(ValueError, match="deadline_s"):
         InferenceClient("http://127.0.0.1:1", deadline_s=0)
+
+
+# --- the gRPC transport (grpc://host:port): the same server, raw tensors ------------------------------------
+
+
+def grpc_url(server: ModelServer) -> str:
+    return f"grpc://{server.settings.host}:{server.grpc_port}"
+
+
+def with_grpc(server: ModelServer, scenario: Callable[[Any], Awaitable[Any]], **options: Any) -> Any:
+    async def main() -> Any:
+        client = model_client(grpc_url(server), **options)
+        assert isinstance(client, GrpcInferenceClient)
+        async with client:
+            return await scenario(client)
+
+    return asyncio.run(main())
+
+
+def test_grpc_health_readiness_and_metadata_are_the_rest_ones(server: ModelServer) -> None:
+    async def scenario(client: GrpcInferenceClient) -> None:
+        assert await client.server_ready() is True
+        assert await client.ready("iris") is True
+        assert await client.ready("iris", version="1") is True
+        async with InferenceClient(server.url) as rest:
+            assert await client.metadata("iris") == await rest.metadata("iris")
+        with pytest.raises(ModelNotFound):
+            await client.ready("no-such-model")
+        with pytest.raises(ModelNotFound):
+            await client.metadata("no-such-model")
+
+    with_grpc(server, scenario)
+
+
+def test_grpc_answers_a_whole_batch_as_rest_does(server: ModelServer, repo: ModelRepo) -> None:
+    rows = rows_of(repo)
+
+    async def scenario(client: GrpcInferenceClient) -> tuple[InferenceResponse, list[dict[str, Any]]]:
+        return await client.infer("iris", request_of(rows)), await infer_rows(
+            client, "iris", rows, outputs=["predict_proba"]
+        )
+
+    response, probabilities = with_grpc(server, scenario)
+    assert (response.model_name, response.model_version) == ("iris", "1")
+    assert response.output("predict").shape == (150, 1)
+    assert [r["predict"] for r in response.split(150)] == repo.expected["iris"]["predict"]
+    for got, want in zip(probabilities, repo.expected["iris"]["predict_proba"], strict=True):
+        assert got["predict_proba"] == pytest.approx(want, rel=1e-12, abs=1e-15)
+
+
+def test_grpc_carries_every_datatype_as_raw_bytes(server: ModelServer) -> None:
+    rows = [
+        {"f64": 1.5, "f32": [0.5, 1.0], "i64": 7, "flag": True, "text": "héllo", "grid": [[1, 2], [3, 4]]},
+        {"f64": math.nan, "f32": [0.25, -2.0], "i64": -1, "flag": False, "text": "", "grid": [[5, 6], [7, 8]]},
+        {"f64": -0.125, "f32": [8.0, 16.0], "i64": 2**40, "flag": True, "text": "z", "grid": [[9, 0], [1, 2]]},
+    ]
+    request = request_of(rows, datatypes={"f32": "FP32"})
+    response = with_grpc(server, lambda c: c.infer("faulty", request))  # the faulty model echoes
+    assert {t.name: (t.datatype, t.shape) for t in response.outputs} == {
+        t.name: (t.datatype, t.shape) for t in request.inputs
+    }
+    got = response.split(3)
+    assert math.isnan(got[1]["f64"])  # raw bytes carry NaN itself (JSON carries null)
+    got[1]["f64"] = rows[1]["f64"] = 0.0
+    assert got == rows
+
+
+def test_grpc_errors_are_the_rest_errors(server: ModelServer) -> None:
+    async def scenario(client: GrpcInferenceClient) -> None:
+        with pytest.raises(ModelNotFound) as unknown:
+            await infer_rows(client, "no-such-model", [{"x": 1.0}])
+        assert unknown.value.model == "no-such-model"
+        with pytest.raises(ModelNotFound):
+            await infer_rows(client, "iris", rows_of_iris, version="7")
+        with pytest.raises(ModelRejected) as rejected:
+            await infer_rows(client, "faulty", [{"t": "fine"}, {"t": REJECT}])
+        assert (rejected.value.status, REJECT in rejected.value.body) == (400, True)
+        assert isinstance(rejected.value, DataError)
+        with pytest.raises(ModelRejected) as rejected_422:
+            await infer_rows(client, "faulty", [{"t": REJECT_422}])
+        assert rejected_422.value.status == 422
+        with pytest.raises(ModelServerUnavailable) as crash:  # an exception in the model: 500, maybe poison
+            await infer_rows(client, "faulty", [{"t": CRASH}])
+        assert crash.value.status == 500
+        with pytest.raises(ModelServerUnavailable) as down:  # the model's own 503: never poison
+            await infer_rows(client, "faulty", [{"t": UNAVAILABLE}])
+        assert down.value.status == 503
+        slow = request_of([{"t": SLOW}], parameters={"sleep_s": 2})
+        with pytest.raises(DeadlineExceeded) as late:
+            await client.infer("faulty", slow, deadline_s=0.3)
+        assert late.value.deadline_s == 0.3
+        assert await infer_rows(client, "faulty", [{"t": "after"}], deadline_s=30) == [{"t": "after"}]
+
+    rows_of_iris = [{"input-0": [5.1, 3.5, 1.4, 0.2]}]
+    with_grpc(server, scenario)
+
+
+def test_grpc_concurrency_cap_and_a_server_nobody_runs(server: ModelServer) -> None:
+    async def scenario(client: GrpcInferenceClient) -> None:
+        await infer_rows(client, "faulty", [{"t": STATS}])
+        results = await asyncio.gather(*(infer_rows(client, "faulty", [{"t": PROBE, "i": i}]) for i in range(6)))
+        assert [r[0]["i"] for r in results] == list(range(6))
+        assert 1 <= (await infer_rows(client, "faulty", [{"t": STATS}]))[0]["max_in_flight"] <= 2
+
+    with_grpc(server, scenario, max_concurrency=2, deadline_s=60)
+
+    async def nobody() -> None:
+        async with GrpcInferenceClient(f"grpc://127.0.0.1:{free_port()}", deadline_s=5) as client:
+            with pytest.raises(ModelServerUnavailable) as refused:
+                await client.server_ready()
+            assert refused.value.status is None  # not reached: an outage, never poison
+
+    asyncio.run(nobody())
+
+
+def test_grpc_addresses_are_checked_at_once() -> None:
+    for url in ("grpc://127.0.0.1", "grpc://127.0.0.1:8081/v2", "grpc://:8081"):
+        with pytest.raises(ConfigError, match="grpc://host:port"):
+            model_client(url)
+    with pytest.raises(ConfigError, match="TLS to a gRPC model server is not supported yet"):
+        model_client("grpcs://127.0.0.1:8081")
+    assert isinstance(model_client("http://127.0.0.1:8080"), InferenceClient)

@@ -120,8 +120,8 @@ def check_once(run: Run, predictions: list[dict[str, Any]], dead: list[dict[str,
 def run_job(runs: list[tuple[Run, ModelServer]], tmp_path: Path, timeout_s: float = 300) -> None:
     """Both services as ONE bounded job (one pipeline each), to their end."""
     argv = [str(VATIC), "stream", "run", *(str(run.folder) for run, _ in runs)]
-    for _, server in runs:
-        argv += ["--model-url", server.url]
+    for run, server in runs:
+        argv += ["--model-url", server.call_url(load_service(run.folder).serving.protocol)]
     argv += ["--checkpoint-dir", str(tmp_path / "checkpoints"), "--no-create-topics", "--schema-registry-url",
              runs[0][0].registry, "--bounded", "--metrics-port", "0"]  # fmt: skip
     log = tmp_path / "job.log"
@@ -149,8 +149,11 @@ def test_the_graph_examples_give_the_same_records_on_both_paths(full_stack, kafk
         run_job([(fraud, fraud_server), (product, product_server)], tmp_path)
         fraud_out = drain(fraud, kafka_bootstrap, expected=len(fraud.sent))
         product_out = drain(product, kafka_bootstrap, expected=len(product.sent))
+        # the product graph's embedding crosses as raw bytes: its service calls its model server over gRPC
+        assert load_service(product.folder).serving.protocol == "grpc"
         services = ["--service", str(fraud.folder), "--endpoint", f"fraud-ensemble={fraud_server.url}",
-                    "--service", str(product.folder), "--endpoint", f"product-graph={product_server.url}"]  # fmt: skip
+                    "--service", str(product.folder), "--endpoint",
+                    f"product-graph={product_server.call_url('grpc')}"]  # fmt: skip
         gateway = Gateway(services, tmp_path / "gateway.log")
         try:
             fraud_rest = post_all(gateway, "fraud-ensemble", fraud_sent)

@@ -83,6 +83,16 @@ def test_environment_overlays_merge_key_by_key(tmp_path):
             {"registry": {"refresh_s": 5}, "serving": {"tier": "full-custom", "layer": "fastapi", "entrypoint": "a:b"}},
             "use the no-code or low-code tier",
         ),
+        (
+            {"serving": {"tier": "full-custom", "layer": "fastapi", "entrypoint": "a:b", "protocol": "grpc"}},
+            "serves V2 over REST only: set protocol: rest",
+        ),
+        (
+            {"serving": {"protocol": "grpc"}, "kubernetes": {"security": {"model": {
+                "tls_cert": {"name": "tls", "key": "crt"}, "tls_key": {"name": "tls", "key": "key"}}}}},
+            "grpc to a model server with TLS (kubernetes.security.model.tls_cert) is not supported yet",
+        ),
+        ({"serving": {"protocol": "http2"}}, "fix: use one of 'rest' or 'grpc'"),
     ],
 )
 def test_bad_values_name_file_line_and_fix(tmp_path, change, expected):
@@ -93,6 +103,16 @@ def test_bad_values_name_file_line_and_fix(tmp_path, change, expected):
     line = caught.value.lines[0]
     assert line.startswith(f"{folder / 'service.yaml'}:")
     assert expected in line
+
+
+def test_the_protocol_picks_the_port_the_doors_call(tmp_path):
+    from vatic.cli.deploy.manifests import model_url
+
+    rest = load_service(_folder(tmp_path, MINIMAL))
+    assert rest.serving.protocol == "rest"
+    assert model_url(rest) == "http://churn-model.shop.svc.cluster.local:8080"
+    grpc = load_service(_folder(tmp_path, {**MINIMAL, "serving": {"protocol": "grpc", "grpc_port": 9001}}))
+    assert model_url(grpc) == "grpc://churn-model.shop.svc.cluster.local:9001"
 
 
 def test_an_overlay_error_points_at_the_overlay(tmp_path):
