@@ -15,14 +15,23 @@ Each calls its model server as its service config says (``serving.protocol``): t
 default), the graph over gRPC (the example's choice: the embedding crosses as raw bytes). The stream also runs the
 graph over REST (``graph-rest``, the same server) to show what the transport is worth; it is not a target row.
 
+Before the doors, the transport alone (``calls``): the graph's two calls for one micro-batch of 32 products (the
+embedder, then the head with its 32 x 384 floats), over REST and over gRPC alternately against the same server,
+30 times each: the median wall time per micro-batch and the model server's CPU time per micro-batch (its
+``/proc/<pid>/stat``). Wall and CPU per call are far steadier than a job's events/s on 2 shared cores.
+
 The goal (the issue's): the graph's overhead on the stream <= 15% (ratio >= 0.85).
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
+import os
+import statistics
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -106,6 +115,49 @@ def _server(options: Options, stack: BenchStack, label: str, offset: int) -> Any
     return server
 
 
+def _calls(server: Any, rounds: int = 30, batch: int = 32) -> dict[str, dict[str, float]]:
+    """The graph's calls of one micro-batch over each transport (module docstring): ms of wall and server CPU."""
+    from vatic.connectors.inference import Datatype, InferenceRequest, Tensor, model_client
+    from vatic.examples.product_categorization.events import products
+
+    pid = server.process.pid()
+    if pid is None:
+        raise BenchError("the graph's model server is not running")
+    events = [event for event, _ in products(batch, seed=31)]
+    text = Tensor("text", Datatype.BYTES, (batch, 2), [v for e in events for v in (e["title"], e["description"] or "")])
+    mix = Tensor("seller_mix", Datatype.FP32, (batch, 10), [0.1] * (batch * 10))
+
+    def cpu_s() -> float:
+        fields = Path(f"/proc/{pid}/stat").read_text(encoding="utf-8").rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+    async def one(client: Any) -> None:
+        embedded = await client.infer("product-embedder", InferenceRequest(inputs=(text,)))
+        head = Tensor("embedding", Datatype.FP32, (batch, 384), embedded.output("embedding").data)
+        await client.infer("product-head", InferenceRequest(inputs=(head, mix)))
+
+    async def measure() -> dict[str, dict[str, float]]:
+        clients = {protocol: model_client(server.call_url(protocol), deadline_s=60) for protocol in ("rest", "grpc")}
+        wall: dict[str, list[float]] = {p: [] for p in clients}
+        cpu = dict.fromkeys(clients, 0.0)
+        try:
+            for client in clients.values():
+                await one(client)  # warm: connections, the models' first batch
+            for _ in range(rounds):
+                for protocol, client in clients.items():
+                    before, started = cpu_s(), time.perf_counter()
+                    await one(client)
+                    wall[protocol].append(time.perf_counter() - started)
+                    cpu[protocol] += cpu_s() - before
+        finally:
+            for client in clients.values():
+                await client.close()
+        return {p: {"wall_ms": statistics.median(wall[p]) * 1000, "server_cpu_ms": cpu[p] / rounds * 1000}
+                for p in clients}  # fmt: skip
+
+    return asyncio.run(measure())
+
+
 def _protocol(options: Options, label: str) -> str:
     from vatic.serving.config import load_service
 
@@ -169,6 +221,10 @@ def graph(options: Options, stack: BenchStack, loadgen: Path) -> dict[str, Any]:
     n = 600 if options.quick else 2_000
     servers = {label: _server(options, stack, label, offset) for offset, label in enumerate(LABELS)}
     try:
+        calls = _calls(servers["graph"])
+        for protocol, took in calls.items():
+            say(f"graph calls of a micro-batch over {protocol:<4}: {took['wall_ms']:6.1f} ms wall, "
+                f"{took['server_cpu_ms']:6.1f} ms model-server CPU")  # fmt: skip
         urls = {label: server.call_url(_protocol(options, label)) for label, server in servers.items()}
         urls["graph-rest"] = servers["graph"].url
         stream: dict[str, list[float]] = {label: [] for label in STREAM_LABELS}
@@ -198,10 +254,12 @@ def graph(options: Options, stack: BenchStack, loadgen: Path) -> dict[str, Any]:
         for server in servers.values():
             server.stop()
 
-    return two_door_result(
+    out = two_door_result(
         "graph", stream, rest, vatic="graph", baseline="combined",
         what=("max events/s of the job (p=1): the two-model product graph vs the combined model",
               "gateway p99 at c=16: the two-model product graph vs the combined model"),
         targets=(0.85, 1.25), notes=("the graph costs at most a sixth", "one more model call per micro-batch"),
         events=n,
     )  # fmt: skip
+    out["calls"] = calls
+    return out

@@ -396,11 +396,35 @@ def _details(name: str, data: dict[str, Any]) -> list[str]:
         lines += _peer_details(data)
     if name == "visible" and data.get("delivery"):
         lines += _visible_details(data)
+    if name in ("shadow", "graph") and data.get("stream_eps"):
+        lines += _two_door_details(data)
     if name == "gpu" and data.get("cells"):
         lines += ["| device | batch | rows/s | p50 ms |", "|---|---|---|---|"]
         for cell in data["cells"]:
             lines.append(f"| {cell['device']} | {cell['batch']} | {cell['rows_per_s']:,.0f} | {cell['p50_ms']:.2f} |")
     return lines
+
+
+def _two_door_details(data: dict[str, Any]) -> list[str]:
+    """Every run of a two-door comparison (the stream's events/s, REST req/s and p99), and the graph's calls."""
+    lines = ["| setup | stream events/s per run (median) | REST c=16 req/s, p99 ms per run |", "|---|---|---|"]
+    for label, runs in data["stream_eps"].items():
+        rest = data.get("rest", {}).get(label, [])
+        door = "; ".join(f"{r['rps']:.1f}, {r['p99_ms']:.0f}" for r in rest) or "-"
+        stream = ", ".join(f"{eps:.1f}" for eps in runs)
+        lines.append(f"| {label} | {stream} ({_median(runs):.1f}) | {door} |")
+    if data.get("calls"):
+        lines += ["", "The graph's two calls for one micro-batch of 32 (embedder, then head), alternating:", "",
+                  "| transport | wall ms | model-server CPU ms |", "|---|---|---|"]  # fmt: skip
+        for protocol, took in data["calls"].items():
+            lines.append(f"| {protocol} | {took['wall_ms']:.1f} | {took['server_cpu_ms']:.1f} |")
+    return lines
+
+
+def _median(values: list[float]) -> float:
+    ordered = sorted(values)
+    middle = len(ordered) // 2
+    return ordered[middle] if len(ordered) % 2 else (ordered[middle - 1] + ordered[middle]) / 2
 
 
 def _memory_details(name: str, data: dict[str, Any]) -> list[str]:
