@@ -104,7 +104,12 @@ class ServiceRuntime:
         return event
 
     def owns(self, model: str) -> bool:
-        return model == self.config.model.name
+        """Whether V2 calls of ``model`` go to this service's model server: its model, and with a graph every
+        step's model that server serves (a step on another of ``graph.servers`` is that server's)."""
+        if model == self.config.model.name:
+            return True
+        graph = self.config.graph
+        return graph is not None and any(step.model == model and step.server is None for step in graph.steps)
 
     async def close(self) -> None:
         await self.batcher.close()

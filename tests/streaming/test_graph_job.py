@@ -4,11 +4,14 @@ MLServer, Feast, and the REST gateway (`vatic gateway`).
 The graph: ``prep`` (the echo model) -> ``shift`` (the echo adding 0.5, reading ``prep.x``); ``avg`` = the mean of
 both (x + 0.25). Events refused by ``prep`` (a marker in ``merchant_category``) and by ``shift`` (a marker in
 ``currency``, which only ``shift`` reads) are dead-lettered at their step; a customer without features at
-enrichment. Every event ends exactly once, and the REST door answers each event the same way, step by step.
+enrichment. Every event ends exactly once, and the REST door answers each event the same way, step by step (its
+gateway calls the model server over gRPC, the job over REST); so does the gRPC door's Predict, and a step's model is
+reachable by its own name through the V2 pass-through.
 """
 
 from __future__ import annotations
 
+import json
 import math
 import time
 import uuid
@@ -21,9 +24,10 @@ import yaml
 
 from tests.fixtures.echo import CHANNELS, COLUMNS
 from tests.fixtures.model_server import REJECT, ModelRepo, add_faulty_model, build_model_repo
-from tests.serving.gateway.test_gateway import AUTH, Gateway, transaction
+from tests.serving.gateway.test_gateway import AUTH, Gateway, grpc_call, transaction
 from tests.streaming.test_job import Run, drain, make_run, run_bounded
 from vatic.connectors.kafka import Producer
+from vatic.connectors.v2 import grpc as wire
 from vatic.schemas import AvroCodec, load_schema, topic_subject
 
 WIDTH = len(COLUMNS)
@@ -114,8 +118,11 @@ def test_a_graph_gives_the_same_records_on_the_stream_and_on_rest(kafka_bootstra
         assert blended[0] == pytest.approx(events[prediction["event_id"]]["amount"] + 0.25)  # mean(x, x + 0.5)
         assert [s["name"] for s in prediction["steps"]] == ["prep", "shift"]
 
-    # the REST door: the same answer for every event, the same refusals, naming the same steps
-    gateway = Gateway(["--service", str(run.folder), "--endpoint", f"echo={server.url}"], tmp_path / "gw.log")
+    # the REST door: the same answer for every event, the same refusals, naming the same steps; this gateway calls
+    # the model server over gRPC (raw tensors), the job called it over REST
+    gateway = Gateway(["--service", str(run.folder), "--endpoint", f"echo={server.call_url('grpc')}"],
+                      tmp_path / "gw.log")  # fmt: skip
+    step_input = {"inputs": [{"name": "x", "datatype": "FP64", "shape": [2, WIDTH], "data": [0.25] * (2 * WIDTH)}]}
     try:
         with httpx.Client(headers=AUTH, timeout=30) as client:
             assert client.get(f"{gateway.url}/v2/health/ready").status_code == 200
@@ -123,8 +130,26 @@ def test_a_graph_gives_the_same_records_on_the_stream_and_on_rest(kafka_bootstra
             for event_id, event in events.items():
                 fields = {k: v for k, v in event.items() if v is not None}
                 rest[event_id] = client.post(f"{gateway.url}/v1/services/echo/predict", json=fields)
+            # the gRPC door's Predict runs the same graph
+            by_grpc = {}
+            for prediction in predictions[:5]:
+                request = wire.message("vatic.PredictRequest")(
+                    service="echo",
+                    event_json=json.dumps(
+                        {k: v for k, v in events[prediction["event_id"]].items() if v is not None}
+                    ).encode(),
+                )
+                answered = grpc_call(gateway, "Predict", request, service=wire.GATEWAY_SERVICE)
+                by_grpc[prediction["event_id"]] = json.loads(answered.prediction_json)
+            # a step's model by its own name through the V2 pass-through: the model server's own answer
+            passed = client.post(f"{gateway.url}/v2/models/shifted/infer", json=step_input)
+            direct = httpx.post(f"{server.url}/v2/models/shifted/infer", json=step_input, timeout=30)
     finally:
         gateway.stop()
+    assert passed.status_code == 200, passed.text
+    assert passed.json()["outputs"][0]["data"] == direct.json()["outputs"][0]["data"] == [0.75] * (2 * WIDTH)
+    for prediction in predictions[:5]:
+        assert answer(by_grpc[prediction["event_id"]]) == answer(prediction)
     for prediction in predictions:
         response = rest[prediction["event_id"]]
         assert response.status_code == 200, response.text
