@@ -142,9 +142,9 @@ def _trained_versions(stack: LocalCompose) -> None:
     source = StackSettings().model_registry_root
     target = stack.volumes["vatic-home"] / "model-registry"
     for model in sorted(source.iterdir()) if source.is_dir() else []:
-        for version in sorted(model.iterdir()):
-            if version.name.isdigit() and (version / "metrics.json").is_file():
-                shutil.copytree(version, target / model.name / version.name)
+        for folder in sorted(model.iterdir()):
+            if folder.name.isdigit() and (folder / "metrics.json").is_file():
+                shutil.copytree(folder, target / model.name / folder.name)
 
 
 @pytest.fixture(scope="module")

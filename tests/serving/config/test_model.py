@@ -88,8 +88,14 @@ def test_environment_overlays_merge_key_by_key(tmp_path):
             "serves V2 over REST only: set protocol: rest",
         ),
         (
-            {"serving": {"protocol": "grpc"}, "kubernetes": {"security": {"model": {
-                "tls_cert": {"name": "tls", "key": "crt"}, "tls_key": {"name": "tls", "key": "key"}}}}},
+            {
+                "serving": {"protocol": "grpc"},
+                "kubernetes": {
+                    "security": {
+                        "model": {"tls_cert": {"name": "tls", "key": "crt"}, "tls_key": {"name": "tls", "key": "key"}}
+                    }
+                },
+            },
             "grpc to a model server with TLS (kubernetes.security.model.tls_cert) is not supported yet",
         ),
         ({"serving": {"protocol": "http2"}}, "fix: use one of 'rest' or 'grpc'"),
