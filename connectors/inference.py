@@ -96,6 +96,7 @@ from vatic.schemas.errors import (
 )
 
 __all__ = [
+    "BaseClient",
     "Datatype",
     "InferenceClient",
     "InferenceRequest",
@@ -159,7 +160,50 @@ def model_client(
     return InferenceClient(url, deadline_s=deadline_s, max_concurrency=max_concurrency, verify=verify)
 
 
-class InferenceClient:
+class BaseClient:
+    """What the REST and the gRPC client share: the default deadline, the cap on calls in flight (an
+    ``asyncio.Semaphore``: further calls wait for a slot), ``async with``."""
+
+    base_url: str
+
+    def __init__(self, deadline_s: float, max_concurrency: int | None) -> None:
+        _check_deadline(deadline_s)
+        if max_concurrency is not None and max_concurrency < 1:
+            raise ValueError(f"max_concurrency must be >= 1, got {max_concurrency}")
+        self.deadline_s = deadline_s
+        self.max_concurrency = max_concurrency
+        self._slots = asyncio.Semaphore(max_concurrency) if max_concurrency else None
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        raise NotImplementedError
+
+    def _budget(self, deadline_s: float | None) -> float:
+        """The deadline of one call: ``deadline_s``, else the client's."""
+        return self.deadline_s if deadline_s is None else _check_deadline(deadline_s)
+
+    @contextlib.asynccontextmanager
+    async def _slot(self) -> AsyncIterator[None]:
+        if self._slots is None:
+            yield
+            return
+        async with self._slots:
+            yield
+
+    def _deadline_error(self, what: str, budget: float) -> DeadlineExceeded:
+        error = DeadlineExceeded(f"{what} did not finish within its deadline of {budget:g}s", deadline_s=budget)
+        error.stage = "infer"
+        return error
+
+
+class InferenceClient(BaseClient):
     """Async V2 REST client of one model server; see the module docstring for the error contract.
 
     ``base_url`` is the server's root (``http://host:8080``, or a prefix behind a gateway). ``deadline_s`` is
@@ -190,13 +234,8 @@ class InferenceClient:
             raise ConfigError(
                 f"model server URL {base_url!r} is not an absolute http(s) URL (or grpc://host:port)", stage="infer"
             )
-        _check_deadline(deadline_s)
-        if max_concurrency is not None and max_concurrency < 1:
-            raise ValueError(f"max_concurrency must be >= 1, got {max_concurrency}")
+        super().__init__(deadline_s, max_concurrency)
         self.base_url = str(url).rstrip("/")
-        self.deadline_s = deadline_s
-        self.max_concurrency = max_concurrency
-        self._slots = asyncio.Semaphore(max_concurrency) if max_concurrency else None
         self._http = httpx.AsyncClient(
             base_url=self.base_url,
             limits=httpx.Limits(
@@ -210,14 +249,6 @@ class InferenceClient:
             trust_env=False,
             verify=verify if verify is not None else (tls_context(None) if url.scheme == "https" else True),
         )
-
-    async def __aenter__(self) -> Self:
-        return self
-
-    async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        await self.close()
 
     async def close(self) -> None:
         """Close the pooled connections. Idempotent."""
@@ -304,7 +335,7 @@ class InferenceClient:
         flag: bool = False,
     ) -> httpx.Response:
         """One attempt under one overall deadline. ``flag``: 400/503 are answers."""
-        budget = self.deadline_s if deadline_s is None else _check_deadline(deadline_s)
+        budget = self._budget(deadline_s)
         timeout = asyncio.timeout(budget)
         try:
             async with timeout, self._slot():
@@ -312,19 +343,7 @@ class InferenceClient:
         except TimeoutError as exc:
             if not timeout.expired():
                 raise
-            error = DeadlineExceeded(
-                f"{method} {self.base_url}{path} did not finish within its deadline of {budget:g}s", deadline_s=budget
-            )
-            error.stage = "infer"
-            raise error from exc
-
-    @contextlib.asynccontextmanager
-    async def _slot(self) -> AsyncIterator[None]:
-        if self._slots is None:
-            yield
-            return
-        async with self._slots:
-            yield
+            raise self._deadline_error(f"{method} {self.base_url}{path}", budget) from exc
 
     async def _attempt(
         self, method: str, path: str, *, body: bytes | None, model: str | None, version: str | None, flag: bool

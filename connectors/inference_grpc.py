@@ -35,22 +35,19 @@ at construction with one line (use the REST URL, ``https://``, for a TLS model s
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import math
-from collections.abc import AsyncIterator, Mapping
-from types import TracebackType
-from typing import Any, Self
+from collections.abc import Mapping
+from typing import Any
 from urllib.parse import urlsplit
 
 import grpc
 import grpc.aio
 
+from vatic.connectors.inference import BaseClient
 from vatic.connectors.v2 import grpc as wire
 from vatic.connectors.v2.types import InferenceRequest, InferenceResponse, ModelMetadata
 from vatic.schemas.errors import (
     BinaryFormatError,
     ConfigError,
-    DeadlineExceeded,
     ModelNotFound,
     ModelNotReady,
     ModelRejected,
@@ -85,7 +82,7 @@ _HTTP_OF = {
 }  # fmt: skip
 
 
-class GrpcInferenceClient:
+class GrpcInferenceClient(BaseClient):
     """Async V2 gRPC client of one model server (``grpc://host:port``); see the module docstring.
 
     ``deadline_s``: the default deadline of every call; ``max_concurrency``: calls in flight at most (None: no
@@ -106,25 +103,11 @@ class GrpcInferenceClient:
                 "(https://host:port) instead",
                 stage="infer",
             )
-        if not (deadline_s > 0 and math.isfinite(deadline_s)):
-            raise ValueError(f"deadline_s must be a positive number of seconds, got {deadline_s}")
-        if max_concurrency is not None and max_concurrency < 1:
-            raise ValueError(f"max_concurrency must be >= 1, got {max_concurrency}")
+        super().__init__(deadline_s, max_concurrency)
         self.base_url = url.rstrip("/")
         self.target = f"{parts.hostname}:{parts.port}"
-        self.deadline_s = deadline_s
-        self.max_concurrency = max_concurrency
-        self._slots = asyncio.Semaphore(max_concurrency) if max_concurrency else None
         self._channel: grpc.aio.Channel | None = None
         self._calls: dict[str, Any] = {}
-
-    async def __aenter__(self) -> Self:
-        return self
-
-    async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        await self.close()
 
     async def close(self) -> None:
         """Close the channel. Idempotent."""
@@ -227,9 +210,7 @@ class GrpcInferenceClient:
         deadline_s: float | None = None,
     ) -> Any:
         """One attempt under one overall deadline."""
-        budget = self.deadline_s if deadline_s is None else deadline_s
-        if not (budget > 0 and math.isfinite(budget)):
-            raise ValueError(f"deadline_s must be a positive number of seconds, got {budget}")
+        budget = self._budget(deadline_s)
         loop = asyncio.get_running_loop()
         end = loop.time() + budget
         timeout = asyncio.timeout_at(end)
@@ -239,26 +220,11 @@ class GrpcInferenceClient:
         except TimeoutError as exc:
             if not timeout.expired():
                 raise
-            raise self._deadline(name, budget) from exc
+            raise self._deadline_error(f"{name} on {self.base_url}", budget) from exc
         except grpc.aio.AioRpcError as exc:
             if exc.code() == grpc.StatusCode.DEADLINE_EXCEEDED:
-                raise self._deadline(name, budget) from exc
+                raise self._deadline_error(f"{name} on {self.base_url}", budget) from exc
             raise self._error(name, exc, model, version) from None
-
-    @contextlib.asynccontextmanager
-    async def _slot(self) -> AsyncIterator[None]:
-        if self._slots is None:
-            yield
-            return
-        async with self._slots:
-            yield
-
-    def _deadline(self, name: str, budget: float) -> DeadlineExceeded:
-        error = DeadlineExceeded(
-            f"{name} on {self.base_url} did not finish within its deadline of {budget:g}s", deadline_s=budget
-        )
-        error.stage = "infer"
-        return error
 
     def _error(self, name: str, exc: grpc.aio.AioRpcError, model: str | None, version: str | None) -> Exception:
         code, reason = exc.code(), exc.details() or ""
