@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import re
+import statistics
 import subprocess
 import sys
 from datetime import UTC, datetime
@@ -412,19 +413,13 @@ def _two_door_details(data: dict[str, Any]) -> list[str]:
         rest = data.get("rest", {}).get(label, [])
         door = "; ".join(f"{r['rps']:.1f}, {r['p99_ms']:.0f}" for r in rest) or "-"
         stream = ", ".join(f"{eps:.1f}" for eps in runs)
-        lines.append(f"| {label} | {stream} ({_median(runs):.1f}) | {door} |")
+        lines.append(f"| {label} | {stream} ({statistics.median(runs):.1f}) | {door} |")
     if data.get("calls"):
         lines += ["", "The graph's two calls for one micro-batch of 32 (embedder, then head), alternating:", "",
                   "| transport | wall ms | model-server CPU ms |", "|---|---|---|"]  # fmt: skip
         for protocol, took in data["calls"].items():
             lines.append(f"| {protocol} | {took['wall_ms']:.1f} | {took['server_cpu_ms']:.1f} |")
     return lines
-
-
-def _median(values: list[float]) -> float:
-    ordered = sorted(values)
-    middle = len(ordered) // 2
-    return ordered[middle] if len(ordered) % 2 else (ordered[middle - 1] + ordered[middle]) / 2
 
 
 def _memory_details(name: str, data: dict[str, Any]) -> list[str]:

@@ -105,6 +105,7 @@ __all__ = [
     "ModelMetadata",
     "Tensor",
     "TensorMetadata",
+    "check_model",
     "model_client",
     "tls_context",
     "untrusted_certificate",
@@ -438,9 +439,15 @@ def _check_deadline(deadline_s: float) -> float:
     return deadline_s
 
 
-def _model_path(model: str, version: str | None) -> str:
+def check_model(model: str) -> str:
+    """``model``, refused with ``ValueError`` when empty (a caller's bug, not a server's answer)."""
     if not model:
         raise ValueError("model name is empty")
+    return model
+
+
+def _model_path(model: str, version: str | None) -> str:
+    check_model(model)
     path = f"/v2/models/{urllib.parse.quote(model, safe='')}"
     if version is not None:
         path += f"/versions/{urllib.parse.quote(version, safe='')}"

@@ -42,7 +42,7 @@ from urllib.parse import urlsplit
 import grpc
 import grpc.aio
 
-from vatic.connectors.inference import BaseClient
+from vatic.connectors.inference import BaseClient, check_model
 from vatic.connectors.v2 import grpc as wire
 from vatic.connectors.v2.types import InferenceRequest, InferenceResponse, ModelMetadata
 from vatic.schemas.errors import (
@@ -132,7 +132,7 @@ class GrpcInferenceClient(BaseClient):
         self, model: str, body: Mapping[str, Any], *, version: str | None = None, deadline_s: float | None = None
     ) -> dict[str, Any]:
         """``ModelInfer`` of a V2 JSON request (``inputs``' ``data`` flat or nested); the V2 JSON response."""
-        _check_model(model)
+        check_model(model)
         try:
             message = wire.infer_request_from_json(model, version, body)
         except (KeyError, TypeError, ValueError) as exc:
@@ -155,7 +155,7 @@ class GrpcInferenceClient(BaseClient):
     async def ready(self, model: str, *, version: str | None = None, deadline_s: float | None = None) -> bool:
         """``ModelReady``: True when it can infer, False while loading; an unknown model raises
         :class:`ModelNotFound`."""
-        _check_model(model)
+        check_model(model)
         request = _METHODS["ModelReady"][0](name=model, version=version or "")
         try:
             response = await self._call("ModelReady", request, model=model, version=version, deadline_s=deadline_s)
@@ -177,7 +177,7 @@ class GrpcInferenceClient(BaseClient):
         self, model: str, *, version: str | None = None, deadline_s: float | None = None
     ) -> dict[str, Any]:
         """``ModelMetadata`` as the V2 JSON metadata."""
-        _check_model(model)
+        check_model(model)
         request = _METHODS["ModelMetadata"][0](name=model, version=version or "")
         response = await self._call("ModelMetadata", request, model=model, version=version, deadline_s=deadline_s)
         return wire.metadata_to_json(response)
@@ -260,8 +260,3 @@ class GrpcInferenceClient(BaseClient):
         return UnexpectedModelResponse(
             f"{name} on {self.base_url} answered what a V2 server does not send: {exc}", status=200, body=str(exc)
         )
-
-
-def _check_model(model: str) -> None:
-    if not model:
-        raise ValueError("model name is empty")
