@@ -27,14 +27,14 @@ export UV_CACHE_DIR := $(CURDIR)/$(CACHE)/uv
 export UV_PYTHON_DOWNLOADS := never
 export UV_LINK_MODE := copy
 
-.PHONY: help setup envs system-deps artifacts usecases test test-pipeline test-server lint fmt demo stack-up stack-down clean bench bench-quick bench-soak bench-gpu
+.PHONY: help setup envs system-deps actionlint artifacts usecases test test-pipeline test-server lint fmt demo stack-up stack-down clean bench bench-quick bench-soak bench-gpu
 
 help:
 	@sed -n '2,7p' Makefile | sed 's/^# \{0,1\}//'
 
 # --- installation ----------------------------------------------------------------------------------------
 
-setup: system-deps envs artifacts usecases
+setup: system-deps envs artifacts usecases actionlint
 
 $(UV):
 	@command -v $(PYTHON) >/dev/null || { echo "setup: $(PYTHON) not found: install CPython 3.11 (or run make PYTHON=python3.12)"; exit 1; }
@@ -53,7 +53,8 @@ $(SERVER)/.synced: uv.lock pyproject.toml | $(UV)
 	@touch $@
 
 # Debian packages the local stack runs: redis-server (Feast's online store), Java 17 and Maven (Kafka broker,
-# Flink, schema registry), openssl (the secured broker's certificates); docker-compose (optional, no engine
+# Flink, schema registry), openssl (the secured broker's certificates), shellcheck (actionlint runs it on the
+# generated workflows' scripts); docker-compose (optional, no engine
 # needed) lets the tests run `docker-compose config` on docker-compose.yml. Installed only when absent.
 system-deps:
 	@missing=""; \
@@ -61,6 +62,7 @@ system-deps:
 	command -v openssl >/dev/null || missing="$$missing openssl"; \
 	command -v java >/dev/null || missing="$$missing openjdk-17-jre-headless"; \
 	command -v mvn >/dev/null || missing="$$missing maven"; \
+	command -v shellcheck >/dev/null || missing="$$missing shellcheck"; \
 	if [ -n "$$missing" ]; then \
 	  sudo=""; [ "$$(id -u)" = 0 ] || sudo="sudo"; \
 	  command -v apt-get >/dev/null || { echo "setup: missing$$missing and no apt-get: install them by hand"; exit 1; }; \
@@ -72,6 +74,19 @@ system-deps:
 	  { $$sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$sudo apt-get install -y -qq docker-compose; } >/dev/null 2>&1 \
 	    || echo "setup: docker-compose not installed (optional: \`docker-compose config\` checks docker-compose.yml)"; \
 	fi
+
+# actionlint (GitHub Actions workflows, with shellcheck on their scripts) checks the deploy workflows that
+# `vatic workflow` / `vatic init` generate; built from the Go module proxy into .cache/go/bin.
+ACTIONLINT_VERSION := v1.7.12
+ACTIONLINT := $(CACHE)/go/bin/actionlint
+export VATIC_ACTIONLINT := $(CURDIR)/$(ACTIONLINT)
+
+actionlint: $(ACTIONLINT)
+
+$(ACTIONLINT):
+	@command -v go >/dev/null || { echo "setup: go not found: install Go 1.22+ (actionlint is built from the Go module proxy)"; exit 1; }
+	GOBIN=$(CURDIR)/$(CACHE)/go/bin GOPATH=$(CURDIR)/$(CACHE)/go GOMODCACHE=$(CURDIR)/$(CACHE)/go/mod \
+	  GOCACHE=$(CURDIR)/$(CACHE)/go/build GOFLAGS=-modcacherw go install github.com/rhysd/actionlint/cmd/actionlint@$(ACTIONLINT_VERSION)
 
 artifacts: envs
 	@$(VATIC) stack fetch

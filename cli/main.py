@@ -24,6 +24,7 @@ from vatic.cli.commands import (
     stack,
     stream,
     usecases,
+    workflow,
     workspace,
 )
 from vatic.cli.stack.settings import export_home
@@ -45,6 +46,7 @@ app.command(name="init")(init.init)
 app.add_typer(workspace.app, name="workspace")
 app.command(name="render")(render.render)
 app.command(name="plan")(plan.plan)
+app.command(name="workflow")(workflow.workflow)
 app.command(name="predict")(predict.predict)
 app.add_typer(schema.app, name="schema")
 app.add_typer(dlq.app, name="dlq")

@@ -2,9 +2,11 @@
 
 Tiers: ``no-code`` (MLServer's sklearn / xgboost / lightgbm runtime, config only), ``low-code`` (a
 ``VaticModel`` runtime class), ``full-custom`` (a FastAPI V2 app of your own). Libraries: sklearn, xgboost,
-lightgbm, torch, custom (NumPy). The project holds ``service/`` (service.yaml + staging + production and the
-config's JSON Schema), ``<package>/model.py`` (the model to replace: training, safe-format saving, loading,
-scoring), ``<package>/train.py`` (registers a version under ``registry/``) and tests that pass as generated.
+lightgbm, torch, custom (NumPy). The project holds ``service/`` (service.yaml + staging + production, the
+config's JSON Schema and ``smoke.json``, the event the deploy workflow predicts once after a roll-out),
+``<package>/model.py`` (the model to replace: training, safe-format saving, loading, scoring),
+``<package>/train.py`` (registers a version under ``registry/``), tests that pass as generated, and the deploy
+files of ``vatic workflow``: ``Dockerfile`` (the model-server image) and ``.github/workflows/deploy-<service>.yml``.
 With ``--train`` (default) the model is trained once in the model-server environment, so that
 ``vatic workspace up <dest>/service`` serves real predictions right away.
 """
@@ -18,6 +20,7 @@ from typing import Annotated
 
 import typer
 
+from vatic.cli.commands.workflow import write_deploy_files
 from vatic.cli.templates import LIBRARIES, TIERS, project_template
 from vatic.schemas.errors import ConfigError
 
@@ -66,6 +69,7 @@ def scaffold(
         data["description"] = description
     copier.run_copy(str(project_template()), str(dest), data=data, defaults=True, quiet=True, overwrite=True)
     (dest / "service" / "service.schema.json").write_text(schema_text(), encoding="utf-8")
+    write_deploy_files(dest / "service", root=dest)
     return dest / "service"
 
 
@@ -118,3 +122,6 @@ def init(
     typer.echo(f"  cd {dest} && {train_cmd[0].replace('python', 'pytest')}        # the project's tests")
     typer.echo(f"  vatic workspace up {service_dir}                   # serve it locally (prints the URLs)")
     typer.echo(f"  vatic plan {service_dir}                           # Kubernetes manifests (then vatic render)")
+    typer.echo(
+        f"  {dest}/.github/workflows/deploy-{name}.yml: CI that tests, builds the image, deploys staging, production"
+    )

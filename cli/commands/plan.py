@@ -10,9 +10,19 @@ from pathlib import Path
 
 import typer
 
-from vatic.cli.commands.render import Envs, KubernetesVersion, Out, Services, Validate, print_warning, targets
+from vatic.cli.commands.render import (
+    Envs,
+    Image,
+    KubernetesVersion,
+    Out,
+    PipelineImage,
+    Services,
+    Validate,
+    print_warning,
+    targets,
+)
+from vatic.cli.deploy.output import Images, render_all
 from vatic.cli.deploy.output import plan as plan_changes
-from vatic.cli.deploy.output import render_all
 from vatic.cli.deploy.validate import KUBERNETES_VERSION
 
 
@@ -22,10 +32,16 @@ def plan(
     out: Out = Path("k8s"),
     validate: Validate = True,
     kubernetes_version: KubernetesVersion = KUBERNETES_VERSION,
+    image: Image = None,
+    pipeline_image: PipelineImage = None,
 ) -> None:
     """Show a unified diff of what `vatic render` would write; exit 1 when there is a difference."""
     rendered = render_all(
-        targets(services, env), validate=validate, kubernetes_version=kubernetes_version, warn=print_warning
+        targets(services, env),
+        validate=validate,
+        kubernetes_version=kubernetes_version,
+        warn=print_warning,
+        images=Images(image, pipeline_image),
     )
     diffs = plan_changes(rendered, out)
     for diff in diffs:

@@ -10,7 +10,7 @@ from typing import Annotated
 
 import typer
 
-from vatic.cli.deploy.output import Target, environments, render_all, write
+from vatic.cli.deploy.output import Images, Target, environments, render_all, write
 from vatic.cli.deploy.validate import KUBERNETES_VERSION
 from vatic.schemas.errors import ConfigError
 
@@ -38,6 +38,24 @@ Validate = Annotated[
 ]
 KubernetesVersion = Annotated[
     str, typer.Option(help="Kubernetes version of the schemas to validate against", envvar="VATIC_KUBERNETES_VERSION")
+]
+Image = Annotated[
+    str | None,
+    typer.Option(
+        "--image",
+        help="model-server image for this render, instead of the config's `image` (e.g. the digest CI just built)",
+        envvar="VATIC_RENDER_IMAGE",
+        show_default=False,
+    ),
+]
+PipelineImage = Annotated[
+    str | None,
+    typer.Option(
+        "--pipeline-image",
+        help="Flink job and gateway image for this render, instead of the config's `pipeline_image`",
+        envvar="VATIC_RENDER_PIPELINE_IMAGE",
+        show_default=False,
+    ),
 ]
 
 
@@ -73,10 +91,16 @@ def render(
     out: Out = Path("k8s"),
     validate: Validate = True,
     kubernetes_version: KubernetesVersion = KUBERNETES_VERSION,
+    image: Image = None,
+    pipeline_image: PipelineImage = None,
 ) -> None:
     """Render and write the manifests of each service and environment (run `vatic plan` first to see the diff)."""
     rendered = render_all(
-        targets(services, env), validate=validate, kubernetes_version=kubernetes_version, warn=print_warning
+        targets(services, env),
+        validate=validate,
+        kubernetes_version=kubernetes_version,
+        warn=print_warning,
+        images=Images(image, pipeline_image),
     )
     changes = write(rendered, out)
     for change in changes:

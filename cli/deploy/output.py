@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import difflib
 import json
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,12 +27,14 @@ from vatic.cli.deploy.dashboard import dashboard
 from vatic.cli.deploy.manifests import Manifest, build_manifests
 from vatic.cli.deploy.security import security_check
 from vatic.cli.deploy.validate import KUBERNETES_VERSION, validate_manifest
-from vatic.schemas.errors import ManifestInvalid
+from vatic.schemas.errors import ConfigError, ManifestInvalid
 from vatic.serving.config.loader import BASE_FILE, load_service
+from vatic.serving.config.model import ServiceConfig
 
 __all__ = [
     "DASHBOARD_FILE",
     "Change",
+    "Images",
     "Target",
     "dump_yaml",
     "environments",
@@ -82,6 +85,30 @@ class Target:
     environment: str
 
 
+_IMAGE_REF = re.compile(r"^[a-z0-9]+(?:[._/:@-][A-Za-z0-9_.-]+)*$")
+
+
+@dataclass(frozen=True)
+class Images:
+    """Images that replace the service config's for one render: the model server's (``image``) and the Flink
+    job's and gateway's (``pipeline_image``); ``None`` keeps the config's."""
+
+    model: str | None = None
+    pipeline: str | None = None
+
+    def __post_init__(self) -> None:
+        for option, ref in (("--image", self.model), ("--pipeline-image", self.pipeline)):
+            if ref is not None and not _IMAGE_REF.match(ref):
+                raise ConfigError(
+                    f"{option} {ref!r} is not an image reference (e.g. ghcr.io/acme/churn:1.2 or name@sha256:...)"
+                )
+
+    def apply(self, config: ServiceConfig) -> ServiceConfig:
+        """The config with these images."""
+        update = {k: v for k, v in (("image", self.model), ("pipeline_image", self.pipeline)) if v is not None}
+        return config.model_copy(update=update) if update else config
+
+
 def environments(service_dir: Path) -> list[str]:
     """The environments a service folder defines: its overlay files (``staging.yaml``, ``production.yaml``)."""
     return sorted(p.stem for p in service_dir.glob("*.yaml") if p.name != BASE_FILE)
@@ -110,14 +137,18 @@ def render_service(
     validate: bool = True,
     kubernetes_version: str = KUBERNETES_VERSION,
     warn: Callable[[str], None] | None = None,
+    images: Images | None = None,
 ) -> tuple[str, dict[str, str]]:
     """Render one service in one environment: ``(service name, {file name: text})``.
 
     Raises ``ConfigFileError`` for a bad config (file:line lines), ``ConfigError`` for a literal secret or an
     unsafe production setting (:mod:`vatic.cli.deploy.security`) and :class:`ManifestInvalid` (naming the file)
     when a manifest does not validate. ``warn`` gets one line per unsafe setting of a non-production environment.
+    ``images`` replaces the config's images for this render only (a CI run deploys the image it just built).
     """
     config = load_service(service_dir, environment)
+    if images is not None:
+        config = images.apply(config)
     manifests = build_manifests(config, service_dir)
     if warn is not None:
         for line in security_check(config):
@@ -141,6 +172,7 @@ def render_all(
     validate: bool = True,
     kubernetes_version: str = KUBERNETES_VERSION,
     warn: Callable[[str], None] | None = None,
+    images: Images | None = None,
 ) -> dict[Path, str]:
     """Render every target; keys are paths relative to the output root: ``<service>/<env>/<file>``."""
     out: dict[Path, str] = {}
@@ -151,6 +183,7 @@ def render_all(
             validate=validate,
             kubernetes_version=kubernetes_version,
             warn=warn,
+            images=images,
         )
         for name, text in files.items():
             out[Path(service) / target.environment / name] = text
