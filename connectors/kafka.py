@@ -856,12 +856,21 @@ def check_topics(names: Iterable[str], *, settings: KafkaSettings | None = None,
             )
 
 
+def broker_count(settings: KafkaSettings | None = None, *, timeout: float = 30.0) -> int:
+    """How many brokers the cluster's metadata lists (a topic's replication cannot exceed it)."""
+    return len(_metadata(admin_client(settings), timeout).brokers)
+
+
 def _list_topics(admin: AdminClient, timeout: float) -> list[str]:
+    return list(_metadata(admin, timeout).topics)
+
+
+def _metadata(admin: AdminClient, timeout: float) -> Any:
     deadline = time.monotonic() + timeout
     while True:
         try:
             # short tries: a refused login shows in the error callback after the first one
-            return list(admin.list_topics(timeout=min(2.0, max(0.5, deadline - time.monotonic()))).topics)
+            return admin.list_topics(timeout=min(2.0, max(0.5, deadline - time.monotonic())))
         except KafkaException as exc:
             watch = getattr(admin, "access", None)
             if watch is not None:

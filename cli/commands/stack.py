@@ -22,7 +22,8 @@ Components = Annotated[
     typer.Argument(
         help="components to act on (default: all but the optional ones): kafka, redis, registry, "
         "fraud-model, product-model, gateway; optional: kafka-secure (SASL_SSL + mutual TLS + ACLs), flink "
-        "(flink-jobmanager + flink-taskmanager)",
+        "(flink-jobmanager + flink-taskmanager + flink-taskmanager-2), kafka-cluster (kafka-1 + kafka-2 + kafka-3), "
+        "cluster (both clusters)",
         show_default=False,
     ),
 ]
@@ -45,16 +46,26 @@ def up(
             "certificates from a private CA; prints where its client settings are"
         ),
     ] = False,
+    cluster: Annotated[
+        bool,
+        typer.Option(
+            help="also start a three-node KRaft Kafka cluster (kafka-1..3: replication 3, min.insync.replicas 2) "
+            "and the Flink session cluster (a JobManager, two TaskManagers of 2 slots): `vatic stream submit "
+            "--cluster` runs a job there"
+        ),
+    ] = False,
 ) -> None:
     """Start components and wait until each is ready. Already running ones are left as they are."""
     stack = Stack()
     if secure:
         components = [*(components or [c.name for c in stack.select(None)]), SecureKafkaBroker.name]
+    if cluster:
+        components = [*(components or [c.name for c in stack.select(None)]), "cluster"]
     components = components or None
     started = stack.up(components)
     for health in stack.status(components):
         verb = "started" if health.name in started else ("running" if health.state == "up" else health.state)
-        typer.echo(f"{health.name:<16} {verb:<8} port {health.port:<6} pid {health.pid}  {health.detail}")
+        typer.echo(f"{health.name:<20} {verb:<8} port {health.port:<6} pid {health.pid}  {health.detail}")
 
 
 @app.command()
@@ -71,7 +82,7 @@ def status(components: Components = None) -> None:
     for health in Stack().status(components or None):
         all_up &= health.state == "up"
         pid = health.pid if health.pid is not None else "-"
-        typer.echo(f"{health.name:<16} {health.state:<8} port {health.port:<6} pid {pid!s:<8} {health.detail}")
+        typer.echo(f"{health.name:<20} {health.state:<8} port {health.port:<6} pid {pid!s:<8} {health.detail}")
     raise typer.Exit(0 if all_up else 1)
 
 

@@ -1,4 +1,5 @@
-"""``vatic stream run | submit | jobs | cancel | tail``: the job on a mini-cluster or a Flink cluster; its outputs."""
+"""``vatic stream run | submit | jobs | cancel | savepoint | upgrade | tail``: the job on a mini-cluster or a Flink
+cluster, its operations there (savepoints, upgrades through a savepoint), its outputs."""
 
 from __future__ import annotations
 
@@ -98,20 +99,27 @@ def _settings(
     }
 
 
-def _create_topics(service_dir: Path, env: str, bootstrap: str | None) -> None:
-    from vatic.connectors.kafka import KafkaSettings, ensure_topics
+def _create_topics(service_dir: Path, env: str, bootstrap: str | None, partitions: int | None = None) -> None:
+    """Create the service's missing topics: ``partitions`` each (default: the parallelism, at least 2), as many
+    replicas as the cluster has brokers up to 3, and ``min.insync.replicas`` 2 with 3 replicas (one broker may be
+    lost without losing an acknowledged record or refusing writes)."""
+    from vatic.connectors.kafka import KafkaSettings, broker_count, ensure_topics
 
     config = load_service(service_dir, env)
     assert config.streaming is not None
     spec = config.streaming
     topics = [spec.input_topic, *config.written_topics]
+    kafka = KafkaSettings(bootstrap_servers=bootstrap) if bootstrap else KafkaSettings()
+    replication = min(3, broker_count(kafka))
     created = ensure_topics(
         topics,
-        partitions=max(2, spec.parallelism),
-        settings=KafkaSettings(bootstrap_servers=bootstrap) if bootstrap else KafkaSettings(),
+        partitions=partitions or max(2, spec.parallelism),
+        replication=replication,
+        config={"min.insync.replicas": "2"} if replication >= 3 else None,
+        settings=kafka,
     )
     if created:
-        typer.echo(f"created topics: {', '.join(created)}", err=True)
+        typer.echo(f"created topics: {', '.join(created)} (replication {replication})", err=True)
 
 
 @app.command()
@@ -227,6 +235,25 @@ def _reporter_on_classpath() -> None:
     os.environ["FLINK_LIB_DIR"] = str(mini_cluster_lib(stack, [reporter]))
 
 
+FromSavepoint = Annotated[
+    str | None,
+    typer.Option(
+        help="restore state and source offsets from this savepoint (or retained checkpoint): a path or file: URI",
+        show_default=False,
+    ),
+]
+Cluster = Annotated[
+    bool,
+    typer.Option(
+        "--cluster", help="read and write the local stack's three-node Kafka cluster (`vatic stack up --cluster`)"
+    ),
+]
+Partitions = Annotated[
+    int | None,
+    typer.Option(min=1, help="partitions of the topics created (default: the parallelism, at least 2)"),
+]
+
+
 @app.command()
 def submit(
     service_dir: ServiceDir,
@@ -241,6 +268,9 @@ def submit(
     detached: Annotated[bool, typer.Option(help="return once the cluster accepted the job")] = False,
     create_topics: Annotated[bool, typer.Option(help="create the service's topics when missing")] = True,
     schema_registry_url: RegistryUrl = None,
+    from_savepoint: FromSavepoint = None,
+    cluster: Cluster = False,
+    partitions: Partitions = None,
 ) -> None:
     """Submit the job to a standalone (session) Flink cluster with the distribution's `flink run --python`.
 
@@ -249,9 +279,10 @@ def submit(
     that the JobManager answers and has a free slot per parallel subtask (a job short of slots would wait).
     The Python workers run with this interpreter (the pipeline environment); the Kafka connector jar travels with
     the job (``pipeline.jars``); the cluster needs PyFlink's flink-python jar in its lib/ (``vatic stack up flink``).
+    --from-savepoint restores the job's state and source offsets from a savepoint (or retained checkpoint);
+    --cluster reads and writes the local stack's three-node Kafka cluster (``vatic stack up --cluster``).
     """
     from vatic.cli.stack.flink import FlinkRest
-    from vatic.streaming.settings import JobSettings
 
     address = jobmanager or StackSettings().flink_jobmanager
     rest = FlinkRest(address)
@@ -260,20 +291,45 @@ def submit(
         raise ConfigError(f"service {config.service} has no streaming section: nothing to submit")
     wanted = parallelism or config.streaming.parallelism
     _check_slots(rest, wanted)
-    settings = JobSettings(**_settings(
+    settings = _cluster_settings(
         service_dir, env, model_url, bounded=bounded, parallelism=wanted, checkpoint_dir=checkpoint_dir,
-        schema_registry_url=schema_registry_url, local=False,
-    ))  # fmt: skip
+        schema_registry_url=schema_registry_url, cluster=cluster,
+    )  # fmt: skip
     if create_topics:
-        _create_topics(service_dir, env, settings.bootstrap_servers)
-    flink_submit(settings, address, wanted, detached=detached, label=config.service)
+        _create_topics(service_dir, env, settings.bootstrap_servers, partitions)
+    flink_submit(settings, address, wanted, detached=detached, label=config.service, from_savepoint=from_savepoint)
 
 
-def flink_submit(settings: JobSettings, address: str, parallelism: int, *, detached: bool, label: str) -> None:
+def _cluster_settings(
+    service_dir: Path, env: str, model_url: str | None, *, bounded: bool, parallelism: int,
+    checkpoint_dir: Path | None, schema_registry_url: str | None, cluster: bool,
+) -> JobSettings:  # fmt: skip
+    """The settings of a job for a Flink cluster; ``cluster``: on the local stack's Kafka cluster."""
+    from vatic.streaming.settings import JobSettings
+
+    payload = _settings(
+        service_dir, env, model_url, bounded=bounded, parallelism=parallelism, checkpoint_dir=checkpoint_dir,
+        schema_registry_url=schema_registry_url, local=False,
+    )  # fmt: skip
+    if cluster:
+        payload["bootstrap_servers"] = StackSettings().kafka_cluster_bootstrap
+    return JobSettings(**payload)
+
+
+def flink_submit(
+    settings: JobSettings,
+    address: str,
+    parallelism: int,
+    *,
+    detached: bool,
+    label: str,
+    from_savepoint: str | None = None,
+) -> str:
     """Submit the job of ``settings`` (pipeline or monitor) with the distribution's ``flink run`` to the cluster
     whose JobManager's REST address is ``address``: prints the JobID on stdout once accepted; unless ``detached``,
-    waits for the end and exits non-zero unless the job FINISHED. ``flink run``'s whole output goes to
-    ``<home>/flink/client/submit-<label>.out``."""
+    waits for the end and exits non-zero unless the job FINISHED. ``from_savepoint``: ``flink run
+    --fromSavepoint`` (state and source offsets restored; state no operator of the job claims is refused, never
+    dropped). ``flink run``'s whole output goes to ``<home>/flink/client/submit-<label>.out``. Returns the JobID."""
     import pyflink
 
     from vatic.cli.stack.flink import FlinkRest, java_home
@@ -292,6 +348,8 @@ def flink_submit(settings: JobSettings, address: str, parallelism: int, *, detac
     ]  # fmt: skip
     if detached:
         argv.append("--detached")
+    if from_savepoint is not None:
+        argv += ["--fromSavepoint", from_savepoint]
     argv += job_arguments([settings], local=False)  # the program's own arguments, as a person would type them
     child_env = {**os.environ, "JAVA_HOME": str(java_home(stack)), "FLINK_LOG_DIR": str(logs)}
     child_env.pop("PYFLINK_GATEWAY_DISABLED", None)  # set by an earlier local run in this process: we are a client
@@ -311,11 +369,17 @@ def flink_submit(settings: JobSettings, address: str, parallelism: int, *, detac
         typer.echo(f"job {job_id} {state}", err=True)
         if state != "FINISHED":
             raise typer.Exit(1)
+    return job_id
 
 
-def _check_slots(rest: FlinkRest, wanted: int) -> None:
-    """One line when the JobManager does not answer or has fewer free slots than the job's parallelism."""
+def _check_slots(rest: FlinkRest, wanted: int, wait_s: float = 0.0) -> None:
+    """One line when the JobManager does not answer or has fewer free slots than the job's parallelism (after
+    ``wait_s``: slots a job just gave back take a moment to show as free)."""
+    deadline = time.monotonic() + wait_s
     overview = rest.overview()
+    while int(overview.get("slots-available", 0)) < wanted and time.monotonic() < deadline:
+        time.sleep(0.5)
+        overview = rest.overview()
     if int(overview.get("slots-available", 0)) < wanted:
         raise ConfigError(
             f"the Flink cluster at {rest.url} has {overview.get('slots-available')} free slot(s) of "
@@ -411,6 +475,132 @@ def cancel(
         typer.echo(f"job {job_id} {state}", err=True)
     else:
         typer.echo(f"job {job_id} cancelling", err=True)
+
+
+SavepointDir = Annotated[
+    str | None,
+    typer.Option(
+        "--dir",
+        help="folder (path or URI) the cluster writes the savepoint to (default: the cluster's "
+        "execution.checkpointing.savepoint-dir; the local stack's is .vatic/flink/savepoints)",
+        show_default=False,
+    ),
+]
+
+
+@app.command()
+def savepoint(
+    job_id: Annotated[str, typer.Argument(help="the JobID `vatic stream submit` printed")],
+    jobmanager: JobManager = None,
+    directory: SavepointDir = None,
+    stop: Annotated[
+        bool, typer.Option("--stop", help="stop the job with the savepoint (its sinks commit, nothing is replayed)")
+    ] = False,
+    timeout_s: Annotated[float, typer.Option(min=1, help="how long the savepoint may take")] = 300.0,
+) -> None:
+    """Take a savepoint of a running job (REST); prints its location on stdout. `vatic stream submit
+    --from-savepoint LOCATION` starts a job from it."""
+    from vatic.cli.stack.flink import FlinkRest
+
+    rest = FlinkRest(jobmanager or StackSettings().flink_jobmanager)
+    location = rest.savepoint(job_id, _uri(directory), stop=stop, timeout_s=timeout_s)
+    typer.echo(location)
+    typer.echo(f"savepoint of job {job_id}{' (job stopped)' if stop else ''}: {location}", err=True)
+
+
+def _uri(directory: str | None) -> str | None:
+    """A folder for the cluster: a URI as given, a path made absolute (``file:`` URI)."""
+    if directory is None or "://" in directory or directory.startswith("file:"):
+        return directory
+    return Path(directory).resolve().as_uri()
+
+
+def running_job(rest: FlinkRest, name: str) -> str:
+    """The JobID of the one job named ``name`` that is not ended; one-line :class:`ConfigError` for none or several."""
+    ended = {"FINISHED", "CANCELED", "FAILED"}
+    found = [j for j in rest.jobs() if j.get("name") == name and j.get("state") not in ended]
+    if not found:
+        raise ConfigError(f"no running job named {name} on {rest.url}: submit it first (vatic stream submit)")
+    if len(found) > 1:
+        ids = ", ".join(str(j.get("jid")) for j in found)
+        raise ConfigError(f"{len(found)} jobs named {name} run on {rest.url} ({ids}): pass --job <JobID>")
+    return str(found[0]["jid"])
+
+
+@app.command()
+def upgrade(
+    service_dir: ServiceDir,
+    env: Env = "local",
+    model_url: ModelUrl = None,
+    jobmanager: JobManager = None,
+    job: Annotated[
+        str | None, typer.Option(help="JobID of the running job (default: the one named vatic-<service>)")
+    ] = None,
+    parallelism: Annotated[
+        int | None, typer.Option(min=1, help="the new job's parallelism (default: streaming.parallelism)")
+    ] = None,
+    directory: SavepointDir = None,
+    checkpoint_dir: Annotated[Path | None, typer.Option(help="checkpoint folder the cluster can write")] = None,
+    schema_registry_url: RegistryUrl = None,
+    cluster: Cluster = False,
+    timeout_s: Annotated[float, typer.Option(min=1, help="how long the savepoint and the restart may take")] = 300.0,
+) -> None:
+    """Upgrade a running job to the service folder's current config and code: stop it with a savepoint, then
+    submit the new job from that savepoint (same state, same source offsets: nothing lost, nothing twice),
+    optionally at another parallelism. Prints the new JobID on stdout.
+
+    The job's operator ids are stable across versions (named operators, the same SQL plan), so its state maps onto
+    the new job; state the new job cannot claim makes the submit fail rather than being dropped. If the new job
+    does not start, the savepoint stays: the message says how to start from it.
+    """
+    from vatic.cli.stack.flink import FlinkRest
+
+    address = jobmanager or StackSettings().flink_jobmanager
+    rest = FlinkRest(address)
+    config = load_service(service_dir, env)
+    if config.streaming is None:
+        raise ConfigError(f"service {config.service} has no streaming section: nothing to upgrade")
+    old = job or running_job(rest, f"vatic-{config.service}")
+    wanted = parallelism or config.streaming.parallelism
+    total = int(rest.overview().get("slots-total", 0))
+    if wanted > total:
+        raise ConfigError(
+            f"the Flink cluster at {rest.url} has {total} slot(s); the new job needs {wanted} (its parallelism): "
+            "add TaskManagers or pass a lower --parallelism (the running job was left alone)"
+        )
+    settings = _cluster_settings(
+        service_dir, env, model_url, bounded=False, parallelism=wanted, checkpoint_dir=checkpoint_dir,
+        schema_registry_url=schema_registry_url, cluster=cluster,
+    )  # fmt: skip
+    location = rest.savepoint(old, _uri(directory), stop=True, timeout_s=timeout_s)
+    typer.echo(f"stopped job {old} with savepoint {location}", err=True)
+    try:
+        _check_slots(rest, wanted, wait_s=30)
+        new = flink_submit(settings, address, wanted, detached=True, label=config.service, from_savepoint=location)
+        restored = _wait_restored(rest, new, timeout_s)
+    except (ConfigError, typer.Exit):
+        typer.echo(
+            f"the new job did not start; the state is safe in {location}: `vatic stream submit {service_dir} "
+            f"--from-savepoint {location}` starts from it",
+            err=True,
+        )
+        raise
+    typer.echo(f"job {new} restored from {restored} at parallelism {wanted} (was job {old})", err=True)
+
+
+def _wait_restored(rest: FlinkRest, job_id: str, timeout_s: float) -> str:
+    """Wait until the job runs and has restored a savepoint; its path. One line when it fails or restarts."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        state = rest.job(job_id).get("state")
+        if state in ("FAILED", "CANCELED", "FINISHED"):
+            raise ConfigError(f"job {job_id} is {state} right after the upgrade: see the JobManager's log")
+        restored = (rest.checkpoints(job_id).get("latest") or {}).get("restored") or {}
+        if state == "RUNNING" and restored.get("external_path"):
+            return str(restored["external_path"])
+        if time.monotonic() > deadline:
+            raise ConfigError(f"job {job_id} has not restored its savepoint after {timeout_s:.0f}s (state {state})")
+        time.sleep(0.5)
 
 
 @app.command()

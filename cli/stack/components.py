@@ -181,7 +181,7 @@ class KafkaBroker(Component):
         self.config_file.write_text(self.server_properties(), encoding="utf-8")
         if (self.data_dir / "meta.properties").is_file():
             return
-        cluster_id = new_cluster_id()
+        cluster_id = self.storage_cluster_id()
         java = _java(self.settings)
         libs = self.artifacts.require_kafka()
         done = subprocess.run(
@@ -191,6 +191,10 @@ class KafkaBroker(Component):
         )  # fmt: skip
         if done.returncode != 0:
             raise ConfigError(f"kafka: formatting KRaft storage in {self.data_dir} failed: {done.stderr.strip()}")
+
+    def storage_cluster_id(self) -> str:
+        """The cluster id the storage is formatted with (a new one: this node is a cluster of its own)."""
+        return new_cluster_id()
 
     def ready(self) -> bool:
         # Ready means the broker answers a metadata request and lists itself, not just an open port.
@@ -226,23 +230,27 @@ class RedisTls:
         return f"RedisTls(password='***', {files})"
 
 
-def broker_durability(data_dir: Path) -> list[str]:
-    """``server.properties`` lines every local broker shares (plain and secured): its data folder, no topic
-    auto-creation, one-node replication of the internal topics, transaction timeouts Flink's exactly-once sinks
-    need, and fsync left to the OS (see :class:`KafkaBroker`)."""
+def broker_durability(data_dir: Path, *, replicas: int = 1, min_isr: int = 1) -> list[str]:
+    """``server.properties`` lines every local broker shares (plain, secured and the cluster's nodes): its data
+    folder, no topic auto-creation, the internal topics' replication (``replicas`` copies, ``min_isr`` of them in
+    sync to accept a write: 1/1 for one node), transaction timeouts Flink's exactly-once sinks need, and fsync left
+    to the OS (see :class:`KafkaBroker`)."""
     return [
         f"log.dirs={data_dir}",
         "num.partitions=1",
         "auto.create.topics.enable=false",
-        "offsets.topic.replication.factor=1",
+        f"default.replication.factor={replicas}",
+        f"min.insync.replicas={min_isr}",
+        f"offsets.topic.replication.factor={replicas}",
         "offsets.topic.num.partitions=5",
-        "transaction.state.log.replication.factor=1",
-        "transaction.state.log.min.isr=1",
+        f"transaction.state.log.replication.factor={replicas}",
+        f"transaction.state.log.min.isr={min_isr}",
         "transaction.state.log.num.partitions=5",
         "transaction.max.timeout.ms=3600000",
         "group.initial.rebalance.delay.ms=0",
-        "share.coordinator.state.topic.replication.factor=1",
-        "share.coordinator.state.topic.min.isr=1",
+        f"share.coordinator.state.topic.replication.factor={replicas}",
+        f"share.coordinator.state.topic.min.isr={min_isr}",
+        "unclean.leader.election.enable=false",
         "log.flush.interval.messages=9223372036854775807",
     ]
 

@@ -1,8 +1,10 @@
-"""A standalone Flink cluster on loopback: a JobManager and a TaskManager from the Flink distribution that PyFlink
-ships (``site-packages/pyflink``), for jobs submitted with ``vatic stream submit``.
+"""A standalone Flink session cluster on loopback: a JobManager and two TaskManagers (``flink_task_slots`` slots
+each) from the Flink distribution that PyFlink ships (``site-packages/pyflink``), for jobs submitted with ``vatic
+stream submit``.
 
-Optional components of the local stack (about 1.5 GB of memory while idle, more with a job's Python workers):
-``vatic stack up flink`` (or ``flink-jobmanager flink-taskmanager``) starts them, ``vatic stack up`` alone does
+Optional components of the local stack (JVM process sizes 1 GB + 2 x 1.5 GB, more with a job's Python workers):
+``vatic stack up flink`` (or ``flink-jobmanager flink-taskmanager flink-taskmanager-2``) starts them, ``vatic stack
+up --cluster`` too, ``vatic stack up`` alone does
 not. ``vatic stack down`` stops them with the rest.
 
 Contract:
@@ -70,6 +72,7 @@ __all__ = [
     "FlinkJobManager",
     "FlinkRest",
     "FlinkTaskManager",
+    "FlinkTaskManager2",
     "flink_home",
     "java_home",
     "mini_cluster_lib",
@@ -157,7 +160,7 @@ def mini_cluster_lib(settings: StackSettings, jars: list[Path]) -> Path:
 
 
 class FlinkRest:
-    """The few calls of Flink's REST API vatic needs (overview, task managers, jobs, cancel).
+    """The few calls of Flink's REST API vatic needs (overview, task managers, jobs, cancel, savepoints).
 
     ``address`` is ``host:port`` or a URL. Every method raises :class:`ConfigError` with one line when the
     JobManager does not answer or answers an error.
@@ -167,9 +170,9 @@ class FlinkRest:
         self.url = (address if "://" in address else f"http://{address}").rstrip("/")
         self.timeout_s = timeout_s
 
-    def _call(self, method: str, path: str) -> Any:
+    def _call(self, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
         try:
-            response = httpx.request(method, f"{self.url}{path}", timeout=self.timeout_s, trust_env=False)
+            response = httpx.request(method, f"{self.url}{path}", json=body, timeout=self.timeout_s, trust_env=False)
         except httpx.HTTPError as exc:
             raise ConfigError(f"no Flink JobManager answers at {self.url} ({type(exc).__name__}: {exc})") from None
         if response.status_code >= 400:
@@ -201,6 +204,38 @@ class FlinkRest:
     def cancel(self, job_id: str) -> None:
         """``PATCH /jobs/<id>?mode=cancel``: ask the cluster to cancel a job (it answers 202 at once)."""
         self._call("PATCH", f"/jobs/{_job_id(job_id)}?mode=cancel")
+
+    def checkpoints(self, job_id: str) -> dict[str, Any]:
+        """``GET /jobs/<id>/checkpoints``: counts, the latest completed checkpoint and what the job restored from
+        (``latest.restored.external_path``, ``is_savepoint``)."""
+        return dict(self._call("GET", f"/jobs/{_job_id(job_id)}/checkpoints"))
+
+    def savepoint(self, job_id: str, directory: str | None, *, stop: bool, timeout_s: float) -> str:
+        """Take a savepoint of a running job and return its location (a ``file:`` URI on a local cluster).
+
+        ``stop``: stop-with-savepoint (``POST /jobs/<id>/stop``: the sources stop, a last savepoint is taken and
+        the job ends FINISHED, its sinks' transactions committed); else ``POST /jobs/<id>/savepoints`` and the job
+        runs on. ``directory`` None: the cluster's ``execution.checkpointing.savepoint-dir``. Polls the operation
+        until it completes; one-line :class:`ConfigError` when it fails or ``timeout_s`` passes.
+        """
+        jid = _job_id(job_id)
+        body: dict[str, Any] = {"drain": False} if stop else {"cancel-job": False}
+        if directory is not None:
+            body["targetDirectory" if stop else "target-directory"] = directory
+        trigger = self._call("POST", f"/jobs/{jid}/stop" if stop else f"/jobs/{jid}/savepoints", body)["request-id"]
+        deadline = time.monotonic() + timeout_s
+        while True:
+            answer = self._call("GET", f"/jobs/{jid}/savepoints/{trigger}")
+            if answer.get("status", {}).get("id") == "COMPLETED":
+                operation = answer.get("operation") or {}
+                if "location" in operation:
+                    return str(operation["location"])
+                cause = operation.get("failure-cause") or {}
+                lines = str(cause.get("stack-trace") or cause.get("class") or "unknown cause").strip().splitlines()
+                raise ConfigError(f"the savepoint of job {jid} failed: {lines[0][:300] if lines else cause}")
+            if time.monotonic() > deadline:
+                raise ConfigError(f"the savepoint of job {jid} is not done after {timeout_s:.0f}s (trigger {trigger})")
+            time.sleep(0.2)
 
     def wait_job(self, job_id: str, states: set[str], timeout_s: float) -> dict[str, Any]:
         """Poll the job until its state is one of ``states``; :class:`ConfigError` when time runs out."""
@@ -271,6 +306,16 @@ class _FlinkProcess(Component):
     def resource_id(self) -> str:
         return f"vatic-{self.name}"
 
+    @property
+    def taskmanager_rpc_port(self) -> int:
+        """``taskmanager.rpc.port`` of this process's config (a TaskManager's own; the first's elsewhere)."""
+        return self.settings.flink_taskmanager_rpc_port
+
+    @property
+    def taskmanager_resource_id(self) -> str:
+        """``taskmanager.resource-id`` of this process's config (a TaskManager's own; the first's elsewhere)."""
+        return f"vatic-{FlinkTaskManager.name}"
+
     def argv(self) -> list[str]:
         _java(self.settings)  # one line when java is missing, before anything starts
         return ["bash", str(flink_home() / "bin" / self.script), "start-foreground"]
@@ -301,8 +346,8 @@ class _FlinkProcess(Component):
             "jobmanager.execution.failover-strategy": "region",
             "taskmanager.bind-host": s.host,
             "taskmanager.host": s.host,
-            "taskmanager.rpc.port": s.flink_taskmanager_rpc_port,
-            "taskmanager.resource-id": f"vatic-{FlinkTaskManager.name}",
+            "taskmanager.rpc.port": self.taskmanager_rpc_port,
+            "taskmanager.resource-id": self.taskmanager_resource_id,
             "taskmanager.numberOfTaskSlots": s.flink_task_slots,
             "taskmanager.memory.process.size": s.flink_taskmanager_memory,
             "parallelism.default": s.flink_task_slots,
@@ -395,12 +440,21 @@ class FlinkJobManager(_FlinkProcess):
 
 
 class FlinkTaskManager(_FlinkProcess):
-    """The cluster's TaskManager (``TaskManagerRunner``) with ``flink_task_slots`` slots; needs the JobManager."""
+    """The cluster's first TaskManager (``TaskManagerRunner``) with ``flink_task_slots`` slots; needs the
+    JobManager."""
 
     name = "flink-taskmanager"
     script = "taskmanager.sh"
     _port_settings = (("flink_taskmanager_rpc_port", "VATIC_STACK_FLINK_TASKMANAGER_RPC_PORT"),)
     _metrics_port_setting = "flink_taskmanager_metrics_port"
+
+    @property
+    def taskmanager_rpc_port(self) -> int:
+        return int(getattr(self.settings, self._port_settings[0][0]))
+
+    @property
+    def taskmanager_resource_id(self) -> str:
+        return self.resource_id
 
     def start(self) -> bool:
         if self.process.pid() is None:
@@ -431,8 +485,22 @@ class FlinkTaskManager(_FlinkProcess):
         return f"Flink TaskManager {me.get('freeSlots')}/{me.get('slotsNumber')} slots free, JobManager {self.rest.url}"
 
 
-#: the cluster's components in start order (optional stack components: not started by a plain `vatic stack up`)
-FLINK: dict[str, type[Component]] = {FlinkJobManager.name: FlinkJobManager, FlinkTaskManager.name: FlinkTaskManager}
+class FlinkTaskManager2(FlinkTaskManager):
+    """The cluster's second TaskManager: the same as the first on its own RPC and metrics ports, so that a job
+    spreads over two processes (a TaskManager lost takes half the slots, not all)."""
+
+    name = "flink-taskmanager-2"
+    _port_settings = (("flink_taskmanager2_rpc_port", "VATIC_STACK_FLINK_TASKMANAGER2_RPC_PORT"),)
+    _metrics_port_setting = "flink_taskmanager2_metrics_port"
+
+
+#: the cluster's components in start order (optional stack components: not started by a plain `vatic stack up`):
+#: one JobManager and two TaskManagers of ``flink_task_slots`` slots each
+FLINK: dict[str, type[Component]] = {
+    FlinkJobManager.name: FlinkJobManager,
+    FlinkTaskManager.name: FlinkTaskManager,
+    FlinkTaskManager2.name: FlinkTaskManager2,
+}
 
 
 # --- the session sweep ------------------------------------------------------------------------------------

@@ -56,6 +56,14 @@ class StackSettings(BaseSettings):
     kafka_secure_port: int = Field(9094, ge=1, le=65535, description="secured broker: SASL_SSL client listener")
     kafka_secure_controller_port: int = Field(9095, ge=1, le=65535, description="secured broker: controller")
     kafka_mtls_port: int = Field(9096, ge=1, le=65535, description="secured broker: mutual-TLS client listener")
+    # the three-node cluster (`vatic stack up --cluster`, cli/stack/cluster.py): clients and quorum of each node
+    kafka1_port: int = Field(19092, ge=1, le=65535, description="Kafka cluster node 1: client listener")
+    kafka1_controller_port: int = Field(19093, ge=1, le=65535, description="Kafka cluster node 1: controller")
+    kafka2_port: int = Field(19094, ge=1, le=65535, description="Kafka cluster node 2: client listener")
+    kafka2_controller_port: int = Field(19095, ge=1, le=65535, description="Kafka cluster node 2: controller")
+    kafka3_port: int = Field(19096, ge=1, le=65535, description="Kafka cluster node 3: client listener")
+    kafka3_controller_port: int = Field(19097, ge=1, le=65535, description="Kafka cluster node 3: controller")
+    kafka_cluster_heap: str = Field("384m", description="-Xmx of each Kafka cluster node")
     redis_port: int = Field(6379, ge=1, le=65535)
     registry_port: int = Field(8081, ge=1, le=65535)
     java: str = Field("java", description="the java executable (Java 17+)")
@@ -89,7 +97,11 @@ class StackSettings(BaseSettings):
     flink_taskmanager_metrics_port: int = Field(
         9251, ge=0, le=65535, description="Flink TaskManager: Prometheus metrics (the job's own too); 0: none"
     )
-    flink_task_slots: int = Field(2, ge=1, le=64, description="slots of the Flink TaskManager")
+    flink_taskmanager2_rpc_port: int = Field(6125, ge=1, le=65535, description="second Flink TaskManager: RPC")
+    flink_taskmanager2_metrics_port: int = Field(
+        9252, ge=0, le=65535, description="second Flink TaskManager: Prometheus metrics; 0: none"
+    )
+    flink_task_slots: int = Field(2, ge=1, le=64, description="slots of each Flink TaskManager")
     flink_jobmanager_memory: str = Field("1024m", description="Flink jobmanager.memory.process.size")
     flink_taskmanager_memory: str = Field("1536m", description="Flink taskmanager.memory.process.size")
 
@@ -107,6 +119,11 @@ class StackSettings(BaseSettings):
     def kafka_bootstrap(self) -> str:
         """``host:port`` of the broker's client listener."""
         return f"{self.host}:{self.kafka_port}"
+
+    @property
+    def kafka_cluster_bootstrap(self) -> str:
+        """``host:port,...`` of the three cluster nodes' client listeners (``vatic stack up --cluster``)."""
+        return ",".join(f"{self.host}:{port}" for port in (self.kafka1_port, self.kafka2_port, self.kafka3_port))
 
     @property
     def flink_jobmanager(self) -> str:

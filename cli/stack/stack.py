@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 
+from vatic.cli.stack.cluster import KAFKA_CLUSTER
 from vatic.cli.stack.components import COMPONENTS, Component, Health
 from vatic.cli.stack.flink import FLINK
 from vatic.cli.stack.gateway import GatewayProcess
@@ -16,13 +17,17 @@ from vatic.schemas.errors import ConfigError
 #: model servers of the demo services, then the gateway in front of them.
 STACK: dict[str, type[Component]] = {**COMPONENTS, **MODEL_SERVERS, GatewayProcess.name: GatewayProcess}
 
-#: Components started only when named (``vatic stack up flink``, ``vatic stack up --secure``), after the default
-#: ones: the standalone Flink cluster costs ~1.5 GB; the secured broker runs beside the plain one on its own ports.
-#: ``down``/``status`` without names include those of them that run.
-OPTIONAL: dict[str, type[Component]] = {SecureKafkaBroker.name: SecureKafkaBroker, **FLINK}
+#: Components started only when named (``vatic stack up flink``, ``--secure``, ``--cluster``), after the default
+#: ones: the standalone Flink cluster costs ~3.5 GB; the secured broker and the three-node Kafka cluster run beside
+#: the plain broker on their own ports. ``down``/``status`` without names include those of them that run.
+OPTIONAL: dict[str, type[Component]] = {SecureKafkaBroker.name: SecureKafkaBroker, **KAFKA_CLUSTER, **FLINK}
 
-#: Names that select several components.
-GROUPS: dict[str, list[str]] = {"flink": list(FLINK)}
+#: Names that select several components: the Flink session cluster, the Kafka cluster, both (``--cluster``).
+GROUPS: dict[str, list[str]] = {
+    "flink": list(FLINK),
+    "kafka-cluster": list(KAFKA_CLUSTER),
+    "cluster": [*KAFKA_CLUSTER, *FLINK],
+}
 
 
 class Stack:

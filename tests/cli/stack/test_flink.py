@@ -12,7 +12,7 @@ import pytest
 import yaml
 
 from tests.fixtures.model_server import free_port
-from vatic.cli.stack.flink import FlinkJobManager, FlinkTaskManager, flink_home
+from vatic.cli.stack.flink import FlinkJobManager, FlinkTaskManager, FlinkTaskManager2, flink_home
 from vatic.cli.stack.process import port_accepts, processes_with_token
 from vatic.cli.stack.settings import StackSettings
 from vatic.cli.stack.stack import Stack
@@ -24,7 +24,7 @@ from vatic.streaming.metrics import PROMETHEUS_FACTORY
 def spare(tmp_path) -> StackSettings:
     """A private cluster: own home, distinct free ports, the shared download cache."""
     ports: list[int] = []
-    while len(ports) < 5:
+    while len(ports) < 7:
         port = free_port()
         if port not in ports:
             ports.append(port)
@@ -35,6 +35,8 @@ def spare(tmp_path) -> StackSettings:
         flink_taskmanager_rpc_port=ports[2],
         flink_jobmanager_metrics_port=ports[3],
         flink_taskmanager_metrics_port=ports[4],
+        flink_taskmanager2_rpc_port=ports[5],
+        flink_taskmanager2_metrics_port=ports[6],
         start_timeout_s=240,
     )
 
@@ -121,23 +123,30 @@ def test_flink_group_is_optional_and_comes_up_and_down_with_the_stack(spare):
     stack = Stack(spare)
     names = [c.name for c in stack.select(None)]
     assert "flink-jobmanager" not in names  # not part of a plain `vatic stack up`
-    assert [c.name for c in stack.select(["flink"])] == ["flink-jobmanager", "flink-taskmanager"]
+    assert [c.name for c in stack.select(["flink"])] == ["flink-jobmanager", "flink-taskmanager", "flink-taskmanager-2"]
     assert [h.name for h in stack.status(None)] == names  # not running: not listed
 
     tokens: list[str] = []
     try:
-        assert stack.up(["flink"]) == ["flink-jobmanager", "flink-taskmanager"]
+        assert stack.up(["flink"]) == ["flink-jobmanager", "flink-taskmanager", "flink-taskmanager-2"]
         jobmanager = stack.components["flink-jobmanager"]
         taskmanager = stack.components["flink-taskmanager"]
+        second = stack.components["flink-taskmanager-2"]
         assert isinstance(jobmanager, FlinkJobManager)
         assert isinstance(taskmanager, FlinkTaskManager)
-        tokens = [t for t in (jobmanager.token(), taskmanager.token()) if t]
+        assert isinstance(second, FlinkTaskManager2)
+        tokens = [t for t in (jobmanager.token(), taskmanager.token(), second.token()) if t]
         overview = jobmanager.rest.overview()
-        assert (overview["taskmanagers"], overview["slots-total"]) == (1, 2)
+        assert (overview["taskmanagers"], overview["slots-total"]) == (2, 4)  # two TaskManagers of 2 slots
+        assert {tm["id"] for tm in jobmanager.rest.taskmanagers()} == {
+            "vatic-flink-taskmanager",
+            "vatic-flink-taskmanager-2",
+        }
         health = {h.name: h for h in stack.status(None)}  # running optional components are listed
-        assert (health["flink-jobmanager"].state, health["flink-taskmanager"].state) == ("up", "up")
-        assert "1 TaskManager(s), 2/2 slots free" in health["flink-jobmanager"].detail
+        assert {health[n].state for n in ("flink-jobmanager", "flink-taskmanager", "flink-taskmanager-2")} == {"up"}
+        assert "2 TaskManager(s), 4/4 slots free" in health["flink-jobmanager"].detail
         assert health["flink-taskmanager"].port == spare.flink_taskmanager_rpc_port
+        assert health["flink-taskmanager-2"].port == spare.flink_taskmanager2_rpc_port
         assert stack.up(["flink"]) == []  # already running: left alone
         # the logs are the component's own files, nothing under the distribution
         assert "StandaloneSessionClusterEntrypoint" in jobmanager.process.log_file.read_text()
@@ -146,13 +155,14 @@ def test_flink_group_is_optional_and_comes_up_and_down_with_the_stack(spare):
         for port, name in (
             (spare.flink_jobmanager_metrics_port, "flink_jobmanager_numRegisteredTaskManagers"),
             (spare.flink_taskmanager_metrics_port, "flink_taskmanager_Status_JVM_CPU_Load"),
+            (spare.flink_taskmanager2_metrics_port, "flink_taskmanager_Status_JVM_CPU_Load"),
         ):
             with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as response:
                 assert name in response.read().decode()
     finally:
         stopped = stack.down(None)  # a plain `vatic stack down` stops running optional components too
-    assert stopped == ["flink-taskmanager", "flink-jobmanager"]
-    assert len(tokens) == 2
+    assert stopped == ["flink-taskmanager-2", "flink-taskmanager", "flink-jobmanager"]
+    assert len(tokens) == 3
     assert [pid for token in tokens for pid in processes_with_token(token)] == []
     assert not port_accepts(spare.host, spare.flink_rest_port)
     assert {h.state for h in stack.status(["flink"])} == {"down"}
