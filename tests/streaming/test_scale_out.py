@@ -112,7 +112,8 @@ def test_the_job_scales_out_and_upgrades_through_a_savepoint_without_loss(regist
         )  # fmt: skip
         assert upgraded.returncode == 0, upgraded.stderr[-3000:]
         second = upgraded.stdout.strip()
-        assert re.fullmatch(r"[0-9a-f]{32}", second) and second != first
+        assert re.fullmatch(r"[0-9a-f]{32}", second)
+        assert second != first
         savepoint = re.search(rf"stopped job {first} with savepoint (\S+)", upgraded.stderr)
         assert savepoint, upgraded.stderr
         assert f"job {second} restored from {savepoint.group(1)} at parallelism 4 (was job {first})" in upgraded.stderr
