@@ -32,7 +32,14 @@ from typing import Any
 
 from vatic.schemas.errors import ManifestInvalid
 
-__all__ = ["CRD_KINDS", "KUBERNETES_VERSION", "ManifestInvalid", "crd_schema", "validate_manifest"]
+__all__ = [
+    "CRD_KINDS",
+    "KUBERNETES_VERSION",
+    "ManifestInvalid",
+    "crd_schema",
+    "custom_resource_definitions",
+    "validate_manifest",
+]
 
 #: the Kubernetes version whose schemas the rendered manifests are checked against
 KUBERNETES_VERSION = "1.35"
@@ -76,6 +83,38 @@ def crd_schema(api_version: str, kind: str) -> dict[str, Any]:
     text = (resources.files("vatic.cli.deploy") / "crds" / name).read_text(encoding="utf-8")
     document: dict[str, Any] = json.loads(text)
     return document
+
+
+def custom_resource_definitions() -> list[dict[str, Any]]:
+    """The vendored schemas as ``apiextensions.k8s.io/v1`` CustomResourceDefinitions (namespaced, the one version
+    served and stored), to install in an API server before applying rendered manifests to it (the operators'
+    own CRDs are what a real cluster has; these carry the same schemas)."""
+    crds: list[dict[str, Any]] = []
+    for api_version, kind in CRD_KINDS:
+        group, version = api_version.split("/")
+        plural = kind.lower() + "s"
+        crds.append(
+            {
+                "apiVersion": "apiextensions.k8s.io/v1",
+                "kind": "CustomResourceDefinition",
+                "metadata": {"name": f"{plural}.{group}"},
+                "spec": {
+                    "group": group,
+                    "names": {"kind": kind, "listKind": f"{kind}List", "plural": plural, "singular": kind.lower()},
+                    "scope": "Namespaced",
+                    "versions": [
+                        {
+                            "name": version,
+                            "served": True,
+                            "storage": True,
+                            "schema": {"openAPIV3Schema": crd_schema(api_version, kind)["openAPIV3Schema"]},
+                            "subresources": {"status": {}},
+                        }
+                    ],
+                },
+            }
+        )
+    return crds
 
 
 @cache
