@@ -13,6 +13,7 @@ import typer
 from vatic.cli.commands.dlq import moment_ms
 from vatic.cli.commands.schema import RegistryUrl, open_source
 from vatic.cli.commands.stream import (
+    Cluster,
     Env,
     JobManager,
     ServiceDir,
@@ -51,6 +52,7 @@ def monitor_settings(
     schema_registry_url: str | None,
     registry_root: Path | None,
     local: bool,
+    cluster: bool = False,
 ) -> JobSettings:
     """The settings of a service's monitor job: the pipeline's connections, ``job=monitor``, the registry of the
     reference profiles."""
@@ -63,6 +65,8 @@ def monitor_settings(
         schema_registry_url=schema_registry_url, local=local,
     )  # fmt: skip
     payload.pop("model_url")
+    if cluster:
+        payload["bootstrap_servers"] = StackSettings().kafka_cluster_bootstrap
     root = registry_root_for(config.registry, registry_root)
     return JobSettings(**payload, job="monitor", registry_root=root)
 
@@ -153,6 +157,7 @@ def submit(
     detached: Annotated[bool, typer.Option(help="return once the cluster accepted the job")] = False,
     schema_registry_url: RegistryUrl = None,
     registry_root: RegistryRoot = None,
+    cluster: Cluster = False,
 ) -> None:
     """Submit the drift monitor to a standalone (session) Flink cluster with the distribution's `flink run`, as
     `vatic stream submit` submits the pipeline (the same entry point, with --job monitor)."""
@@ -165,7 +170,7 @@ def submit(
     _check_slots(rest, wanted)
     settings = monitor_settings(
         service_dir, env, bounded=bounded, parallelism=wanted, checkpoint_dir=checkpoint_dir,
-        schema_registry_url=schema_registry_url, registry_root=registry_root, local=False,
+        schema_registry_url=schema_registry_url, registry_root=registry_root, local=False, cluster=cluster,
     )  # fmt: skip
     _create_drift_topic(config, settings.bootstrap_servers)
     _create_topics(service_dir, env, settings.bootstrap_servers)

@@ -1,15 +1,19 @@
-"""The streaming job on a real standalone Flink cluster with parallelism 2.
+"""The streaming job on the clusters users outgrow one machine with: a three-node KRaft Kafka cluster and a Flink
+session cluster of one JobManager and two TaskManagers (2 slots each), both started as ``vatic stack up --cluster``
+starts them (on free ports, in a private home), a real MLServer and a real Feast repository.
 
-A JobManager and a TaskManager (2 slots) from the Flink distribution PyFlink ships, on free loopback ports; a real
-MLServer and a real Feast repository; the job submitted with ``vatic stream submit``. The oracle is the one of the
-mini-cluster tests (:mod:`tests.streaming.test_job`): every event exactly once in the predictions (read_committed)
-or in the dead letters. The job runs unbounded, as in production, and is cancelled through the REST API once
-everything is out; the drift monitor is then submitted to the same cluster (``vatic monitor submit``) and counts every
-prediction; then the cluster is stopped and no process of ours (JVMs, Python workers) may remain.
+The job is submitted with ``vatic stream submit --cluster`` at parallelism 2 over an 8-partition input topic
+(replication 3, ``min.insync.replicas`` 2), then upgraded under load with ``vatic stream upgrade``: a changed batch
+size and parallelism 4, through a stop-with-savepoint. The oracle of the mini-cluster tests holds over both jobs
+(every event exactly once in the predictions, read_committed, or in the dead letters), and the new job restored
+the savepoint the old one stopped with: state and source offsets kept across the upgrade. Then Flink's own ``flink
+run`` submits the same program, the drift monitor counts every prediction (``vatic monitor submit``), and once both
+clusters are stopped no process of ours (JVMs, Python workers) remains.
 """
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 import sys
@@ -17,34 +21,43 @@ import time
 from pathlib import Path
 
 import yaml
+from confluent_kafka.admin import AdminClient, ConfigResource
 
 from tests.fixtures.model_server import free_port, free_ports
 from tests.serving.gateway.test_gateway import echo_service
 from tests.streaming.test_job import check_oracle, drain, make_run, produce
 from vatic.cli.stack.artifacts import Artifacts
-from vatic.cli.stack.flink import FlinkJobManager, FlinkTaskManager
+from vatic.cli.stack.flink import FlinkJobManager
 from vatic.cli.stack.process import port_accepts, processes_with_token
 from vatic.cli.stack.settings import StackSettings
+from vatic.cli.stack.stack import Stack
 from vatic.connectors.kafka import scan
 from vatic.schemas import AvroCodec, load_schema, topic_subject
 
 ROOT = Path(__file__).resolve().parents[2]
 VATIC = ROOT / ".venv" / "pipeline" / "bin" / "vatic"
-EVENTS = 2_000
+HALF = 1_500
+FLINK = ("flink-jobmanager", "flink-taskmanager", "flink-taskmanager-2")
+PORTS = (
+    "kafka1_port", "kafka1_controller_port", "kafka2_port", "kafka2_controller_port", "kafka3_port",
+    "kafka3_controller_port", "flink_rest_port", "flink_jobmanager_rpc_port", "flink_taskmanager_rpc_port",
+    "flink_taskmanager2_rpc_port", "flink_jobmanager_metrics_port", "flink_taskmanager_metrics_port",
+    "flink_taskmanager2_metrics_port",
+)  # fmt: skip
 
 
 def cluster_settings(home: Path) -> StackSettings:
-    """A private cluster: own home, five distinct free ports (REST, RPC, metrics), the shared download cache."""
-    ports = free_ports(5)
-    return StackSettings(
-        home=home,
-        flink_rest_port=ports[0],
-        flink_jobmanager_rpc_port=ports[1],
-        flink_taskmanager_rpc_port=ports[2],
-        flink_jobmanager_metrics_port=ports[3],
-        flink_taskmanager_metrics_port=ports[4],
-        start_timeout_s=240,
-    )
+    """Both clusters on distinct free ports in a private home, the shared download cache."""
+    return StackSettings(home=home, start_timeout_s=240, **dict(zip(PORTS, free_ports(len(PORTS)), strict=True)))
+
+
+def _vatic(settings: StackSettings | None, *args: str, timeout: float = 400) -> subprocess.CompletedProcess[str]:
+    """The CLI as a user of this stack runs it: the stack's settings come from ``VATIC_STACK_*``."""
+    env = {**os.environ}
+    if settings is not None:
+        env["VATIC_STACK_HOME"] = str(settings.home)
+        env.update({f"VATIC_STACK_{name.upper()}": str(getattr(settings, name)) for name in PORTS})
+    return subprocess.run([str(VATIC), *args], capture_output=True, text=True, timeout=timeout, check=False, env=env)
 
 
 def _argv0(pid: int) -> str:
@@ -54,81 +67,127 @@ def _argv0(pid: int) -> str:
         return ""
 
 
-def _python_workers(token: str) -> list[int]:
-    """Our TaskManager's Python UDF workers: processes with its token running this (the pipeline) interpreter."""
-    return [pid for pid in processes_with_token(token) if _argv0(pid) == sys.executable]
+def _python_workers(tokens: list[str]) -> list[int]:
+    """The TaskManagers' Python UDF workers: processes with their tokens running this (the pipeline) interpreter."""
+    return [pid for token in tokens for pid in processes_with_token(token) if _argv0(pid) == sys.executable]
 
 
-def _vatic(*args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([str(VATIC), *args], capture_output=True, text=True, timeout=timeout, check=False)
+def _completed_checkpoints(jobmanager: FlinkJobManager, job_id: str) -> int:
+    return int(jobmanager.rest.checkpoints(job_id).get("counts", {}).get("completed", 0))
 
 
-def test_the_job_runs_on_a_standalone_cluster_with_parallelism_2(
-    kafka_bootstrap, registry_url, server, features, tmp_path
-):
-    run = make_run(tmp_path, features, kafka_bootstrap, registry_url)
-    produce(run, kafka_bootstrap, EVENTS)
+def test_the_job_runs_scales_out_and_upgrades_on_the_clusters_without_loss(registry_url, server, features, tmp_path):
     settings = cluster_settings(tmp_path / "home")
-    jobmanager, taskmanager = FlinkJobManager(settings), FlinkTaskManager(settings)
+    stack = Stack(settings)
+    bootstrap = settings.kafka_cluster_bootstrap
+    jm = settings.flink_jobmanager
     tokens: list[str] = []
     try:
-        assert jobmanager.start() is True
-        assert taskmanager.start() is True
-        tokens = [t for t in (jobmanager.token(), taskmanager.token()) if t]
-        overview = jobmanager.rest.overview()
-        assert (overview["taskmanagers"], overview["slots-total"], overview["slots-available"]) == (1, 2, 2)
+        assert stack.up(["cluster"]) == ["kafka-1", "kafka-2", "kafka-3", *FLINK]
+        tokens = [t for name in FLINK if (t := stack.components[name].token())]  # type: ignore[attr-defined]
+        status = _vatic(settings, "stack", "status", "cluster")
+        assert status.returncode == 0, status.stdout + status.stderr
+        for node in (1, 2, 3):
+            assert re.search(rf"^kafka-{node}\s+up\s.*node {node} of 3: 3 broker\(s\) listed", status.stdout, re.M)
+        assert "2 TaskManager(s), 4/4 slots free" in status.stdout
+        jobmanager = stack.components["flink-jobmanager"]
+        assert isinstance(jobmanager, FlinkJobManager)
 
+        run = make_run(tmp_path, features, bootstrap, registry_url, create_topics=False, batch_size=64)
         submitted = _vatic(
-            "stream", "submit", str(run.folder), "--jobmanager", settings.flink_jobmanager, "--parallelism", "2",
-            "--model-url", server.url, "--checkpoint-dir", str(tmp_path / "checkpoints"), "--no-create-topics",
-            "--schema-registry-url", registry_url, "--detached",
+            settings, "stream", "submit", str(run.folder), "--cluster", "--jobmanager", jm, "--parallelism", "2",
+            "--partitions", "8", "--model-url", server.url, "--detached", "--checkpoint-dir",
+            str(tmp_path / "checkpoints"), "--schema-registry-url", registry_url,
         )  # fmt: skip
         assert submitted.returncode == 0, submitted.stderr[-3000:]
-        job_id = submitted.stdout.strip()
-        assert re.fullmatch(r"[0-9a-f]{32}", job_id), submitted.stdout
-        assert f"as job {job_id} (parallelism 2)" in submitted.stderr
+        assert "(replication 3)" in submitted.stderr
+        first = submitted.stdout.strip()
+        assert re.fullmatch(r"[0-9a-f]{32}", first)
+        assert f"as job {first} (parallelism 2)" in submitted.stderr
 
-        job = jobmanager.rest.wait_job(job_id, {"RUNNING", "FAILED", "FINISHED", "CANCELED"}, timeout_s=120)
+        # the topics: 8 partitions, 3 replicas on 3 nodes, 2 in sync to acknowledge a write
+        admin = AdminClient({"bootstrap.servers": bootstrap})
+        topic = admin.list_topics(timeout=10).topics[run.topics["input"]]
+        assert len(topic.partitions) == 8
+        assert {len(p.replicas) for p in topic.partitions.values()} == {3}
+        resource = ConfigResource(ConfigResource.Type.TOPIC, run.topics["input"])
+        configs = admin.describe_configs([resource])[resource].result(timeout=10)
+        assert configs["min.insync.replicas"].value == "2"
+
+        job = jobmanager.rest.wait_job(first, {"RUNNING", "FAILED"}, timeout_s=180)
         assert job["state"] == "RUNNING"
-        # every vertex runs with 2 subtasks (the default vectorized topology chains source, inference and both
-        # sinks into one vertex), the inference runs in them, and the job takes both slots
-        assert job["vertices"]
+        # every vertex runs with 2 subtasks (the vectorized topology chains source, inference and both sinks)
         assert {v["name"]: v["parallelism"] for v in job["vertices"]} == {v["name"]: 2 for v in job["vertices"]}
         assert any("PythonCalc" in v["name"] or "infer" in v["name"] for v in job["vertices"])
+        produce(run, bootstrap, HALF)
 
-        # a second job does not fit: one clear line, nothing submitted
+        # a second job that does not fit: one clear line, nothing submitted
         refused = _vatic(
-            "stream", "submit", str(run.folder), "--jobmanager", settings.flink_jobmanager, "--parallelism", "2",
+            settings, "stream", "submit", str(run.folder), "--cluster", "--jobmanager", jm, "--parallelism", "4",
             "--model-url", server.url, "--no-create-topics", "--detached",
         )  # fmt: skip
         assert refused.returncode != 0
         assert refused.stderr.count("\n") == 1
-        assert "0 free slot(s) of 2" in refused.stderr
+        assert "2 free slot(s) of 4" in refused.stderr
+        listed = _vatic(settings, "stream", "jobs", "--jobmanager", jm)
+        assert re.search(rf"^{first}\s+RUNNING\s", listed.stdout, re.MULTILINE), listed.stdout
 
-        predictions, dead = drain(run, kafka_bootstrap, expected=EVENTS, timeout_s=300)
-        failures = jobmanager.rest.exceptions(job_id)
+        deadline = time.monotonic() + 180
+        while _completed_checkpoints(jobmanager, first) < 2 and time.monotonic() < deadline:
+            time.sleep(0.5)
+        assert _completed_checkpoints(jobmanager, first) >= 2
+        # the Python UDF workers run on the TaskManagers with the pipeline environment's interpreter
+        assert _python_workers(tokens), "no Python worker of the TaskManagers runs the pipeline interpreter"
+
+        # the upgrade, under load: a new batch size and parallelism 4, through a stop-with-savepoint
+        config = yaml.safe_load((run.folder / "service.yaml").read_text())
+        config["streaming"]["batch_size"] = 32
+        (run.folder / "service.yaml").write_text(yaml.safe_dump(config))
+        upgraded = _vatic(
+            settings, "stream", "upgrade", str(run.folder), "--cluster", "--jobmanager", jm, "--parallelism", "4",
+            "--model-url", server.url, "--checkpoint-dir", str(tmp_path / "checkpoints"),
+            "--schema-registry-url", registry_url,
+        )  # fmt: skip
+        assert upgraded.returncode == 0, upgraded.stderr[-3000:]
+        second = upgraded.stdout.strip()
+        assert re.fullmatch(r"[0-9a-f]{32}", second)
+        assert second != first
+        savepoint = re.search(rf"stopped job {first} with savepoint (\S+)", upgraded.stderr)
+        assert savepoint, upgraded.stderr
+        assert f"job {second} restored from {savepoint.group(1)} at parallelism 4 (was job {first})" in upgraded.stderr
+        assert jobmanager.rest.job(first)["state"] == "FINISHED"  # stopped with its savepoint, not cancelled
+        assert jobmanager.rest.checkpoints(second)["latest"]["restored"]["is_savepoint"] is True
+        assert {v["parallelism"] for v in jobmanager.rest.job(second)["vertices"]} == {4}
+        assert jobmanager.rest.overview()["slots-available"] == 0  # the job spreads over both TaskManagers
+
+        produce(run, bootstrap, HALF)
+        predictions, dead = drain(run, bootstrap, expected=2 * HALF, timeout_s=300)
+        failures = jobmanager.rest.exceptions(second)
         check_oracle(run, predictions, dead)
-        assert len(predictions) + len(dead) == EVENTS, [f.get("exceptionName") for f in failures]
+        assert len(predictions) + len(dead) == 2 * HALF, [f.get("exceptionName") for f in failures]
         assert {p["origin"] for p in predictions} == {"STREAM"}
 
-        # the Python UDF workers run on the TaskManager with the pipeline environment's interpreter
-        workers = _python_workers(taskmanager.token() or "")
-        assert workers, "no Python worker of the TaskManager runs the pipeline interpreter"
-
-        listed = _vatic("stream", "jobs", "--jobmanager", settings.flink_jobmanager)
-        assert listed.returncode == 0, listed.stderr
-        assert re.search(rf"^{job_id}\s+RUNNING\s", listed.stdout, re.MULTILINE), listed.stdout
+        # a savepoint of a running job, the job going on; an unknown job is one line
+        taken = _vatic(settings, "stream", "savepoint", second, "--jobmanager", jm, "--dir", str(tmp_path / "sp"))
+        assert taken.returncode == 0, taken.stderr
+        assert taken.stdout.strip().removeprefix("file:").startswith(str(tmp_path / "sp"))
+        assert jobmanager.rest.job(second)["state"] == "RUNNING"
+        missing = _vatic(settings, "stream", "upgrade", str(run.folder), "--cluster", "--jobmanager", jm, "--job",
+                         "0" * 32, "--model-url", server.url)  # fmt: skip
+        assert missing.returncode == 2
+        assert missing.stderr.count("\n") == 1
 
         # cancelled through the REST API (PATCH /jobs/<id>?mode=cancel) by `vatic stream cancel`
-        cancelled = _vatic("stream", "cancel", job_id, "--jobmanager", settings.flink_jobmanager)
+        workers = _python_workers(tokens)
+        cancelled = _vatic(settings, "stream", "cancel", second, "--jobmanager", jm)
         assert cancelled.returncode == 0, cancelled.stderr
-        assert jobmanager.rest.job(job_id)["state"] == "CANCELED"
+        assert jobmanager.rest.job(second)["state"] == "CANCELED"
         deadline = time.monotonic() + 60
-        while time.monotonic() < deadline and set(workers) & set(_python_workers(taskmanager.token() or "")):
+        while time.monotonic() < deadline and set(workers) & set(_python_workers(tokens)):
             time.sleep(0.2)
-        assert set(workers) & set(_python_workers(taskmanager.token() or "")) == set()  # the job's workers end
-        assert jobmanager.rest.overview()["slots-available"] == 2
-        unknown = _vatic("stream", "cancel", "0" * 32, "--jobmanager", settings.flink_jobmanager)
+        assert set(workers) & set(_python_workers(tokens)) == set()  # the job's workers end
+        assert jobmanager.rest.overview()["slots-available"] == 4
+        unknown = _vatic(settings, "stream", "cancel", "0" * 32, "--jobmanager", jm)
         assert unknown.returncode == 2
         assert unknown.stderr.count("\n") == 1
         assert "HTTP 404 Job could not be found" in unknown.stderr
@@ -136,8 +195,8 @@ def test_the_job_runs_on_a_standalone_cluster_with_parallelism_2(
         # the same job with Flink's own `flink run`, the way Flink users submit a Python program: readable options
         plain = _flink_run(
             settings, "--python", str(ROOT / "streaming" / "main.py"), "--pyExecutable", sys.executable,
-            "--pyClientExecutable", sys.executable, "--parallelism", "2", "--detached",
-            "--service-dir", str(run.folder), "--model-url", server.url, "--bootstrap-servers", kafka_bootstrap,
+            "--pyClientExecutable", sys.executable, "--parallelism", "4", "--detached",
+            "--service-dir", str(run.folder), "--model-url", server.url, "--bootstrap-servers", bootstrap,
             "--schema-registry-url", registry_url, "--checkpoint-dir", str(tmp_path / "checkpoints-plain"),
             "--kafka-connector-jar", str(Artifacts(settings.cache).require_flink_kafka_connector()),
         )  # fmt: skip
@@ -146,7 +205,7 @@ def test_the_job_runs_on_a_standalone_cluster_with_parallelism_2(
         assert plain_id, plain.stdout[-2000:]
         state = jobmanager.rest.wait_job(plain_id.group(1), {"RUNNING", "FAILED", "FINISHED"}, timeout_s=120)
         assert state["state"] == "RUNNING", jobmanager.rest.exceptions(plain_id.group(1))
-        assert _vatic("stream", "cancel", plain_id.group(1), "--jobmanager", settings.flink_jobmanager).returncode == 0
+        assert _vatic(settings, "stream", "cancel", plain_id.group(1), "--jobmanager", jm).returncode == 0
 
         # the drift monitor on the same cluster (`vatic monitor submit`, bounded): every prediction counted once
         drift_topic = run.topics["output"].removesuffix(".out") + ".drift"
@@ -155,29 +214,27 @@ def test_the_job_runs_on_a_standalone_cluster_with_parallelism_2(
         (run.folder / "service.yaml").write_text(yaml.safe_dump(config))
         jobmanager.rest.wait_job(plain_id.group(1), {"CANCELED"}, timeout_s=60)
         monitored = _vatic(
-            "monitor", "submit", str(run.folder), "--jobmanager", settings.flink_jobmanager, "--bounded",
+            settings, "monitor", "submit", str(run.folder), "--cluster", "--jobmanager", jm, "--bounded",
             "--checkpoint-dir", str(tmp_path / "checkpoints-monitor"), "--schema-registry-url", registry_url,
             "--registry-root", str(tmp_path / "no-profiles"), timeout=300,
         )  # fmt: skip
         assert monitored.returncode == 0, monitored.stderr[-3000:]
         assert "FINISHED" in monitored.stderr
         codec = AvroCodec(run.store, topic_subject(drift_topic), load_schema("drift"))
-        windows = [codec.decode(r.value or b"") for r in scan(drift_topic, run.settings(kafka_bootstrap))]
+        windows = [codec.decode(r.value or b"") for r in scan(drift_topic, run.settings(bootstrap))]
         assert sum(w["predictions"] for w in windows) == len(predictions)
         assert {(w["service"], w["profiled"]) for w in windows} == {("echo", False)}  # no profile: counted only
     finally:
-        stopped = [taskmanager.stop(), jobmanager.stop()]
-    assert stopped == [True, True]
-    assert len(tokens) == 2
+        stopped = stack.down(["cluster"])
+    assert stopped == [*reversed(FLINK), "kafka-3", "kafka-2", "kafka-1"]
+    assert len(tokens) == 3
     assert [pid for token in tokens for pid in processes_with_token(token)] == []  # no JVM, no Python worker
     assert not port_accepts(settings.host, settings.flink_rest_port)
-    assert (jobmanager.health().state, taskmanager.health().state) == ("down", "down")
+    assert {h.state for h in stack.status(["cluster"])} == {"down"}
 
 
 def _flink_run(settings: StackSettings, *args: str) -> subprocess.CompletedProcess[str]:
     """The distribution's own ``flink run`` (PyFlink ships it), against the test cluster."""
-    import os
-
     import pyflink
 
     from vatic.cli.stack.flink import java_home
@@ -192,7 +249,9 @@ def _flink_run(settings: StackSettings, *args: str) -> subprocess.CompletedProce
 def test_submit_without_a_jobmanager_is_one_clear_line(features, tmp_path):
     folder = echo_service(tmp_path / "service", features, name="echo")
     address = f"127.0.0.1:{free_port()}"
-    refused = _vatic("stream", "submit", str(folder), "--jobmanager", address, "--model-url", "http://127.0.0.1:1")
+    refused = _vatic(
+        None, "stream", "submit", str(folder), "--jobmanager", address, "--model-url", "http://127.0.0.1:1"
+    )
     assert refused.returncode == 2
     assert refused.stderr.count("\n") == 1
     assert refused.stderr.startswith(f"vatic: no Flink JobManager answers at http://{address}")
