@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import signal
 from collections.abc import Iterable, Sequence
 
-from vatic.cli.stack.cluster import KAFKA_CLUSTER
+from vatic.cli.stack.cluster import KAFKA_CLUSTER, KafkaClusterNode
 from vatic.cli.stack.components import COMPONENTS, Component, Health
 from vatic.cli.stack.flink import FLINK
 from vatic.cli.stack.gateway import GatewayProcess
@@ -74,10 +75,19 @@ class Stack:
         return started
 
     def down(self, names: Sequence[str] | None = None) -> list[str]:
-        """Stop the named components (all by default) in reverse order; return the names that were running."""
+        """Stop the named components (all by default) in reverse order; return the names that were running.
+
+        The nodes of the Kafka cluster are signalled together first: the last node of a quorum stopped one by one
+        cannot finish its clean shutdown (no controller is left to answer it) and would wait out its timeout."""
+        stopping = self._with_running_optional(names)
+        running = {c.name for c in stopping if c.process.pid() is not None}
+        nodes = [c for c in stopping if isinstance(c, KafkaClusterNode) and c.name in running]
+        if len(nodes) > 1:
+            for node in nodes:
+                node.process.send_signal(signal.SIGTERM)
         stopped = []
-        for component in reversed(self._with_running_optional(names)):
-            if component.stop():
+        for component in reversed(stopping):
+            if component.stop() or component.name in running:
                 stopped.append(component.name)
         return stopped
 
