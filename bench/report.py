@@ -28,6 +28,7 @@ TITLES = {
     "shadow": "11. Shadow: the serving path with a shadow model vs without (stream events/s, REST p99)",
     "monitor": "12. Drift monitor: the job's max events/s with its drift monitor beside it vs alone",
     "graph": "13. Inference graph: the two-model product graph vs the combined model (stream events/s, REST p99)",
+    "capacity": "14. Capacity: the job on a 3-node Kafka cluster and 2 Flink TaskManagers at parallelism 1, 2, 4",
 }
 
 
@@ -397,12 +398,32 @@ def _details(name: str, data: dict[str, Any]) -> list[str]:
         lines += _peer_details(data)
     if name == "visible" and data.get("delivery"):
         lines += _visible_details(data)
+    if name == "capacity":
+        return _capacity_details(data)
     if name in ("shadow", "graph") and data.get("stream_eps"):
         lines += _two_door_details(data)
     if name == "gpu" and data.get("cells"):
         lines += ["| device | batch | rows/s | p50 ms |", "|---|---|---|---|"]
         for cell in data["cells"]:
             lines.append(f"| {cell['device']} | {cell['batch']} | {cell['rows_per_s']:,.0f} | {cell['p50_ms']:.2f} |")
+    return lines
+
+
+def _capacity_details(data: dict[str, Any]) -> list[str]:
+    lines = [
+        f"{data.get('events')} pre-loaded events per run, 8 partitions (3 replicas, min.insync.replicas 2), "
+        f"{data.get('cores')} cores; medians over the repeats. CPU per event over the window from the first to the "
+        "last output: the TaskManagers (JVMs and Python workers), the three Kafka nodes, the model server.",
+        "",
+        "| parallelism | events/s per slot | busy cores | job CPU ms/event | Kafka CPU ms/event | model CPU ms/event |",
+        "|---|---|---|---|---|---|",
+    ]
+    for p, per_slot in data.get("eps_per_slot", {}).items():
+        cpu = data.get("cpu_ms_per_event", {}).get(p, {})
+        lines.append(
+            f"| {p} | {_fmt(per_slot)} | {_fmt(data.get('busy_cores', {}).get(p))} | {_fmt(cpu.get('job'))} | "
+            f"{_fmt(cpu.get('kafka'))} | {_fmt(cpu.get('model'))} |"
+        )
     return lines
 
 

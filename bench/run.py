@@ -12,7 +12,9 @@ server and gateway vs stock MLServer 1.7.1 with default settings), ``features`` 
 Feast), ``batching`` (MLServer adaptive batching on/off), ``doors`` (the gateway's V2 JSON vs binary vs gRPC),
 ``gpu`` (skipped without a GPU), ``memory`` (RSS of vatic's job and model server at the job's max rate),
 ``shadow`` (the serving path's events/s and REST p99 with a shadow model vs without), ``monitor`` (the job's events/s
-with its drift monitor running beside it vs alone).
+with its drift monitor running beside it vs alone), ``graph`` (a two-model graph vs one combined model), ``capacity``
+(the job on the three-node Kafka cluster and the Flink session cluster at parallelism 1, 2, 4: events/s per slot and
+CPU per event).
 
 It brings up what each comparison needs with vatic's stack code (ports and state folder from ``VATIC_STACK_*``;
 the extra servers on ``--base-port`` .. +5), prints a progress line per measurement, and stops what it started.
@@ -42,7 +44,7 @@ if TYPE_CHECKING:
 
 COMPARISONS = (
     "streaming", "peers", "visible", "rest", "features", "batching", "doors", "gpu", "memory", "shadow", "monitor",
-    "graph",
+    "graph", "capacity",
 )  # fmt: skip
 
 
@@ -94,6 +96,7 @@ NEEDS = {
     "shadow": ("kafka", "redis", "fraud-model"),
     "monitor": ("kafka", "redis", "fraud-model"),
     "graph": ("kafka",),
+    "capacity": ("redis", "fraud-model"),
 }
 
 
@@ -157,6 +160,12 @@ def measure(options: Options, stack: BenchStack, loadgen: Path | None, results: 
         say("== 13. graph: the two-model product graph vs the combined model, stream and REST")
         assert loadgen is not None
         results["graph"] = graph(options, stack, loadgen)
+    if options.wants("capacity"):
+        from bench.capacity import capacity
+
+        stack.stop("gateway")
+        say("== 14. capacity: the job on both clusters at parallelism 1, 2 and 4")
+        results["capacity"] = capacity(options, stack)
     if options.wants("gpu"):
         from bench.gpu import gpu
 

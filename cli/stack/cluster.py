@@ -24,10 +24,9 @@ import time
 from vatic.cli.stack.artifacts import KAFKA_VERSION
 from vatic.cli.stack.components import Component, Health, KafkaBroker, broker_durability, new_cluster_id
 from vatic.cli.stack.process import port_accepts, port_is_free
-from vatic.cli.stack.settings import StackSettings
 from vatic.schemas.errors import ConfigError, PortInUse
 
-__all__ = ["CLUSTER_NODES", "KAFKA_CLUSTER", "KafkaClusterNode", "cluster_bootstrap", "cluster_brokers"]
+__all__ = ["CLUSTER_NODES", "KAFKA_CLUSTER", "MIN_INSYNC", "KafkaClusterNode", "cluster_brokers"]
 
 #: how many nodes, and how many copies of each partition (every node holds one)
 CLUSTER_NODES = 3
@@ -35,19 +34,15 @@ CLUSTER_NODES = 3
 MIN_INSYNC = 2
 
 
-def cluster_bootstrap(settings: StackSettings) -> str:
-    """``host:port,...`` of the three nodes' client listeners."""
-    return settings.kafka_cluster_bootstrap
-
-
 def cluster_brokers(bootstrap: str, timeout_s: float = 2.0) -> dict[int, int]:
     """Broker id -> number of partitions it leads, as the cluster's metadata says (empty when nobody answers)."""
+    from confluent_kafka import KafkaException
     from confluent_kafka.admin import AdminClient
 
     admin = AdminClient({"bootstrap.servers": bootstrap, "socket.timeout.ms": 1000})
     try:
         meta = admin.list_topics(timeout=timeout_s)
-    except Exception:
+    except KafkaException:
         return {}
     leaders = dict.fromkeys(meta.brokers, 0)
     for topic in meta.topics.values():
@@ -161,10 +156,7 @@ class KafkaClusterNode(KafkaBroker):
         pid = self.process.pid()
         if pid is None:
             return super().health()
-        try:
-            leaders = cluster_brokers(self.bootstrap) if port_accepts(self.settings.host, self.client_port) else {}
-        except Exception as exc:
-            return Health(self.name, "starting", self.client_port, pid, f"{type(exc).__name__}: {exc}")
+        leaders = cluster_brokers(self.bootstrap) if port_accepts(self.settings.host, self.client_port) else {}
         if self.node_id not in leaders:
             return Health(self.name, "starting", self.client_port, pid, "waiting for the quorum (a majority of nodes)")
         detail = (
