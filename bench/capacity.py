@@ -28,8 +28,7 @@ from confluent_kafka import Consumer, Producer, TopicPartition
 
 from bench.common import ROOT, BenchError, Options, median, say
 from bench.stack import BenchStack
-from bench.streaming import _rate, _service
-from bench.workload import events
+from bench.streaming import Topics, _rate, _service
 from vatic.cli.commands.schema import registry_url
 from vatic.cli.stack.flink import FLINK, FlinkJobManager
 from vatic.cli.stack.process import processes_with_token
@@ -44,10 +43,11 @@ PARALLELISMS = (1, 2, 4)
 _TICK = os.sysconf("SC_CLK_TCK")
 
 
-class ClusterTopics:
-    """Fresh topics of one run on the Kafka cluster (outputs stamped with LogAppendTime)."""
+class ClusterTopics(Topics):
+    """Fresh topics of one run on the Kafka cluster (outputs stamped with LogAppendTime); pre-loaded as the
+    streaming comparison's, with ``acks=all``."""
 
-    def __init__(self, stack: BenchStack, label: str) -> None:
+    def __init__(self, stack: BenchStack, label: str) -> None:  # the cluster's topics: Topics.__init__ not called
         prefix = f"capacity-{label}-{uuid.uuid4().hex[:6]}"
         self.input, self.output, self.dead = f"{prefix}.in", f"{prefix}.out", f"{prefix}.dlq"
         self.bootstrap = stack.settings.kafka_cluster_bootstrap
@@ -61,14 +61,9 @@ class ClusterTopics:
         self.codec = AvroCodec(self.store, topic_subject(self.input), load_schema("transaction"))
         self._watch = Consumer({"bootstrap.servers": self.bootstrap, "group.id": "capacity-watch", "log_level": 3})
 
-    def preload(self, n: int) -> None:
-        producer = Producer({"bootstrap.servers": self.bootstrap, "linger.ms": 5, "acks": "all", "log_level": 3,
-                             "queue.buffering.max.messages": 1_000_000})  # fmt: skip
-        for i, event in enumerate(events(n)):
-            producer.produce(self.input, self.codec.encode(event), event["customer_id"].encode())
-            if i % 1000 == 999:
-                producer.poll(0)
-        producer.flush(60)
+    def producer(self) -> Producer:
+        return Producer({"bootstrap.servers": self.bootstrap, "linger.ms": 5, "acks": "all", "log_level": 3,
+                         "queue.buffering.max.messages": 1_000_000})  # fmt: skip
 
     def output_end(self) -> int:
         """Records appended to the output and dead-letter topics so far (committed or not)."""
@@ -142,7 +137,7 @@ def _run(options: Options, stack: BenchStack, cluster: Stack, tokens: list[str],
     topics = ClusterTopics(stack, f"p{p}")
     try:
         topics.preload(n)
-        folder = _service(options, topics, None)  # type: ignore[arg-type]  # the same three topic names
+        folder = _service(options, topics, None)
         settings = cluster.settings
         env = {**os.environ, "VATIC_STACK_HOME": str(settings.home)}
         done = subprocess.run(
