@@ -62,11 +62,9 @@ def monitor_settings(
     payload: dict[str, Any] = _settings(
         service_dir, env, _NO_MODEL, bounded=bounded, parallelism=parallelism,
         checkpoint_dir=checkpoint_dir or StackSettings().home / "checkpoints" / f"{config.service}-monitor",
-        schema_registry_url=schema_registry_url, local=local,
+        schema_registry_url=schema_registry_url, local=local, cluster=cluster,
     )  # fmt: skip
     payload.pop("model_url")
-    if cluster:
-        payload["bootstrap_servers"] = StackSettings().kafka_cluster_bootstrap
     root = registry_root_for(config.registry, registry_root)
     return JobSettings(**payload, job="monitor", registry_root=root)
 

@@ -77,17 +77,22 @@ def _settings(
     checkpoint_dir: Path | None,
     schema_registry_url: str | None,
     local: bool,
+    cluster: bool = False,
 ) -> dict[str, Any]:
+    """The job settings' fields; ``cluster``: the local stack's three-node Kafka cluster instead of the broker that
+    ``VATIC_STREAM_BOOTSTRAP_SERVERS`` / ``VATIC_KAFKA_BOOTSTRAP_SERVERS`` / the stack's single broker name."""
     stack = StackSettings()
     artifacts = Artifacts(stack.cache)
     # the mini-cluster needs the pinned connector; a cluster may have it in flink/lib instead
     jar = artifacts.require_flink_kafka_connector() if local else artifacts.flink_kafka_connector
     config = load_service(service_dir, env)
+    broker = os.environ.get("VATIC_STREAM_BOOTSTRAP_SERVERS") or os.environ.get(
+        "VATIC_KAFKA_BOOTSTRAP_SERVERS", stack.kafka_bootstrap
+    )
     return {
         "service_dir": str(service_dir.resolve()),
         "environment": env,
-        "bootstrap_servers": os.environ.get("VATIC_STREAM_BOOTSTRAP_SERVERS")
-        or os.environ.get("VATIC_KAFKA_BOOTSTRAP_SERVERS", stack.kafka_bootstrap),
+        "bootstrap_servers": stack.kafka_cluster_bootstrap if cluster else broker,
         "model_url": model_url_for(service_dir, model_url),
         "redis_url": os.environ.get("VATIC_STREAM_REDIS_URL"),
         "schema_registry_url": registry_url(schema_registry_url),
@@ -307,13 +312,10 @@ def _cluster_settings(
     """The settings of a job for a Flink cluster; ``cluster``: on the local stack's Kafka cluster."""
     from vatic.streaming.settings import JobSettings
 
-    payload = _settings(
+    return JobSettings(**_settings(
         service_dir, env, model_url, bounded=bounded, parallelism=parallelism, checkpoint_dir=checkpoint_dir,
-        schema_registry_url=schema_registry_url, local=False,
-    )  # fmt: skip
-    if cluster:
-        payload["bootstrap_servers"] = StackSettings().kafka_cluster_bootstrap
-    return JobSettings(**payload)
+        schema_registry_url=schema_registry_url, local=False, cluster=cluster,
+    ))  # fmt: skip
 
 
 def flink_submit(

@@ -23,8 +23,8 @@ import time
 
 from vatic.cli.stack.artifacts import KAFKA_VERSION
 from vatic.cli.stack.components import Component, Health, KafkaBroker, broker_durability, new_cluster_id
-from vatic.cli.stack.process import port_accepts, port_is_free
-from vatic.schemas.errors import ConfigError, PortInUse
+from vatic.cli.stack.process import port_accepts
+from vatic.schemas.errors import ConfigError
 
 __all__ = ["CLUSTER_NODES", "KAFKA_CLUSTER", "MIN_INSYNC", "KafkaClusterNode", "cluster_brokers"]
 
@@ -126,14 +126,10 @@ class KafkaClusterNode(KafkaBroker):
     def ready(self) -> bool:
         return port_accepts(self.settings.host, self.controller_port)
 
+    def port_variable(self, port: int) -> str:
+        return f"VATIC_STACK_KAFKA{self.node_id}_{'PORT' if port == self.client_port else 'CONTROLLER_PORT'}"
+
     def start(self) -> bool:
-        if self.process.pid() is None:
-            for port, field in ((self.client_port, "PORT"), (self.controller_port, "CONTROLLER_PORT")):
-                if not port_is_free(self.settings.host, port):
-                    raise PortInUse(
-                        f"{self.name}: port {port} on {self.settings.host} is taken by another process; stop it or "
-                        f"move it with VATIC_STACK_KAFKA{self.node_id}_{field}=<free port>"
-                    )
         started = super().start()
         if self._running_nodes() * 2 > CLUSTER_NODES:
             self.wait_serving(self.settings.start_timeout_s)

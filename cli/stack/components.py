@@ -66,6 +66,10 @@ class Component(ABC):
     def env(self) -> dict[str, str]:
         return {}
 
+    def port_variable(self, port: int) -> str:
+        """The ``VATIC_STACK_*`` variable that moves ``port`` (one of :attr:`ports`), for the one-line error."""
+        return f"VATIC_STACK_{self.name.upper()}_PORT"
+
     def start(self) -> bool:
         """Start unless already running; wait until ready. Returns True if this call started it."""
         if self.process.pid() is not None:
@@ -76,7 +80,7 @@ class Component(ABC):
             if not _port_frees(self.settings.host, port):
                 raise PortInUse(
                     f"{self.name}: port {port} on {self.settings.host} is taken by another process; stop it or "
-                    f"move vatic's {self.name} with VATIC_STACK_{self.name.upper()}_PORT=<free port>"
+                    f"move vatic's {self.name} with {self.port_variable(port)}=<free port>"
                 )
         self.prepare()
         self.process.start(argv, env=self.env())

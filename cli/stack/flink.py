@@ -306,16 +306,6 @@ class _FlinkProcess(Component):
     def resource_id(self) -> str:
         return f"vatic-{self.name}"
 
-    @property
-    def taskmanager_rpc_port(self) -> int:
-        """``taskmanager.rpc.port`` of this process's config (a TaskManager's own; the first's elsewhere)."""
-        return self.settings.flink_taskmanager_rpc_port
-
-    @property
-    def taskmanager_resource_id(self) -> str:
-        """``taskmanager.resource-id`` of this process's config (a TaskManager's own; the first's elsewhere)."""
-        return f"vatic-{FlinkTaskManager.name}"
-
     def argv(self) -> list[str]:
         _java(self.settings)  # one line when java is missing, before anything starts
         return ["bash", str(flink_home() / "bin" / self.script), "start-foreground"]
@@ -346,8 +336,8 @@ class _FlinkProcess(Component):
             "jobmanager.execution.failover-strategy": "region",
             "taskmanager.bind-host": s.host,
             "taskmanager.host": s.host,
-            "taskmanager.rpc.port": self.taskmanager_rpc_port,
-            "taskmanager.resource-id": self.taskmanager_resource_id,
+            "taskmanager.rpc.port": s.flink_taskmanager_rpc_port,
+            "taskmanager.resource-id": f"vatic-{FlinkTaskManager.name}",
             "taskmanager.numberOfTaskSlots": s.flink_task_slots,
             "taskmanager.memory.process.size": s.flink_taskmanager_memory,
             "parallelism.default": s.flink_task_slots,
@@ -448,13 +438,13 @@ class FlinkTaskManager(_FlinkProcess):
     _port_settings = (("flink_taskmanager_rpc_port", "VATIC_STACK_FLINK_TASKMANAGER_RPC_PORT"),)
     _metrics_port_setting = "flink_taskmanager_metrics_port"
 
-    @property
-    def taskmanager_rpc_port(self) -> int:
-        return int(getattr(self.settings, self._port_settings[0][0]))
-
-    @property
-    def taskmanager_resource_id(self) -> str:
-        return self.resource_id
+    def flink_config(self) -> dict[str, Any]:
+        """The shared keys with this TaskManager's own RPC port and resource id."""
+        return {
+            **super().flink_config(),
+            "taskmanager.rpc.port": self.ports[0],
+            "taskmanager.resource-id": self.resource_id,
+        }
 
     def start(self) -> bool:
         if self.process.pid() is None:
