@@ -24,7 +24,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from confluent_kafka import Consumer, Producer, TopicPartition
+from confluent_kafka import Consumer, Producer
 
 from bench.common import ROOT, BenchError, Options, median, say
 from bench.stack import BenchStack
@@ -44,39 +44,32 @@ _TICK = os.sysconf("SC_CLK_TCK")
 
 
 class ClusterTopics(Topics):
-    """Fresh topics of one run on the Kafka cluster (outputs stamped with LogAppendTime); pre-loaded as the
-    streaming comparison's, with ``acks=all``."""
+    """Fresh topics of one run on the Kafka cluster (outputs stamped with LogAppendTime); pre-loaded and watched
+    as the streaming comparison's, written with ``acks=all``."""
 
     def __init__(self, stack: BenchStack, label: str) -> None:  # the cluster's topics: Topics.__init__ not called
         prefix = f"capacity-{label}-{uuid.uuid4().hex[:6]}"
         self.input, self.output, self.dead = f"{prefix}.in", f"{prefix}.out", f"{prefix}.dlq"
         self.bootstrap = stack.settings.kafka_cluster_bootstrap
-        self.kafka = KafkaSettings(bootstrap_servers=self.bootstrap)
+        self.conf = {"bootstrap.servers": self.bootstrap}
+        self.partitions = PARTITIONS
+        kafka = KafkaSettings(bootstrap_servers=self.bootstrap)
         durable = {"min.insync.replicas": "2"}
-        ensure_topics([self.input], partitions=PARTITIONS, replication=3, config=durable, settings=self.kafka)
+        ensure_topics([self.input], partitions=PARTITIONS, replication=3, config=durable, settings=kafka)
         ensure_topics([self.output, self.dead], partitions=PARTITIONS, replication=3,
-                      config={**durable, "message.timestamp.type": "LogAppendTime"}, settings=self.kafka)  # fmt: skip
+                      config={**durable, "message.timestamp.type": "LogAppendTime"}, settings=kafka)  # fmt: skip
         self.registry = registry_url(None)
         self.store = schema_source(self.registry, stack.settings.home / "schemas")
         self.codec = AvroCodec(self.store, topic_subject(self.input), load_schema("transaction"))
-        self._watch = Consumer({"bootstrap.servers": self.bootstrap, "group.id": "capacity-watch", "log_level": 3})
+        self._watch = None
 
     def producer(self) -> Producer:
-        return Producer({"bootstrap.servers": self.bootstrap, "linger.ms": 5, "acks": "all", "log_level": 3,
+        return Producer({**self.conf, "linger.ms": 5, "acks": "all", "log_level": 3,
                          "queue.buffering.max.messages": 1_000_000})  # fmt: skip
-
-    def output_end(self) -> int:
-        """Records appended to the output and dead-letter topics so far (committed or not)."""
-        total = 0
-        for topic in (self.output, self.dead):
-            for p in range(PARTITIONS):
-                low, high = self._watch.get_watermark_offsets(TopicPartition(topic, p), timeout=5)
-                total += high - low
-        return total
 
     def stamps(self, expected: int, timeout_s: float) -> list[int]:
         """Append times (ms) of the committed predictions and dead letters."""
-        consumer = Consumer({"bootstrap.servers": self.bootstrap, "group.id": f"capacity-{uuid.uuid4().hex[:6]}",
+        consumer = Consumer({**self.conf, "group.id": f"capacity-{uuid.uuid4().hex[:6]}",
                              "auto.offset.reset": "earliest", "isolation.level": "read_committed",
                              "enable.auto.commit": False, "log_level": 3})  # fmt: skip
         consumer.subscribe([self.output, self.dead])
@@ -88,9 +81,6 @@ class ClusterTopics(Topics):
         finally:
             consumer.close()
         return out
-
-    def close(self) -> None:
-        self._watch.close()
 
 
 def _cpu_s(pids: list[int]) -> float:

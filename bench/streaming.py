@@ -64,6 +64,7 @@ class Topics:
         self.bootstrap = settings.bootstrap_servers
         #: connection and security of every client the bench makes (VATIC_KAFKA_* for a secured broker)
         self.conf = {k: v for k, v in settings.librdkafka().items() if k != "logger"}
+        self.partitions = PARTITIONS
         ensure_topics([self.input], partitions=PARTITIONS, settings=settings)
         ensure_topics(
             [self.output, self.dead],
@@ -101,7 +102,7 @@ class Topics:
             self._watch = Consumer({**self.conf, "group.id": "bench-watch", "log_level": 3})
         total = 0
         for topic in (self.output, self.dead):
-            for p in range(PARTITIONS):
+            for p in range(self.partitions):
                 low, high = self._watch.get_watermark_offsets(TopicPartition(topic, p), timeout=5)
                 total += high - low
         return total

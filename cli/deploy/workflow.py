@@ -115,7 +115,6 @@ def _checks(config: ServiceConfig) -> list[dict[str, Any]]:
                 "service": f"{config.service}-gateway",
                 "local_port": 18081,
                 "path": "/v2/health/ready",
-                "gateway": True,
             }
         )
     return checks
@@ -134,16 +133,15 @@ def _open_gateway(config: ServiceConfig) -> bool:
 def _environment(service_dir: Path, env: str, smoke: str | None) -> dict[str, Any]:
     config = load_service(service_dir, env)
     manifests = build_manifests(config, service_dir)
-    checks = _checks(config)
-    gateway_checked = bool(checks) and checks[-1].get("gateway", False)
     return {
         "name": env,
         "namespace": config.namespace,
         "model": config.model.name,
         "deployments": [m.obj["metadata"]["name"] for m in manifests if m.obj["kind"] == "Deployment"],
         "flink": [m.obj["metadata"]["name"] for m in manifests if m.obj["kind"] == "FlinkDeployment"],
-        "checks": checks,
-        "smoke": smoke if smoke and gateway_checked and _open_gateway(config) else None,
+        "checks": _checks(config),
+        # an open gateway serves plain HTTP, so it is the last check: the prediction goes through its port-forward
+        "smoke": smoke if smoke and _open_gateway(config) else None,
     }
 
 
@@ -200,8 +198,8 @@ def deploy_files(service_dir: Path, *, root: Path | None = None) -> DeployFiles:
         service=base.service,
         service_dir=service_rel,
         project_dir=project_dir,
-        dockerfile=f"{project_dir}/Dockerfile" if project_dir != "." else "Dockerfile",
-        watch=f"{project_dir}/**" if project_dir != "." else "**",
+        dockerfile=_posix(project_rel / "Dockerfile"),
+        watch=_posix(project_rel / "**"),
         workflow_file=workflow_file,
         tools_image=TOOLS_IMAGE,
         tests=_has_tests(project),

@@ -23,7 +23,8 @@ from pathlib import Path
 import yaml
 from confluent_kafka.admin import AdminClient, ConfigResource
 
-from tests.fixtures.model_server import free_port, free_ports
+from tests.fixtures.clusters import FLINK_PORTS, KAFKA_CLUSTER_PORTS, private_settings, stack_env
+from tests.fixtures.model_server import free_port
 from tests.serving.gateway.test_gateway import echo_service
 from tests.streaming.test_job import check_oracle, drain, make_run, produce
 from vatic.cli.stack.artifacts import Artifacts
@@ -38,25 +39,17 @@ ROOT = Path(__file__).resolve().parents[2]
 VATIC = ROOT / ".venv" / "pipeline" / "bin" / "vatic"
 HALF = 1_500
 FLINK = ("flink-jobmanager", "flink-taskmanager", "flink-taskmanager-2")
-PORTS = (
-    "kafka1_port", "kafka1_controller_port", "kafka2_port", "kafka2_controller_port", "kafka3_port",
-    "kafka3_controller_port", "flink_rest_port", "flink_jobmanager_rpc_port", "flink_taskmanager_rpc_port",
-    "flink_taskmanager2_rpc_port", "flink_jobmanager_metrics_port", "flink_taskmanager_metrics_port",
-    "flink_taskmanager2_metrics_port",
-)  # fmt: skip
+PORTS = (*KAFKA_CLUSTER_PORTS, *FLINK_PORTS)
 
 
 def cluster_settings(home: Path) -> StackSettings:
     """Both clusters on distinct free ports in a private home, the shared download cache."""
-    return StackSettings(home=home, start_timeout_s=240, **dict(zip(PORTS, free_ports(len(PORTS)), strict=True)))
+    return private_settings(home, PORTS, start_timeout_s=240)
 
 
 def _vatic(settings: StackSettings | None, *args: str, timeout: float = 400) -> subprocess.CompletedProcess[str]:
     """The CLI as a user of this stack runs it: the stack's settings come from ``VATIC_STACK_*``."""
-    env = {**os.environ}
-    if settings is not None:
-        env["VATIC_STACK_HOME"] = str(settings.home)
-        env.update({f"VATIC_STACK_{name.upper()}": str(getattr(settings, name)) for name in PORTS})
+    env = stack_env(settings, PORTS) if settings is not None else None
     return subprocess.run([str(VATIC), *args], capture_output=True, text=True, timeout=timeout, check=False, env=env)
 
 

@@ -15,34 +15,26 @@ import pytest
 from confluent_kafka import Consumer, Producer
 from confluent_kafka.admin import AdminClient, NewTopic
 
-from tests.fixtures.model_server import free_ports
+from tests.fixtures.clusters import KAFKA_CLUSTER_PORTS, private_settings, stack_env
 from vatic.cli.stack.cluster import KafkaClusterNode, cluster_brokers
 from vatic.cli.stack.settings import StackSettings
 from vatic.cli.stack.stack import Stack
 from vatic.schemas.errors import PortInUse
 
 VATIC = str(Path(sys.executable).parent / "vatic")
-PORTS = ("kafka1_port", "kafka1_controller_port", "kafka2_port", "kafka2_controller_port", "kafka3_port",
-         "kafka3_controller_port")  # fmt: skip
 
 
 @pytest.fixture
 def spare(tmp_path) -> StackSettings:
-    return StackSettings(home=tmp_path / "home", start_timeout_s=120, **dict(zip(PORTS, free_ports(6), strict=True)))
-
-
-def _env(settings: StackSettings) -> dict[str, str]:
-    env = {**os.environ, "VATIC_STACK_HOME": str(settings.home)}
-    env.update({f"VATIC_STACK_{name.upper()}": str(getattr(settings, name)) for name in PORTS})
-    return env
+    return private_settings(tmp_path / "home", KAFKA_CLUSTER_PORTS, start_timeout_s=120)
 
 
 def test_three_nodes_form_one_cluster_and_lose_one_node_without_losing_a_write(spare):
     stack = Stack(spare)
     assert "kafka-1" not in [c.name for c in stack.select(None)]  # optional: not in a plain `vatic stack up`
     try:
-        up = subprocess.run([VATIC, "stack", "up", "kafka-cluster"], env=_env(spare), capture_output=True,
-                            text=True, check=False, timeout=300)  # fmt: skip
+        up = subprocess.run([VATIC, "stack", "up", "kafka-cluster"], env=stack_env(spare, KAFKA_CLUSTER_PORTS),
+                            capture_output=True, text=True, check=False, timeout=300)  # fmt: skip
         assert up.returncode == 0, up.stderr
         assert [line.split()[:2] for line in up.stdout.splitlines()] == [
             ["kafka-1", "started"], ["kafka-2", "started"], ["kafka-3", "started"]
@@ -99,8 +91,8 @@ def test_three_nodes_form_one_cluster_and_lose_one_node_without_losing_a_write(s
 
         # back: the node rejoins with its storage; status shows three brokers again
         assert stack.up([node.name]) == [node.name]
-        status = subprocess.run([VATIC, "stack", "status", "kafka-cluster"], env=_env(spare), capture_output=True,
-                                text=True, check=False, timeout=60)  # fmt: skip
+        status = subprocess.run([VATIC, "stack", "status", "kafka-cluster"], env=stack_env(spare, KAFKA_CLUSTER_PORTS),
+                                capture_output=True, text=True, check=False, timeout=60)  # fmt: skip
         assert status.returncode == 0, status.stdout
         assert status.stdout.count("3 broker(s) listed") == 3
     finally:

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.fixtures.model_server import free_port
+from tests.fixtures.clusters import FLINK_PORTS, private_settings
 from vatic.cli.stack.flink import FlinkJobManager, FlinkTaskManager, FlinkTaskManager2, flink_home
 from vatic.cli.stack.process import port_accepts, processes_with_token
 from vatic.cli.stack.settings import StackSettings
@@ -23,22 +23,7 @@ from vatic.streaming.metrics import PROMETHEUS_FACTORY
 @pytest.fixture
 def spare(tmp_path) -> StackSettings:
     """A private cluster: own home, distinct free ports, the shared download cache."""
-    ports: list[int] = []
-    while len(ports) < 7:
-        port = free_port()
-        if port not in ports:
-            ports.append(port)
-    return StackSettings(
-        home=tmp_path / "home",
-        flink_rest_port=ports[0],
-        flink_jobmanager_rpc_port=ports[1],
-        flink_taskmanager_rpc_port=ports[2],
-        flink_jobmanager_metrics_port=ports[3],
-        flink_taskmanager_metrics_port=ports[4],
-        flink_taskmanager2_rpc_port=ports[5],
-        flink_taskmanager2_metrics_port=ports[6],
-        start_timeout_s=240,
-    )
+    return private_settings(tmp_path / "home", FLINK_PORTS, start_timeout_s=240)
 
 
 def test_configuration_is_loopback_with_two_slots_and_the_pipeline_interpreter(spare):
