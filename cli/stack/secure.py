@@ -60,6 +60,14 @@ class SecureKafkaBroker(KafkaBroker):
         s = self.settings
         return [s.kafka_secure_port, s.kafka_secure_controller_port, s.kafka_mtls_port]
 
+    def port_variable(self, port: int) -> str:
+        s = self.settings
+        return {
+            s.kafka_secure_port: "VATIC_STACK_KAFKA_SECURE_PORT",
+            s.kafka_secure_controller_port: "VATIC_STACK_KAFKA_SECURE_CONTROLLER_PORT",
+            s.kafka_mtls_port: "VATIC_STACK_KAFKA_MTLS_PORT",
+        }[port]
+
     @property
     def bootstrap(self) -> str:
         return f"{self.settings.host}:{self.settings.kafka_secure_port}"
